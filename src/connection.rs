@@ -1,0 +1,103 @@
+//! One socket connection: read frames, answer each request in order.
+//!
+//! Kong never pipelines (protocol.md §2), so a connection serves one request
+//! at a time. Replies are written whole, with the `serverPid` notification in
+//! front of the first one (§2, "Notifications"), and nothing is ever written
+//! after a reply that was not asked for (Kong would drop it).
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+
+use crate::rpc::{self, parse_request};
+use crate::service::{Encoded, Service};
+use crate::wire::{FrameDecoder, WireError};
+
+pub async fn serve(
+    mut stream: UnixStream,
+    service: Arc<Service>,
+    max_frame: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut decoder = FrameDecoder::new(max_frame);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(4096);
+    let mut greeted = false;
+    loop {
+        loop {
+            out.clear();
+            if !greeted {
+                rpc::write_server_pid(&mut out, std::process::id());
+            }
+            let close = match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    match parse_request(frame) {
+                        Ok(req) => {
+                            let (msgid, method) = (req.msgid, req.method.clone());
+                            match service.dispatch(req).await {
+                                Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
+                                Ok(Encoded::Raw(bytes)) => {
+                                    rpc::write_ok_raw(&mut out, msgid, &bytes)
+                                }
+                                Err(e) => {
+                                    log::log!(
+                                        if e.starts_with("no plugin instance") {
+                                            log::Level::Info
+                                        } else {
+                                            log::Level::Warn
+                                        },
+                                        "{method}: {e}"
+                                    );
+                                    rpc::write_error(&mut out, msgid, &e);
+                                }
+                            }
+                        }
+                        Err((msgid, e)) => {
+                            log::warn!("{e}");
+                            rpc::write_error(&mut out, msgid, &e);
+                        }
+                    }
+                    false
+                }
+                Err(e) => {
+                    log::warn!("connection: {e}");
+                    let msgid = decoder.peek_msgid().unwrap_or(0);
+                    rpc::write_error(&mut out, msgid, &e.to_string());
+                    decoder.reset();
+                    // After an oversized frame the rest of it is still coming:
+                    // there is no way to find the next frame, so hang up.
+                    matches!(e, WireError::TooLarge { .. })
+                }
+            };
+            greeted = true;
+            if stream.write_all(&out).await.is_err() {
+                log::debug!("connection closed before the reply was written");
+                return;
+            }
+            if close {
+                return;
+            }
+        }
+        let n = tokio::select! {
+            read = stream.read(&mut chunk) => match read {
+                Ok(n) => n,
+                Err(e) => {
+                    log::debug!("connection read failed: {e}");
+                    return;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        if n == 0 {
+            // Kong's readiness probes (protocol.md §1.3) connect and close.
+            if !decoder.is_empty() {
+                log::debug!("connection closed in the middle of a message");
+            }
+            return;
+        }
+        decoder.extend(&chunk[..n]);
+    }
+}

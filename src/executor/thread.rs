@@ -1,0 +1,183 @@
+//! The thread model (default): each event's handler runs on a pool thread.
+//!
+//! The pool is tokio's blocking pool: threads are created on demand up to a
+//! limit and kept for a while when idle, so a burst of 64 events waiting on
+//! Kong gets 64 threads and no event waits for another (design.md: no global
+//! lock while a handler runs). Each thread attaches to Python for the handler
+//! and detaches inside every PDK call.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use rmpv::Value;
+use tokio::runtime::Handle;
+
+use super::{EventJob, Executor, Phase, PluginHandle};
+use crate::convert::{value_to_py, write_py, Unsendable};
+use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx, PdkPath, PdkProxy};
+
+pub struct ThreadExecutor {
+    runtime: Handle,
+    plugin_class: Py<PyAny>,
+    lua_style: bool,
+    running: Arc<AtomicUsize>,
+}
+
+impl ThreadExecutor {
+    pub fn new(runtime: Handle, plugin_class: Py<PyAny>, lua_style: bool) -> Self {
+        ThreadExecutor {
+            runtime,
+            plugin_class,
+            lua_style,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Counts a running handler for as long as it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Executor for ThreadExecutor {
+    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
+        Python::try_attach(|py| {
+            let config = value_to_py(py, config).map_err(|e| describe(py, &e))?;
+            self.plugin_class
+                .bind(py)
+                .call1((config,))
+                .map(Bound::unbind)
+                .map_err(|e| {
+                    log_traceback(py, &e, "the plugin's constructor");
+                    describe(py, &e)
+                })
+        })
+        .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    }
+
+    fn run_event(&self, job: EventJob) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(Arc::clone(&self.running));
+        let lua_style = self.lua_style;
+        self.runtime.spawn_blocking(move || {
+            let _running = running;
+            let attached = Python::try_attach(|py| run_handler(py, job, lua_style));
+            if attached.is_none() {
+                log::warn!("event dropped: the Python interpreter is shutting down");
+            }
+        });
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
+    let EventJob {
+        event_id,
+        phase,
+        instance,
+        outputs,
+    } = job;
+    let ctx = Arc::new(EventCtx::new(event_id, outputs, lua_style));
+    let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
+        instance
+            .instance()
+            .handle
+            .bind(py)
+            .call_method1(phase.name(), (kong,))
+    });
+    match result {
+        Ok(_) => ctx.finish(),
+        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e),
+    }
+    drop(instance);
+}
+
+/// A handler raised. Like a Lua plugin that errors: the traceback goes to our
+/// stderr, the text to Kong's error log through `kong.log.err`, and where
+/// Kong can still respond the request fails closed with a 500.
+fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
+    if plugin_exit_type(py).is_ok_and(|t| err.is_instance(py, t.as_any())) {
+        // kong.response.exit/error unwound the handler: the call was sent.
+        ctx.finish();
+        return;
+    }
+    let text = describe(py, err);
+    let abandoned = ctx.is_abandoned()
+        || event_abandoned_type(py).is_ok_and(|t| err.is_instance(py, t.as_any()));
+    if abandoned {
+        log::warn!(
+            "event {}: {plugin} {} handler stopped after Kong abandoned the event: {text}",
+            ctx.event_id,
+            phase.name()
+        );
+        return;
+    }
+    log_traceback(
+        py,
+        err,
+        &format!("event {}: {plugin} {} handler", ctx.event_id, phase.name()),
+    );
+    if !ctx.is_running() {
+        return;
+    }
+    let message = format!("{plugin} {} handler raised {text}", phase.name());
+    if let Ok(args) = encode(py, message) {
+        // The answer does not matter; a failure here means the event is gone.
+        let _ = ctx.call(py, PdkPath::resolve("kong.log.err").name.clone(), args);
+    }
+    if phase.can_respond() && ctx.is_running() {
+        if let Ok(args) = encode(py, 500) {
+            ctx.terminal(PdkPath::resolve("kong.response.error").name.clone(), args);
+            return;
+        }
+    }
+    ctx.finish();
+}
+
+/// Encodes a one-argument call's argument list.
+fn encode<'py, T: IntoPyObject<'py>>(py: Python<'py>, arg: T) -> PyResult<Vec<u8>> {
+    let arg = arg.into_bound_py_any(py)?;
+    let mut out = Vec::new();
+    let _ = rmp::encode::write_array_len(&mut out, 1);
+    write_py(&mut out, &arg, Unsendable::Stringify)?;
+    Ok(out)
+}
+
+/// `TypeName: message`, with fallbacks when `str()` itself fails.
+pub fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let ty = err
+        .get_type(py)
+        .qualname()
+        .map_or_else(|_| "Exception".to_string(), |n| n.to_string());
+    match err.value(py).str() {
+        Ok(s) if !s.to_string_lossy().is_empty() => format!("{ty}: {}", s.to_string_lossy()),
+        _ => ty,
+    }
+}
+
+/// Logs a Python exception with its traceback on one log record.
+pub fn log_traceback(py: Python<'_>, err: &PyErr, what: &str) {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat());
+    match formatted {
+        Ok(tb) => log::error!("{what} raised {}\n{}", describe(py, err), tb.trim_end()),
+        Err(_) => log::error!("{what} raised {}", describe(py, err)),
+    }
+}

@@ -1,0 +1,36 @@
+//! `kong_pdk._core`: the native plugin server behind the `kong_pdk` package.
+//!
+//! Data flow (design.md): `server` accepts connections, `connection` frames
+//! bytes with `wire` and parses requests with `rpc`, `service` runs the
+//! `plugin.*` methods against the `instances` and `events` registries, and an
+//! `executor` runs the Python handler, whose PDK calls go through `pdk`.
+//! Only `convert`, `pdk`, `executor` and `server` touch Python.
+
+mod connection;
+mod convert;
+mod events;
+mod executor;
+mod ids;
+mod instances;
+mod pdk;
+mod rpc;
+mod server;
+mod service;
+mod wire;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use crate::pdk::PdkProxy;
+    #[pymodule_export]
+    use crate::server::{init_logging, PluginServer};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    use pyo3::prelude::*;
+}

@@ -1,0 +1,265 @@
+//! MessagePack-RPC message shapes: parsing Kong's requests, writing replies.
+//!
+//! Requests are `[0, msgid, method, params]`, replies `[1, msgid, error,
+//! result]` with a *string* error (Kong lower-cases it, protocol.md §3.1), and
+//! notifications `[2, label, args]`. This module knows the `plugin.*` method
+//! names and the tolerant readers for Kong's encoding quirks (§3.2); it holds
+//! no state and touches no Python.
+
+use rmpv::Value;
+
+/// The `plugin.*` methods (protocol.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    StartInstance,
+    CloseInstance,
+    HandleEvent,
+    /// Every `Step*` variant means the same; only `StepError` carries an error.
+    Step {
+        error: bool,
+    },
+    GetStatus,
+    GetPluginInfo,
+    InstanceStatus,
+    SetPluginDir,
+}
+
+impl Method {
+    /// Resolves a wire method name, or the error text to send back.
+    pub fn parse(name: &str) -> Result<Method, String> {
+        let Some(("plugin", command)) = name.split_once('.') else {
+            let ns = name.split_once('.').map_or(name, |(ns, _)| ns);
+            return Err(format!("RPC for {ns} is not supported"));
+        };
+        Ok(match command {
+            "StartInstance" => Method::StartInstance,
+            "CloseInstance" => Method::CloseInstance,
+            "HandleEvent" => Method::HandleEvent,
+            "Step" | "StepMultiMap" | "StepCredential" | "StepConsumer" | "StepRoute"
+            | "StepService" | "StepMemoryStats" | "StepPlugin" => Method::Step { error: false },
+            "StepError" => Method::Step { error: true },
+            "GetStatus" => Method::GetStatus,
+            "GetPluginInfo" => Method::GetPluginInfo,
+            "InstanceStatus" => Method::InstanceStatus,
+            "SetPluginDir" => Method::SetPluginDir,
+            _ => return Err(format!("method {name} not implemented")),
+        })
+    }
+}
+
+/// One decoded request.
+#[derive(Debug)]
+pub struct Request {
+    pub msgid: u64,
+    pub method: String,
+    pub params: Vec<Value>,
+}
+
+/// Checks the request envelope; on failure returns the msgid to answer (0
+/// when even that is unreadable) and the error text.
+pub fn parse_request(frame: Value) -> Result<Request, (u64, String)> {
+    let Value::Array(items) = frame else {
+        return Err((
+            0,
+            "malformed request: expected [0, msgid, method, params]".into(),
+        ));
+    };
+    let msgid = items.get(1).and_then(as_u64).unwrap_or(0);
+    let mut items = items.into_iter();
+    let (Some(kind), Some(_), Some(method), Some(params), None) = (
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+        items.next(),
+    ) else {
+        return Err((
+            msgid,
+            "malformed request: expected [0, msgid, method, params]".into(),
+        ));
+    };
+    if as_u64(&kind) != Some(0) {
+        return Err((
+            msgid,
+            "malformed request: message type must be 0 (request)".into(),
+        ));
+    }
+    let Value::String(method) = method else {
+        return Err((msgid, "malformed request: method must be a string".into()));
+    };
+    let Some(method) = method.into_str() else {
+        return Err((msgid, "malformed request: method name is not UTF-8".into()));
+    };
+    let params = match params {
+        Value::Array(params) => params,
+        Value::Nil => Vec::new(),
+        other => vec![other],
+    };
+    Ok(Request {
+        msgid,
+        method,
+        params,
+    })
+}
+
+/// Appends `[1, msgid, nil, <result bytes>]`; `result` is already encoded.
+pub fn write_ok_raw(out: &mut Vec<u8>, msgid: u64, result: &[u8]) {
+    write_header(out, msgid);
+    out.push(0xc0);
+    out.extend_from_slice(result);
+}
+
+/// Appends `[1, msgid, nil, result]`.
+pub fn write_ok(out: &mut Vec<u8>, msgid: u64, result: &Value) {
+    write_header(out, msgid);
+    out.push(0xc0);
+    write_value(out, result);
+}
+
+/// Appends `[1, msgid, error, nil]`.
+pub fn write_error(out: &mut Vec<u8>, msgid: u64, error: &str) {
+    write_header(out, msgid);
+    write_str(out, error);
+    out.push(0xc0);
+}
+
+/// Appends the `[2, "serverPid", pid]` notification (protocol.md §2).
+pub fn write_server_pid(out: &mut Vec<u8>, pid: u32) {
+    let _ = rmp::encode::write_array_len(out, 3);
+    let _ = rmp::encode::write_uint(out, 2);
+    write_str(out, "serverPid");
+    let _ = rmp::encode::write_uint(out, u64::from(pid));
+}
+
+fn write_header(out: &mut Vec<u8>, msgid: u64) {
+    // Writing into a Vec cannot fail; the Results only exist for io::Write.
+    let _ = rmp::encode::write_array_len(out, 4);
+    let _ = rmp::encode::write_uint(out, 1);
+    let _ = rmp::encode::write_uint(out, msgid);
+}
+
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = rmp::encode::write_str(out, s);
+}
+
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    let _ = rmpv::encode::write_value(out, v);
+}
+
+/// An unsigned integer, also from an integral float (Kong's numbers are
+/// doubles, protocol.md §3.2).
+pub fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => i.as_u64(),
+        Value::F64(f) if f.fract() == 0.0 && *f >= 0.0 && *f < 2f64.powi(64) => Some(*f as u64),
+        Value::F32(f) if f.fract() == 0.0 && *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+}
+
+/// Entries of a map; Lua sends an empty table as `[]` (protocol.md §3.2).
+pub fn as_map(v: &Value) -> Option<&[(Value, Value)]> {
+    match v {
+        Value::Map(entries) => Some(entries),
+        Value::Array(items) if items.is_empty() => Some(&[]),
+        _ => None,
+    }
+}
+
+/// Looks a string key up in a map value.
+pub fn field<'a>(map: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    map.iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
+
+/// Shorthand for building reply maps.
+pub fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names() {
+        assert_eq!(
+            Method::parse("plugin.StartInstance"),
+            Ok(Method::StartInstance)
+        );
+        assert_eq!(
+            Method::parse("plugin.StepMultiMap"),
+            Ok(Method::Step { error: false })
+        );
+        assert_eq!(
+            Method::parse("plugin.StepError"),
+            Ok(Method::Step { error: true })
+        );
+        assert_eq!(
+            Method::parse("other.Thing"),
+            Err("RPC for other is not supported".to_string())
+        );
+        assert_eq!(
+            Method::parse("plugin.Nope"),
+            Err("method plugin.Nope not implemented".to_string())
+        );
+        assert_eq!(
+            Method::parse("bare"),
+            Err("RPC for bare is not supported".to_string())
+        );
+    }
+
+    #[test]
+    fn request_envelope() {
+        let ok = Value::Array(vec![
+            Value::from(0),
+            Value::from(9),
+            Value::from("plugin.GetStatus"),
+            Value::Array(vec![]),
+        ]);
+        let req = parse_request(ok).expect("valid");
+        assert_eq!((req.msgid, req.method.as_str()), (9, "plugin.GetStatus"));
+
+        let short = Value::Array(vec![Value::from(0), Value::from(4)]);
+        assert_eq!(parse_request(short).map(|_| ()).expect_err("invalid").0, 4);
+        assert_eq!(
+            parse_request(Value::from("x"))
+                .map(|_| ())
+                .expect_err("invalid")
+                .0,
+            0
+        );
+    }
+
+    #[test]
+    fn reply_bytes_match_protocol_example() {
+        // protocol.md §3.1: error reply [1, 5, "no plugin instance #7", nil]
+        let mut out = Vec::new();
+        write_error(&mut out, 5, "no plugin instance #7");
+        let mut want = vec![0x94, 0x01, 0x05, 0xb5];
+        want.extend_from_slice(b"no plugin instance #7");
+        want.push(0xc0);
+        assert_eq!(out, want);
+
+        let mut out = Vec::new();
+        write_server_pid(&mut out, 4242);
+        let mut want = vec![0x93, 0x02, 0xa9];
+        want.extend_from_slice(b"serverPid");
+        want.extend_from_slice(&[0xcd, 0x10, 0x92]);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn tolerant_readers() {
+        assert_eq!(as_u64(&Value::F64(3.0)), Some(3));
+        assert_eq!(as_u64(&Value::F64(3.5)), None);
+        assert_eq!(as_map(&Value::Array(vec![])).map(<[_]>::len), Some(0));
+        assert!(as_map(&Value::Array(vec![Value::Nil])).is_none());
+    }
+}

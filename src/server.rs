@@ -1,0 +1,310 @@
+//! The server process: runtime, listener, background reaper, shutdown.
+//!
+//! Python owns the main thread and the signals (style.md §3): `cli.py` builds a
+//! [`PluginServer`], calls `start()`, waits on its own, and calls `shutdown()`
+//! on SIGTERM/SIGINT or when the parent Kong worker is gone. The shutdown order:
+//! refuse new instances and events, let the events in flight finish (their
+//! Steps may still arrive, also on new connections, so the listener stays open
+//! while draining), then drop whatever is left (their handlers are woken with
+//! `EventAbandoned`), stop the listener and connections, remove the socket.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use tokio::net::UnixListener;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+use crate::convert::{json_to_value, value_to_py};
+use crate::executor::thread::ThreadExecutor;
+use crate::executor::Phase;
+use crate::instances::unix_now;
+use crate::service::{PluginMeta, Service, Settings};
+use crate::wire::DEFAULT_MAX_FRAME;
+
+struct Running {
+    runtime: Runtime,
+    service: Arc<Service>,
+    stop: watch::Sender<bool>,
+}
+
+#[pyclass(frozen, module = "kong_pdk._core")]
+pub struct PluginServer {
+    name: String,
+    plugin_class: Py<PyAny>,
+    phases: Vec<Phase>,
+    info: rmpv::Value,
+    socket_path: PathBuf,
+    lua_style: bool,
+    settings: (Duration, Duration),
+    max_frame: usize,
+    backlog: i32,
+    async_threads: usize,
+    max_handler_threads: usize,
+    config_exclude: HashSet<String>,
+    running: Mutex<Option<Running>>,
+}
+
+fn secs(name: &str, v: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0")))
+}
+
+#[pymethods]
+impl PluginServer {
+    #[new]
+    #[pyo3(signature = (
+        name, plugin_class, phases, info_json, socket_path, *,
+        lua_style = true, event_timeout = 60.0, instance_ttl = 600.0,
+        max_frame = DEFAULT_MAX_FRAME, listen_backlog = 1024, async_threads = 2,
+        max_handler_threads = 512, config_exclude = Vec::new()
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        plugin_class: Py<PyAny>,
+        phases: Vec<String>,
+        info_json: &str,
+        socket_path: PathBuf,
+        lua_style: bool,
+        event_timeout: f64,
+        instance_ttl: f64,
+        max_frame: usize,
+        listen_backlog: i32,
+        async_threads: usize,
+        max_handler_threads: usize,
+        config_exclude: Vec<String>,
+    ) -> PyResult<Self> {
+        let phases = phases
+            .iter()
+            .map(|p| {
+                Phase::parse(p).ok_or_else(|| PyValueError::new_err(format!("unknown phase {p:?}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let info: serde_json::Value = serde_json::from_str(info_json)
+            .map_err(|e| PyValueError::new_err(format!("info_json: {e}")))?;
+        Ok(PluginServer {
+            name,
+            plugin_class,
+            phases,
+            info: json_to_value(info),
+            socket_path,
+            lua_style,
+            settings: (
+                secs("event_timeout", event_timeout)?,
+                secs("instance_ttl", instance_ttl)?,
+            ),
+            max_frame,
+            backlog: listen_backlog,
+            async_threads: async_threads.max(1),
+            max_handler_threads: max_handler_threads.max(1),
+            config_exclude: config_exclude.into_iter().collect(),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Binds the socket (removing a stale file first) and starts serving.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            return Err(PyRuntimeError::new_err("server already started"));
+        }
+        let runtime = py
+            .detach(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(self.async_threads)
+                    .max_blocking_threads(self.max_handler_threads)
+                    .thread_name("kong-pdk")
+                    .enable_all()
+                    .build()
+            })
+            .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
+        let executor = Arc::new(ThreadExecutor::new(
+            runtime.handle().clone(),
+            self.plugin_class.clone_ref(py),
+            self.lua_style,
+        ));
+        let service = Arc::new(Service::new(
+            PluginMeta {
+                name: self.name.clone(),
+                phases: self.phases.clone(),
+                info: self.info.clone(),
+                config_exclude: self.config_exclude.clone(),
+                load_time: unix_now(),
+            },
+            Settings {
+                event_timeout: self.settings.0,
+                instance_ttl: self.settings.1,
+            },
+            executor,
+        ));
+        let listener = {
+            let _guard = runtime.enter();
+            bind(&self.socket_path, self.backlog).map_err(|e| {
+                PyOSError::new_err(format!(
+                    "cannot listen on {}: {e}",
+                    self.socket_path.display()
+                ))
+            })?
+        };
+        let (stop, stopped) = watch::channel(false);
+        runtime.spawn(accept_loop(
+            listener,
+            Arc::clone(&service),
+            self.max_frame,
+            stopped.clone(),
+        ));
+        runtime.spawn(reaper(Arc::clone(&service), stopped));
+        log::info!(
+            "serving plugin {} on {} (pid {})",
+            self.name,
+            self.socket_path.display(),
+            std::process::id()
+        );
+        *running = Some(Running {
+            runtime,
+            service,
+            stop,
+        });
+        Ok(())
+    }
+
+    /// Drains and stops; returns True when every event finished in time.
+    #[pyo3(signature = (timeout = 10.0))]
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(true);
+        };
+        let timeout = secs("timeout", timeout)?;
+        let path = self.socket_path.clone();
+        Ok(py.detach(move || {
+            let Running {
+                runtime,
+                service,
+                stop,
+            } = running;
+            service.start_draining();
+            let deadline = Instant::now() + timeout;
+            while service.busy() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let clean = service.busy() == 0;
+            if !clean {
+                log::warn!(
+                    "shutdown: {} event(s) still in flight after {timeout:?}; abandoning them",
+                    service.busy()
+                );
+            }
+            drop(service.events.clear());
+            let _ = stop.send(true);
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::debug!("removing {}: {e}", path.display());
+            }
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            drop(service.instances.clear());
+            log::info!("plugin server stopped");
+            clean
+        }))
+    }
+
+    /// The `plugin.GetStatus` result, as a dict.
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let service = running
+            .as_ref()
+            .map(|r| Arc::clone(&r.service))
+            .ok_or_else(|| PyRuntimeError::new_err("server is not running"))?;
+        drop(running);
+        value_to_py(py, &service.status())
+    }
+
+    #[getter]
+    fn socket_path(&self) -> PathBuf {
+        self.socket_path.clone()
+    }
+}
+
+/// Binds the Unix socket with the requested backlog, replacing a stale file.
+fn bind(path: &Path, backlog: i32) -> std::io::Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ))
+        }
+        Err(_) => {}
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    service: Arc<Service>,
+    max_frame: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(crate::connection::serve(
+                        stream,
+                        Arc::clone(&service),
+                        max_frame,
+                        stop.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
+    let period = (service.settings.event_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => service.reap(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Sets up stderr logging once; `level` is a `log` level name.
+#[pyfunction]
+pub fn init_logging(level: &str) -> PyResult<()> {
+    let filter: log::LevelFilter = level
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("unknown log level {level:?}")))?;
+    let _ = env_logger::Builder::new()
+        .filter_level(filter)
+        .format_target(false)
+        .target(env_logger::Target::Stderr)
+        .try_init();
+    log::set_max_level(filter);
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The `plugin.*` RPC service: what each method does to the registries.
+//!
+//! One [`Service`] serves the whole process; every connection calls into it.
+//! It holds no per-connection state (protocol.md §2) and no Python: the
+//! executor does whatever needs the interpreter.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmpv::Value;
+use tokio::sync::mpsc;
+
+use crate::convert::json_to_value;
+use crate::events::{Answer, Events, Out, Parked};
+use crate::executor::{EventJob, Phase, PluginHandle, SharedExecutor};
+use crate::ids::IdAllocator;
+use crate::instances::{unix_now, Instance, Instances};
+use crate::rpc::{self, as_map, as_u64, field, map, Method, Request};
+
+/// What the server knows about the plugin it serves.
+pub struct PluginMeta {
+    pub name: String,
+    pub phases: Vec<Phase>,
+    /// The plugin-info object (`GetPluginInfo`, protocol.md §1.4).
+    pub info: Value,
+    /// Bookkeeping keys Kong adds to `Config` that the plugin must not see
+    /// (protocol.md §6.5); keys starting with `__` are always removed.
+    pub config_exclude: HashSet<String>,
+    pub load_time: f64,
+}
+
+pub struct Settings {
+    /// How long an event may wait for Kong's next Step (protocol.md §5.2.5).
+    pub event_timeout: Duration,
+    /// How long an instance may stay idle before it expires (§7.3).
+    pub instance_ttl: Duration,
+}
+
+pub struct Service {
+    pub plugin: PluginMeta,
+    pub settings: Settings,
+    pub instances: Instances<PluginHandle>,
+    pub events: Events,
+    pub executor: SharedExecutor,
+    draining: AtomicBool,
+}
+
+/// A reply to encode: a result value or an error string.
+pub type Reply = Result<Encoded, String>;
+
+/// A result, either as a value or already encoded.
+pub enum Encoded {
+    Value(Value),
+    Raw(Vec<u8>),
+}
+
+impl Service {
+    pub fn new(plugin: PluginMeta, settings: Settings, executor: SharedExecutor) -> Self {
+        Service {
+            plugin,
+            settings,
+            instances: Instances::new(IdAllocator::from_clock()),
+            events: Events::new(IdAllocator::from_clock()),
+            executor,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Events that have not ended yet: waiting for Kong or running.
+    pub fn busy(&self) -> usize {
+        self.events.len() + self.executor.running()
+    }
+
+    pub async fn dispatch(self: &Arc<Self>, req: Request) -> Reply {
+        let method = Method::parse(&req.method)?;
+        let first = req.params.first().unwrap_or(&Value::Nil);
+        match method {
+            Method::StartInstance => self.start_instance(first).await,
+            Method::CloseInstance => self.close_instance(first),
+            Method::HandleEvent => self.handle_event(first).await,
+            Method::Step { error } => self.step(first, error).await,
+            Method::GetStatus => Ok(Encoded::Value(self.status())),
+            Method::GetPluginInfo => self.plugin_info(first),
+            Method::InstanceStatus => self.instance_status(first),
+            Method::SetPluginDir => match first.as_str() {
+                Some(dir) if std::path::Path::new(dir).is_dir() => {
+                    Ok(Encoded::Value(Value::from("ok")))
+                }
+                _ => Err(format!("{first} is not a directory")),
+            },
+        }
+    }
+
+    async fn start_instance(self: &Arc<Self>, arg: &Value) -> Reply {
+        if self.is_draining() {
+            return Err("plugin server is shutting down".into());
+        }
+        let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
+        let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
+        if name != self.plugin.name {
+            return Err(format!(
+                "no plugin named '{name}' (this server serves '{}')",
+                self.plugin.name
+            ));
+        }
+        let config = self.plugin_config(field(entries, "Config").unwrap_or(&Value::Nil))?;
+        let this = Arc::clone(self);
+        let for_plugin = config.clone();
+        let handle = tokio::task::spawn_blocking(move || this.executor.start_instance(&for_plugin))
+            .await
+            .map_err(|e| format!("starting instance: {e}"))?
+            .map_err(|e| {
+                log::error!("starting an instance of {name} failed: {e}");
+                format!("starting instance: {e}")
+            })?;
+        let instance = self.instances.insert(name.to_string(), config, handle);
+        log::info!("started instance #{} of {}", instance.id, instance.name);
+        Ok(Encoded::Value(map(vec![
+            ("Name", Value::from(instance.name.as_str())),
+            ("Id", Value::from(instance.id)),
+            ("Config", instance.config.clone()),
+            ("StartTime", Value::F64(instance.start_time)),
+        ])))
+    }
+
+    /// Decodes Kong's `Config` JSON text and removes Kong's own keys.
+    fn plugin_config(&self, raw: &Value) -> Result<Value, String> {
+        let config = match raw {
+            Value::String(s) => {
+                let json: serde_json::Value = serde_json::from_slice(s.as_bytes())
+                    .map_err(|e| format!("Config is not valid JSON: {e}"))?;
+                json_to_value(json)
+            }
+            Value::Nil => Value::Map(Vec::new()),
+            // Tolerated for tools that send a map instead of JSON text.
+            other => other.clone(),
+        };
+        let entries = match config {
+            Value::Map(entries) => entries,
+            Value::Array(items) if items.is_empty() => Vec::new(),
+            _ => return Err("Config must be a JSON object".into()),
+        };
+        Ok(Value::Map(
+            entries
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.as_str().is_none_or(|k| {
+                        !k.starts_with("__") && !self.plugin.config_exclude.contains(k)
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn close_instance(&self, arg: &Value) -> Reply {
+        let id = instance_id_arg(arg)?;
+        let instance = self.instances.remove(id).ok_or_else(|| no_instance(id))?;
+        log::info!("closed instance #{id} of {}", instance.name);
+        Ok(Encoded::Value(map(vec![
+            ("Name", Value::from(instance.name.as_str())),
+            ("Id", Value::from(instance.id)),
+            ("Config", instance.config.clone()),
+        ])))
+    }
+
+    async fn handle_event(self: &Arc<Self>, arg: &Value) -> Reply {
+        let entries = as_map(arg).ok_or("HandleEvent expects {InstanceId, EventName}")?;
+        let id = field(entries, "InstanceId")
+            .and_then(as_u64)
+            .ok_or("HandleEvent expects an integer InstanceId")?;
+        let phase_name = field(entries, "EventName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if self.is_draining() {
+            return Err("plugin server is shutting down".into());
+        }
+        let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
+        let phase = Phase::parse(phase_name)
+            .filter(|p| self.plugin.phases.contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "plugin {} has no handler for phase '{phase_name}'",
+                    self.plugin.name
+                )
+            })?;
+        let event_id = self.events.next_id();
+        let label: Arc<str> = Arc::from(format!("{} {}", instance.instance().name, phase.name()));
+        let (outputs, receiver) = mpsc::unbounded_channel();
+        self.executor.run_event(EventJob {
+            event_id,
+            phase,
+            instance,
+            outputs,
+        });
+        Ok(self.next_output(event_id, receiver, label).await)
+    }
+
+    async fn step(&self, arg: &Value, is_error: bool) -> Reply {
+        let entries = as_map(arg).ok_or("Step expects {EventId, Data}")?;
+        let id = field(entries, "EventId")
+            .and_then(as_u64)
+            .ok_or("Step expects an integer EventId")?;
+        let data = field(entries, "Data").cloned();
+        let parked = self
+            .events
+            .take(id)
+            .ok_or_else(|| format!("event id {id} not found (it has ended or was abandoned)"))?;
+        let answer = if is_error {
+            Answer::Error(match data {
+                Some(Value::String(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                Some(other) => other.to_string(),
+                None => "error".into(),
+            })
+        } else {
+            Answer::Value(data)
+        };
+        // If the handler is gone the channel says so next.
+        let _ = parked.answer.send(answer);
+        Ok(self.next_output(id, parked.outputs, parked.label).await)
+    }
+
+    /// Waits for the handler's next output and turns it into the reply.
+    async fn next_output(
+        &self,
+        event_id: u64,
+        mut outputs: mpsc::UnboundedReceiver<Out>,
+        label: Arc<str>,
+    ) -> Encoded {
+        match outputs.recv().await {
+            Some(Out::Call {
+                method,
+                args,
+                answer,
+            }) => {
+                self.events.park(
+                    event_id,
+                    Parked {
+                        outputs,
+                        answer,
+                        since: Instant::now(),
+                        label,
+                    },
+                );
+                Encoded::Raw(call_reply(event_id, &method, &args))
+            }
+            // The event ends here: Kong sends nothing more for it.
+            Some(Out::Terminal { method, args }) => {
+                Encoded::Raw(call_reply(event_id, &method, &args))
+            }
+            Some(Out::Done) | None => Encoded::Value(map(vec![
+                ("Data", Value::from("ret")),
+                ("EventId", Value::from(event_id)),
+            ])),
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let instances: Vec<Value> = self
+            .instances
+            .snapshot()
+            .iter()
+            .map(|i| instance_status(i))
+            .collect();
+        let opt = |v: &std::sync::Mutex<Option<f64>>| {
+            v.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map_or(Value::Nil, Value::F64)
+        };
+        let plugin = map(vec![
+            ("Name", Value::from(self.plugin.name.as_str())),
+            ("Modtime", Value::F64(self.plugin.load_time)),
+            ("LoadTime", Value::F64(self.plugin.load_time)),
+            ("Instances", Value::Array(instances)),
+            ("LastStartInstance", opt(&self.instances.last_start)),
+            ("LastCloseInstance", opt(&self.instances.last_close)),
+        ]);
+        map(vec![
+            ("Pid", Value::from(std::process::id())),
+            (
+                "Plugins",
+                Value::Map(vec![(Value::from(self.plugin.name.as_str()), plugin)]),
+            ),
+            // Ours: what is in flight, to check that nothing leaks.
+            (
+                "Events",
+                map(vec![
+                    ("Waiting", Value::from(self.events.len())),
+                    ("Running", Value::from(self.executor.running())),
+                ]),
+            ),
+            ("Time", Value::F64(unix_now())),
+        ])
+    }
+
+    fn plugin_info(&self, arg: &Value) -> Reply {
+        match arg.as_str() {
+            Some(name) if name != self.plugin.name => Err(format!("no plugin named '{name}'")),
+            _ => Ok(Encoded::Value(self.plugin.info.clone())),
+        }
+    }
+
+    fn instance_status(&self, arg: &Value) -> Reply {
+        let id = instance_id_arg(arg)?;
+        let instance = self.instances.get(id).ok_or_else(|| no_instance(id))?;
+        Ok(Encoded::Value(instance_status(&instance)))
+    }
+
+    /// Drops events Kong abandoned and instances nobody used for a while.
+    pub fn reap(&self) {
+        for (id, parked) in self.events.expire(self.settings.event_timeout) {
+            log::warn!(
+                "event {id} ({}) abandoned: no Step from Kong for {:?}; failing its pending PDK call",
+                parked.label,
+                self.settings.event_timeout
+            );
+        }
+        for instance in self.instances.expire_idle(self.settings.instance_ttl) {
+            log::info!(
+                "instance #{} of {} expired after {:?} idle",
+                instance.id,
+                instance.name,
+                self.settings.instance_ttl
+            );
+        }
+    }
+}
+
+fn instance_status(i: &Instance<PluginHandle>) -> Value {
+    map(vec![
+        ("Name", Value::from(i.name.as_str())),
+        ("Id", Value::from(i.id)),
+        ("Config", i.config.clone()),
+        ("StartTime", Value::F64(i.start_time)),
+    ])
+}
+
+/// CloseInstance and InstanceStatus take a bare id; accept `{Id}` too.
+fn instance_id_arg(arg: &Value) -> Result<u64, String> {
+    as_u64(arg)
+        .or_else(|| as_map(arg).and_then(|m| field(m, "Id")).and_then(as_u64))
+        .ok_or_else(|| "expected an instance id".to_string())
+}
+
+/// The only wording that makes Kong start the instance again (protocol.md §7.1).
+fn no_instance(id: u64) -> String {
+    format!("no plugin instance #{id}")
+}
+
+/// `{"Data": {"Method": m, "Args": args}, "EventId": id}` around pre-encoded args.
+fn call_reply(event_id: u64, method: &str, args: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48 + method.len() + args.len());
+    let _ = rmp::encode::write_map_len(&mut out, 2);
+    rpc::write_str(&mut out, "Data");
+    let _ = rmp::encode::write_map_len(&mut out, 2);
+    rpc::write_str(&mut out, "Method");
+    rpc::write_str(&mut out, method);
+    rpc::write_str(&mut out, "Args");
+    out.extend_from_slice(args);
+    rpc::write_str(&mut out, "EventId");
+    let _ = rmp::encode::write_uint(&mut out, event_id);
+    out
+}

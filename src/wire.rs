@@ -1,0 +1,322 @@
+//! MessagePack framing on the plugin socket.
+//!
+//! Kong writes msgpack objects back to back with no length prefix
+//! (reference/protocol.md §3.1), so a frame ends where its object ends. The
+//! decoder first *scans* the buffer to learn whether one whole object is there
+//! (an iterative walk over markers and lengths: no allocation, no recursion,
+//! bounded by the frame limit), and only then decodes it with `rmpv`. Nothing
+//! here panics on bytes from the socket: every malformed or oversized input
+//! becomes a [`WireError`].
+
+use std::fmt;
+
+use rmpv::Value;
+
+/// Largest frame accepted by default: far above any PDK payload Kong sends
+/// (bodies are capped by nginx's client_body_buffer_size), small enough that a
+/// broken peer cannot make us buffer without bound.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Nesting deeper than this is refused (Kong's tables are a few levels deep).
+const MAX_DEPTH: usize = 512;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The frame declares or reaches more bytes than the limit.
+    TooLarge { limit: usize },
+    /// Bytes that are not MessagePack (a reserved marker, too deep, ...).
+    Malformed(String),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooLarge { limit } => {
+                write!(f, "message too large: frames are limited to {limit} bytes")
+            }
+            WireError::Malformed(why) => write!(f, "malformed MessagePack frame: {why}"),
+        }
+    }
+}
+
+/// Accumulates socket bytes and yields whole decoded frames.
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    /// Start of the first unconsumed byte in `buf`.
+    pos: usize,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::with_capacity(4096),
+            pos: 0,
+            max_frame,
+        }
+    }
+
+    /// Appends bytes read from the socket.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// True when no partial frame is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// Drops everything buffered. After a malformed frame there is no way to
+    /// find the next frame boundary, so the bytes received so far are given up.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
+    /// The msgid of the request at the head of the buffer, if its first bytes
+    /// already show it; used to address an error reply for a frame that could
+    /// not be decoded.
+    pub fn peek_msgid(&self) -> Option<u64> {
+        peek_msgid(&self.buf[self.pos..])
+    }
+
+    /// Decodes the next whole frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Value>, WireError> {
+        let pending = &self.buf[self.pos..];
+        let Some(len) = frame_len(pending, self.max_frame)? else {
+            return Ok(None);
+        };
+        let mut frame = &pending[..len];
+        let value = rmpv::decode::read_value_with_max_depth(&mut frame, MAX_DEPTH)
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        self.pos += len;
+        Ok(Some(value))
+    }
+}
+
+/// Length of the first complete msgpack object in `buf`, `None` if `buf`
+/// holds only a prefix of one.
+pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireError> {
+    let too_large = WireError::TooLarge { limit: max_frame };
+    let mut pos: usize = 0;
+    // Objects still to be read; arrays and maps add their elements.
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let Some(&marker) = buf.get(pos) else {
+            return if buf.len() > max_frame {
+                Err(too_large)
+            } else {
+                Ok(None)
+            };
+        };
+        pos += 1;
+        // (bytes of a length field, bytes of fixed payload after it)
+        let (len_bytes, fixed): (usize, usize) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => {
+                pending += 2 * u64::from(marker & 0x0f);
+                (0, 0)
+            }
+            0x90..=0x9f => {
+                pending += u64::from(marker & 0x0f);
+                (0, 0)
+            }
+            0xa0..=0xbf => (0, usize::from(marker & 0x1f)),
+            0xc1 => return Err(WireError::Malformed("reserved marker 0xc1".into())),
+            0xc4 | 0xd9 => (1, 0),
+            0xc5 | 0xda => (2, 0),
+            0xc6 | 0xdb => (4, 0),
+            // ext: length, then one type byte, then the data
+            0xc7 => (1, 1),
+            0xc8 => (2, 1),
+            0xc9 => (4, 1),
+            0xca => (0, 4),
+            0xcb => (0, 8),
+            0xcc | 0xd0 => (0, 1),
+            0xcd | 0xd1 => (0, 2),
+            0xce | 0xd2 => (0, 4),
+            0xcf | 0xd3 => (0, 8),
+            0xd4 => (0, 2),
+            0xd5 => (0, 3),
+            0xd6 => (0, 5),
+            0xd7 => (0, 9),
+            0xd8 => (0, 17),
+            0xdc | 0xde => (2, 0),
+            0xdd | 0xdf => (4, 0),
+        };
+        let mut skip = fixed;
+        if len_bytes > 0 {
+            let Some(field) = buf.get(pos..pos + len_bytes) else {
+                return Ok(None);
+            };
+            pos += len_bytes;
+            let n = field.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+            match marker {
+                0xdc | 0xdd => pending += n,
+                0xde | 0xdf => pending += 2 * n,
+                _ => {
+                    skip +=
+                        usize::try_from(n).map_err(|_| WireError::TooLarge { limit: max_frame })?
+                }
+            }
+        }
+        // Every pending object takes at least one byte, so a count that cannot
+        // fit in the limit is refused before anything is allocated for it.
+        let needed = (pos as u64)
+            .saturating_add(skip as u64)
+            .saturating_add(pending);
+        if needed > max_frame as u64 {
+            return Err(too_large);
+        }
+        pos += skip;
+        if pos > buf.len() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(pos))
+}
+
+/// Reads `[0, msgid, ...` off the head of a request without decoding it.
+fn peek_msgid(buf: &[u8]) -> Option<u64> {
+    let rest = match buf {
+        [0x94, 0x00, rest @ ..] => rest,
+        _ => return None,
+    };
+    match rest {
+        [b @ 0x00..=0x7f, ..] => Some(u64::from(*b)),
+        [0xcc, b, ..] => Some(u64::from(*b)),
+        [0xcd, a, b, ..] => Some(u64::from(u16::from_be_bytes([*a, *b]))),
+        [0xce, a, b, c, d, ..] => Some(u64::from(u32::from_be_bytes([*a, *b, *c, *d]))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).expect("encode into Vec");
+        out
+    }
+
+    fn sample() -> Value {
+        Value::Array(vec![
+            Value::from(0),
+            Value::from(2),
+            Value::from("plugin.HandleEvent"),
+            Value::Array(vec![Value::Map(vec![
+                (Value::from("InstanceId"), Value::from(0)),
+                (Value::from("EventName"), Value::from("access")),
+                (Value::from("Blob"), Value::Binary(vec![7; 300])),
+                (Value::from("F"), Value::F64(1.5)),
+            ])]),
+        ])
+    }
+
+    #[test]
+    fn decodes_protocol_example_bytes() {
+        // protocol.md §4.3: HandleEvent as Kong encodes it.
+        let mut bytes = vec![0x94, 0x00, 0x02, 0xb2];
+        bytes.extend_from_slice(b"plugin.HandleEvent");
+        bytes.extend_from_slice(&[0x91, 0x82, 0xaa]);
+        bytes.extend_from_slice(b"InstanceId");
+        bytes.extend_from_slice(&[0x00, 0xa9]);
+        bytes.extend_from_slice(b"EventName");
+        bytes.push(0xa6);
+        bytes.extend_from_slice(b"access");
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&bytes);
+        let v = dec.next_frame().expect("valid").expect("complete");
+        assert_eq!(v[2].as_str(), Some("plugin.HandleEvent"));
+        assert!(dec.is_empty());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_frames() {
+        let mut stream = encode(&sample());
+        stream.extend(encode(&Value::from("second")));
+        for chunk in [1usize, 2, 3, 7, 64, 1000] {
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut frames = Vec::new();
+            for piece in stream.chunks(chunk) {
+                dec.extend(piece);
+                while let Some(v) = dec.next_frame().expect("valid") {
+                    frames.push(v);
+                }
+            }
+            assert_eq!(
+                frames,
+                vec![sample(), Value::from("second")],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn str16_short_string_and_invalid_utf8_are_accepted() {
+        // protocol.md §3.2: Kong sends str16 for 32+ bytes and raw non-UTF-8 bytes.
+        let mut bytes = vec![0xda, 0x00, 0x03];
+        bytes.extend_from_slice(&[b'a', 0xff, b'b']);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&bytes);
+        let v = dec.next_frame().expect("valid").expect("complete");
+        match v {
+            Value::String(s) => assert_eq!(s.as_bytes(), &[b'a', 0xff, b'b']),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reserved_marker_is_malformed() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&[0x94, 0x00, 0x05, 0xc1]);
+        assert!(matches!(dec.next_frame(), Err(WireError::Malformed(_))));
+        assert_eq!(dec.peek_msgid(), Some(5));
+    }
+
+    #[test]
+    fn declared_sizes_over_the_limit_are_refused_early() {
+        // A str32 announcing 4 GiB, and an array32 announcing 4G elements.
+        for bytes in [
+            vec![0xdb, 0xff, 0xff, 0xff, 0xff],
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff],
+            vec![0xdf, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            let mut dec = FrameDecoder::new(1024);
+            dec.extend(&bytes);
+            assert_eq!(dec.next_frame(), Err(WireError::TooLarge { limit: 1024 }));
+        }
+    }
+
+    #[test]
+    fn too_deep_nesting_is_malformed_not_a_crash() {
+        let mut bytes = vec![0x91; 100_000];
+        bytes.push(0xc0);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&bytes);
+        assert!(matches!(dec.next_frame(), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn every_prefix_is_incomplete_never_an_error() {
+        let bytes = encode(&sample());
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                frame_len(&bytes[..cut], DEFAULT_MAX_FRAME),
+                Ok(None),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(frame_len(&bytes, DEFAULT_MAX_FRAME), Ok(Some(bytes.len())));
+    }
+}
