@@ -1,0 +1,57 @@
+# Developer and CI commands. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(VENV)/.deps: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
+	$(VENV)/bin/maturin develop -q --extras testing
+	touch $@
+
+.PHONY: dev
+dev: $(VENV)/.built  ## build the extension (debug) into .venv
+
+.PHONY: release
+release: $(VENV)/.deps  ## build the extension (release, LTO) into .venv
+	$(VENV)/bin/maturin develop -q --release --extras testing
+	rm -f $(VENV)/.built
+
+.PHONY: fmt
+fmt:  ## format Rust
+	cargo fmt --all
+
+.PHONY: lint
+lint: $(VENV)/.deps  ## cargo fmt --check, clippy, mypy --strict
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	$(PY) -m mypy --strict python/kong_pdk examples
+
+.PHONY: test-rust
+test-rust:  ## Rust unit tests
+	cargo test -q
+
+.PHONY: test-py
+test-py: dev  ## pytest over the real socket
+	$(PY) -m pytest -q
+
+.PHONY: test
+test: dev test-rust test-py  ## the whole test suite (sets up .venv on a fresh machine)
+
+.PHONY: demo
+demo: dev  ## serve examples/py-hello.py and drive one request through it
+	$(VENV)/bin/kong-pdk run examples/py-hello.py -H 'host: example.com' http://example.com/
+
+.PHONY: bench
+bench: release  ## benchmark table against the official kong-pdk (see benches/)
+	$(PY) benches/run.py

@@ -1,0 +1,209 @@
+"""Command line of a plugin file: ``python my_plugin.py [--dump] [-p PREFIX] ...``.
+
+A plugin file ends with ``start_dedicated_server("name", Plugin, version,
+priority, Schema)``; Kong runs the file as ``pluginserver_<name>_start_cmd``
+(to serve) and with ``--dump`` / ``-dump`` as its query command (protocol.md
+§1.1, §1.4). Flags follow the official ``kong-pdk`` package. Logs go to
+stderr; stdout carries nothing but the dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from kong_pdk import _core
+from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
+
+__all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
+
+DEFAULT_PREFIX = "/usr/local/kong"
+log = logging.getLogger("kong_pdk")
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=name,
+        description=f"Kong plugin server for the Python plugin '{name}'.",
+    )
+    p.add_argument(
+        "-p",
+        "--kong-prefix",
+        "-kong-prefix",
+        dest="kong_prefix",
+        default=DEFAULT_PREFIX,
+        help="Kong prefix; the socket is created there (default: %(default)s)",
+    )
+    p.add_argument(
+        "--socket-name",
+        default=None,
+        help=f"socket file name inside the prefix (default: {name}.socket, Kong's default)",
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv for debug)")
+    p.add_argument("--version", action="version", version=f"kong_pdk {_core.__version__}")
+    p.add_argument(
+        "--listen-queue-size", type=int, default=1024, help="listen backlog (default: %(default)s)"
+    )
+    p.add_argument(
+        "--no-lua-style",
+        dest="lua_style",
+        action="store_false",
+        help="PDK calls return the value and raise PDKException, instead of (value, err)",
+    )
+    p.add_argument(
+        "--dump",
+        "-dump",
+        dest="dump",
+        action="store_true",
+        help="print the plugin info JSON for Kong's query command and exit",
+    )
+    p.add_argument(
+        "--event-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an event may wait for Kong's next step before it is abandoned",
+    )
+    p.add_argument(
+        "--instance-ttl",
+        type=float,
+        default=600.0,
+        help="seconds an idle plugin instance is kept (Kong never closes orphans)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, seconds to let events in flight finish",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=64 << 20,
+        help="largest MessagePack message accepted, in bytes",
+    )
+    p.add_argument(
+        "--max-handler-threads",
+        type=int,
+        default=512,
+        help="most handlers running (or waiting on Kong) at once in thread mode",
+    )
+    p.add_argument(
+        "-m",
+        "--multiprocessing",
+        dest="processes",
+        nargs="?",
+        const=0,
+        type=int,
+        default=None,
+        help="run handlers in worker processes (not yet available)",
+    )
+    p.add_argument(
+        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (not yet available)"
+    )
+    return p
+
+
+def _fail(message: str) -> NoReturn:
+    # Exit status 1, never 127: Kong stops respawning on 127 (protocol.md §1.3).
+    print(f"kong_pdk: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _lua_style_for(plugin: type, default: bool) -> bool:
+    """A plugin chooses its error style with a ``lua_style`` class attribute."""
+    choice = getattr(plugin, "lua_style", None)
+    return default if choice is None else bool(choice)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = ("WARNING", "INFO", "DEBUG")[min(verbosity, 2)]
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level,
+        format="[%(asctime)s %(levelname)s] %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    _core.init_logging(level.lower() if level != "WARNING" else "warn")
+
+
+def start_dedicated_server(
+    name: str,
+    plugin: type,
+    version: Any = None,
+    priority: Any = 0,
+    schema: Any = (),
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Serves one plugin; the entry point of a plugin file (same signature as the
+    official package's). Returns only through ``SystemExit``."""
+    args = build_parser(name).parse_args(argv)
+    info = plugin_info(name, plugin, version, priority, schema)
+    if args.dump:
+        sys.stdout.write(json.dumps([info]))
+        sys.stdout.flush()
+        raise SystemExit(0)
+    _setup_logging(args.verbose)
+    if args.processes is not None or args.gevent:
+        mode = "-m (worker processes)" if args.processes is not None else "-g (gevent)"
+        _fail(f"the {mode} execution model is not yet available in this version; use the default thread model")
+    if not info["Phases"]:
+        _fail(f"plugin class {plugin.__name__} defines none of the phases {', '.join(PHASES)}")
+    prefix = args.kong_prefix
+    if not os.path.isdir(prefix):
+        _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
+    if not os.access(prefix, os.W_OK | os.X_OK):
+        _fail(f"Kong prefix {prefix!r} is not writable by this user")
+    socket_path = os.path.join(prefix, args.socket_name or f"{name}.socket")
+    declared = schema_field_names(schema)
+    server = _core.PluginServer(
+        name,
+        plugin,
+        phases_of(plugin),
+        json.dumps(info),
+        socket_path,
+        lua_style=_lua_style_for(plugin, args.lua_style),
+        event_timeout=args.event_timeout,
+        instance_ttl=args.instance_ttl,
+        max_frame=args.max_message_size,
+        listen_backlog=args.listen_queue_size,
+        max_handler_threads=args.max_handler_threads,
+        config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
+    )
+    try:
+        server.start()
+    except OSError as e:
+        _fail(str(e))
+    _wait_for_stop()
+    clean = server.shutdown(args.drain_timeout)
+    log.info("stopped%s", "" if clean else " (some events were abandoned)")
+    raise SystemExit(0)
+
+
+def _wait_for_stop() -> None:
+    """Blocks the main thread until SIGTERM/SIGINT or the parent's death.
+
+    Python keeps the main thread so that signal handlers run (style.md §3).
+    Kong cannot signal us when the nginx worker that spawned us crashes; we
+    then get reparented, which `getppid` shows (protocol.md §1.3).
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        log.info("received %s, draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("parent process %d is gone, stopping", parent)
+            return
