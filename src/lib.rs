@@ -13,6 +13,7 @@ mod executor;
 mod ids;
 mod instances;
 mod pdk;
+mod pdk_table;
 mod rpc;
 mod server;
 mod service;

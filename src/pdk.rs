@@ -12,9 +12,9 @@
 //! * an argument list with `None` before a later argument would be cut by Lua's
 //!   `unpack` (protocol.md §11.2), so such a call is fixed or refused here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::{value_to_py, write_py, Unsendable};
 use crate::events::{Answer, Out};
+use crate::executor::Phase;
+use crate::pdk_table::{FunctionInfo, PdkTable};
 
 /// How a dotted PDK path behaves when called.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,53 +41,96 @@ pub enum CallKind {
 pub struct PdkPath {
     pub name: Arc<str>,
     pub kind: CallKind,
+    /// `None` for a pure namespace (`kong.request`).
+    pub function: Option<&'static FunctionInfo>,
     children: RwLock<HashMap<Box<str>, Arc<PdkPath>>>,
 }
 
 impl PdkPath {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, function: Option<&'static FunctionInfo>) -> Self {
         let kind = match name {
-            "kong.response.exit" | "kong.response.error" => CallKind::Terminal,
+            _ if function.is_some_and(|f| f.terminal) => CallKind::Terminal,
             n if n == "kong.log" || n.starts_with("kong.log.") => CallKind::Log,
             _ => CallKind::Regular,
         };
         PdkPath {
             name: Arc::from(name),
             kind,
+            function,
             children: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn root() -> &'static Arc<PdkPath> {
         static ROOT: OnceLock<Arc<PdkPath>> = OnceLock::new();
-        ROOT.get_or_init(|| Arc::new(PdkPath::new("kong")))
+        ROOT.get_or_init(|| Arc::new(PdkPath::new("kong", None)))
     }
 
-    /// The child path, created on first use and shared afterwards.
-    pub fn child(&self, attr: &str) -> Arc<PdkPath> {
+    /// The child path, resolved against the PDK function list on first use
+    /// and shared afterwards. An unknown name is an error naming the closest
+    /// real one.
+    pub fn child(&self, attr: &str) -> Result<Arc<PdkPath>, String> {
         if let Some(c) = self
             .children
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(attr)
         {
-            return Arc::clone(c);
+            return Ok(Arc::clone(c));
+        }
+        let full = format!("{}.{attr}", self.name);
+        let table = PdkTable::get();
+        let function = table.function(&full);
+        if function.is_none() && !table.is_namespace(&full) {
+            return Err(match table.closest(&full) {
+                Some(near) => {
+                    format!("{full} is not a Kong PDK function or namespace; did you mean {near}?")
+                }
+                None => format!("{full} is not a Kong PDK function or namespace"),
+            });
         }
         let mut children = self.children.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            children
-                .entry(Box::from(attr))
-                .or_insert_with(|| Arc::new(PdkPath::new(&format!("{}.{attr}", self.name)))),
-        )
+        Ok(Arc::clone(children.entry(Box::from(attr)).or_insert_with(
+            || Arc::new(PdkPath::new(&full, function)),
+        )))
     }
 
-    /// Resolves a full dotted name (used by the executor's own calls).
+    /// Resolves a full dotted name known to exist (the executor's own calls).
     pub fn resolve(dotted: &str) -> Arc<PdkPath> {
         let mut node = Arc::clone(Self::root());
         for part in dotted.split('.').skip(1) {
-            node = node.child(part);
+            node = match node.child(part) {
+                Ok(child) => child,
+                Err(_) => Arc::new(PdkPath::new(dotted, None)),
+            };
         }
         node
+    }
+}
+
+/// Logs a call made in a phase where Kong does not allow it, once per pair.
+fn warn_wrong_phase(path: &PdkPath, phase: Phase) {
+    let Some(allowed) = path.function.and_then(|f| f.phases.as_ref()) else {
+        return;
+    };
+    if allowed.contains(&phase) {
+        return;
+    }
+    type Seen = HashSet<(Arc<str>, &'static str)>;
+    static WARNED: OnceLock<Mutex<Seen>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((Arc::clone(&path.name), phase.name()));
+    if first {
+        let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
+        log::warn!(
+            "{} called in the {} phase; Kong allows it only in: {} (Kong will raise and abandon the event)",
+            path.name,
+            phase.name(),
+            if names.is_empty() { "no phase of an external plugin".to_string() } else { names.join(", ") }
+        );
     }
 }
 
@@ -97,6 +142,7 @@ const FINISHED: u8 = 3;
 /// Per-event state shared by the `kong` objects of one event.
 pub struct EventCtx {
     pub event_id: u64,
+    pub phase: Phase,
     outputs: mpsc::UnboundedSender<Out>,
     lua_style: bool,
     state: AtomicU8,
@@ -130,9 +176,15 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
 }
 
 impl EventCtx {
-    pub fn new(event_id: u64, outputs: mpsc::UnboundedSender<Out>, lua_style: bool) -> Self {
+    pub fn new(
+        event_id: u64,
+        phase: Phase,
+        outputs: mpsc::UnboundedSender<Out>,
+        lua_style: bool,
+    ) -> Self {
         EventCtx {
             event_id,
+            phase,
             outputs,
             lua_style,
             state: AtomicU8::new(RUNNING),
@@ -243,9 +295,55 @@ impl PdkProxy {
     }
 }
 
+/// Lays keyword arguments out by the function's parameter names.
+fn bind_args<'py>(
+    path: &PdkPath,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut items: Vec<Bound<'py, PyAny>> = args.iter().collect();
+    if let Some(f) = path
+        .function
+        .filter(|f| !f.variadic && items.len() > f.params.len())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{}() takes at most {} arguments ({}) but {} were given",
+            path.name,
+            f.params.len(),
+            f.params.join(", "),
+            items.len()
+        )));
+    }
+    let Some(kwargs) = kwargs.filter(|k| !k.is_empty()) else {
+        return Ok(items);
+    };
+    let params = path.function.map(|f| f.params.as_slice()).unwrap_or(&[]);
+    let py = args.py();
+    for (key, value) in kwargs.iter() {
+        let key: String = key.extract()?;
+        let Some(pos) = params.iter().position(|p| *p == key) else {
+            return Err(PyTypeError::new_err(format!(
+                "{}() got an unexpected keyword argument '{key}' (parameters: {})",
+                path.name,
+                params.join(", ")
+            )));
+        };
+        if pos < items.len() && !items[pos].is_none() {
+            return Err(PyTypeError::new_err(format!(
+                "{}() got multiple values for argument '{key}'",
+                path.name
+            )));
+        }
+        while items.len() <= pos {
+            items.push(py.None().into_bound(py));
+        }
+        items[pos] = value;
+    }
+    Ok(items)
+}
+
 /// Encodes call arguments, dealing with Lua's nil cut (protocol.md §11.2).
-fn encode_args(path: &PdkPath, args: &Bound<'_, PyTuple>) -> PyResult<Vec<u8>> {
-    let items: Vec<Bound<'_, PyAny>> = args.iter().collect();
+fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> {
     // Trailing Nones change nothing for Lua: drop them.
     let mut n = items.len();
     while n > 0 && items[n - 1].is_none() {
@@ -292,9 +390,10 @@ impl PdkProxy {
         if name.starts_with("__") {
             return Err(PyAttributeError::new_err(name.to_string()));
         }
+        let path = self.path.child(name).map_err(PyAttributeError::new_err)?;
         Ok(PdkProxy {
             ctx: Arc::clone(&self.ctx),
-            path: self.path.child(name),
+            path,
         })
     }
 
@@ -305,13 +404,21 @@ impl PdkProxy {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if kwargs.is_some_and(|k| !k.is_empty()) {
+        let Some(function) = self.path.function else {
             return Err(PyTypeError::new_err(format!(
-                "{}() takes positional arguments only",
+                "{} is a namespace of the Kong PDK, not a function",
+                self.path.name
+            )));
+        };
+        if let Some(why) = &function.not_callable {
+            return Err(PyTypeError::new_err(format!(
+                "{} cannot be called from an external plugin: {why}",
                 self.path.name
             )));
         }
-        let encoded = encode_args(&self.path, args)?;
+        warn_wrong_phase(&self.path, self.ctx.phase);
+        let items = bind_args(&self.path, args, kwargs)?;
+        let encoded = encode_args(&self.path, &items)?;
         if self.path.kind == CallKind::Terminal {
             if !self.ctx.terminal(Arc::clone(&self.path.name), encoded) {
                 return Err(self.ctx.ended_error(py));

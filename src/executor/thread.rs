@@ -86,7 +86,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
         instance,
         outputs,
     } = job;
-    let ctx = Arc::new(EventCtx::new(event_id, outputs, lua_style));
+    let ctx = Arc::new(EventCtx::new(event_id, phase, outputs, lua_style));
     let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
         instance
             .instance()
