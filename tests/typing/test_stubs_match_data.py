@@ -1,0 +1,193 @@
+"""The committed typed PDK matches ``pdk-api.json`` and ``scripts/gen_pdk.py``.
+
+* Regenerating into a temp dir gives exactly the committed files (no hand
+  edits, no stale files, nothing missing).
+* At runtime (Python 3.10 and the current interpreter) every RPC-callable
+  function is reachable from ``kong.kong`` and ``kong.PythonStyleKong`` with the
+  Lua parameter names and the return type the data says crosses the bridge, and
+  ``functions.FUNCTIONS`` agrees with the data row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GEN = REPO / "scripts" / "gen_pdk.py"
+DATA = REPO / "python" / "kong_pdk" / "pdk" / "pdk-api.json"
+OWNED_DIRS = ("python/kong_pdk/pdk/kong", "docs/pdk")
+TABLE = "python/kong_pdk/pdk/functions.py"
+
+
+def generated_tree(root: Path) -> dict[str, str]:
+    """The generator-owned files under ``root``, relative path -> text."""
+    files: dict[str, str] = {}
+    for rel in OWNED_DIRS:
+        base = root / rel
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file() and "__pycache__" not in p.parts:
+                    files[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8")
+    if (root / TABLE).is_file():
+        files[TABLE] = (root / TABLE).read_text(encoding="utf-8")
+    return files
+
+
+def run_gen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(GEN), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_committed_files_equal_fresh_generation(tmp_path: Path) -> None:
+    proc = run_gen("--out-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    fresh = generated_tree(tmp_path)
+    committed = generated_tree(REPO)
+    assert TABLE in fresh and "python/kong_pdk/pdk/kong/__init__.py" in fresh
+    missing = sorted(set(fresh) - set(committed))
+    stale = sorted(set(committed) - set(fresh))
+    differ = sorted(rel for rel in set(fresh) & set(committed) if fresh[rel] != committed[rel])
+    assert (missing, stale, differ) == ([], [], []), (
+        "generated files are out of date; run: python scripts/gen_pdk.py"
+    )
+
+
+def test_check_mode_passes_on_repo() -> None:
+    proc = run_gen("--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_check_mode_catches_hand_edit_and_stale_file(tmp_path: Path) -> None:
+    assert run_gen("--out-root", str(tmp_path)).returncode == 0
+    edited = tmp_path / "python/kong_pdk/pdk/kong/request.py"
+    edited.write_text(edited.read_text(encoding="utf-8") + "# hand edit\n", encoding="utf-8")
+    (tmp_path / "docs/pdk/kong.gone.md").write_text("stale\n", encoding="utf-8")
+    proc = run_gen("--check", "--out-root", str(tmp_path))
+    assert proc.returncode == 1
+    assert "would change: python/kong_pdk/pdk/kong/request.py" in proc.stdout
+    assert "would delete: docs/pdk/kong.gone.md" in proc.stdout
+    # Regenerating repairs both.
+    assert run_gen("--out-root", str(tmp_path)).returncode == 0
+    assert run_gen("--check", "--out-root", str(tmp_path)).returncode == 0
+    assert not (tmp_path / "docs/pdk/kong.gone.md").exists()
+
+
+def test_generation_is_deterministic(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_gen("--out-root", str(a)).returncode == 0
+    assert run_gen("--out-root", str(b)).returncode == 0
+    assert generated_tree(a) == generated_tree(b)
+
+
+# Runs inside the sandbox interpreter; prints "OK <n>" after checking n functions.
+RUNTIME_CHECK = r'''
+import inspect, json, sys, typing
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import kong_pdk.pdk.kong as kong
+from kong_pdk.pdk import functions
+
+data = json.load(open(sys.argv[1], encoding="utf-8"))
+callable_fns = [f for f in data["functions"] if f["rpc_callable"]]
+names = {f["name"] for f in callable_fns}
+assert kong.kong is kong.LuaStyleKong, "kong.kong must be the lua-style class"
+assert isinstance(kong.kong, type) and isinstance(kong.PythonStyleKong, type)
+assert set(functions.FUNCTIONS) == names, set(functions.FUNCTIONS) ^ names
+assert set(functions.NOT_RPC_CALLABLE) == {f["name"] for f in data["functions"]} - names
+assert tuple(functions.EXTERNAL_PLUGIN_PHASES) == tuple(data["external_plugin_phases"])
+ns = {"Any": Any, "NoReturn": NoReturn, "Mapping": Mapping, "Sequence": Sequence}
+
+
+def resolve(root, dotted):
+    """Walk kong.a.b.c through property annotations; return (owner class, member)."""
+    cls = root
+    parts = dotted.split(".")[1:]
+    for i, part in enumerate(parts):
+        attr = inspect.getattr_static(cls, part, None)
+        if attr is None:
+            raise AssertionError(f"{dotted}: {cls.__name__} has no {part}")
+        if isinstance(attr, property):
+            cls = typing.get_type_hints(attr.fget)["return"]
+            if i == len(parts) - 1:
+                return cls, cls.__call__
+        elif i == len(parts) - 1:
+            return cls, attr
+        else:
+            raise AssertionError(f"{dotted}: {part} is not a namespace")
+    raise AssertionError(dotted)
+
+
+for f in callable_fns:
+    row = functions.FUNCTIONS[f["name"]]
+    ext = f["external_phases"]
+    assert row["external_phases"] == (None if ext is None else tuple(ext)), f["name"]
+    assert row["terminal"] is f["terminal"], f["name"]
+    fixed = [p for p in f["params"] if not p.get("variadic")]
+    assert row["params"] == tuple((p["name"], p["optional"]) for p in fixed), f["name"]
+    assert row["variadic"] is (len(fixed) != len(f["params"])), f["name"]
+    for root, style in ((kong.kong, "lua"), (kong.PythonStyleKong, "python")):
+        owner, method = resolve(root, f["name"])
+        assert owner.__name__.startswith("LuaStyle" if style == "lua" else "PythonStyle")
+        assert method.__doc__.startswith(f["name"] + "("), (f["name"], method.__doc__[:40])
+        sig = inspect.signature(method)
+        params = list(sig.parameters.values())[1:]
+        assert [p.name for p in params] == [p["name"] for p in f["params"]], f["name"]
+        for p, d in zip(params, f["params"]):
+            if d.get("variadic"):
+                assert p.kind is p.VAR_POSITIONAL, f["name"]
+            else:
+                assert p.kind is p.POSITIONAL_OR_KEYWORD, f["name"]
+                assert (p.default is None) == d["optional"], (f["name"], p.name)
+        ret = typing.get_type_hints(method)["return"]
+        wire = eval(f["wire_return"], ns)
+        if f["terminal"]:
+            want = NoReturn
+        elif style == "python" and wire is None:
+            want = type(None)  # get_type_hints turns a bare None into NoneType
+        elif style == "lua":
+            want = tuple[wire, str | None]
+        else:
+            want = wire
+        assert ret == want, (f["name"], style, ret, want)
+print("OK", len(callable_fns))
+'''
+
+
+def python310() -> str | None:
+    """The real path of a Python 3.10 interpreter, if one is installed."""
+    candidates = [shutil.which("python3.10")]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))
+    for exe in filter(None, candidates):
+        probe = subprocess.run(
+            [exe, "-c", "import sys; print(sys.version_info[:2] == (3, 10), sys.executable)"],
+            capture_output=True, text=True, timeout=60,
+        )
+        ok, _, path = probe.stdout.strip().partition(" ")
+        if probe.returncode == 0 and ok == "True":
+            return path
+    return None
+
+
+@pytest.mark.parametrize("python", ["current", "3.10"])
+def test_runtime_classes_match_data(python: str, pdk_sandbox: Path) -> None:
+    exe = sys.executable if python == "current" else python310()
+    if exe is None:
+        pytest.skip("python3.10 is not installed; the generated modules target 3.10+")
+    env = {**os.environ, "PYTHONPATH": str(pdk_sandbox), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [exe, "-c", RUNTIME_CHECK, str(DATA)],
+        cwd=pdk_sandbox, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    n_callable = sum(1 for f in json.loads(DATA.read_text(encoding="utf-8"))["functions"]
+                     if f["rpc_callable"])
+    assert proc.stdout.split() == ["OK", str(n_callable)]
