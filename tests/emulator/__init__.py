@@ -1,0 +1,1 @@
+"""Tests of the wire-level Kong emulator (kong_pdk.testing)."""
