@@ -248,10 +248,21 @@ fn bind(path: &Path, backlog: i32) -> std::io::Result<UnixListener> {
         }
         Err(_) => {}
     }
+    // Bind and listen under a temporary name, then rename: the socket file
+    // appears only once connections are accepted, so a client that waits for
+    // the file never sees "connection refused".
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(path)?)?;
+    socket.bind(&SockAddr::unix(&staging)?)?;
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
+    if let Err(e) = std::fs::rename(&staging, path) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
+    }
     UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
 }
 

@@ -65,14 +65,17 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """``serve("behaviours.py", "--event-timeout", "1")`` starts a server."""
     started: list[Served] = []
 
-    def start(plugin: str | Path, *args: str, name: str | None = None, wait: bool = True) -> Served:
+    def start(
+        plugin: str | Path, *args: str, name: str | None = None, wait: bool = True, prefix: Path | None = None
+    ) -> Served:
         path = Path(plugin)
         if not path.is_absolute():
             path = PLUGINS / path if (PLUGINS / path).exists() else EXAMPLES / path
-        prefix = tmp_path / f"prefix{len(started)}"
-        prefix.mkdir(exist_ok=True)
+        if prefix is None:
+            prefix = tmp_path / f"prefix{len(started)}"
+            prefix.mkdir(exist_ok=True)
         sock_name = f"{name or path.stem}.socket"
-        log_path = prefix / "server.log"
+        log_path = prefix / f"server{len(started)}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, str(path), "-p", str(prefix), "--socket-name", sock_name, "-vv", *args],

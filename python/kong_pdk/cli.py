@@ -27,6 +27,9 @@ __all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "/usr/local/kong"
 log = logging.getLogger("kong_pdk")
+# Taken as early as possible: if the parent dies before we look, we would
+# compare against the new parent and never notice.
+_PARENT_PID = os.getppid()
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -202,7 +205,7 @@ def _wait_for_stop() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    parent = os.getppid()
+    parent = _PARENT_PID
     while not stop.wait(1.0):
         if os.getppid() != parent:
             log.warning("parent process %d is gone, stopping", parent)
