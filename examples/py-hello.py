@@ -20,7 +20,7 @@ priority = 0
 
 
 class Plugin:
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict[str, object]) -> None:
         self.config = config
 
     def access(self, kong: kong.kong) -> None:

@@ -246,3 +246,33 @@ def test_steps_of_one_event_on_different_connections(emu: KongEmulator) -> None:
         assert second["Data"]["Method"] == "kong.response.set_header"
         third = a.call("plugin.StepMultiMap", [{"EventId": first["EventId"]}])
         assert third == {"Data": "ret", "EventId": first["EventId"]}
+
+
+@pytest.mark.parametrize(
+    "header, style_line, expected",
+    [
+        # The annotation alone picks python style ...
+        ("import kong_pdk.pdk.kong as kong\n", "    def access(self, kong: kong.PythonStyleKong) -> None:\n", "'h.test'"),
+        # ... a string annotation too ...
+        ("", "    def access(self, kong: 'kong_pdk.pdk.kong.PythonStyleKong') -> None:\n", "'h.test'"),
+        # ... and the lua-style annotation keeps the default.
+        ("import kong_pdk.pdk.kong as kong\n", "    def access(self, kong: kong.kong) -> None:\n", "('h.test', None)"),
+    ],
+)
+def test_error_style_follows_the_handler_annotation(
+    serve: Callable[..., Served], tmp_path, header: str, style_line: str, expected: str  # type: ignore[no-untyped-def]
+) -> None:
+    plugin = tmp_path / "styled.py"
+    plugin.write_text(
+        header + "class Plugin:\n"
+        "    def __init__(self, config): pass\n"
+        + style_line
+        + "        got = kong.request.get_header('host')\n"
+        "        kong.response.set_header('x-got', repr(got))\n"
+        "from kong_pdk.cli import start_dedicated_server\n"
+        "start_dedicated_server('styled', Plugin, '1.0')\n"
+    )
+    served = serve(plugin)
+    with KongEmulator(served.socket) as emu:
+        result = emu.run_phase("styled", {}, "access", answers={"kong.request.get_header": "h.test"})
+    assert result.calls_to("kong.response.set_header")[0].args == ("x-got", expected)

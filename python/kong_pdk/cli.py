@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kong_pdk import _core
-from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
+from kong_pdk.plugin_info import plugin_info
+from kong_pdk.serve import build_server
 
 __all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
 
@@ -120,12 +121,6 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _lua_style_for(plugin: type, default: bool) -> bool:
-    """A plugin chooses its error style with a ``lua_style`` class attribute."""
-    choice = getattr(plugin, "lua_style", None)
-    return default if choice is None else bool(choice)
-
-
 def _setup_logging(verbosity: int) -> None:
     level = ("WARNING", "INFO", "DEBUG")[min(verbosity, 2)]
     logging.basicConfig(
@@ -157,29 +152,28 @@ def start_dedicated_server(
     if args.processes is not None or args.gevent:
         mode = "-m (worker processes)" if args.processes is not None else "-g (gevent)"
         _fail(f"the {mode} execution model is not yet available in this version; use the default thread model")
-    if not info["Phases"]:
-        _fail(f"plugin class {plugin.__name__} defines none of the phases {', '.join(PHASES)}")
     prefix = args.kong_prefix
     if not os.path.isdir(prefix):
         _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
     if not os.access(prefix, os.W_OK | os.X_OK):
         _fail(f"Kong prefix {prefix!r} is not writable by this user")
-    socket_path = os.path.join(prefix, args.socket_name or f"{name}.socket")
-    declared = schema_field_names(schema)
-    server = _core.PluginServer(
-        name,
-        plugin,
-        phases_of(plugin),
-        json.dumps(info),
-        socket_path,
-        lua_style=_lua_style_for(plugin, args.lua_style),
-        event_timeout=args.event_timeout,
-        instance_ttl=args.instance_ttl,
-        max_frame=args.max_message_size,
-        listen_backlog=args.listen_queue_size,
-        max_handler_threads=args.max_handler_threads,
-        config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
-    )
+    try:
+        server = build_server(
+            name,
+            plugin,
+            os.path.join(prefix, args.socket_name or f"{name}.socket"),
+            version=version,
+            priority=priority,
+            schema=schema,
+            lua_style=args.lua_style,
+            event_timeout=args.event_timeout,
+            instance_ttl=args.instance_ttl,
+            max_frame=args.max_message_size,
+            listen_backlog=args.listen_queue_size,
+            max_handler_threads=args.max_handler_threads,
+        )
+    except (TypeError, ValueError) as e:
+        _fail(str(e))
     try:
         server.start()
     except OSError as e:

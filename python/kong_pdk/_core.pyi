@@ -1,0 +1,46 @@
+"""The native core (Rust). Use it through ``kong_pdk.cli`` and ``kong_pdk.serve``."""
+
+from os import PathLike
+from typing import Any, Final, final
+
+__version__: Final[str]
+
+@final
+class PluginServer:
+    """One plugin served on one Unix socket (see ``src/server.rs``)."""
+
+    def __init__(
+        self,
+        name: str,
+        plugin_class: type,
+        phases: list[str],
+        info_json: str,
+        socket_path: str | PathLike[str],
+        *,
+        lua_style: bool = True,
+        event_timeout: float = 60.0,
+        instance_ttl: float = 600.0,
+        max_frame: int = 67108864,
+        listen_backlog: int = 1024,
+        async_threads: int = 2,
+        max_handler_threads: int = 512,
+        config_exclude: list[str] = ...,
+    ) -> None: ...
+    def start(self) -> None:
+        """Binds the socket (replacing a stale one) and starts serving in the background."""
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
+    def status(self) -> dict[str, Any]:
+        """The ``plugin.GetStatus`` result."""
+    @property
+    def socket_path(self) -> str: ...
+
+@final
+class PdkProxy:
+    """The ``kong`` object a handler receives; typed by ``kong_pdk.pdk.kong``."""
+
+    def __getattr__(self, name: str) -> PdkProxy: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+def init_logging(level: str) -> None:
+    """Routes the core's logs to stderr at ``level`` (error, warn, info, debug)."""

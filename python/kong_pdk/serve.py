@@ -1,0 +1,84 @@
+"""Building a native plugin server for a plugin class.
+
+Shared by the command line (``kong_pdk.cli``) and the test kit, so that a plugin
+runs the same way in tests as in Kong.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import typing
+from typing import Any
+
+from kong_pdk import _core
+from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
+
+__all__ = ["build_server", "lua_style_of"]
+
+
+def _annotation_style(plugin: type) -> bool | None:
+    """False when a phase handler annotates ``kong`` with the python-style type."""
+    for phase in PHASES:
+        method = getattr(plugin, phase, None)
+        if method is None:
+            continue
+        try:
+            hints = typing.get_type_hints(method)
+        except Exception:  # unresolvable string annotations: fall back to the raw ones
+            hints = dict(getattr(method, "__annotations__", {}))
+        params = [p for p in inspect.signature(method).parameters if p != "self"]
+        if not params:
+            continue
+        hint = hints.get(params[0])
+        name = hint if isinstance(hint, str) else getattr(hint, "__name__", "")
+        if name.rsplit(".", 1)[-1] == "PythonStyleKong":
+            return False
+    return None
+
+
+def lua_style_of(plugin: type, default: bool = True) -> bool:
+    """The error style a plugin gets.
+
+    In order: a ``lua_style`` class attribute; a handler annotated with
+    ``kong.PythonStyleKong`` (python style); else ``default`` (the
+    ``--no-lua-style`` flag).
+    """
+    choice = getattr(plugin, "lua_style", None)
+    if choice is not None:
+        return bool(choice)
+    by_annotation = _annotation_style(plugin)
+    return default if by_annotation is None else by_annotation
+
+
+def build_server(
+    name: str,
+    plugin: type,
+    socket_path: str | os.PathLike[str],
+    *,
+    version: Any = None,
+    priority: Any = 0,
+    schema: Any = (),
+    lua_style: bool = True,
+    **options: Any,
+) -> _core.PluginServer:
+    """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
+
+    ``options`` are the core's tuning knobs (``event_timeout``, ``instance_ttl``,
+    ``max_frame``, ``listen_backlog``, ``max_handler_threads``).
+    """
+    info = plugin_info(name, plugin, version, priority, schema)
+    if not info["Phases"]:
+        raise ValueError(f"plugin class {plugin.__name__} defines none of the phases {', '.join(PHASES)}")
+    declared = schema_field_names(schema)
+    return _core.PluginServer(
+        name,
+        plugin,
+        phases_of(plugin),
+        json.dumps(info),
+        os.fspath(socket_path),
+        lua_style=lua_style_of(plugin, lua_style),
+        config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
+        **options,
+    )
