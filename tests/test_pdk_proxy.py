@@ -1,0 +1,75 @@
+"""The proxy's runtime checks: unknown names, wrong phases, arguments (issue: typed PDK)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Served
+from kong_pdk.testing import KongEmulator
+
+PLUGIN = '''
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        out = []
+        for attempt in (
+            lambda: kong.reqest.get_header("host"),
+            lambda: kong.request.get_heder("host"),
+            lambda: kong.request("x"),
+            lambda: kong.tracing.start_span("span"),
+            lambda: kong.service.set_tls_cert_key("a", "b"),
+            lambda: kong.request.get_header("a", "b", "c"),
+            lambda: kong.request.get_header(nme="host"),
+        ):
+            try:
+                attempt()
+                out.append("no error")
+            except Exception as e:
+                out.append(type(e).__name__ + ": " + str(e))
+        kong.response.set_header("x-errors", "\\n".join(out))
+        kong.log("callable log", {"k": object()})
+        kong.request.get_header(name="host")
+        kong.response.exit(status=403, body={"message": "json body"}, headers={"x-n": 1, "x-l": ["a", "b"]})
+
+    def log(self, kong):
+        kong.request.get_raw_body()  # Kong does not allow this in log
+
+
+from kong_pdk.cli import start_dedicated_server
+start_dedicated_server("proxy", Plugin, "1.0")
+'''
+
+
+def test_proxy_checks(serve: Callable[..., Served], tmp_path: Path) -> None:
+    plugin = tmp_path / "proxy.py"
+    plugin.write_text(PLUGIN)
+    served = serve(plugin)
+    with KongEmulator(served.socket) as emu:
+        result = emu.run_phase("proxy", {}, "access", answers={"kong.request.get_header": "h"})
+        errors = str(result.calls[0].args[1]).split("\n")
+        assert errors[0] == (
+            "AttributeError: kong.reqest is not a Kong PDK function or namespace; did you mean kong.request?"
+        )
+        assert errors[1].endswith("did you mean kong.request.get_header?")
+        assert errors[2] == "TypeError: kong.request is a namespace of the Kong PDK, not a function"
+        assert errors[3].startswith("TypeError: kong.tracing.start_span cannot be called from an external plugin")
+        assert errors[4].startswith("TypeError: kong.service.set_tls_cert_key cannot be called from an external plugin")
+        assert errors[5].startswith("TypeError: kong.request.get_header() takes at most 1 arguments")
+        assert errors[6].startswith("TypeError: kong.request.get_header() got an unexpected keyword argument 'nme'")
+        # kong.log itself is callable and takes anything.
+        assert result.calls[1].method == "kong.log"
+        assert result.calls[1].args[0] == "callable log"
+        assert "<object object" in str(result.calls[1].args[1])
+        # Keyword arguments bind by the Lua parameter names.
+        assert result.calls[2].args == ("host",)
+        assert result.outcome == "exit"
+        assert (result.status, result.body, result.headers) == (
+            403,
+            {"message": "json body"},
+            {"x-n": 1, "x-l": ["a", "b"]},
+        )
+        emu.run_phase("proxy", {}, "log")
+    served.wait_log("kong.request.get_raw_body called in the log phase")
