@@ -32,7 +32,7 @@ fmt:  ## format Rust
 	cargo fmt --all
 
 .PHONY: lint
-lint: $(VENV)/.deps  ## cargo fmt --check, clippy, mypy --strict
+lint: dev  ## cargo fmt --check, clippy, mypy --strict on the package and examples
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(PY) -m mypy --strict python/kong_pdk examples
@@ -46,11 +46,11 @@ test-py: dev  ## pytest over the real socket
 	$(PY) -m pytest -q
 
 .PHONY: test
-test: dev test-rust test-py  ## the whole test suite (sets up .venv on a fresh machine)
+test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, pytest (sets up .venv on a fresh machine)
 
 .PHONY: demo
 demo: dev  ## serve examples/py-hello.py and drive one request through it
-	$(VENV)/bin/kong-pdk run examples/py-hello.py -H 'host: example.com' http://example.com/
+	$(PY) scripts/demo.py examples/py-hello.py -H "host: example.com" --config '{"message": "hello"}'
 
 .PHONY: bench
 bench: release  ## benchmark table against the official kong-pdk (see benches/)
