@@ -1,0 +1,47 @@
+//! Tiny readers for `/proc/<pid>/...`, used to attribute CPU time, memory and
+//! file descriptors to the server under test.
+
+use std::fs;
+
+/// Clock ticks per second for `utime`/`stime` in `/proc/<pid>/stat`.
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// `utime + stime` of a process (all its threads), in clock ticks.
+pub fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces,
+    // so count fields from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After ')': field 3 is the state; utime is field 14, stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kb(pid: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Number of open file descriptors (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: &str) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// Number of threads (`Threads` of `/proc/<pid>/status`).
+pub fn threads(pid: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line.split_ascii_whitespace().nth(1)?.parse().ok()
+}

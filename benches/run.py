@@ -1,0 +1,858 @@
+#!/usr/bin/env python3
+"""Benchmark runner: our plugin server against the official kong-pdk server
+(thread and gevent modes) and a no-Python Rust "floor" server.
+
+    python benches/run.py [--quick] [--scenarios hello,exit] [--conns 1,8,64]
+    python benches/run.py --leak 1000000        # exit-scenario leak check
+
+Builds the load generator (benches/loadgen, release), creates
+benches/.venv-official with kong-pdk from PyPI, runs OUR server from the
+interpreter running this script (or --ours-python) if `import kong_pdk._core`
+works there, pins servers and load generator to different cores, prints one
+table and writes it to docs/benchmarks.md.
+
+Not part of the test suite: it takes minutes and its numbers depend on the
+machine.
+"""
+
+import argparse
+import atexit
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = ROOT / "benches"
+LOADGEN_DIR = BENCHES / "loadgen"
+BIN_DIR = LOADGEN_DIR / "target" / "release"
+PLUGINS = BENCHES / "plugins"
+VENV_OFFICIAL = BENCHES / ".venv-official"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+ALL_SCENARIOS = ["hello", "heavy", "exit", "cpu"]
+ALL_SERVERS = ["ours", "official-thread", "official-gevent", "floor"]
+PLUGIN_NAME = {s: "bench-" + s for s in ALL_SCENARIOS}
+
+_running = []  # Popen objects of servers still alive
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- process handling ---------------------------------------------------------
+
+
+def _kill_group(proc, grace=3.0):
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=grace)
+
+
+def _cleanup():
+    while _running:
+        _kill_group(_running.pop())
+
+
+atexit.register(_cleanup)
+
+
+def _on_signal(signum, _frame):
+    _cleanup()
+    sys.exit(128 + signum)
+
+
+def tail(path, lines=25):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-8192:]
+    except OSError:
+        return "(no log)"
+    text = data.decode("utf-8", "replace").splitlines()
+    return "\n".join("    | " + line for line in text[-lines:])
+
+
+class Server:
+    """One server process (its own process group), logging to a file."""
+
+    def __init__(self, kind, scenario, argv, socket_path, workdir, env, pin):
+        self.kind = kind
+        self.scenario = scenario
+        self.socket_path = socket_path
+        self.log_path = workdir / ("%s-%s.log" % (kind, scenario))
+        self.logf = open(self.log_path, "wb")
+        prefix = ["taskset", "-c", str(pin)] if pin is not None else []
+        self.proc = subprocess.Popen(
+            prefix + argv,
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(workdir),
+            env=env,
+            start_new_session=True,
+        )
+        _running.append(self.proc)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout=20.0):
+        """Wait until the socket exists and accepts a connection."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return "exited with status %s before its socket appeared" % self.proc.returncode
+            if os.path.exists(self.socket_path):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(str(self.socket_path))
+                    return None
+                except OSError:
+                    pass
+                finally:
+                    s.close()
+            time.sleep(0.05)
+        return "socket %s did not accept connections within %.0fs" % (self.socket_path, timeout)
+
+    def stop(self):
+        _kill_group(self.proc)
+        if self.proc in _running:
+            _running.remove(self.proc)
+        self.logf.close()
+
+    def report_death(self, what):
+        log("  !! %s server (%s) %s; last output:" % (self.kind, self.scenario, what))
+        log(tail(self.log_path))
+
+
+# ---- setup ----------------------------------------------------------------------
+
+
+def build_loadgen():
+    log("building loadgen/floor (release) ...")
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "--manifest-path", str(LOADGEN_DIR / "Cargo.toml")],
+        check=True,
+    )
+    for b in ("loadgen", "floor"):
+        if not (BIN_DIR / b).exists():
+            raise SystemExit("build did not produce %s" % (BIN_DIR / b))
+
+
+def _venv_python(venv):
+    return venv / "bin" / "python"
+
+
+def official_python(spec):
+    """Python of benches/.venv-official with the official kong-pdk, or None."""
+    py = _venv_python(VENV_OFFICIAL)
+    probe = [str(py), "-c", "import kong_pdk.cli, gevent, msgpack"]
+    if py.exists() and subprocess.run(probe, capture_output=True, cwd=tempfile.gettempdir()).returncode == 0:
+        return py
+    log("creating %s with %s from PyPI ..." % (VENV_OFFICIAL, spec))
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    try:
+        subprocess.run([base, "-m", "venv", "--clear", str(VENV_OFFICIAL)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", spec], check=True)
+    except (subprocess.CalledProcessError, OSError) as e:
+        log("  official kong-pdk unavailable: %s" % e)
+        return None
+    if subprocess.run(probe, capture_output=True, cwd=tempfile.gettempdir()).returncode != 0:
+        log("  official kong-pdk installed but does not import")
+        return None
+    return py
+
+
+def package_version(py, dist):
+    r = subprocess.run(
+        [str(py), "-c", "import importlib.metadata as m; print(m.version(%r))" % dist],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    return r.stdout.strip() if r.returncode == 0 else "?"
+
+
+def ours_available(py):
+    r = subprocess.run(
+        [str(py), "-c", "import kong_pdk._core, kong_pdk.cli; print(kong_pdk._core.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    if r.returncode != 0:
+        return False, (r.stderr.strip().splitlines() or [""])[-1]
+    return True, r.stdout.strip()
+
+
+def elf_section_names(path):
+    """Section names of a 64-bit little-endian ELF file (empty on failure)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+            return set()
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        str_off, = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 0x18)
+        names = set()
+        for i in range(shnum):
+            name_off, = struct.unpack_from("<I", data, shoff + i * shentsize)
+            start = str_off + name_off
+            names.add(data[start:data.index(b"\0", start)].decode("ascii", "replace"))
+        return names
+    except (OSError, struct.error, ValueError, IndexError):
+        return set()
+
+
+def looks_like_debug_build(so_path):
+    """The release profile strips the extension; `maturin develop` without
+    --release keeps DWARF sections. A heuristic, good enough to warn."""
+    return ".debug_info" in elf_section_names(so_path)
+
+
+VENV_OURS = BENCHES / ".venv-ours"
+TARGET_OURS = BENCHES / ".target-ours"
+
+
+def build_ours_release():
+    """Build a release wheel of this repository (own target dir) and install
+    it into benches/.venv-ours. Returns that venv's python, or None."""
+    py = _venv_python(VENV_OURS)
+    wheels = TARGET_OURS / "wheels"
+    maturin = shutil.which("maturin")
+    if maturin is None:
+        log("  --ours-release needs maturin on PATH")
+        return None
+    log("building a release wheel of ours (maturin, target %s); this takes minutes ..." % TARGET_OURS)
+    shutil.rmtree(wheels, ignore_errors=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(TARGET_OURS))
+    try:
+        subprocess.run(
+            [maturin, "build", "--release", "--quiet", "-o", str(wheels), "-m", str(ROOT / "Cargo.toml")],
+            check=True,
+            env=env,
+        )
+        if not py.exists():
+            base = getattr(sys, "_base_executable", None) or sys.executable
+            subprocess.run([base, "-m", "venv", str(VENV_OURS)], check=True)
+        whl = sorted(wheels.glob("*.whl"))
+        if not whl:
+            log("  maturin produced no wheel")
+            return None
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps", str(whl[-1])],
+            check=True,
+        )
+    except (subprocess.CalledProcessError, OSError) as e:
+        log("  release build of ours failed: %s" % e)
+        return None
+    return py
+
+
+def clean_env(extra=None):
+    env = dict(os.environ)
+    for k in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"):
+        env.pop(k, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("OPENBLAS_CORETYPE", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def pick_cores(no_pin):
+    """(loadgen core, server core) or (None, None)."""
+    if no_pin or shutil.which("taskset") is None:
+        return None, None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return cores[0], cores[-1]
+
+
+def server_argv(kind, scenario, prefix, pythons, cpu_us):
+    sock_name = PLUGIN_NAME[scenario] + ".socket"
+    if kind == "floor":
+        return [str(BIN_DIR / "floor"), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
+    py = pythons["ours"] if kind == "ours" else pythons["official"]
+    argv = [str(py), str(PLUGINS / (scenario + ".py")), "--kong-prefix", str(prefix), "--socket-name", sock_name]
+    if kind == "official-gevent":
+        argv.append("-g")
+    return argv
+
+
+def start_server(kind, scenario, workdir, pythons, pin, cpu_us):
+    prefix = Path(tempfile.mkdtemp(prefix="%s-%s-" % (kind, scenario), dir=str(workdir)))
+    argv = server_argv(kind, scenario, prefix, pythons, cpu_us)
+    sock = prefix / (PLUGIN_NAME[scenario] + ".socket")
+    srv = Server(kind, scenario, argv, sock, workdir, clean_env(), pin)
+    err = srv.wait_ready()
+    if err:
+        srv.report_death(err)
+        srv.stop()
+        return None, err
+    return srv, None
+
+
+def calibrate_cpu(py, pin, cpu_us):
+    """Loop iterations of benches/plugins/cpu.py that take `cpu_us` on the
+    server's core (fastest of 3 calibrations), or None."""
+    code = "import sys; sys.path.insert(0, %r); import cpu; print(cpu._iterations_per_ms())" % str(PLUGINS)
+    argv = [str(py), "-c", code]
+    if pin is not None:
+        argv = ["taskset", "-c", str(pin)] + argv
+    best = None
+    for _ in range(3):
+        r = subprocess.run(argv, capture_output=True, text=True, cwd=tempfile.gettempdir(), env=clean_env())
+        try:
+            v = float(r.stdout.strip())
+        except ValueError:
+            continue
+        best = v if best is None else max(best, v)
+    return None if best is None else max(1, int(best * cpu_us / 1000.0))
+
+
+def run_loadgen(srv, scenario, conns, pin, extra, timeout):
+    config = {"message": "hello", "cpu_us": extra.pop("cpu_us", 1000)}
+    iterations = extra.pop("iterations", None)
+    if iterations:
+        config["iterations"] = iterations
+    argv = [
+        str(BIN_DIR / "loadgen"),
+        "--socket", str(srv.socket_path),
+        "--scenario", scenario,
+        "--conns", str(conns),
+        "--server-pid", str(srv.pid),
+        "--config", json.dumps(config),
+    ]
+    for k, v in extra.items():
+        argv += ["--" + k.replace("_", "-"), str(v)]
+    if pin is not None:
+        argv = ["taskset", "-c", str(pin)] + argv
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "loadgen timed out after %.0fs" % timeout
+    line = (r.stdout.strip().splitlines() or [""])[-1]
+    try:
+        res = json.loads(line)
+    except ValueError:
+        return None, "loadgen exit %s: %s" % (r.returncode, r.stderr.strip()[-500:])
+    if "fatal" in res:
+        return None, res["fatal"]
+    return res, None
+
+
+# ---- formatting -----------------------------------------------------------------
+
+
+def fmt_num(x, digits=0):
+    if x is None:
+        return "-"
+    if digits == 0:
+        return "{:,.0f}".format(x)
+    return "{:,.{d}f}".format(x, d=digits)
+
+
+def fmt_mb(kb):
+    return "-" if kb is None else "%.1f" % (kb / 1024.0)
+
+
+def fmt_pair(a, b, f):
+    if a is None and b is None:
+        return "-"
+    if a == b or b is None:
+        return f(a)
+    return "%s→%s" % (f(a), f(b))
+
+
+HEADER = [
+    "scenario", "conns", "server", "events/s", "calls/s", "p50 ms", "p90 ms", "p99 ms",
+    "max ms", "CPU µs/event", "loadgen µs/event", "RSS MB", "fds", "errors",
+]
+
+
+def row_cells(r):
+    if r.get("failed"):
+        return [r["scenario"], str(r["conns"]), r["kind"], "FAILED: " + r["failed"][:60]] + [""] * 10
+    lat = r["latency_ms"]
+    srv = r["server"]
+    return [
+        r["scenario"],
+        str(r["conns"]),
+        r["kind"],
+        fmt_num(r["events_per_s"]),
+        fmt_num(r["calls_per_s"]),
+        fmt_num(lat["p50"], 3),
+        fmt_num(lat["p90"], 3),
+        fmt_num(lat["p99"], 3),
+        fmt_num(lat["max"], 3),
+        fmt_num(srv["cpu_us_per_event"], 1),
+        fmt_num(r["loadgen"]["cpu_us_per_event"], 1),
+        fmt_pair(srv["rss_kb_start"], srv["rss_kb_end"], fmt_mb),
+        fmt_pair(srv["fds_start"], srv["fds_end"], lambda x: "-" if x is None else str(x)),
+        str(r["errors"]["total"]),
+    ]
+
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for cells in rows:
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def text_table(header, rows):
+    widths = [max(len(h), *(len(c[i]) for c in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(c) for c in rows])
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return "%.2f×" % (a / b)
+
+
+def ratio_rows(results, scenarios, conns_list):
+    by = {(r["scenario"], r["conns"], r["kind"]): r for r in results if not r.get("failed")}
+    rows = []
+    for sc in scenarios:
+        for c in conns_list:
+            ours = by.get((sc, c, "ours"))
+            cells = [sc, str(c)]
+            for other in ("official-thread", "official-gevent", "floor"):
+                o = by.get((sc, c, other))
+                cells.append(ratio(ours and ours["events_per_s"], o and o["events_per_s"]))
+            for other in ("official-thread", "official-gevent", "floor"):
+                o = by.get((sc, c, other))
+                cells.append(
+                    ratio(ours and ours["server"]["cpu_us_per_event"], o and o["server"]["cpu_us_per_event"])
+                )
+            rows.append(cells)
+    return rows
+
+
+RATIO_HEADER = [
+    "scenario", "conns",
+    "events/s ours/official-thread", "ours/official-gevent", "ours/floor",
+    "CPU/event ours/official-thread", "ours/official-gevent", "ours/floor",
+]
+
+
+# ---- docs -----------------------------------------------------------------------
+
+
+def machine_info():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": os.uname().release}
+
+
+def git_commit():
+    def git(*a):
+        r = subprocess.run(["git", "-C", str(ROOT)] + list(a), capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return commit
+
+
+def replace_section(text, name, body):
+    begin, end = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
+    block = "%s\n%s\n%s" % (begin, body.rstrip(), end)
+    if begin in text and end in text:
+        pre = text.split(begin, 1)[0]
+        post = text.split(end, 1)[1]
+        return pre + block + post
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+DOC_INTRO = """# Benchmarks
+
+Numbers from `benches/run.py`: a Rust load generator (`benches/loadgen`) plays
+Kong's side of the external plugin protocol against a plugin server over its
+Unix socket. Regenerate with the command shown in each section. How the
+harness works and what it checks is described in "Method" at the end.
+"""
+
+DOC_METHOD = """## Method
+
+* **Servers.** `ours`: this package (`python benches/plugins/<scenario>.py
+  --kong-prefix DIR --socket-name bench-<scenario>.socket`).
+  `official-thread` / `official-gevent`: the same plugin files under the
+  official `kong-pdk` from PyPI, installed in `benches/.venv-official`, in its
+  default thread mode and with `-g`. `floor`: `benches/loadgen` `floor`, a
+  single-threaded Rust server with no Python that knows each scenario's PDK
+  calls and emits them (for `cpu` it busy-waits 1 ms per event), i.e. the cost
+  of the protocol alone. In `cpu`, every Python server runs the same loop
+  count per event, calibrated once by the runner to about 1 ms (on a busy
+  machine the calibration can be off by 10 % or so, so `cpu` ratios against
+  the floor near 1 just mean "no visible overhead").
+* **Load.** `loadgen` sends one `plugin.StartInstance` (config as a JSON
+  string, with Kong's `__key__`/`__seq__`/`__plugin_id`), then runs `conns`
+  concurrent request coroutines, each doing HandleEvent followed by the Step
+  loop, one event after another, on one thread. Each RPC takes a connection
+  from a keep-alive pool; by default each coroutine keeps its own connection
+  (`--pool own`); `--pool shared` uses one LIFO pool for all coroutines as an
+  nginx worker does. Strings are encoded as Kong's encoder does (fixstr/str16),
+  a nil PDK result is a Step without `Data`, multimap results use the §6.1
+  encoding, and the Step method is chosen as Kong does (e.g. `StepMultiMap`
+  for `get_headers`/`get_query`). After a terminal `kong.response.exit` no Step
+  is sent.
+* **Checks.** Every reply must be `[1, msgid, nil, {Data, EventId}]` with the
+  request's msgid (notifications `[2, ...]` before it are skipped), the same
+  EventId for all RPCs of one event, and no bytes after it. Every event's
+  sequence of PDK method names (and the first argument where the scenario
+  fixes it, e.g. the header name or the exit status) must equal the scenario's
+  (`benches/loadgen/src/scenario.rs`), including the number of calls.
+  `errors` counts mismatched events plus RPC error replies, I/O errors,
+  malformed replies and RPCs slower than 10 s during the window.
+* **Measurement.** Warm-up, then a fixed window. events/s and PDK calls/s are
+  events completed in the window. Latency is per event (HandleEvent sent to
+  `"ret"` or exit received). CPU µs/event is the server's utime+stime
+  (`/proc/<pid>/stat`, all threads) over the window divided by events; RSS
+  (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled at the window's start
+  and end (`a→b` when they differ). Each row uses a freshly started server.
+  The server and the load generator are pinned to different cores with
+  `taskset` when there are at least two.
+* **loadgen µs/event** is the load generator's own CPU per event. When it
+  is near 1e6 ÷ events/s the load generator's core is saturated and the row
+  is bounded by it (the floor rows at 8 and 64 coroutines usually are), so
+  "ours/floor" understates how close a server comes to the floor there.
+* **Caveats.** The machine is small and shared: when other work runs on it,
+  rows can move by much more than ±10 % between runs, so compare rows of one
+  run (the ratios), not runs. With one core per side, 64 coroutines measure
+  throughput under saturation, not latency. On a virtual machine a wake-up
+  across cores can cost tens of µs, so the 1-coroutine rows (one RPC in
+  flight, both sides sleeping between messages) mostly measure that, and
+  their CPU per event includes the cost of sleeping and waking. The official
+  server never forgets an event whose first PDK call is `kong.response.exit`,
+  so its RSS grows during `exit` rows (see the exit-leak check).
+"""
+
+
+def write_doc(section, body):
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else DOC_INTRO
+    text = replace_section(text, section, body)
+    text = replace_section(text, "method", DOC_METHOD)
+    DOC.write_text(text)
+    log("wrote %s" % DOC)
+
+
+def _display_python():
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(ROOT))
+    except ValueError:
+        return "python"
+
+
+def context_lines(args, pythons, official_ver, cores, extra_lines=()):
+    m = machine_info()
+    lines = [
+        "* Command: `%s`" % " ".join([_display_python(), "benches/run.py"] + sys.argv[1:]),
+        "* Date: %s" % datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "* Commit: `%s`" % git_commit(),
+        "* Machine: %s cores, %s, Linux %s" % (m["nproc"], m["cpu"], m["kernel"]),
+        "* Python: %s; official kong-pdk %s" % (sys.version.split()[0], official_ver or "unavailable"),
+        "* Pinning: %s"
+        % (
+            "server on CPU %s, loadgen on CPU %s (taskset)" % (cores[1], cores[0])
+            if cores[0] is not None
+            else "none"
+        ),
+    ]
+    return lines + list(extra_lines)
+
+
+# ---- modes ----------------------------------------------------------------------
+
+
+def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note):
+    args.cpu_iterations = None
+    if "cpu" in args.scenarios:
+        py = pythons["official"] or (pythons["ours"] if "ours" in servers else None)
+        if py is not None:
+            args.cpu_iterations = calibrate_cpu(py, cores[1], args.cpu_us)
+            log("cpu scenario: %s loop iterations per event (≈%d µs on the server core)" % (args.cpu_iterations, args.cpu_us))
+    results = []
+    t_start = time.monotonic()
+    for sc in args.scenarios:
+        for conns in args.conns:
+            for kind in servers:
+                label = "%-5s conns=%-3d %-16s" % (sc, conns, kind)
+                srv, err = start_server(kind, sc, workdir, pythons, cores[1], args.cpu_us)
+                if srv is None:
+                    results.append({"scenario": sc, "conns": conns, "kind": kind, "failed": err})
+                    log("%s FAILED: %s" % (label, err))
+                    continue
+                extra = {
+                    "warmup": args.warmup,
+                    "duration": args.duration,
+                    "pool": args.pool,
+                    "cpu_us": args.cpu_us,
+                    "iterations": args.cpu_iterations,
+                }
+                res, err = run_loadgen(srv, sc, conns, cores[0], extra, args.warmup + args.duration + 40)
+                died = not srv.alive()
+                if died:
+                    srv.report_death("died during the run (status %s)" % srv.proc.returncode)
+                srv.stop()
+                if res is None or died:
+                    err = err or "server died"
+                    results.append({"scenario": sc, "conns": conns, "kind": kind, "failed": err})
+                    log("%s FAILED: %s" % (label, err))
+                    continue
+                res["kind"] = kind
+                results.append(res)
+                e = res["errors"]
+                log(
+                    "%s %9s ev/s  p99 %7s ms  cpu %7s µs/ev  errors %s%s"
+                    % (
+                        label,
+                        fmt_num(res["events_per_s"]),
+                        fmt_num(res["latency_ms"]["p99"], 3),
+                        fmt_num(res["server"]["cpu_us_per_event"], 1),
+                        e["total"],
+                        ("  e.g. " + e["samples"][0]) if e["samples"] else "",
+                    )
+                )
+    elapsed = time.monotonic() - t_start
+
+    table_rows = [row_cells(r) for r in results]
+    print()
+    print(text_table(HEADER, table_rows))
+    print()
+    rr = ratio_rows(results, args.scenarios, args.conns)
+    if "ours" in servers:
+        print(text_table(RATIO_HEADER, rr))
+    else:
+        print("ratios: n/a, ours %s" % (ours_note or "not requested"))
+    print("\n(%d runs in %.0fs)" % (len(results), elapsed))
+
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
+    if args.no_doc:
+        return results
+    lines = ["## Throughput and latency", ""]
+    lines += context_lines(
+        args,
+        pythons,
+        official_ver,
+        cores,
+        [
+            "* Window: %.1f s warm-up + %.1f s measured per row; pool `%s`; servers: %s"
+            % (args.warmup, args.duration, args.pool, ", ".join(servers)),
+            "* ours: %s" % ours_note,
+            "* cpu scenario: %s loop iterations per event for every Python server (calibrated once to ≈%d µs)"
+            % (args.cpu_iterations, args.cpu_us),
+        ],
+    )
+    lines += ["", md_table(HEADER, table_rows), ""]
+    lines += ["Ratios (ours ÷ other; events/s above 1 and CPU/event below 1 favour ours):", ""]
+    if "ours" in servers:
+        lines += [md_table(RATIO_HEADER, rr)]
+    else:
+        lines += ["n/a: ours %s" % (ours_note or "not requested")]
+    write_doc("main", "\n".join(lines))
+    return results
+
+
+def leak_mode(args, servers, pythons, cores, workdir, official_ver, ours_note):
+    n = args.leak
+    conns = args.conns[0] if len(args.conns) == 1 else 8
+    rows = []
+    for kind in servers:
+        srv, err = start_server(kind, "exit", workdir, pythons, cores[1], args.cpu_us)
+        if srv is None:
+            rows.append([kind, "FAILED: " + err] + [""] * 9)
+            continue
+        log("leak: %s, %d exit events over %d conns ..." % (kind, n, conns))
+        res, err = run_loadgen(
+            srv, "exit", conns, cores[0],
+            {"events": n, "sample_every": 100000, "pool": args.pool, "max_server_rss_mb": args.leak_rss_limit_mb},
+            timeout=max(300.0, n / 300.0),
+        )
+        died = not srv.alive()
+        if died:
+            srv.report_death("died during the leak run (status %s)" % srv.proc.returncode)
+        srv.stop()
+        if res is None or died:
+            rows.append([kind, "FAILED: " + (err or "server died")] + [""] * 9)
+            continue
+        samples = res["samples"]
+        first = samples[0]
+        at100k = next((s for s in samples if s["events"] == 100000), None)
+        last = samples[-1]
+
+        def rss(s):
+            return fmt_mb(s["rss_kb"]) if s else "-"
+
+        def fds(s):
+            return str(s["fds"]) if s else "-"
+
+        growth = "-"
+        if at100k and last["events"] > at100k["events"] and last["rss_kb"] is not None:
+            per = (last["rss_kb"] - at100k["rss_kb"]) * 1024.0 / (last["events"] - at100k["events"])
+            growth = "%.1f" % per
+        rows.append(
+            [
+                kind,
+                fmt_num(res["events"]),
+                fmt_num(res["events_per_s"]),
+                "%s / %s / %s" % (rss(first), rss(at100k), rss(last)),
+                growth,
+                "%s / %s / %s" % (fds(first), fds(at100k), fds(last)),
+                "%s / %s" % (first.get("threads"), last.get("threads")),
+                str(res["errors"]["total"]),
+                fmt_num(res["server"]["cpu_us_per_event"], 1),
+                res.get("stopped_early") or "",
+            ]
+        )
+        log("  %s" % " | ".join(rows[-1]))
+    header = [
+        "server", "events", "events/s", "RSS MB start / 100k / end", "RSS bytes/event after 100k",
+        "fds start / 100k / end", "threads start / end", "errors", "CPU µs/event", "note",
+    ]
+    print()
+    print(text_table(header, rows))
+    if args.no_doc:
+        return
+    lines = ["## Exit-leak check", ""]
+    lines += context_lines(
+        args, pythons, official_ver, cores,
+        ["* %d `exit` events per server over %d coroutines; RSS and fds sampled every 100k events" % (n, conns),
+         "* ours: %s" % ours_note],
+    )
+    lines += ["", md_table(header, rows)]
+    write_doc("leak", "\n".join(lines))
+
+
+def csv(s):
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short windows (0.5 s warm-up + 1.5 s)")
+    p.add_argument("--scenarios", type=csv, default=ALL_SCENARIOS, help="comma list of %s" % ",".join(ALL_SCENARIOS))
+    p.add_argument("--conns", type=lambda s: [int(x) for x in csv(s)], default=[1, 8, 64])
+    p.add_argument("--servers", type=csv, default=ALL_SERVERS, help="comma list of %s" % ",".join(ALL_SERVERS))
+    p.add_argument("--warmup", type=float, help="warm-up seconds (default 1, quick 0.5)")
+    p.add_argument("--duration", type=float, help="measured seconds (default 3, quick 1.5)")
+    p.add_argument("--pool", choices=["own", "shared"], default="own")
+    p.add_argument("--cpu-us", type=int, default=1000, help="work per event of the cpu scenario")
+    p.add_argument("--leak", type=int, metavar="N", help="only run the exit-leak check: N exit events per server (over --conns if it is one value, else 8)")
+    p.add_argument("--leak-rss-limit-mb", type=int, default=4096,
+                   help="leak mode: stop a server's run once its RSS passes this (default 4096)")
+    p.add_argument("--ours-python", default=sys.executable, help="interpreter with our kong_pdk (default: this one)")
+    p.add_argument("--ours-release", action="store_true",
+                   help="build a release wheel of this repo into benches/.venv-ours and benchmark that")
+    p.add_argument("--official-spec", default="kong-pdk", help="pip requirement for the official package")
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--json-out", help="also write raw results here")
+    args = p.parse_args()
+    if args.warmup is None:
+        args.warmup = 0.5 if args.quick else 1.0
+    if args.duration is None:
+        args.duration = 1.5 if args.quick else 3.0
+    for s in args.scenarios:
+        if s not in ALL_SCENARIOS:
+            p.error("unknown scenario %s" % s)
+    for s in args.servers:
+        if s not in ALL_SERVERS:
+            p.error("unknown server %s" % s)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    if not args.no_build:
+        build_loadgen()
+    pythons = {"ours": args.ours_python, "official": None}
+    servers = list(args.servers)
+
+    ours_note = ""
+    if "ours" in servers:
+        if args.ours_release:
+            py = build_ours_release()
+            if py is not None:
+                args.ours_python = str(py)
+                pythons["ours"] = args.ours_python
+        ok, info = ours_available(args.ours_python)
+        if not ok:
+            ours_note = "unavailable (`import kong_pdk._core` fails in %s: %s)" % (args.ours_python, info)
+            log("ours: %s; continuing without it" % ours_note)
+            servers.remove("ours")
+        else:
+            ours_note = ("%s (%s)" % (args.ours_python, info)).replace(str(ROOT) + os.sep, "")
+            if looks_like_debug_build(info):
+                ours_note += " — DEBUG BUILD (unoptimised; rerun with --ours-release for real numbers)"
+                log("WARNING: ours is a debug build: %s" % info)
+            log("ours: %s" % ours_note)
+    official_ver = None
+    if any(s.startswith("official") for s in servers):
+        py = official_python(args.official_spec)
+        if py is None:
+            servers = [s for s in servers if not s.startswith("official")]
+        else:
+            pythons["official"] = py
+            official_ver = package_version(py, "kong-pdk")
+            log("official kong-pdk %s in %s" % (official_ver, VENV_OFFICIAL))
+
+    cores = pick_cores(args.no_pin)
+    log(
+        "pinning: %s"
+        % ("server CPU %s, loadgen CPU %s" % (cores[1], cores[0]) if cores[0] is not None else "off")
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="kong-bench-"))
+    try:
+        if args.leak:
+            leak_mode(args, servers, pythons, cores, workdir, official_ver, ours_note)
+        else:
+            main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
+    finally:
+        _cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
