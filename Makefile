@@ -12,7 +12,7 @@ help:  ## list the targets
 $(VENV)/.deps: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright
+	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright gevent
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps $(RUST_SRC)

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
@@ -139,6 +140,23 @@ const EXITED: u8 = 1;
 const ABANDONED: u8 = 2;
 const FINISHED: u8 = 3;
 
+/// How a handler waits for Kong's answer to a PDK call.
+pub enum Waiter {
+    /// Thread model: the handler's OS thread blocks, detached from Python.
+    Block,
+    /// A Python event loop (asyncio, gevent) runs the handler: the call hands
+    /// the loop a token that the loop resolves when the answer arrives.
+    Loop(Arc<LoopLink>),
+}
+
+/// What a loop-run event needs to wait for answers.
+pub struct LoopLink {
+    pub bridge: Arc<crate::executor::bridge::BridgeCore>,
+    /// The Python runner: `new_token()`, `wait(token)`, `resolve(...)`.
+    pub runner: Py<PyAny>,
+    pub runtime: tokio::runtime::Handle,
+}
+
 /// Per-event state shared by the `kong` objects of one event.
 pub struct EventCtx {
     pub event_id: u64,
@@ -146,6 +164,7 @@ pub struct EventCtx {
     outputs: mpsc::UnboundedSender<Out>,
     lua_style: bool,
     state: AtomicU8,
+    waiter: Waiter,
 }
 
 static PLUGIN_EXIT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -181,6 +200,7 @@ impl EventCtx {
         phase: Phase,
         outputs: mpsc::UnboundedSender<Out>,
         lua_style: bool,
+        waiter: Waiter,
     ) -> Self {
         EventCtx {
             event_id,
@@ -188,6 +208,7 @@ impl EventCtx {
             outputs,
             lua_style,
             state: AtomicU8::new(RUNNING),
+            waiter,
         }
     }
 
@@ -248,34 +269,114 @@ impl EventCtx {
         self.outputs.send(Out::Terminal { method, args }).is_ok()
     }
 
-    /// Sends one PDK call and waits, detached, for Kong's answer.
-    pub fn call(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<Answer> {
+    /// Hands one PDK call to the event's channel; the answer comes on the
+    /// returned receiver.
+    fn send_call(
+        &self,
+        py: Python<'_>,
+        method: Arc<str>,
+        args: Vec<u8>,
+    ) -> PyResult<oneshot::Receiver<Answer>> {
         if !self.is_running() {
             return Err(self.ended_error(py));
         }
         let (answer, answered) = oneshot::channel();
-        let sent = self.outputs.send(Out::Call {
-            method,
-            args,
-            answer,
-        });
-        let got = match sent {
-            Ok(()) => py.detach(move || answered.blocking_recv()),
-            Err(_) => {
-                self.state.store(ABANDONED, Ordering::Release);
-                return Err(self.ended_error(py));
+        if self
+            .outputs
+            .send(Out::Call {
+                method,
+                args,
+                answer,
+            })
+            .is_err()
+        {
+            self.state.store(ABANDONED, Ordering::Release);
+            return Err(self.ended_error(py));
+        }
+        Ok(answered)
+    }
+
+    /// The registry dropped our pending answer: deadline or shutdown.
+    fn abandoned(&self, py: Python<'_>) -> PyErr {
+        let _ =
+            self.state
+                .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        self.ended_error(py)
+    }
+
+    /// Sends one PDK call and waits, detached, for Kong's answer (thread model).
+    pub fn call(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<Answer> {
+        let answered = self.send_call(py, method, args)?;
+        py.detach(move || answered.blocking_recv())
+            .map_err(|_| self.abandoned(py))
+    }
+
+    /// Kong's answer as the plugin sees it: `(value, err)` in lua style, the
+    /// value or a raised `PDKException` in python style. `None`: no answer
+    /// will come (the event was abandoned).
+    pub fn answer_to_py<'py>(
+        &self,
+        py: Python<'py>,
+        answer: Option<Answer>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match answer {
+            None => Err(self.abandoned(py)),
+            Some(Answer::Value(v)) => {
+                let value = match v {
+                    Some(v) => value_to_py(py, &v)?,
+                    None => py.None().into_bound(py),
+                };
+                if self.lua_style {
+                    Ok(PyTuple::new(py, [value, py.None().into_bound(py)])?.into_any())
+                } else {
+                    Ok(value)
+                }
             }
-        };
-        got.map_err(|_| {
-            // The registry dropped our pending answer: deadline or shutdown.
-            let _ = self.state.compare_exchange(
-                RUNNING,
-                ABANDONED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-            self.ended_error(py)
-        })
+            Some(Answer::Error(msg)) => {
+                if self.lua_style {
+                    Ok(PyTuple::new(
+                        py,
+                        [py.None().into_bound(py), PyString::new(py, &msg).into_any()],
+                    )?
+                    .into_any())
+                } else {
+                    Err(raise(py, &PDK_EXCEPTION, "PDKException", msg))
+                }
+            }
+        }
+    }
+
+    /// One PDK call as the plugin makes it, in whichever way the event waits.
+    fn make_call<'py>(
+        self: &Arc<Self>,
+        py: Python<'py>,
+        method: Arc<str>,
+        args: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match &self.waiter {
+            Waiter::Block => {
+                let answered = self.send_call(py, method, args)?;
+                let answer = py.detach(move || answered.blocking_recv()).ok();
+                self.answer_to_py(py, answer)
+            }
+            Waiter::Loop(link) => {
+                let runner = link.runner.bind(py);
+                let token = runner.call_method0(intern!(py, "new_token"))?;
+                let answered = self.send_call(py, method, args)?;
+                let bridge = Arc::clone(&link.bridge);
+                let ctx = Arc::clone(self);
+                let pending = token.clone().unbind();
+                link.runtime.spawn(async move {
+                    let answer = answered.await.ok();
+                    bridge.push(crate::executor::bridge::Delivery::Answer {
+                        ctx,
+                        token: pending,
+                        answer,
+                    });
+                });
+                runner.call_method1(intern!(py, "wait"), (token,))
+            }
+        }
     }
 }
 
@@ -430,32 +531,7 @@ impl PdkProxy {
                 format!("{} ended the request", self.path.name),
             ));
         }
-        let answer = self.ctx.call(py, Arc::clone(&self.path.name), encoded)?;
-        let lua_style = self.ctx.lua_style;
-        match answer {
-            Answer::Value(v) => {
-                let value = match v {
-                    Some(v) => value_to_py(py, &v)?,
-                    None => py.None().into_bound(py),
-                };
-                if lua_style {
-                    Ok(PyTuple::new(py, [value, py.None().into_bound(py)])?.into_any())
-                } else {
-                    Ok(value)
-                }
-            }
-            Answer::Error(msg) => {
-                if lua_style {
-                    Ok(PyTuple::new(
-                        py,
-                        [py.None().into_bound(py), PyString::new(py, &msg).into_any()],
-                    )?
-                    .into_any())
-                } else {
-                    Err(raise(py, &PDK_EXCEPTION, "PDKException", msg))
-                }
-            }
-        }
+        self.ctx.make_call(py, Arc::clone(&self.path.name), encoded)
     }
 
     fn __repr__(&self) -> String {

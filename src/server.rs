@@ -20,8 +20,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::convert::{json_to_value, value_to_py};
+use crate::executor::bridge::LoopExecutor;
 use crate::executor::thread::ThreadExecutor;
-use crate::executor::Phase;
+use crate::executor::{Phase, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::service::{PluginMeta, Service, Settings};
 use crate::wire::DEFAULT_MAX_FRAME;
@@ -46,6 +47,9 @@ pub struct PluginServer {
     async_threads: usize,
     max_handler_threads: usize,
     config_exclude: HashSet<String>,
+    /// A Python event-loop runner (`kong_pdk/runners.py`) and the phases it runs.
+    runner: Option<Py<PyAny>>,
+    loop_phases: Vec<Phase>,
     running: Mutex<Option<Running>>,
 }
 
@@ -61,7 +65,8 @@ impl PluginServer {
         name, plugin_class, phases, info_json, socket_path, *,
         lua_style = true, event_timeout = 60.0, instance_ttl = 600.0,
         max_frame = DEFAULT_MAX_FRAME, listen_backlog = 1024, async_threads = 2,
-        max_handler_threads = 512, config_exclude = Vec::new()
+        max_handler_threads = 512, config_exclude = Vec::new(),
+        runner = None, loop_phases = Vec::new()
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -78,7 +83,15 @@ impl PluginServer {
         async_threads: usize,
         max_handler_threads: usize,
         config_exclude: Vec<String>,
+        runner: Option<Py<PyAny>>,
+        loop_phases: Vec<String>,
     ) -> PyResult<Self> {
+        let loop_phases = loop_phases
+            .iter()
+            .map(|p| {
+                Phase::parse(p).ok_or_else(|| PyValueError::new_err(format!("unknown phase {p:?}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let phases = phases
             .iter()
             .map(|p| {
@@ -103,6 +116,8 @@ impl PluginServer {
             async_threads: async_threads.max(1),
             max_handler_threads: max_handler_threads.max(1),
             config_exclude: config_exclude.into_iter().collect(),
+            runner,
+            loop_phases,
             running: Mutex::new(None),
         })
     }
@@ -123,11 +138,7 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let executor = Arc::new(ThreadExecutor::new(
-            runtime.handle().clone(),
-            self.plugin_class.clone_ref(py),
-            self.lua_style,
-        ));
+        let executor = self.executor(py, runtime.handle())?;
         let service = Arc::new(Service::new(
             PluginMeta {
                 name: self.name.clone(),
@@ -173,6 +184,27 @@ impl PluginServer {
         Ok(())
     }
 
+    /// Stops taking new instances and events; events in flight go on.
+    fn begin_drain(&self) {
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            r.service.start_draining();
+        }
+    }
+
+    /// Events not finished yet (waiting for Kong or running).
+    fn busy(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |r| r.service.busy())
+    }
+
     /// Drains and stops; returns True when every event finished in time.
     #[pyo3(signature = (timeout = 10.0))]
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
@@ -186,7 +218,7 @@ impl PluginServer {
         };
         let timeout = secs("timeout", timeout)?;
         let path = self.socket_path.clone();
-        Ok(py.detach(move || {
+        let clean = py.detach(move || {
             let Running {
                 runtime,
                 service,
@@ -213,7 +245,13 @@ impl PluginServer {
             drop(service.instances.clear());
             log::info!("plugin server stopped");
             clean
-        }))
+        });
+        if let Some(runner) = &self.runner {
+            if runner.bind(py).hasattr("close")? {
+                runner.bind(py).call_method0("close")?;
+            }
+        }
+        Ok(clean)
     }
 
     /// The `plugin.GetStatus` result, as a dict.
@@ -230,6 +268,42 @@ impl PluginServer {
     #[getter]
     fn socket_path(&self) -> PathBuf {
         self.socket_path.clone()
+    }
+}
+
+impl PluginServer {
+    /// Threads by default; phases listed in `loop_phases` go to the runner's
+    /// event loop (all of them under gevent).
+    fn executor(
+        &self,
+        py: Python<'_>,
+        runtime: &tokio::runtime::Handle,
+    ) -> PyResult<SharedExecutor> {
+        let threads: SharedExecutor = Arc::new(ThreadExecutor::new(
+            runtime.clone(),
+            self.plugin_class.clone_ref(py),
+            self.lua_style,
+        ));
+        let Some(runner) = &self.runner else {
+            return Ok(threads);
+        };
+        let all = self.phases.iter().all(|p| self.loop_phases.contains(p));
+        let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
+            py,
+            runner.clone_ref(py),
+            self.plugin_class.clone_ref(py),
+            &self.name,
+            self.lua_style,
+            all,
+            runtime.clone(),
+        )?);
+        if all {
+            return Ok(looped);
+        }
+        Ok(Arc::new(PhaseRouter {
+            default: threads,
+            looped: Some((looped, self.loop_phases.clone())),
+        }))
     }
 }
 

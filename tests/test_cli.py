@@ -91,7 +91,7 @@ def test_prefix_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("flag", [["-m"], ["-m", "2"], ["-g"]])
+@pytest.mark.parametrize("flag", [["-m"], ["-m", "2"]])
 def test_other_execution_models_fail_clearly_for_now(tmp_path: Path, flag: list[str]) -> None:
     out = run(str(PLUGINS / "behaviours.py"), "-p", str(tmp_path), *flag)
     assert out.returncode == 1

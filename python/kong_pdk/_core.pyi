@@ -25,9 +25,15 @@ class PluginServer:
         async_threads: int = 2,
         max_handler_threads: int = 512,
         config_exclude: list[str] = ...,
+        runner: object | None = None,
+        loop_phases: list[str] = ...,
     ) -> None: ...
     def start(self) -> None:
         """Binds the socket (replacing a stale one) and starts serving in the background."""
+    def begin_drain(self) -> None:
+        """Refuses new instances and events; events in flight go on."""
+    def busy(self) -> int:
+        """Events not finished yet."""
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -110,7 +111,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         help="run handlers in worker processes (not yet available)",
     )
     p.add_argument(
-        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (not yet available)"
+        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong_pdk[gevent]')"
     )
     return p
 
@@ -149,9 +150,10 @@ def start_dedicated_server(
         sys.stdout.flush()
         raise SystemExit(0)
     _setup_logging(args.verbose)
-    if args.processes is not None or args.gevent:
-        mode = "-m (worker processes)" if args.processes is not None else "-g (gevent)"
-        _fail(f"the {mode} execution model is not yet available in this version; use the default thread model")
+    if args.processes is not None:
+        _fail("the -m (worker processes) execution model is not yet available in this version")
+    if args.gevent:
+        _enable_gevent()
     prefix = args.kong_prefix
     if not os.path.isdir(prefix):
         _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
@@ -171,6 +173,7 @@ def start_dedicated_server(
             max_frame=args.max_message_size,
             listen_backlog=args.listen_queue_size,
             max_handler_threads=args.max_handler_threads,
+            gevent=args.gevent,
         )
     except (TypeError, ValueError) as e:
         _fail(str(e))
@@ -179,9 +182,23 @@ def start_dedicated_server(
     except OSError as e:
         _fail(str(e))
     _wait_for_stop()
-    clean = server.shutdown(args.drain_timeout)
+    server.begin_drain()
+    # Waiting here, not inside the core, lets greenlets finish under -g.
+    deadline = time.monotonic() + args.drain_timeout
+    while server.busy() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
     raise SystemExit(0)
+
+
+def _enable_gevent() -> None:
+    """Patches blocking I/O so that it yields to other events (-g)."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        _fail("-g needs gevent: pip install 'kong_pdk[gevent]'")
+    monkey.patch_all()
 
 
 def _wait_for_stop() -> None:

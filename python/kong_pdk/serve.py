@@ -52,6 +52,11 @@ def lua_style_of(plugin: type, default: bool = True) -> bool:
     return default if by_annotation is None else by_annotation
 
 
+def async_phases(plugin: type) -> list[str]:
+    """The phases whose handler is ``async def``."""
+    return [p for p in phases_of(plugin) if inspect.iscoroutinefunction(getattr(plugin, p))]
+
+
 def build_server(
     name: str,
     plugin: type,
@@ -61,10 +66,13 @@ def build_server(
     priority: Any = 0,
     schema: Any = (),
     lua_style: bool = True,
+    gevent: bool = False,
     **options: Any,
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
 
+    Phase handlers run on threads; ``async def`` handlers on an asyncio loop;
+    with ``gevent=True`` every handler runs in a greenlet on this thread's hub.
     ``options`` are the core's tuning knobs (``event_timeout``, ``instance_ttl``,
     ``max_frame``, ``listen_backlog``, ``max_handler_threads``).
     """
@@ -72,6 +80,22 @@ def build_server(
     if not info["Phases"]:
         raise ValueError(f"plugin class {plugin.__name__} defines none of the phases {', '.join(PHASES)}")
     declared = schema_field_names(schema)
+    coroutines = async_phases(plugin)
+    runner: object = None
+    loop_phases: list[str] = []
+    if gevent:
+        if coroutines:
+            raise ValueError(
+                f"async def handlers ({', '.join(coroutines)}) cannot run under gevent (-g); "
+                "use plain def handlers or drop -g"
+            )
+        from kong_pdk.runners import GeventRunner
+
+        runner, loop_phases = GeventRunner(), phases_of(plugin)
+    elif coroutines:
+        from kong_pdk.runners import AsyncioRunner
+
+        runner, loop_phases = AsyncioRunner(), coroutines
     return _core.PluginServer(
         name,
         plugin,
@@ -80,5 +104,7 @@ def build_server(
         os.fspath(socket_path),
         lua_style=lua_style_of(plugin, lua_style),
         config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
+        runner=runner,
+        loop_phases=loop_phases,
         **options,
     )

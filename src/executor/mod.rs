@@ -13,8 +13,10 @@
 //! channel closing (the handler's side dropped); the RPC side treats a closed
 //! channel as "ret", so even a crashed handler cannot leave Kong waiting.
 
+pub mod bridge;
 pub mod thread;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::events::Out;
 use crate::instances::InFlight;
+use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx};
 
 /// The live plugin object of one instance.
 pub type PluginHandle = Py<PyAny>;
@@ -92,3 +95,105 @@ pub trait Executor: Send + Sync {
 }
 
 pub type SharedExecutor = Arc<dyn Executor>;
+
+/// Sends each phase to the executor that runs it: `async def` phases to an
+/// asyncio loop, the rest to the default (threads or gevent).
+pub struct PhaseRouter {
+    pub default: SharedExecutor,
+    pub looped: Option<(SharedExecutor, Vec<Phase>)>,
+}
+
+impl Executor for PhaseRouter {
+    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
+        self.default.start_instance(config)
+    }
+
+    fn run_event(&self, job: EventJob) {
+        match &self.looped {
+            Some((exec, phases)) if phases.contains(&job.phase) => exec.run_event(job),
+            _ => self.default.run_event(job),
+        }
+    }
+
+    fn running(&self) -> usize {
+        self.default.running() + self.looped.as_ref().map_or(0, |(e, _)| e.running())
+    }
+}
+
+/// Counts a running handler for as long as it lives.
+pub struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Running(Arc::clone(counter))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Classifies an exception that ended a handler and logs it. Returns the
+/// text for Kong's error log when the event can still report it; `None` for
+/// the unwinding of `kong.response.exit` and for abandoned events.
+pub fn report(
+    py: Python<'_>,
+    ctx: &EventCtx,
+    phase: Phase,
+    plugin: &str,
+    err: &PyErr,
+) -> Option<String> {
+    if plugin_exit_type(py).is_ok_and(|t| err.is_instance(py, t.as_any())) {
+        return None;
+    }
+    let text = describe(py, err);
+    if ctx.is_abandoned() || event_abandoned_type(py).is_ok_and(|t| err.is_instance(py, t.as_any()))
+    {
+        log::warn!(
+            "event {}: {plugin} {} handler stopped after Kong abandoned the event: {text}",
+            ctx.event_id,
+            phase.name()
+        );
+        return None;
+    }
+    log_traceback(
+        py,
+        err,
+        &format!("event {}: {plugin} {} handler", ctx.event_id, phase.name()),
+    );
+    ctx.is_running()
+        .then(|| format!("{plugin} {} handler raised {text}", phase.name()))
+}
+
+/// `TypeName: message`, with fallbacks when `str()` itself fails.
+pub fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let ty = err
+        .get_type(py)
+        .qualname()
+        .map_or_else(|_| "Exception".to_string(), |n| n.to_string());
+    match err.value(py).str() {
+        Ok(s) if !s.to_string_lossy().is_empty() => format!("{ty}: {}", s.to_string_lossy()),
+        _ => ty,
+    }
+}
+
+/// Logs a Python exception with its traceback on one log record.
+pub fn log_traceback(py: Python<'_>, err: &PyErr, what: &str) {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (err.get_type(py), err.value(py), err.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat());
+    match formatted {
+        Ok(tb) => log::error!("{what} raised {}\n{}", describe(py, err), tb.trim_end()),
+        Err(_) => log::error!("{what} raised {}", describe(py, err)),
+    }
+}

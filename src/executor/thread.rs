@@ -14,9 +14,10 @@ use pyo3::IntoPyObjectExt;
 use rmpv::Value;
 use tokio::runtime::Handle;
 
+use super::{describe, log_traceback, report, Running};
 use super::{EventJob, Executor, Phase, PluginHandle};
 use crate::convert::{value_to_py, write_py, Unsendable};
-use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx, PdkPath, PdkProxy};
+use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
 
 pub struct ThreadExecutor {
     runtime: Handle,
@@ -33,15 +34,6 @@ impl ThreadExecutor {
             lua_style,
             running: Arc::new(AtomicUsize::new(0)),
         }
-    }
-}
-
-/// Counts a running handler for as long as it lives.
-struct Running(Arc<AtomicUsize>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -62,8 +54,7 @@ impl Executor for ThreadExecutor {
     }
 
     fn run_event(&self, job: EventJob) {
-        self.running.fetch_add(1, Ordering::AcqRel);
-        let running = Running(Arc::clone(&self.running));
+        let running = Running::new(&self.running);
         let lua_style = self.lua_style;
         self.runtime.spawn_blocking(move || {
             let _running = running;
@@ -86,7 +77,13 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
         instance,
         outputs,
     } = job;
-    let ctx = Arc::new(EventCtx::new(event_id, phase, outputs, lua_style));
+    let ctx = Arc::new(EventCtx::new(
+        event_id,
+        phase,
+        outputs,
+        lua_style,
+        Waiter::Block,
+    ));
     let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
         instance
             .instance()
@@ -105,31 +102,10 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
 /// stderr, the text to Kong's error log through `kong.log.err`, and where
 /// Kong can still respond the request fails closed with a 500.
 fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
-    if plugin_exit_type(py).is_ok_and(|t| err.is_instance(py, t.as_any())) {
-        // kong.response.exit/error unwound the handler: the call was sent.
+    let Some(message) = report(py, ctx, phase, plugin, err) else {
         ctx.finish();
         return;
-    }
-    let text = describe(py, err);
-    let abandoned = ctx.is_abandoned()
-        || event_abandoned_type(py).is_ok_and(|t| err.is_instance(py, t.as_any()));
-    if abandoned {
-        log::warn!(
-            "event {}: {plugin} {} handler stopped after Kong abandoned the event: {text}",
-            ctx.event_id,
-            phase.name()
-        );
-        return;
-    }
-    log_traceback(
-        py,
-        err,
-        &format!("event {}: {plugin} {} handler", ctx.event_id, phase.name()),
-    );
-    if !ctx.is_running() {
-        return;
-    }
-    let message = format!("{plugin} {} handler raised {text}", phase.name());
+    };
     if let Ok(args) = encode(py, message) {
         // The answer does not matter; a failure here means the event is gone.
         let _ = ctx.call(py, PdkPath::resolve("kong.log.err").name.clone(), args);
@@ -150,34 +126,4 @@ fn encode<'py, T: IntoPyObject<'py>>(py: Python<'py>, arg: T) -> PyResult<Vec<u8
     let _ = rmp::encode::write_array_len(&mut out, 1);
     write_py(&mut out, &arg, Unsendable::Stringify)?;
     Ok(out)
-}
-
-/// `TypeName: message`, with fallbacks when `str()` itself fails.
-pub fn describe(py: Python<'_>, err: &PyErr) -> String {
-    let ty = err
-        .get_type(py)
-        .qualname()
-        .map_or_else(|_| "Exception".to_string(), |n| n.to_string());
-    match err.value(py).str() {
-        Ok(s) if !s.to_string_lossy().is_empty() => format!("{ty}: {}", s.to_string_lossy()),
-        _ => ty,
-    }
-}
-
-/// Logs a Python exception with its traceback on one log record.
-pub fn log_traceback(py: Python<'_>, err: &PyErr, what: &str) {
-    let formatted = py
-        .import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (err.get_type(py), err.value(py), err.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>())
-        .map(|lines| lines.concat());
-    match formatted {
-        Ok(tb) => log::error!("{what} raised {}\n{}", describe(py, err), tb.trim_end()),
-        Err(_) => log::error!("{what} raised {}", describe(py, err)),
-    }
 }

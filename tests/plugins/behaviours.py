@@ -4,6 +4,7 @@ One plugin file covers many server behaviours; each test picks a case by
 answering ``kong.request.get_header("x-case")``.
 """
 
+import socket
 import time
 
 Schema = (
@@ -69,6 +70,14 @@ class Plugin:
             finally:
                 # Runs when the server reclaims the event.
                 pass
+        elif case == "io":
+            # Blocking I/O: under -g it must yield to the other events.
+            path, _ = kong.request.get_header("x-io-socket")
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            line = s.makefile().readline().strip()
+            s.close()
+            kong.response.set_header("x-io", line)
         elif case == "after-event":
             Plugin.kept = kong
         elif case == "use-kept":

@@ -1,0 +1,153 @@
+"""Python event loops that run handlers for the native core.
+
+The core hands a runner a bridge (``attach``) whose ``fileno()`` becomes
+readable when there is work; the runner calls ``bridge.drain()`` from its loop,
+and the core calls back ``start``, ``new_token``, ``wait`` and ``resolve`` on the
+loop's own thread (src/executor/bridge.rs). Two runners:
+
+* ``AsyncioRunner``: ``async def`` phase handlers on one asyncio loop in its own
+  thread (uvloop when installed); PDK calls return awaitables.
+* ``GeventRunner`` (``-g``): every handler in a greenlet on the main thread's
+  hub; PDK calls block only their greenlet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "EventHandle"]
+
+
+class Bridge(Protocol):
+    def fileno(self) -> int: ...
+    def drain(self) -> None: ...
+
+
+class EventHandle(Protocol):
+    can_respond: bool
+
+    def finish(self) -> None: ...
+    def report(self, exc: BaseException) -> str | None: ...
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # optional speed-up
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class AsyncioRunner:
+    """Runs ``async def`` handlers concurrently on one event loop thread."""
+
+    def __init__(self) -> None:
+        self.loop = _new_loop()
+        self._thread = threading.Thread(target=self._run, name="kong-pdk-asyncio", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def attach(self, bridge: Bridge) -> None:
+        self.loop.call_soon_threadsafe(self.loop.add_reader, bridge.fileno(), bridge.drain)
+
+    def new_token(self) -> asyncio.Future[Any]:
+        return self.loop.create_future()
+
+    def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        return token
+
+    def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
+        if token.done():  # the awaiting task was cancelled
+            return
+        if error is not None:
+            token.set_exception(error)
+        else:
+            token.set_result(value)
+
+    def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
+        self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle))
+
+    async def _drive(self, handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
+        try:
+            result = handler(kong)
+            if asyncio.iscoroutine(result):
+                await result
+        except BaseException as exc:  # every ending must reach Kong
+            message = handle.report(exc)
+            if message is not None:
+                try:
+                    await kong.log.err(message)
+                except BaseException:
+                    pass
+                if handle.can_respond:
+                    try:
+                        kong.response.error(500)
+                    except BaseException:
+                        pass
+        finally:
+            handle.finish()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class GeventRunner:
+    """Runs every handler in a greenlet on the calling thread's gevent hub."""
+
+    def __init__(self) -> None:
+        import gevent
+        import gevent.event
+
+        self._gevent = gevent
+        self._result = gevent.event.AsyncResult
+        self._hub = gevent.get_hub()
+        self._watcher: Any = None
+
+    def attach(self, bridge: Bridge) -> None:
+        self._watcher = self._hub.loop.io(bridge.fileno(), 1)
+        self._watcher.start(bridge.drain)
+
+    def new_token(self) -> Any:
+        return self._result()
+
+    def wait(self, token: Any) -> Any:
+        return token.get()
+
+    def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
+        if error is not None:
+            token.set_exception(error)
+        else:
+            token.set(value)
+
+    def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
+        self._gevent.spawn(self._drive, getattr(plugin, phase), kong, handle)
+
+    @staticmethod
+    def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
+        try:
+            handler(kong)
+        except BaseException as exc:  # every ending must reach Kong
+            message = handle.report(exc)
+            if message is not None:
+                try:
+                    kong.log.err(message)
+                except BaseException:
+                    pass
+                if handle.can_respond:
+                    try:
+                        kong.response.error(500)
+                    except BaseException:
+                        pass
+        finally:
+            handle.finish()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()

@@ -1,0 +1,290 @@
+//! Running handlers on a Python event loop: asyncio (`async def` phases) and
+//! gevent (`-g`).
+//!
+//! Tokio threads never take the GIL for these events. Everything a loop must
+//! do (start an event, resolve a PDK call's token, create an instance) is a
+//! [`Delivery`] pushed on a queue, and the loop is woken through a socket pair
+//! that it watches (asyncio `add_reader`, gevent `loop.io`). The loop thread
+//! then drains the queue while holding the GIL it already has. The Python side
+//! of each loop is a small runner object (`kong_pdk/runners.py`) with
+//! `attach(bridge)`, `start(plugin, phase, kong, handle)`, `new_token()`,
+//! `wait(token)` and `resolve(token, value, error)`.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use rmpv::Value;
+use tokio::sync::oneshot;
+
+use super::{report, EventJob, Executor, Phase, PluginHandle, Running};
+use crate::convert::value_to_py;
+use crate::events::Answer;
+use crate::instances::InFlight;
+use crate::pdk::{EventCtx, LoopLink, PdkProxy, Waiter};
+
+pub enum Delivery {
+    Start(EventJob, Running),
+    Answer {
+        ctx: Arc<EventCtx>,
+        token: Py<PyAny>,
+        /// `None`: the event was dropped before Kong answered.
+        answer: Option<Answer>,
+    },
+    NewInstance {
+        config: Value,
+        reply: oneshot::Sender<Result<PluginHandle, String>>,
+    },
+}
+
+/// The thread-safe half: a queue and a wake-up byte.
+pub struct BridgeCore {
+    queue: Mutex<Vec<Delivery>>,
+    writer: UnixStream,
+    signaled: AtomicBool,
+}
+
+impl BridgeCore {
+    pub fn push(&self, item: Delivery) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(item);
+        // One byte per batch: the loop drains everything queued when it wakes.
+        if !self.signaled.swap(true, Ordering::AcqRel) {
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
+}
+
+/// The loop's half, handed to the Python runner.
+#[pyclass(frozen, module = "kong_pdk._core")]
+pub struct LoopBridge {
+    core: Arc<BridgeCore>,
+    reader: UnixStream,
+    link: Arc<LoopLink>,
+    plugin_class: Py<PyAny>,
+    plugin_name: String,
+    lua_style: bool,
+}
+
+#[pymethods]
+impl LoopBridge {
+    /// The descriptor the loop watches for readability.
+    fn fileno(&self) -> i32 {
+        self.reader.as_raw_fd()
+    }
+
+    /// Runs everything queued; called by the loop when `fileno()` is readable.
+    fn drain(&self, py: Python<'_>) {
+        // Order matters: empty the socket, then clear the flag, then take the
+        // queue. A push after the flag is cleared writes a new byte, so no item
+        // can sit in the queue without a byte to wake the loop for it.
+        let mut sink = [0u8; 256];
+        while matches!((&self.reader).read(&mut sink), Ok(n) if n > 0) {}
+        self.core.signaled.store(false, Ordering::Release);
+        let items = std::mem::take(&mut *self.core.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        for item in items {
+            if let Err(e) = self.deliver(py, item) {
+                log::error!("event loop bridge: {}", super::describe(py, &e));
+            }
+        }
+    }
+}
+
+impl LoopBridge {
+    fn deliver(&self, py: Python<'_>, item: Delivery) -> PyResult<()> {
+        let runner = self.link.runner.bind(py);
+        match item {
+            Delivery::Answer { ctx, token, answer } => {
+                let (value, error) = match ctx.answer_to_py(py, answer) {
+                    Ok(v) => (v, py.None().into_bound(py)),
+                    Err(e) => (
+                        py.None().into_bound(py),
+                        e.into_value(py).into_bound(py).into_any(),
+                    ),
+                };
+                runner.call_method1("resolve", (token, value, error))?;
+            }
+            Delivery::Start(job, running) => self.start(py, job, running)?,
+            Delivery::NewInstance { config, reply } => {
+                let _ = reply.send(new_instance(py, &self.plugin_class, &config));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, py: Python<'_>, job: EventJob, running: Running) -> PyResult<()> {
+        let EventJob {
+            event_id,
+            phase,
+            instance,
+            outputs,
+        } = job;
+        let ctx = Arc::new(EventCtx::new(
+            event_id,
+            phase,
+            outputs,
+            self.lua_style,
+            Waiter::Loop(Arc::clone(&self.link)),
+        ));
+        let plugin = instance.instance().handle.clone_ref(py);
+        let handle = Bound::new(
+            py,
+            EventHandle {
+                ctx: Arc::clone(&ctx),
+                phase,
+                plugin_name: self.plugin_name.clone(),
+                alive: Mutex::new(Some((instance, running))),
+            },
+        )?;
+        let kong = Bound::new(py, PdkProxy::root(Arc::clone(&ctx)))?;
+        let started = self.link.runner.bind(py).call_method1(
+            "start",
+            (
+                plugin,
+                PyString::new(py, phase.name()),
+                kong,
+                handle.clone(),
+            ),
+        );
+        if let Err(e) = started {
+            // The runner itself failed: end the event so Kong gets an answer.
+            log::error!(
+                "event {event_id}: could not start the handler: {}",
+                super::describe(py, &e)
+            );
+            handle.get().finish();
+        }
+        Ok(())
+    }
+}
+
+/// The handler's view of its event, for the runner's driver code.
+#[pyclass(frozen, module = "kong_pdk._core")]
+pub struct EventHandle {
+    ctx: Arc<EventCtx>,
+    phase: Phase,
+    plugin_name: String,
+    alive: Mutex<Option<(InFlight<PluginHandle>, Running)>>,
+}
+
+#[pymethods]
+impl EventHandle {
+    /// The handler is done: Kong gets "ret" unless the event already ended.
+    fn finish(&self) {
+        self.ctx.finish();
+        drop(self.alive.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    /// Logs the exception that ended the handler; returns the text to send to
+    /// Kong's error log, or None when there is nothing to report.
+    fn report(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> Option<String> {
+        let err = PyErr::from_value(exc);
+        report(py, &self.ctx, self.phase, &self.plugin_name, &err)
+    }
+
+    /// Whether a failing handler should answer with a 500 (rewrite, access).
+    #[getter]
+    fn can_respond(&self) -> bool {
+        self.phase.can_respond() && self.ctx.is_running()
+    }
+}
+
+fn new_instance(py: Python<'_>, class: &Py<PyAny>, config: &Value) -> Result<PluginHandle, String> {
+    let config = value_to_py(py, config).map_err(|e| super::describe(py, &e))?;
+    class
+        .bind(py)
+        .call1((config,))
+        .map(Bound::unbind)
+        .map_err(|e| {
+            super::log_traceback(py, &e, "the plugin's constructor");
+            super::describe(py, &e)
+        })
+}
+
+/// An executor whose handlers run on a Python event loop.
+pub struct LoopExecutor {
+    core: Arc<BridgeCore>,
+    plugin_class: Py<PyAny>,
+    /// gevent: plugin objects are created on the hub too, so that whatever
+    /// they set up belongs to the loop that runs them.
+    instances_on_loop: bool,
+    running: Arc<AtomicUsize>,
+}
+
+impl LoopExecutor {
+    /// Creates the executor and attaches its bridge to the Python runner.
+    pub fn attach(
+        py: Python<'_>,
+        runner: Py<PyAny>,
+        plugin_class: Py<PyAny>,
+        plugin_name: &str,
+        lua_style: bool,
+        instances_on_loop: bool,
+        runtime: tokio::runtime::Handle,
+    ) -> PyResult<LoopExecutor> {
+        let (reader, writer) =
+            UnixStream::pair().map_err(|e| PyOSError::new_err(format!("socketpair: {e}")))?;
+        reader
+            .set_nonblocking(true)
+            .and_then(|_| writer.set_nonblocking(true))
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let core = Arc::new(BridgeCore {
+            queue: Mutex::new(Vec::new()),
+            writer,
+            signaled: AtomicBool::new(false),
+        });
+        let bridge = LoopBridge {
+            core: Arc::clone(&core),
+            reader,
+            link: Arc::new(LoopLink {
+                bridge: Arc::clone(&core),
+                runner: runner.clone_ref(py),
+                runtime,
+            }),
+            plugin_class: plugin_class.clone_ref(py),
+            plugin_name: plugin_name.to_string(),
+            lua_style,
+        };
+        runner
+            .bind(py)
+            .call_method1("attach", (Bound::new(py, bridge)?,))?;
+        Ok(LoopExecutor {
+            core,
+            plugin_class,
+            instances_on_loop,
+            running: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+impl Executor for LoopExecutor {
+    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
+        if !self.instances_on_loop {
+            return Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
+                .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()));
+        }
+        let (reply, made) = oneshot::channel();
+        self.core.push(Delivery::NewInstance {
+            config: config.clone(),
+            reply,
+        });
+        made.blocking_recv()
+            .unwrap_or_else(|_| Err("the event loop stopped".into()))
+    }
+
+    fn run_event(&self, job: EventJob) {
+        let running = Running::new(&self.running);
+        self.core.push(Delivery::Start(job, running));
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+}
