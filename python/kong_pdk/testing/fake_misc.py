@@ -275,7 +275,7 @@ def ip_is_trusted(ex: Exchange, *args: object) -> bool:
 
 # -- kong.vault ------------------------------------------------------------------------
 
-_REFERENCE = re.compile(r"^\{vault://([a-z0-9_-]+)/([^/?#}]+)(?:/([^?#}]+))?(?:/(\d+))?(?:\?([^}]*))?\}$")
+_REFERENCE = re.compile(r"^\{vault://([a-z0-9_-]+)/([^/?#}]+)(?:/([^/?#}]+))?(?:/(\d+))?(?:\?([^}]*))?\}$")
 
 
 def _is_reference(value: object) -> bool:
