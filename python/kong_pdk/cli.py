@@ -101,6 +101,12 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         help="most handlers running (or waiting on Kong) at once in thread mode",
     )
     p.add_argument(
+        "--io-threads",
+        type=int,
+        default=1,
+        help="threads serving the socket (default: %(default)s; handlers run on their own threads)",
+    )
+    p.add_argument(
         "-m",
         "--multiprocessing",
         dest="processes",
@@ -173,6 +179,7 @@ def start_dedicated_server(
             max_frame=args.max_message_size,
             listen_backlog=args.listen_queue_size,
             max_handler_threads=args.max_handler_threads,
+            async_threads=args.io_threads,
             gevent=args.gevent,
         )
     except (TypeError, ValueError) as e:
