@@ -43,7 +43,6 @@ def test_ctx_shared_lives_across_phases_of_one_request_only() -> None:
     # {} comes back [] (protocol.md §11.3).
     assert got == [{"n": 1, "empty": []}, {"n": 1, "empty": []}]
     assert res.ctx == {"k": {"n": 1, "empty": {}}, "b": "bytes"}
-    assert r.http().calls[0].result is None or True  # a second request starts empty
     second = r.phase("access")
     assert returned(second, "kong.ctx.shared.get") is None
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Body transform: rewrites a JSON request body before it goes upstream.
+
+Fields named in ``remove`` are dropped and ``add`` fields are set; a body that
+is not a JSON object is refused with 400. Other content types pass untouched.
+"""
+
+from typing import Any
+
+import kong_pdk.pdk.kong as kong
+
+Schema = (
+    {"remove": {"type": "array", "elements": {"type": "string"}, "default": []}},
+    {"add": {"type": "map", "keys": {"type": "string"}, "values": {"type": "string"}, "default": {}}},
+)
+
+version = "0.1.0"
+priority = 800
+
+
+class Plugin:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.remove: list[str] = list(config.get("remove") or [])
+        self.add: dict[str, str] = dict(config.get("add") or {})
+
+    def access(self, kong: kong.kong) -> None:
+        content_type, _ = kong.request.get_header("content-type")
+        if not content_type or not content_type.lower().startswith("application/json"):
+            return
+        body, err = kong.request.get_body()
+        if not isinstance(body, dict):
+            # A JSON array, a scalar, or (after Lua) an empty object, which arrives as [].
+            if body == []:
+                body = {}
+            else:
+                kong.response.exit(400, {"message": "expected a JSON object"})
+                return
+        for name in self.remove:
+            body.pop(name, None)
+        body.update(self.add)
+        kong.service.request.set_body(body, "application/json")
+
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+
+    start_dedicated_server("py-body-transform", Plugin, version, priority, Schema)
