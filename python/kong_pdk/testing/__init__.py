@@ -6,7 +6,10 @@ reader, its connection pool, the StartInstance/HandleEvent/Step loop and its ins
 cache. Replies are decoded with the stock ``msgpack`` package (``pip install
 'kong_pdk[testing]'``), so a server is never checked by our own decoder.
 
-This package does not import ``kong_pdk._core``: it talks to a server over a socket only.
+The emulator does not import ``kong_pdk._core``: it talks to a server over a socket only.
+The plugin test kit built on it (``PluginRunner``, ``load_plugin``, ``Request``,
+``Response``, ``World``; see docs/testing.md) serves plugins in-process, so it is
+imported on first use of those names.
 
 Example::
 
@@ -51,4 +54,31 @@ __all__ = [
     "Answer",
     "AnswerTable",
     "pack",
+    "PluginRunner",
+    "load_plugin",
+    "Request",
+    "Response",
+    "World",
+    "KitFailure",
+    "ConfigError",
 ]
+
+# The kit needs the native core; load it only when asked for (PEP 562).
+_KIT = {
+    "PluginRunner": "kong_pdk.testing.kit",
+    "load_plugin": "kong_pdk.testing.loader",
+    "Request": "kong_pdk.testing.http",
+    "Response": "kong_pdk.testing.http",
+    "World": "kong_pdk.testing.world",
+    "KitFailure": "kong_pdk.testing.result",
+    "ConfigError": "kong_pdk.testing.schema",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _KIT.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kong_pdk.testing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
