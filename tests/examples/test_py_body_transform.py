@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import EXAMPLES
+from example_paths import EXAMPLES
 from kong_pdk.testing.kit import PluginRunner
 from kong_pdk.testing.pytest_plugin import KongKit
 

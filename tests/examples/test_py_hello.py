@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import EXAMPLES
+from example_paths import EXAMPLES
 from kong_pdk.testing.pytest_plugin import KongKit
 from kong_pdk.testing.schema import ConfigError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import EXAMPLES
+from example_paths import EXAMPLES
 from kong_pdk.testing.kit import PluginRunner
 from kong_pdk.testing.pytest_plugin import KongKit
 from kong_pdk.testing.schema import ConfigError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import EXAMPLES
+from example_paths import EXAMPLES
 from kong_pdk.testing.http import Response
 from kong_pdk.testing.pytest_plugin import KongKit
 

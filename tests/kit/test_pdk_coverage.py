@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import call
+from kit_helpers import call
 from kong_pdk.testing.fake import FakePdk  # noqa: F401  (registers the fakes)
 from kong_pdk.testing.fake_registry import IMPLS
 from kong_pdk.testing.pdkapi import PDK_API_JSON

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CALLER, call, returned, runner
+from kit_helpers import CALLER, call, returned, runner
 from kong_pdk.testing.kit import PluginRunner
 from kong_pdk.testing.loader import load_plugin
 from kong_pdk.testing.result import KitFailure

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call, returned
+from kit_helpers import call, returned
 from kong_pdk.testing.lua import NULL
 from kong_pdk.testing.world import consumer, default_route, default_service
 
@@ -171,7 +171,7 @@ def test_limits_are_checked_like_kong() -> None:
 
 
 def test_authenticate_sets_consumer_and_credential_for_later_phases() -> None:
-    from conftest import runner
+    from kit_helpers import runner
 
     r = runner(
         {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call, returned, runner
+from kit_helpers import call, returned, runner
 from kong_pdk.testing.http import Response, ServiceRequest
 from kong_pdk.testing.world import default_route, default_service
 

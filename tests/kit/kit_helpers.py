@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kong_pdk.testing.kit import PluginRunner
 from kong_pdk.testing.loader import PluginSpec, load_plugin
 from kong_pdk.testing.result import Result
@@ -46,7 +44,3 @@ _WORLD = {
     "strict", "enterprise", "kong_headers", "worker_pid",
 }
 
-
-@pytest.fixture
-def caller() -> PluginSpec:
-    return CALLER
