@@ -7,20 +7,31 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::os::fd::AsFd;
+
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::rpc::{self, parse_request};
 use crate::service::{Encoded, Service};
 use crate::wire::{FrameDecoder, WireError};
+use crate::writer::ConnWriter;
 
 pub async fn serve(
-    mut stream: UnixStream,
+    stream: UnixStream,
     service: Arc<Service>,
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
 ) {
+    let writer = match ConnWriter::new(stream.as_fd()) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            log::warn!("connection dropped: cannot duplicate its descriptor: {e}");
+            return;
+        }
+    };
+    let mut stream = stream;
     let mut decoder = FrameDecoder::new(max_frame);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(4096);
@@ -37,11 +48,19 @@ pub async fn serve(
                     match parse_request(frame) {
                         Ok(req) => {
                             let (msgid, method) = (req.msgid, req.method.clone());
-                            match service.dispatch(req).await {
-                                Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
-                                Ok(Encoded::Raw(bytes)) => {
-                                    rpc::write_ok_raw(&mut out, msgid, &bytes)
+                            if !greeted {
+                                // The greeting must precede a reply the handler
+                                // writes from its own thread.
+                                if let Err(e) = writer.write_all(&out) {
+                                    // The request is still served: whatever it
+                                    // starts must end cleanly on its own.
+                                    log::debug!("greeting not written: {e}");
                                 }
+                                out.clear();
+                            }
+                            match service.dispatch(req, &writer).await {
+                                Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
+                                Ok(Encoded::Deferred) => {}
                                 Err(e) => {
                                     log::log!(
                                         if e.starts_with("no plugin instance") {
@@ -73,7 +92,7 @@ pub async fn serve(
                 }
             };
             greeted = true;
-            if stream.write_all(&out).await.is_err() {
+            if !out.is_empty() && writer.write_all(&out).is_err() {
                 log::debug!("connection closed before the reply was written");
                 return;
             }

@@ -18,6 +18,7 @@ mod rpc;
 mod server;
 mod service;
 mod wire;
+mod writer;
 
 use pyo3::prelude::*;
 

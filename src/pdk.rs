@@ -21,10 +21,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::convert::{value_to_py, write_py, Unsendable};
-use crate::events::{Answer, Out};
+use crate::events::{Answer, EventLink, Resume};
 use crate::executor::Phase;
 use crate::pdk_table::{FunctionInfo, PdkTable};
 
@@ -161,10 +161,18 @@ pub struct LoopLink {
 pub struct EventCtx {
     pub event_id: u64,
     pub phase: Phase,
-    outputs: mpsc::UnboundedSender<Out>,
+    link: EventLink,
     lua_style: bool,
     state: AtomicU8,
     waiter: Waiter,
+}
+
+impl Drop for EventCtx {
+    /// A handler that vanished without ending its event (its thread died, the
+    /// interpreter is exiting) still answers Kong.
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 static PLUGIN_EXIT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -195,17 +203,11 @@ fn raise(py: Python<'_>, cell: &'static PyOnceLock<Py<PyType>>, name: &str, msg:
 }
 
 impl EventCtx {
-    pub fn new(
-        event_id: u64,
-        phase: Phase,
-        outputs: mpsc::UnboundedSender<Out>,
-        lua_style: bool,
-        waiter: Waiter,
-    ) -> Self {
+    pub fn new(phase: Phase, link: EventLink, lua_style: bool, waiter: Waiter) -> Self {
         EventCtx {
-            event_id,
+            event_id: link.event_id,
             phase,
-            outputs,
+            link,
             lua_style,
             state: AtomicU8::new(RUNNING),
             waiter,
@@ -227,7 +229,7 @@ impl EventCtx {
             .compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let _ = self.outputs.send(Out::Done);
+            let _ = self.link.done();
         }
     }
 
@@ -266,7 +268,7 @@ impl EventCtx {
         {
             return false;
         }
-        self.outputs.send(Out::Terminal { method, args }).is_ok()
+        self.link.terminal(&method, &args).is_ok()
     }
 
     /// Hands one PDK call to the event's channel; the answer comes on the
@@ -276,24 +278,14 @@ impl EventCtx {
         py: Python<'_>,
         method: Arc<str>,
         args: Vec<u8>,
-    ) -> PyResult<oneshot::Receiver<Answer>> {
+    ) -> PyResult<oneshot::Receiver<Resume>> {
         if !self.is_running() {
             return Err(self.ended_error(py));
         }
-        let (answer, answered) = oneshot::channel();
-        if self
-            .outputs
-            .send(Out::Call {
-                method,
-                args,
-                answer,
-            })
-            .is_err()
-        {
+        self.link.call(&method, &args).map_err(|_| {
             self.state.store(ABANDONED, Ordering::Release);
-            return Err(self.ended_error(py));
-        }
-        Ok(answered)
+            self.ended_error(py)
+        })
     }
 
     /// The registry dropped our pending answer: deadline or shutdown.
@@ -308,6 +300,7 @@ impl EventCtx {
     pub fn call(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<Answer> {
         let answered = self.send_call(py, method, args)?;
         py.detach(move || answered.blocking_recv())
+            .map(|resume| self.link.resume(resume))
             .map_err(|_| self.abandoned(py))
     }
 
@@ -317,9 +310,9 @@ impl EventCtx {
     pub fn answer_to_py<'py>(
         &self,
         py: Python<'py>,
-        answer: Option<Answer>,
+        resume: Option<Resume>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        match answer {
+        match resume.map(|r| self.link.resume(r)) {
             None => Err(self.abandoned(py)),
             Some(Answer::Value(v)) => {
                 let value = match v {
@@ -356,8 +349,8 @@ impl EventCtx {
         match &self.waiter {
             Waiter::Block => {
                 let answered = self.send_call(py, method, args)?;
-                let answer = py.detach(move || answered.blocking_recv()).ok();
-                self.answer_to_py(py, answer)
+                let resume = py.detach(move || answered.blocking_recv()).ok();
+                self.answer_to_py(py, resume)
             }
             Waiter::Loop(link) => {
                 let runner = link.runner.bind(py);

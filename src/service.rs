@@ -7,17 +7,17 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmpv::Value;
-use tokio::sync::mpsc;
 
 use crate::convert::json_to_value;
-use crate::events::{Answer, Events, Out, Parked};
+use crate::events::{Answer, EventLink, Events, Resume, Route};
 use crate::executor::{EventJob, Phase, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, Instance, Instances};
-use crate::rpc::{self, as_map, as_u64, field, map, Method, Request};
+use crate::rpc::{as_map, as_u64, field, map, Method, Request};
+use crate::writer::ConnWriter;
 
 /// What the server knows about the plugin it serves.
 pub struct PluginMeta {
@@ -42,7 +42,7 @@ pub struct Service {
     pub plugin: PluginMeta,
     pub settings: Settings,
     pub instances: Instances<PluginHandle>,
-    pub events: Events,
+    pub events: Arc<Events>,
     pub executor: SharedExecutor,
     draining: AtomicBool,
 }
@@ -50,10 +50,11 @@ pub struct Service {
 /// A reply to encode: a result value or an error string.
 pub type Reply = Result<Encoded, String>;
 
-/// A result, either as a value or already encoded.
+/// A result to encode, or none because the handler replies itself.
 pub enum Encoded {
     Value(Value),
-    Raw(Vec<u8>),
+    /// The event's handler writes this reply itself (see `events.rs`).
+    Deferred,
 }
 
 impl Service {
@@ -62,7 +63,7 @@ impl Service {
             plugin,
             settings,
             instances: Instances::new(IdAllocator::from_clock()),
-            events: Events::new(IdAllocator::from_clock()),
+            events: Arc::new(Events::new(IdAllocator::from_clock())),
             executor,
             draining: AtomicBool::new(false),
         }
@@ -81,14 +82,18 @@ impl Service {
         self.events.len() + self.executor.running()
     }
 
-    pub async fn dispatch(self: &Arc<Self>, req: Request) -> Reply {
+    pub async fn dispatch(self: &Arc<Self>, req: Request, writer: &Arc<ConnWriter>) -> Reply {
         let method = Method::parse(&req.method)?;
         let first = req.params.first().unwrap_or(&Value::Nil);
+        let route = || Route {
+            writer: Arc::clone(writer),
+            msgid: req.msgid,
+        };
         match method {
             Method::StartInstance => self.start_instance(first).await,
             Method::CloseInstance => self.close_instance(first),
-            Method::HandleEvent => self.handle_event(first).await,
-            Method::Step { error } => self.step(first, error).await,
+            Method::HandleEvent => self.handle_event(first, route()),
+            Method::Step { error } => self.step(first, error, route()),
             Method::GetStatus => Ok(Encoded::Value(self.status())),
             Method::GetPluginInfo => self.plugin_info(first),
             Method::InstanceStatus => self.instance_status(first),
@@ -173,7 +178,7 @@ impl Service {
         ])))
     }
 
-    async fn handle_event(self: &Arc<Self>, arg: &Value) -> Reply {
+    fn handle_event(&self, arg: &Value, route: Route) -> Reply {
         let entries = as_map(arg).ok_or("HandleEvent expects {InstanceId, EventName}")?;
         let id = field(entries, "InstanceId")
             .and_then(as_u64)
@@ -195,17 +200,15 @@ impl Service {
             })?;
         let event_id = self.events.next_id();
         let label: Arc<str> = Arc::from(format!("{} {}", instance.instance().name, phase.name()));
-        let (outputs, receiver) = mpsc::unbounded_channel();
         self.executor.run_event(EventJob {
-            event_id,
             phase,
             instance,
-            outputs,
+            link: EventLink::new(event_id, label, Arc::clone(&self.events), route),
         });
-        Ok(self.next_output(event_id, receiver, label).await)
+        Ok(Encoded::Deferred)
     }
 
-    async fn step(&self, arg: &Value, is_error: bool) -> Reply {
+    fn step(&self, arg: &Value, is_error: bool, route: Route) -> Reply {
         let entries = as_map(arg).ok_or("Step expects {EventId, Data}")?;
         let id = field(entries, "EventId")
             .and_then(as_u64)
@@ -224,43 +227,13 @@ impl Service {
         } else {
             Answer::Value(data)
         };
-        // If the handler is gone the channel says so next.
-        let _ = parked.answer.send(answer);
-        Ok(self.next_output(id, parked.outputs, parked.label).await)
-    }
-
-    /// Waits for the handler's next output and turns it into the reply.
-    async fn next_output(
-        &self,
-        event_id: u64,
-        mut outputs: mpsc::UnboundedReceiver<Out>,
-        label: Arc<str>,
-    ) -> Encoded {
-        match outputs.recv().await {
-            Some(Out::Call {
-                method,
-                args,
-                answer,
-            }) => {
-                self.events.park(
-                    event_id,
-                    Parked {
-                        outputs,
-                        answer,
-                        since: Instant::now(),
-                        label,
-                    },
-                );
-                Encoded::Raw(call_reply(event_id, &method, &args))
-            }
-            // The event ends here: Kong sends nothing more for it.
-            Some(Out::Terminal { method, args }) => {
-                Encoded::Raw(call_reply(event_id, &method, &args))
-            }
-            Some(Out::Done) | None => Encoded::Value(map(vec![
+        match parked.resume.send(Resume { answer, route }) {
+            Ok(()) => Ok(Encoded::Deferred),
+            // The handler is gone without ending its event: end it here.
+            Err(_) => Ok(Encoded::Value(map(vec![
                 ("Data", Value::from("ret")),
-                ("EventId", Value::from(event_id)),
-            ])),
+                ("EventId", Value::from(id)),
+            ]))),
         }
     }
 
@@ -354,19 +327,4 @@ fn instance_id_arg(arg: &Value) -> Result<u64, String> {
 /// The only wording that makes Kong start the instance again (protocol.md §7.1).
 fn no_instance(id: u64) -> String {
     format!("no plugin instance #{id}")
-}
-
-/// `{"Data": {"Method": m, "Args": args}, "EventId": id}` around pre-encoded args.
-fn call_reply(event_id: u64, method: &str, args: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + method.len() + args.len());
-    let _ = rmp::encode::write_map_len(&mut out, 2);
-    rpc::write_str(&mut out, "Data");
-    let _ = rmp::encode::write_map_len(&mut out, 2);
-    rpc::write_str(&mut out, "Method");
-    rpc::write_str(&mut out, method);
-    rpc::write_str(&mut out, "Args");
-    out.extend_from_slice(args);
-    rpc::write_str(&mut out, "EventId");
-    let _ = rmp::encode::write_uint(&mut out, event_id);
-    out
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, PLUGINS
+from serving import EXAMPLES, PLUGINS
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

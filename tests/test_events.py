@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import Served
+from serving import Served
 from helpers import case, headers, wait_idle
 from kong_pdk.testing import Bin, KongEmulator, LuaMulti
 

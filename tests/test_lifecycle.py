@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import PLUGINS, Served, wait_for_socket
+from serving import PLUGINS, Served, wait_for_socket
 from helpers import case, headers, status, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
 

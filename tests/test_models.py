@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Served
+from serving import Served
 from helpers import case, headers, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
 
@@ -28,7 +28,7 @@ def served(request: pytest.FixtureRequest, serve: Callable[..., Served]) -> Serv
     if request.param == "gevent":
         pytest.importorskip("gevent", reason="gevent is an optional extra")
     plugin, args = MODELS[request.param]
-    return serve(plugin, "--event-timeout", "0.5", *args, name="behaviours")
+    return serve(plugin, "--event-timeout", "2", *args, name="behaviours")
 
 
 @pytest.fixture

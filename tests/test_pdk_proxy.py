@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Served
+from serving import Served
 from kong_pdk.testing import KongEmulator
 
 PLUGIN = '''

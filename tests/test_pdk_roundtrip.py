@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PLUGINS, wait_for_socket
+from serving import PLUGINS, wait_for_socket
 from kong_pdk.testing import Bin, KongEmulator
 
 DATA = json.loads((Path(__file__).parent.parent / "python/kong_pdk/pdk/pdk-api.json").read_text())

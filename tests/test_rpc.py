@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 
-from conftest import Served
+from serving import Served
 from helpers import case, status
 from kong_pdk.testing import KongEmulator, RpcError
 

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::{report, EventJob, Executor, Phase, PluginHandle, Running};
 use crate::convert::value_to_py;
-use crate::events::Answer;
+use crate::events::Resume;
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopLink, PdkProxy, Waiter};
 
@@ -34,7 +34,7 @@ pub enum Delivery {
         ctx: Arc<EventCtx>,
         token: Py<PyAny>,
         /// `None`: the event was dropped before Kong answered.
-        answer: Option<Answer>,
+        answer: Option<Resume>,
     },
     NewInstance {
         config: Value,
@@ -121,15 +121,14 @@ impl LoopBridge {
 
     fn start(&self, py: Python<'_>, job: EventJob, running: Running) -> PyResult<()> {
         let EventJob {
-            event_id,
             phase,
             instance,
-            outputs,
+            link,
         } = job;
+        let event_id = link.event_id;
         let ctx = Arc::new(EventCtx::new(
-            event_id,
             phase,
-            outputs,
+            link,
             self.lua_style,
             Waiter::Loop(Arc::clone(&self.link)),
         ));

@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use rmpv::Value;
-use tokio::sync::mpsc;
 
-use crate::events::Out;
+use crate::events::EventLink;
 use crate::instances::InFlight;
 use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx};
 
@@ -75,11 +74,11 @@ impl Phase {
 
 /// One event to run.
 pub struct EventJob {
-    pub event_id: u64,
     pub phase: Phase,
     /// Keeps the instance alive and marked busy until the handler returns.
     pub instance: InFlight<PluginHandle>,
-    pub outputs: mpsc::UnboundedSender<Out>,
+    /// Where the handler's outputs go (they answer Kong's RPCs).
+    pub link: EventLink,
 }
 
 pub trait Executor: Send + Sync {
@@ -87,7 +86,7 @@ pub trait Executor: Send + Sync {
     /// off the async threads.
     fn start_instance(&self, config: &Value) -> Result<PluginHandle, String>;
 
-    /// Starts one event; its outputs arrive on `job.outputs`.
+    /// Starts one event; its handler answers Kong through `job.link`.
     fn run_event(&self, job: EventJob);
 
     /// Handlers currently running (for status and draining).

@@ -72,18 +72,11 @@ impl Executor for ThreadExecutor {
 
 fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
     let EventJob {
-        event_id,
         phase,
         instance,
-        outputs,
+        link,
     } = job;
-    let ctx = Arc::new(EventCtx::new(
-        event_id,
-        phase,
-        outputs,
-        lua_style,
-        Waiter::Block,
-    ));
+    let ctx = Arc::new(EventCtx::new(phase, link, lua_style, Waiter::Block));
     let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
         instance
             .instance()
