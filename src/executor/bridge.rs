@@ -22,8 +22,7 @@ use pyo3::types::PyString;
 use rmpv::Value;
 use tokio::sync::oneshot;
 
-use super::{report, EventJob, Executor, Phase, PluginHandle, Running};
-use crate::convert::value_to_py;
+use super::{new_instance, report, EventJob, Executor, Phase, PluginHandle, Running};
 use crate::events::Resume;
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopLink, PdkProxy, Waiter};
@@ -132,7 +131,7 @@ impl LoopBridge {
             self.lua_style,
             Waiter::Loop(Arc::clone(&self.link)),
         ));
-        let plugin = instance.instance().handle.clone_ref(py);
+        let plugin = instance.instance().handle.object(py)?;
         let handle = Bound::new(
             py,
             EventHandle {
@@ -193,18 +192,6 @@ impl EventHandle {
     fn can_respond(&self) -> bool {
         self.phase.can_respond() && self.ctx.is_running()
     }
-}
-
-fn new_instance(py: Python<'_>, class: &Py<PyAny>, config: &Value) -> Result<PluginHandle, String> {
-    let config = value_to_py(py, config).map_err(|e| super::describe(py, &e))?;
-    class
-        .bind(py)
-        .call1((config,))
-        .map(Bound::unbind)
-        .map_err(|e| {
-            super::log_traceback(py, &e, "the plugin's constructor");
-            super::describe(py, &e)
-        })
 }
 
 /// An executor whose handlers run on a Python event loop.

@@ -2,16 +2,17 @@
 //!
 //! The RPC side (`service.rs`) knows nothing of Python: it asks an
 //! [`Executor`] to create a plugin object for a config and to run one event,
-//! and then only reads the event's [`Out`](crate::events::Out) channel. Each
-//! execution model is one implementation of this seam; the PDK proxy
-//! (`pdk.rs`) and the event protocol (`events.rs`) are shared by all.
+//! handing it the event's [`EventLink`], through which the handler's side
+//! answers Kong. Each execution model is one implementation of this seam; the
+//! PDK proxy (`pdk.rs`) and the event protocol (`events.rs`) are shared by all.
 //!
 //! The GIL rule: an executor holds the GIL only while Python code runs. A PDK
 //! call waits for Kong detached (see `pdk.rs`).
 //!
-//! Every event ends in exactly one of: `Done` ("ret"), a terminal call, or the
-//! channel closing (the handler's side dropped); the RPC side treats a closed
-//! channel as "ret", so even a crashed handler cannot leave Kong waiting.
+//! Every event ends in exactly one of: "ret", a terminal call, or abandonment
+//! (no Step from Kong in time). An event context dropped without an ending
+//! answers "ret" (`pdk::EventCtx`), so even a crashed handler cannot leave Kong
+//! waiting.
 
 pub mod bridge;
 pub mod thread;
@@ -22,12 +23,31 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use rmpv::Value;
 
+use crate::convert::value_to_py;
 use crate::events::EventLink;
 use crate::instances::InFlight;
 use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx};
 
-/// The live plugin object of one instance.
-pub type PluginHandle = Py<PyAny>;
+/// What an executor keeps for one instance.
+pub enum PluginHandle {
+    /// The live plugin object, in this process.
+    Python(Py<PyAny>),
+    /// A key into the executor's own table (instances that live elsewhere,
+    /// e.g. in worker processes).
+    Remote(u64),
+}
+
+impl PluginHandle {
+    /// The plugin object of an in-process instance.
+    pub fn object<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            PluginHandle::Python(obj) => Ok(obj.bind(py).clone()),
+            PluginHandle::Remote(_) => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "this instance lives in another process",
+            )),
+        }
+    }
+}
 
 /// The phases an external plugin can implement (protocol.md §1.4, §5.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +114,23 @@ pub trait Executor: Send + Sync {
 }
 
 pub type SharedExecutor = Arc<dyn Executor>;
+
+/// Creates the plugin object for one config: `Plugin(config)`.
+pub fn new_instance(
+    py: Python<'_>,
+    class: &Py<PyAny>,
+    config: &Value,
+) -> Result<PluginHandle, String> {
+    let config = value_to_py(py, config).map_err(|e| describe(py, &e))?;
+    class
+        .bind(py)
+        .call1((config,))
+        .map(|obj| PluginHandle::Python(obj.unbind()))
+        .map_err(|e| {
+            log_traceback(py, &e, "the plugin's constructor");
+            describe(py, &e)
+        })
+}
 
 /// Sends each phase to the executor that runs it: `async def` phases to an
 /// asyncio loop, the rest to the default (threads or gevent).

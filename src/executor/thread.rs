@@ -14,9 +14,9 @@ use pyo3::IntoPyObjectExt;
 use rmpv::Value;
 use tokio::runtime::Handle;
 
-use super::{describe, log_traceback, report, Running};
+use super::{new_instance, report, Running};
 use super::{EventJob, Executor, Phase, PluginHandle};
-use crate::convert::{value_to_py, write_py, Unsendable};
+use crate::convert::{write_py, Unsendable};
 use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
 
 pub struct ThreadExecutor {
@@ -39,18 +39,8 @@ impl ThreadExecutor {
 
 impl Executor for ThreadExecutor {
     fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        Python::try_attach(|py| {
-            let config = value_to_py(py, config).map_err(|e| describe(py, &e))?;
-            self.plugin_class
-                .bind(py)
-                .call1((config,))
-                .map(Bound::unbind)
-                .map_err(|e| {
-                    log_traceback(py, &e, "the plugin's constructor");
-                    describe(py, &e)
-                })
-        })
-        .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
     }
 
     fn run_event(&self, job: EventJob) {
@@ -81,7 +71,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool) {
         instance
             .instance()
             .handle
-            .bind(py)
+            .object(py)?
             .call_method1(phase.name(), (kong,))
     });
     match result {
