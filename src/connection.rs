@@ -13,7 +13,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::rpc::{self, parse_request};
+use crate::events::Lend;
+use crate::rpc::{self, parse_request, Method};
 use crate::service::{Encoded, Service};
 use crate::wire::{FrameDecoder, WireError};
 use crate::writer::ConnWriter;
@@ -58,7 +59,33 @@ pub async fn serve(
                                 }
                                 out.clear();
                             }
-                            match service.dispatch(req, &writer).await {
+                            // A HandleEvent or Step lends the connection's
+                            // reading to the event's handler (events::Lend)
+                            // until it gives it back.
+                            let lends = matches!(
+                                Method::parse(&req.method),
+                                Ok(Method::HandleEvent | Method::Step { .. })
+                            );
+                            let (lend, returned) = if lends {
+                                let (lend, returned) = Lend::new(std::mem::replace(
+                                    &mut decoder,
+                                    FrameDecoder::new(max_frame),
+                                ));
+                                (Some(lend), Some(returned))
+                            } else {
+                                (None, None)
+                            };
+                            let reply = service.dispatch(req, &writer, lend).await;
+                            if let Some(returned) = returned {
+                                decoder = tokio::select! {
+                                    back = returned => match back {
+                                        Ok(d) => d,
+                                        Err(_) => return,
+                                    },
+                                    _ = stop.changed() => return,
+                                };
+                            }
+                            match reply {
                                 Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
                                 Ok(Encoded::Deferred) => {}
                                 Err(e) => {

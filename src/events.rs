@@ -24,6 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::ids::IdAllocator;
 use crate::rpc;
+use crate::wake::Wake;
+use crate::wire::FrameDecoder;
 use crate::writer::ConnWriter;
 
 /// Kong's answer to a PDK call.
@@ -39,6 +41,44 @@ pub enum Answer {
 pub struct Route {
     pub writer: Arc<ConnWriter>,
     pub msgid: u64,
+    /// The connection's reading, lent by its I/O task until the reply is
+    /// written (or longer, see [`Lend`]).
+    pub lend: Option<Lend>,
+}
+
+/// A connection's reading, lent to an event's handler.
+///
+/// While a thread-model handler waits for Kong's next Step it reads the
+/// connection that carried its last RPC itself: with Kong's keep-alive pool
+/// the next Step usually comes on that same connection, and answering it on
+/// the handler's own thread saves two thread wake-ups per PDK call. Anything
+/// else that arrives (another event's RPC) makes the handler give the
+/// connection back, bytes intact, to its I/O task, which waits meanwhile.
+/// Dropping a `Lend` gives it back.
+pub struct Lend {
+    decoder: Option<FrameDecoder>,
+    give_back: Option<oneshot::Sender<FrameDecoder>>,
+}
+
+impl Lend {
+    pub fn new(decoder: FrameDecoder) -> (Lend, oneshot::Receiver<FrameDecoder>) {
+        let (give_back, returned) = oneshot::channel();
+        (
+            Lend {
+                decoder: Some(decoder),
+                give_back: Some(give_back),
+            },
+            returned,
+        )
+    }
+}
+
+impl Drop for Lend {
+    fn drop(&mut self) {
+        if let (Some(tx), Some(decoder)) = (self.give_back.take(), self.decoder.take()) {
+            let _ = tx.send(decoder);
+        }
+    }
 }
 
 /// What a Step hands a parked event.
@@ -49,9 +89,41 @@ pub struct Resume {
 
 /// An event waiting for Kong's next Step.
 pub struct Parked {
-    pub resume: oneshot::Sender<Resume>,
+    resume: Option<oneshot::Sender<Resume>>,
     pub since: Instant,
     pub label: Arc<str>,
+    /// Rung when the event is resumed or dropped, for a handler that polls a
+    /// borrowed connection meanwhile.
+    wake: Option<Arc<Wake>>,
+}
+
+impl Parked {
+    pub fn new(resume: oneshot::Sender<Resume>, label: Arc<str>, wake: Option<Arc<Wake>>) -> Self {
+        Parked {
+            resume: Some(resume),
+            since: Instant::now(),
+            label,
+            wake,
+        }
+    }
+
+    /// Hands Kong's answer to the handler; gives it back if the handler is gone.
+    pub fn resume(mut self, resume: Resume) -> Result<(), Resume> {
+        match self.resume.take() {
+            Some(tx) => tx.send(resume),
+            None => Err(resume),
+        }
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        // After the answer was sent, or the sender dropped: wake the poller.
+        drop(self.resume.take());
+        if let Some(w) = &self.wake {
+            w.ring();
+        }
+    }
 }
 
 pub struct Events {
@@ -129,7 +201,8 @@ impl EventLink {
         }
     }
 
-    fn write(&self, result: &[u8]) -> Result<(), Unreachable> {
+    /// Writes the reply to the RPC in flight; returns the route's lend, if any.
+    fn write(&self, result: &[u8]) -> Result<(Arc<ConnWriter>, Option<Lend>), Unreachable> {
         let route = self
             .route
             .lock()
@@ -138,10 +211,13 @@ impl EventLink {
             .ok_or(Unreachable)?;
         let mut out = Vec::with_capacity(8 + result.len());
         rpc::write_ok_raw(&mut out, route.msgid, result);
-        route.writer.write_all(&out).map_err(|e| {
-            log::debug!("event {}: reply not written: {e}", self.event_id);
-            Unreachable
-        })
+        match route.writer.write_all(&out) {
+            Ok(()) => Ok((route.writer, route.lend)),
+            Err(e) => {
+                log::debug!("event {}: reply not written: {e}", self.event_id);
+                Err(Unreachable)
+            }
+        }
     }
 
     /// Sends a PDK call; Kong's answer arrives on the returned receiver.
@@ -150,18 +226,24 @@ impl EventLink {
         method: &str,
         args: &[u8],
     ) -> Result<oneshot::Receiver<Resume>, Unreachable> {
+        self.send(method, args, None).map(|(resumed, _)| resumed)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn send(
+        &self,
+        method: &str,
+        args: &[u8],
+        wake: Option<Arc<Wake>>,
+    ) -> Result<(oneshot::Receiver<Resume>, Option<(Arc<ConnWriter>, Lend)>), Unreachable> {
         let (resume, resumed) = oneshot::channel();
         // Parked before the reply is written: Kong's Step may follow at once.
         self.events.park(
             self.event_id,
-            Parked {
-                resume,
-                since: Instant::now(),
-                label: Arc::clone(&self.label),
-            },
+            Parked::new(resume, Arc::clone(&self.label), wake),
         );
         match self.write(&call_result(self.event_id, method, args)) {
-            Ok(()) => Ok(resumed),
+            Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
             Err(e) => {
                 drop(self.events.take(self.event_id));
                 Err(e)
@@ -169,9 +251,108 @@ impl EventLink {
         }
     }
 
+    /// Sends a PDK call and waits for Kong's answer on this (blocking) thread,
+    /// reading the borrowed connection directly when there is one.
+    pub fn call_blocking(&self, method: &str, args: &[u8]) -> Result<Resume, Unreachable> {
+        let wake = Wake::for_this_thread();
+        let (resumed, lent) = self.send(method, args, wake.clone())?;
+        match (lent, wake) {
+            (Some((writer, lend)), Some(wake)) => self.wait_lent(resumed, writer, lend, &wake),
+            _ => resumed.blocking_recv().map_err(|_| Unreachable),
+        }
+    }
+
+    /// Waits for this event's Step on the lent connection, or for a resume
+    /// (a Step on another connection, or the event dropped) rung on `wake`.
+    fn wait_lent(
+        &self,
+        mut resumed: oneshot::Receiver<Resume>,
+        writer: Arc<ConnWriter>,
+        mut lend: Lend,
+        wake: &Wake,
+    ) -> Result<Resume, Unreachable> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            wake.clear();
+            match resumed.try_recv() {
+                Ok(resume) => return Ok(resume),
+                Err(oneshot::error::TryRecvError::Closed) => return Err(Unreachable),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let Some(decoder) = lend.decoder.as_mut() else {
+                break;
+            };
+            match self.own_step(decoder) {
+                Own::Mine(answer, msgid, len) => {
+                    // Ours: answered on this thread, the connection stays lent.
+                    let Some(mut parked) = self.events.take(self.event_id) else {
+                        break; // expired just now: let the I/O task answer it
+                    };
+                    decoder.consume(len);
+                    parked.wake = None; // answered here: nobody to wake
+                    drop(parked);
+                    return Ok(Resume {
+                        answer,
+                        route: Route {
+                            writer,
+                            msgid,
+                            lend: Some(lend),
+                        },
+                    });
+                }
+                Own::Other => break,
+                Own::Incomplete => {}
+            }
+            let ready = crate::writer::poll(
+                &[
+                    (writer.raw_fd(), libc::POLLIN),
+                    (wake.raw_fd(), libc::POLLIN),
+                ],
+                1000,
+            )
+            .map_err(|_| Unreachable)?;
+            if ready.contains(&writer.raw_fd()) {
+                match writer.read_nonblocking(&mut chunk) {
+                    Ok(0) => break, // closed: the I/O task will see it too
+                    Ok(n) => decoder.extend(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        // Give the connection back and wait for our Step elsewhere.
+        drop(lend);
+        resumed.blocking_recv().map_err(|_| Unreachable)
+    }
+
+    /// Whether the next whole frame on a lent connection is this event's Step.
+    fn own_step(&self, decoder: &FrameDecoder) -> Own {
+        let (frame, len) = match decoder.peek_frame() {
+            Ok(Some(found)) => found,
+            Ok(None) => return Own::Incomplete,
+            // A bad frame is the I/O task's to answer.
+            Err(_) => return Own::Other,
+        };
+        let Ok(req) = rpc::parse_request(frame) else {
+            return Own::Other;
+        };
+        let Ok(rpc::Method::Step { error }) = rpc::Method::parse(&req.method) else {
+            return Own::Other;
+        };
+        let Some(entries) = req.params.first().and_then(rpc::as_map) else {
+            return Own::Other;
+        };
+        if rpc::field(entries, "EventId").and_then(rpc::as_u64) != Some(self.event_id) {
+            return Own::Other;
+        }
+        let data = rpc::field(entries, "Data").cloned();
+        Own::Mine(step_answer(data, error), req.msgid, len)
+    }
+
     /// Sends a terminal call: Kong never answers it (protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), Unreachable> {
         self.write(&call_result(self.event_id, method, args))
+            .map(drop)
     }
 
     /// The handler returned: `"ret"`.
@@ -184,13 +365,32 @@ impl EventLink {
                 ("EventId", Value::from(self.event_id)),
             ]),
         );
-        self.write(&out)
+        self.write(&out).map(drop)
     }
 
     /// Takes Kong's answer and the route for the next reply.
     pub fn resume(&self, resume: Resume) -> Answer {
         *self.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume.route);
         resume.answer
+    }
+}
+
+enum Own {
+    Mine(Answer, u64, usize),
+    Other,
+    Incomplete,
+}
+
+/// Kong's answer from a Step's `Data` (absent: nil).
+pub fn step_answer(data: Option<Value>, is_error: bool) -> Answer {
+    if is_error {
+        Answer::Error(match data {
+            Some(Value::String(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            Some(other) => other.to_string(),
+            None => "error".into(),
+        })
+    } else {
+        Answer::Value(data)
     }
 }
 
@@ -215,12 +415,7 @@ mod tests {
 
     fn parked() -> (Parked, oneshot::Receiver<Resume>) {
         let (resume, resumed) = oneshot::channel();
-        let p = Parked {
-            resume,
-            since: Instant::now(),
-            label: Arc::from("test"),
-        };
-        (p, resumed)
+        (Parked::new(resume, Arc::from("test"), None), resumed)
     }
 
     #[test]
@@ -256,7 +451,11 @@ mod tests {
             5,
             Arc::from("t"),
             Arc::clone(&events),
-            Route { writer, msgid: 9 },
+            Route {
+                writer,
+                msgid: 9,
+                lend: None,
+            },
         );
         let _resumed = link
             .call("kong.request.get_header", &[0x91, 0xa1, b'x'])

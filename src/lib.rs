@@ -17,6 +17,7 @@ mod pdk_table;
 mod rpc;
 mod server;
 mod service;
+mod wake;
 mod wire;
 mod writer;
 

@@ -298,8 +298,10 @@ impl EventCtx {
 
     /// Sends one PDK call and waits, detached, for Kong's answer (thread model).
     pub fn call(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<Answer> {
-        let answered = self.send_call(py, method, args)?;
-        py.detach(move || answered.blocking_recv())
+        if !self.is_running() {
+            return Err(self.ended_error(py));
+        }
+        py.detach(|| self.link.call_blocking(&method, &args))
             .map(|resume| self.link.resume(resume))
             .map_err(|_| self.abandoned(py))
     }
@@ -348,8 +350,10 @@ impl EventCtx {
     ) -> PyResult<Bound<'py, PyAny>> {
         match &self.waiter {
             Waiter::Block => {
-                let answered = self.send_call(py, method, args)?;
-                let resume = py.detach(move || answered.blocking_recv()).ok();
+                if !self.is_running() {
+                    return Err(self.ended_error(py));
+                }
+                let resume = py.detach(|| self.link.call_blocking(&method, &args)).ok();
                 self.answer_to_py(py, resume)
             }
             Waiter::Loop(link) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rmpv::Value;
 
 use crate::convert::json_to_value;
-use crate::events::{Answer, EventLink, Events, Resume, Route};
+use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route};
 use crate::executor::{EventJob, Phase, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, Instance, Instances};
@@ -82,18 +82,26 @@ impl Service {
         self.events.len() + self.executor.running()
     }
 
-    pub async fn dispatch(self: &Arc<Self>, req: Request, writer: &Arc<ConnWriter>) -> Reply {
+    /// Runs one request. `lend` is the connection's reading, for the handler
+    /// of a HandleEvent or Step to keep while it waits (see `events::Lend`).
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        req: Request,
+        writer: &Arc<ConnWriter>,
+        lend: Option<Lend>,
+    ) -> Reply {
         let method = Method::parse(&req.method)?;
         let first = req.params.first().unwrap_or(&Value::Nil);
-        let route = || Route {
+        let route = Route {
             writer: Arc::clone(writer),
             msgid: req.msgid,
+            lend,
         };
         match method {
             Method::StartInstance => self.start_instance(first).await,
             Method::CloseInstance => self.close_instance(first),
-            Method::HandleEvent => self.handle_event(first, route()),
-            Method::Step { error } => self.step(first, error, route()),
+            Method::HandleEvent => self.handle_event(first, route),
+            Method::Step { error } => self.step(first, error, route),
             Method::GetStatus => Ok(Encoded::Value(self.status())),
             Method::GetPluginInfo => self.plugin_info(first),
             Method::InstanceStatus => self.instance_status(first),
@@ -218,16 +226,8 @@ impl Service {
             .events
             .take(id)
             .ok_or_else(|| format!("event id {id} not found (it has ended or was abandoned)"))?;
-        let answer = if is_error {
-            Answer::Error(match data {
-                Some(Value::String(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                Some(other) => other.to_string(),
-                None => "error".into(),
-            })
-        } else {
-            Answer::Value(data)
-        };
-        match parked.resume.send(Resume { answer, route }) {
+        let answer = step_answer(data, is_error);
+        match parked.resume(Resume { answer, route }) {
             Ok(()) => Ok(Encoded::Deferred),
             // The handler is gone without ending its event: end it here.
             Err(_) => Ok(Encoded::Value(map(vec![

@@ -89,6 +89,16 @@ impl FrameDecoder {
 
     /// Decodes the next whole frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Value>, WireError> {
+        let Some((value, len)) = self.peek_frame()? else {
+            return Ok(None);
+        };
+        self.pos += len;
+        Ok(Some(value))
+    }
+
+    /// Decodes the next whole frame without consuming it; with its length,
+    /// for [`consume`](Self::consume).
+    pub fn peek_frame(&self) -> Result<Option<(Value, usize)>, WireError> {
         let pending = &self.buf[self.pos..];
         let Some(len) = frame_len(pending, self.max_frame)? else {
             return Ok(None);
@@ -96,8 +106,12 @@ impl FrameDecoder {
         let mut frame = &pending[..len];
         let value = rmpv::decode::read_value_with_max_depth(&mut frame, MAX_DEPTH)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
-        self.pos += len;
-        Ok(Some(value))
+        Ok(Some((value, len)))
+    }
+
+    /// Drops `len` bytes of a frame returned by `peek_frame`.
+    pub fn consume(&mut self, len: usize) {
+        self.pos = (self.pos + len).min(self.buf.len());
     }
 }
 

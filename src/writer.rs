@@ -1,68 +1,91 @@
-//! Writing replies to a connection from any thread.
+//! A connection's descriptor, usable from any thread.
 //!
 //! The reply to a `HandleEvent` or `Step` is the handler's next output, so the
 //! handler's own thread writes it (through a duplicate of the socket's
-//! descriptor) instead of handing it back to the I/O thread: one thread wake-up
-//! fewer per PDK call. The I/O thread writes its own replies through the same
-//! writer; a lock keeps whole replies from interleaving.
+//! descriptor) instead of handing it back to the I/O thread. In the thread
+//! model the handler also *borrows* the connection while it waits for Kong's
+//! next Step (see `events.rs`, `Lend`), reading it directly. The I/O thread
+//! writes its own replies through the same object; a lock keeps whole replies
+//! from interleaving.
 
-use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
 pub struct ConnWriter {
-    stream: Mutex<UnixStream>,
+    stream: UnixStream,
+    write_lock: Mutex<()>,
 }
 
 impl ConnWriter {
     /// Duplicates the descriptor of a connection. It stays non-blocking (the
-    /// flag belongs to the shared open file), so a full socket buffer is waited
-    /// out with `poll`.
-    pub fn new(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<ConnWriter> {
+    /// flag belongs to the shared open file), so waits go through `poll`.
+    pub fn new(fd: BorrowedFd<'_>) -> io::Result<ConnWriter> {
         let owned = fd.try_clone_to_owned()?;
         Ok(ConnWriter {
-            stream: Mutex::new(UnixStream::from(owned)),
+            stream: UnixStream::from(owned),
+            write_lock: Mutex::new(()),
         })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
     /// Writes one whole message.
     pub fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
-        let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let _whole = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stream = &self.stream;
         while !bytes.is_empty() {
             match stream.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(stream.as_fd())?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A slow reader: wait up to Kong's own 60 s send timeout.
+                    if poll(&[(self.stream.as_fd().as_raw_fd(), libc::POLLOUT)], 60_000)?.is_empty()
+                    {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     }
+
+    /// Reads what is there without blocking; `Ok(0)` means the peer closed.
+    pub fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(buf)
+    }
 }
 
-/// Blocks until the socket can take more bytes (a slow reader), 60 s at most
-/// like Kong's own send timeout (protocol.md §2).
-fn wait_writable(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call, the count
-    // is 1, and the descriptor is kept open by the borrowed stream.
-    let n = unsafe { libc::poll(&mut pfd, 1, 60_000) };
-    match n {
-        1.. => Ok(()),
-        0 => Err(io::ErrorKind::TimedOut.into()),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }
+/// Waits until one of `fds` is ready for its events, or `timeout_ms` passes;
+/// returns the ready descriptors.
+pub fn poll(fds: &[(RawFd, libc::c_short)], timeout_ms: i32) -> io::Result<Vec<RawFd>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()`
+    // pollfd structs for the duration of the call; poll only writes `revents`.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Vec::new())
+        } else {
+            Err(e)
+        };
     }
+    Ok(pfds
+        .iter()
+        .filter(|p| p.revents != 0)
+        .map(|p| p.fd)
+        .collect())
 }
