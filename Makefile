@@ -49,8 +49,8 @@ test-py: dev  ## pytest over the real socket
 test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, pytest (sets up .venv on a fresh machine)
 
 .PHONY: demo
-demo: dev  ## serve examples/py-hello.py and drive one request through it
-	$(PY) scripts/demo.py examples/py-hello.py -H "host: example.com" --config '{"message": "hello"}'
+demo: dev  ## serve examples/py-hello.py on a real socket and drive one request through it, printed like curl -i
+	$(VENV)/bin/kong-pdk run -v examples/py-hello.py --config '{"message": "hello"}' -H 'host: example.com' http://example.com/
 
 .PHONY: bench
 bench: release  ## benchmark table against the official kong-pdk (see benches/)
