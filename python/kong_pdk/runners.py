@@ -14,6 +14,7 @@ loop's own thread (src/executor/bridge.rs). Two runners:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,6 +32,14 @@ class EventHandle(Protocol):
 
     def finish(self) -> None: ...
     def report(self, exc: BaseException) -> str | None: ...
+
+
+def _fail_closed(kong: Any, handle: EventHandle) -> None:
+    """Like a Lua plugin that errors: a 500 where Kong can still respond."""
+    if handle.can_respond:
+        # Terminal: raises PluginExit once the call is sent.
+        with contextlib.suppress(BaseException):
+            kong.response.error(500)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -82,15 +91,9 @@ class AsyncioRunner:
         except BaseException as exc:  # every ending must reach Kong
             message = handle.report(exc)
             if message is not None:
-                try:
+                with contextlib.suppress(BaseException):
                     await kong.log.err(message)
-                except BaseException:
-                    pass
-                if handle.can_respond:
-                    try:
-                        kong.response.error(500)
-                    except BaseException:
-                        pass
+                _fail_closed(kong, handle)
         finally:
             handle.finish()
 
@@ -136,15 +139,9 @@ class GeventRunner:
         except BaseException as exc:  # every ending must reach Kong
             message = handle.report(exc)
             if message is not None:
-                try:
+                with contextlib.suppress(BaseException):
                     kong.log.err(message)
-                except BaseException:
-                    pass
-                if handle.can_respond:
-                    try:
-                        kong.response.error(500)
-                    except BaseException:
-                        pass
+                _fail_closed(kong, handle)
         finally:
             handle.finish()
 
