@@ -6,12 +6,16 @@ Input: ``python/kong_pdk/pdk/pdk-api.json`` (the list of Kong PDK functions, see
 
 * ``python/kong_pdk/pdk/kong/**.py``: one module per PDK namespace, mirroring the
   Lua path (``kong.service.request`` -> ``kong/service/request.py``; a namespace
-  that has child namespaces becomes a package). Each module holds two
-  ``typing.Protocol`` classes, ``LuaStyle<Path>`` (every call returns
-  ``(value, err)``) and ``PythonStyle<Path>`` (every call returns the value and
-  raises ``PDKException``), plus a lowercase alias of the Lua-style class named
-  like the namespace (``request = LuaStyleRequest``, ``kong = LuaStyleKong``) so
-  that ``def access(self, kong: kong.kong)`` works as with the official package.
+  that has child namespaces becomes a package). Each module holds four
+  ``typing.Protocol`` classes, one per style (see ``STYLES``): ``LuaStyle<Path>``
+  (every call returns ``(value, err)``), ``PythonStyle<Path>`` (every call
+  returns the value and raises ``PDKException``), and their ``async def``
+  handler twins ``AsyncLuaStyle<Path>`` / ``AsyncPythonStyle<Path>`` (every call
+  returns an ``Awaitable`` of the same), plus a lowercase alias of the Lua-style
+  class named like the namespace (``request = LuaStyleRequest``, ``kong =
+  LuaStyleKong``) so that ``def access(self, kong: kong.kong)`` works as with
+  the official package. ``kong.response.exit`` / ``error`` return ``NoReturn``
+  in every style: they end the handler when called, and are never awaited.
 * ``python/kong_pdk/pdk/functions.py``: a plain literal table of the functions
   that can be called over RPC (phases, terminal, parameters), read by the runtime.
 * ``docs/pdk/*.md``: one reference page per namespace and an index.
@@ -75,7 +79,7 @@ INPUT_TYPE_OVERRIDES = {
 }
 # Names used inside annotations; no generated member may shadow them.
 ANNOTATION_NAMES = {
-    "Any", "Mapping", "NoReturn", "Protocol", "Sequence", "None", "bool", "bytes",
+    "Any", "Awaitable", "Mapping", "NoReturn", "Protocol", "Sequence", "None", "bool", "bytes",
     "dict", "float", "int", "list", "object", "str", "tuple", "property",
 }
 
@@ -149,6 +153,29 @@ class Func:
         return None if phases is None else [str(p) for p in phases]
 
 
+@dataclass(frozen=True)
+class Style:
+    """One of the four ways a handler sees the PDK: error style x sync/async."""
+
+    lua: bool  # (value, err) pairs; else the value, raising PDKException
+    aio: bool  # for ``async def`` handlers: every non-terminal call returns an Awaitable
+
+    @property
+    def prefix(self) -> str:
+        return ("Async" if self.aio else "") + ("LuaStyle" if self.lua else "PythonStyle")
+
+    @property
+    def label(self) -> str:
+        """How docstrings name the style: "lua style", "async python style"."""
+        return ("async " if self.aio else "") + ("lua" if self.lua else "python") + " style"
+
+
+LUA, PYTHON = Style(lua=True, aio=False), Style(lua=False, aio=False)
+ASYNC_LUA, ASYNC_PYTHON = Style(lua=True, aio=True), Style(lua=False, aio=True)
+# Order of the classes in each module and of the signatures on each doc page.
+STYLES = (LUA, PYTHON, ASYNC_LUA, ASYNC_PYTHON)
+
+
 @dataclass
 class Node:
     path: str
@@ -167,13 +194,16 @@ class Node:
         parts = self.path.split(".")[1:]
         return "".join(word.capitalize() for part in parts for word in part.split("_"))
 
+    def cls(self, style: Style) -> str:
+        return f"{style.prefix}{self.camel}"
+
     @property
     def lua_class(self) -> str:
-        return f"LuaStyle{self.camel}"
+        return self.cls(LUA)
 
     @property
     def py_class(self) -> str:
-        return f"PythonStyle{self.camel}"
+        return self.cls(PYTHON)
 
     @property
     def module(self) -> str:
@@ -287,6 +317,14 @@ def lua_type(fn: Func) -> str:
     return "NoReturn" if fn.terminal else f"tuple[{fn.wire_return}, {ERR}]"
 
 
+def return_type(fn: Func, style: Style) -> str:
+    """The annotation a call returns in ``style``; terminal calls never return, in any style."""
+    if fn.terminal:
+        return "NoReturn"
+    result = lua_type(fn) if style.lua else value_type(fn)
+    return f"Awaitable[{result}]" if style.aio else result
+
+
 def param_items(fn: Func, *, with_self: bool = True, typed: bool = True) -> list[str]:
     out = ["self"] if with_self else []
     fixed = [p for p in fn.params if not p.variadic]
@@ -388,15 +426,23 @@ def notes(fn: Func) -> list[str]:
     return out
 
 
-def returns_line(fn: Func, style: str) -> str:
+def returns_line(fn: Func, style: Style) -> str:
     if fn.terminal:
+        if style.aio:
+            return "Returns: never, and is not awaited: the call itself ends the handler."
         return "Returns: never."
-    if style == "lua":
+    if style.aio and style.lua:
+        return (f"Returns: an awaitable; await it for ({fn.wire_return}, err); err is a str when "
+                "Kong reports an error, else None.")
+    if style.aio:
+        return (f"Returns: an awaitable; await it for {fn.wire_return}. Awaiting raises {EXC} "
+                "when Kong reports an error.")
+    if style.lua:
         return f"Returns: ({fn.wire_return}, err); err is a str when Kong reports an error, else None."
     return f"Returns: {fn.wire_return}. Raises {EXC} when Kong reports an error."
 
 
-def func_doc(fn: Func, style: str) -> list[str]:
+def func_doc(fn: Func, style: Style) -> list[str]:
     lines = [lua_signature(fn), ""]
     lines += phase_text(fn)
     lines.append(returns_line(fn, style))
@@ -424,32 +470,54 @@ def wrap_doc(lines: list[str], indent: str) -> str:
 # --------------------------------------------------------------------------- modules
 
 
-def style_class(node: Node, style: str) -> str:
-    cls = node.lua_class if style == "lua" else node.py_class
-    if style == "lua":
+def style_class(node: Node, style: Style) -> str:
+    cls = node.cls(style)
+    if style == LUA:
         head = [
             f"{node.path}, lua style: every call returns (value, err).",
             "",
             "err is None when the call worked; when err is a str, value is None whatever its "
             "type says. This is the style a plugin gets by default.",
         ]
-    else:
+    elif style == PYTHON:
         head = [
             f"{node.path}, python style: every call returns the value.",
             "",
             f"A failed call raises {EXC} instead of returning an error.",
         ]
+    elif style == ASYNC_LUA:
+        head = [
+            f"{node.path}, async lua style: every call returns an awaitable of (value, err).",
+            "",
+            f"For async def handlers; the twin of {node.lua_class}. err is None when the call "
+            "worked; when err is a str, value is None whatever its type says.",
+        ]
+    else:
+        head = [
+            f"{node.path}, async python style: every call returns an awaitable of the value.",
+            "",
+            f"For async def handlers; the twin of {node.py_class}. Awaiting a failed call "
+            f"raises {EXC}.",
+        ]
+    if style.aio:
+        # Name the calls that are not awaited where a reader of this class meets them.
+        deep = node.path == "kong"
+        terminal = [f for n in (node.walk() if deep else [node]) for f in n.functions if f.terminal]
+        if terminal:
+            names = " and ".join(f.name if deep else f.short for f in terminal)
+            head += ["", f"Every call is awaited except {names}: calling them ends the handler "
+                     "at once."]
     out = [f"class {cls}(Protocol):\n", wrap_doc(head, "    ")]
     for name in sorted(node.children):
         child = node.children[name]
-        child_cls = child.lua_class if style == "lua" else child.py_class
+        child_cls = child.cls(style)
         out.append("\n    @property\n")
         out.append(f"    def {name}(self) -> _{name}.{child_cls}:\n")
         out.append(wrap_doc([f"{child.path}: {SUMMARIES.get(child.path, '')}"], "        "))
         out.append("        ...\n")
     members: list[Func] = ([node.call] if node.call else []) + node.functions
     for fn in members:
-        ret = lua_type(fn) if style == "lua" else value_type(fn)
+        ret = return_type(fn, style)
         pyname = "__call__" if fn is node.call else fn.short
         out.append("\n" + def_line(pyname, fn, ret))
         out.append(wrap_doc(func_doc(fn, style), "        "))
@@ -471,26 +539,32 @@ def render_module(node: Node) -> str:
         "",
         f"{node.lua_class} (also named {alias}): each call returns (value, err).",
         f"{node.py_class}: each call returns the value and raises {EXC} on error.",
+        f"{node.cls(ASYNC_LUA)}, {node.cls(ASYNC_PYTHON)}: the same for async def handlers; "
+        "each call returns an awaitable of that.",
     ]
     if node.path == "kong":
         doc += [
             "",
-            "Annotate a handler with kong.kong (lua style, the default) or kong.PythonStyleKong "
-            "(python style):",
+            "Annotate a handler's kong parameter with the class for its style:",
             "",
             "    import kong_pdk.pdk.kong as kong",
             "",
-            "    def access(self, kong: kong.kong) -> None: ...",
+            "    def access(self, kong: kong.kong) -> None:  # lua style (the default)",
+            "    def access(self, kong: kong.PythonStyleKong) -> None:  # python style",
+            "    async def access(self, kong: kong.AsyncLuaStyleKong) -> None:  # lua style",
+            "    async def access(self, kong: kong.AsyncPythonStyleKong) -> None:  # python style",
             "",
-            "The annotation informs type checkers only. The server picks the style from its "
-            "--no-lua-style flag or a lua_style = False attribute on the plugin class; keep the "
-            "two in agreement.",
+            "async def makes the server run the handler on its event loop and hand it awaitables. "
+            "The error style is a lua_style class attribute when there is one; else python style "
+            "when a handler is annotated with PythonStyleKong or AsyncPythonStyleKong; else the "
+            "server's default (lua style, python style with --no-lua-style). In an async handler "
+            "every call is awaited except kong.response.exit and kong.response.error, which end "
+            "the handler when called.",
         ]
-    body_lua = style_class(node, "lua")
-    body_py = style_class(node, "python")
-    text = body_lua + body_py
+    bodies = [style_class(node, style) for style in STYLES]
+    text = "".join(bodies)
     typing_names = ["Protocol"] + [n for n in ("Any", "NoReturn") if n in text]
-    abc_names = [n for n in ("Mapping", "Sequence") if n + "[" in text]
+    abc_names = [n for n in ("Awaitable", "Mapping", "Sequence") if n + "[" in text]
     head = [f"# {GENERATED_MARK}\n", wrap_doc(doc, ""), "\n"]
     head.append("from __future__ import annotations\n\n")
     if abc_names:
@@ -500,10 +574,18 @@ def render_module(node: Node) -> str:
         head.append("\n")
         for name in sorted(node.children):
             head.append(f"from {node.module} import {name} as _{name}\n")
-    exports = [node.lua_class, node.py_class, alias]
-    head.append("\n__all__ = [" + ", ".join(f'"{e}"' for e in exports) + "]\n\n\n")
+    exports = sorted(node.cls(style) for style in STYLES) + [alias]
+    head.append("\n" + fmt_all(exports) + "\n\n")
     tail = f"\n\n{alias} = {node.lua_class}\n"
-    return "".join(head) + body_lua + "\n\n" + body_py + tail
+    return "".join(head) + "\n\n".join(bodies) + tail
+
+
+def fmt_all(names: list[str]) -> str:
+    """``__all__ = [...]``, one name per line when it would pass 99 columns."""
+    one = "__all__ = [" + ", ".join(f'"{n}"' for n in names) + "]\n"
+    if len(one) <= 100:
+        return one
+    return "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]\n"
 
 
 # --------------------------------------------------------------------------- function table
@@ -621,7 +703,9 @@ def doc_page(node: Node) -> str:
     out = [f"<!-- {GENERATED_MARK} -->\n", f"# `{node.path}`\n\n", f"{SUMMARIES[node.path]}\n\n"]
     out.append(
         f"Module `{node.module}` (`python/kong_pdk/pdk/{node.rel_file}`): classes "
-        f"`{node.lua_class}` (alias `{node.segment}`) and `{node.py_class}`.\n\n"
+        f"`{node.lua_class}` (alias `{node.segment}`), `{node.py_class}`, "
+        f"`{node.cls(ASYNC_LUA)}` and `{node.cls(ASYNC_PYTHON)}` "
+        "([which one](README.md#four-styles)).\n\n"
     )
     if node.children:
         out.append("Child namespaces: " + ", ".join(
@@ -642,16 +726,22 @@ def doc_page(node: Node) -> str:
         out.append("```python\n")
         pyname = "__call__" if fn is node.call else fn.short
         if fn.terminal:
-            out.append(f"def {pyname}({param_list(fn)}) -> NoReturn  # both styles\n")
+            out.append(f"def {pyname}({param_list(fn)}) -> NoReturn  # every style; not awaited\n")
         else:
-            out.append(f"def {pyname}({param_list(fn)}) -> {lua_type(fn)}  # lua style\n")
-            out.append(f"def {pyname}({param_list(fn)}) -> {value_type(fn)}  # python style\n")
+            for style in STYLES:
+                out.append(f"def {pyname}({param_list(fn)}) -> {return_type(fn, style)}  "
+                           f"# {style.label}\n")
         out.append("```\n\n")
         for line in phase_text(fn):
             out.append(f"{line}\n")
         out.append("\n")
-        out.append(f"- Lua style: {returns_line(fn, 'lua').removeprefix('Returns: ')}\n")
-        out.append(f"- Python style: {returns_line(fn, 'python').removeprefix('Returns: ')}\n")
+        if fn.terminal:
+            out.append("- Every style: never returns. In an async handler, call it without "
+                       "`await`: the call itself ends the handler.\n")
+        else:
+            out.append(f"- Lua style: {returns_line(fn, LUA).removeprefix('Returns: ')}\n")
+            out.append(f"- Python style: {returns_line(fn, PYTHON).removeprefix('Returns: ')}\n")
+            out.append("- Async styles: the same once awaited; each call returns an awaitable.\n")
         for note in notes(fn):
             out.append(f"- {note}\n")
     return "".join(out)
@@ -672,14 +762,31 @@ def doc_index(data: dict[str, Any], root: Node) -> str:
         "functions is typed in `kong_pdk.pdk.kong`, one module per namespace, mirroring the Lua "
         "path (`kong.service.request` is `kong_pdk/pdk/kong/service/request.py`). This reference "
         "is generated by `scripts/gen_pdk.py` from the same data.\n\n",
-        "## Two error styles\n\n",
-        "| Annotation | Each call returns | On error |\n|---|---|---|\n",
-        "| `kong.kong` (same class as `kong.LuaStyleKong`) | `(value, err)` | `err` is a str |\n",
-        "| `kong.PythonStyleKong` | `value` | raises `kong_pdk.exception.PDKException` |\n\n",
-        "The annotation informs type checkers only. The plugin server picks the style itself: "
-        "lua style unless it runs with `--no-lua-style` or the plugin class sets "
-        "`lua_style = False`. Keep the annotation and that choice in agreement.\n\n",
-        "`kong.response.exit` and `kong.response.error` never return in either style.\n\n",
+        "## Four styles\n\n",
+        "A handler sees the PDK in one of four styles: an error style (lua or python) times "
+        "sync (`def`) or async (`async def`). Annotate the handler's `kong` parameter with the "
+        "root class of its style:\n\n",
+        "| Handler | Annotation | Each call returns | On error |\n|---|---|---|---|\n",
+        "| `def` | `kong.kong` (same class as `kong.LuaStyleKong`) | `(value, err)` "
+        "| `err` is a str |\n",
+        "| `def` | `kong.PythonStyleKong` | `value` | raises `kong_pdk.exception.PDKException` |\n",
+        "| `async def` | `kong.AsyncLuaStyleKong` | an awaitable of `(value, err)` "
+        "| `err` is a str |\n",
+        "| `async def` | `kong.AsyncPythonStyleKong` | an awaitable of `value` "
+        "| awaiting raises `kong_pdk.exception.PDKException` |\n\n",
+        "How the plugin server picks the style, and how to keep the annotation in agreement:\n\n",
+        "- Sync or async: `async def` handlers run on the server's asyncio loop and get "
+        "awaitables; plain `def` handlers run on threads (or greenlets with `-g`, which refuses "
+        "`async def` handlers) and get values. Use an `Async...Kong` annotation exactly on "
+        "`async def` handlers. A plugin may mix both kinds of handler.\n",
+        "- Error style: the plugin class's `lua_style` attribute when it sets one (`lua_style = "
+        "False` is python style); otherwise python style when a handler's `kong` is annotated "
+        "with `PythonStyleKong` or `AsyncPythonStyleKong`; otherwise the server's default, lua "
+        "style (python style with `--no-lua-style`). The style applies to the whole plugin, so "
+        "annotate every handler with the same error style.\n\n",
+        "`kong.response.exit` and `kong.response.error` never return, in any style. In an async "
+        "handler they are the only calls that are not awaited: they end the handler when called "
+        "(typed `NoReturn`, so the type checker knows the code after them does not run).\n\n",
         "The error half is typed `str | None` because the plugin API allows an error there. Kong's "
         "msgpack bridge (3.8 to master) keeps only the first Lua return value and never answers a "
         "PDK call with an error (reference/pdk-api.md, wire behaviour), so with today's Kong `err` "
@@ -687,10 +794,26 @@ def doc_index(data: dict[str, Any], root: Node) -> str:
         "half is None, whatever its type says.\n\n",
         "```python\nimport kong_pdk.pdk.kong as kong\n\n\nclass Plugin:\n"
         "    def access(self, kong: kong.kong) -> None:\n"
-        '        host, err = kong.request.get_header("host")\n```\n\n',
+        '        host, err = kong.request.get_header("host")\n\n'
+        "    async def response(self, kong: kong.AsyncLuaStyleKong) -> None:\n"
+        '        status, err = await kong.response.get_status()\n```\n\n',
         "Each namespace module defines `LuaStyle<Name>` (also under the namespace's own name, e.g. "
-        "`kong_pdk.pdk.kong.request.request`) and `PythonStyle<Name>`. They are `typing.Protocol` "
-        "classes: type checkers use them, the plugin server hands handlers its own native object.\n\n",
+        "`kong_pdk.pdk.kong.request.request`), `PythonStyle<Name>`, `AsyncLuaStyle<Name>` and "
+        "`AsyncPythonStyle<Name>`. They are `typing.Protocol` classes: type checkers use them, "
+        "the plugin server hands handlers its own native object.\n\n",
+        "### Async calls and the type checkers\n\n",
+        "Async calls are typed `collections.abc.Awaitable[...]`, which is what the server returns "
+        "(an asyncio future; it is not a coroutine, so pass it to `await`, `asyncio.gather` or "
+        "`asyncio.wait_for`, not to `asyncio.create_task`). Both mypy and basedpyright reject "
+        "using the result of a call that was not awaited (`host, err = "
+        'kong.request.get_header("host")` in an async handler). A call made only for its effect '
+        '(`kong.response.set_header("x", "1")`) without `await` is caught by mypy with '
+        "`enable_error_code = unused-awaitable` (or `--enable-error-code unused-awaitable`), "
+        "which we recommend for async plugins; basedpyright's `reportUnusedCallResult` catches it "
+        "too, but in lua style also flags the `(None, err)` of every awaited call left unused. "
+        "basedpyright also rejects `await kong.response.exit(...)`; mypy accepts it (a `NoReturn` "
+        "call may be awaited in its eyes), and at run time the call has ended the handler before "
+        "the `await` is reached.\n\n",
         "Values are typed as they arrive over Kong's bridge: only the first Lua return value "
         "crosses it, header and query maps arrive as `dict[str, list[str]]`, raw bodies as `bytes`. "
         "Arguments can be passed by position or by their Lua names (the plugin server puts "

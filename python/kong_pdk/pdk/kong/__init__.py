@@ -8,17 +8,23 @@ instantiated.
 LuaStyleKong (also named kong): each call returns (value, err).
 PythonStyleKong: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleKong, AsyncPythonStyleKong: the same for async def handlers; each call returns
+an awaitable of that.
 
-Annotate a handler with kong.kong (lua style, the default) or kong.PythonStyleKong (python
-style):
+Annotate a handler's kong parameter with the class for its style:
 
     import kong_pdk.pdk.kong as kong
 
-    def access(self, kong: kong.kong) -> None: ...
+    def access(self, kong: kong.kong) -> None:  # lua style (the default)
+    def access(self, kong: kong.PythonStyleKong) -> None:  # python style
+    async def access(self, kong: kong.AsyncLuaStyleKong) -> None:  # lua style
+    async def access(self, kong: kong.AsyncPythonStyleKong) -> None:  # python style
 
-The annotation informs type checkers only. The server picks the style from its
---no-lua-style flag or a lua_style = False attribute on the plugin class; keep the two in
-agreement.
+async def makes the server run the handler on its event loop and hand it awaitables. The
+error style is a lua_style class attribute when there is one; else python style when a
+handler is annotated with PythonStyleKong or AsyncPythonStyleKong; else the server's default
+(lua style, python style with --no-lua-style). In an async handler every call is awaited
+except kong.response.exit and kong.response.error, which end the handler when called.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from kong_pdk.pdk.kong import table as _table
 from kong_pdk.pdk.kong import telemetry as _telemetry
 from kong_pdk.pdk.kong import vault as _vault
 
-__all__ = ["LuaStyleKong", "PythonStyleKong", "kong"]
+__all__ = ["AsyncLuaStyleKong", "AsyncPythonStyleKong", "LuaStyleKong", "PythonStyleKong", "kong"]
 
 
 class LuaStyleKong(Protocol):
@@ -236,6 +242,208 @@ class PythonStyleKong(Protocol):
 
     @property
     def vault(self) -> _vault.PythonStyleVault:
+        """kong.vault: Secret references (vault://...): parsing, resolving and cache control."""
+        ...
+
+
+class AsyncLuaStyleKong(Protocol):
+    """kong, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleKong. err is None when the call worked; when
+    err is a str, value is None whatever its type says.
+
+    Every call is awaited except kong.response.error and kong.response.exit: calling them
+    ends the handler at once.
+    """
+
+    @property
+    def client(self) -> _client.AsyncLuaStyleClient:
+        """kong.client: The client that sent the request: address, port, protocol, consumer and
+        credential.
+        """
+        ...
+
+    @property
+    def cluster(self) -> _cluster.AsyncLuaStyleCluster:
+        """kong.cluster: The cluster this Kong node belongs to."""
+        ...
+
+    @property
+    def ctx(self) -> _ctx.AsyncLuaStyleCtx:
+        """kong.ctx: Per-request storage."""
+        ...
+
+    @property
+    def enterprise_edition(self) -> _enterprise_edition.AsyncLuaStyleEnterpriseEdition:
+        """kong.enterprise_edition: Functions that exist only in Kong Enterprise."""
+        ...
+
+    @property
+    def ip(self) -> _ip.AsyncLuaStyleIp:
+        """kong.ip: IP address helpers."""
+        ...
+
+    @property
+    def log(self) -> _log.AsyncLuaStyleLog:
+        """kong.log: Kong's error log, and the values the log serializer records for this
+        request.
+        """
+        ...
+
+    @property
+    def nginx(self) -> _nginx.AsyncLuaStyleNginx:
+        """kong.nginx: The nginx side of the request: variables, request context, subsystem and
+        statistics.
+        """
+        ...
+
+    @property
+    def node(self) -> _node.AsyncLuaStyleNode:
+        """kong.node: This Kong node: its id, hostname and memory use."""
+        ...
+
+    @property
+    def plugin(self) -> _plugin.AsyncLuaStylePlugin:
+        """kong.plugin: The plugin instance that is running."""
+        ...
+
+    @property
+    def request(self) -> _request.AsyncLuaStyleRequest:
+        """kong.request: The request as the client sent it: method, path, query, headers and
+        body.
+        """
+        ...
+
+    @property
+    def response(self) -> _response.AsyncLuaStyleResponse:
+        """kong.response: The response to the client: status, headers, and ending the request
+        early.
+        """
+        ...
+
+    @property
+    def router(self) -> _router.AsyncLuaStyleRouter:
+        """kong.router: The route and the service the request matched."""
+        ...
+
+    @property
+    def service(self) -> _service.AsyncLuaStyleService:
+        """kong.service: The upstream service: target, retries, timeouts and TLS settings."""
+        ...
+
+    @property
+    def table(self) -> _table.AsyncLuaStyleTable:
+        """kong.table: Lua table helpers (callable over RPC, of little use from Python)."""
+        ...
+
+    @property
+    def telemetry(self) -> _telemetry.AsyncLuaStyleTelemetry:
+        """kong.telemetry: Telemetry log entries written by plugins."""
+        ...
+
+    @property
+    def vault(self) -> _vault.AsyncLuaStyleVault:
+        """kong.vault: Secret references (vault://...): parsing, resolving and cache control."""
+        ...
+
+
+class AsyncPythonStyleKong(Protocol):
+    """kong, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleKong. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+
+    Every call is awaited except kong.response.error and kong.response.exit: calling them
+    ends the handler at once.
+    """
+
+    @property
+    def client(self) -> _client.AsyncPythonStyleClient:
+        """kong.client: The client that sent the request: address, port, protocol, consumer and
+        credential.
+        """
+        ...
+
+    @property
+    def cluster(self) -> _cluster.AsyncPythonStyleCluster:
+        """kong.cluster: The cluster this Kong node belongs to."""
+        ...
+
+    @property
+    def ctx(self) -> _ctx.AsyncPythonStyleCtx:
+        """kong.ctx: Per-request storage."""
+        ...
+
+    @property
+    def enterprise_edition(self) -> _enterprise_edition.AsyncPythonStyleEnterpriseEdition:
+        """kong.enterprise_edition: Functions that exist only in Kong Enterprise."""
+        ...
+
+    @property
+    def ip(self) -> _ip.AsyncPythonStyleIp:
+        """kong.ip: IP address helpers."""
+        ...
+
+    @property
+    def log(self) -> _log.AsyncPythonStyleLog:
+        """kong.log: Kong's error log, and the values the log serializer records for this
+        request.
+        """
+        ...
+
+    @property
+    def nginx(self) -> _nginx.AsyncPythonStyleNginx:
+        """kong.nginx: The nginx side of the request: variables, request context, subsystem and
+        statistics.
+        """
+        ...
+
+    @property
+    def node(self) -> _node.AsyncPythonStyleNode:
+        """kong.node: This Kong node: its id, hostname and memory use."""
+        ...
+
+    @property
+    def plugin(self) -> _plugin.AsyncPythonStylePlugin:
+        """kong.plugin: The plugin instance that is running."""
+        ...
+
+    @property
+    def request(self) -> _request.AsyncPythonStyleRequest:
+        """kong.request: The request as the client sent it: method, path, query, headers and
+        body.
+        """
+        ...
+
+    @property
+    def response(self) -> _response.AsyncPythonStyleResponse:
+        """kong.response: The response to the client: status, headers, and ending the request
+        early.
+        """
+        ...
+
+    @property
+    def router(self) -> _router.AsyncPythonStyleRouter:
+        """kong.router: The route and the service the request matched."""
+        ...
+
+    @property
+    def service(self) -> _service.AsyncPythonStyleService:
+        """kong.service: The upstream service: target, retries, timeouts and TLS settings."""
+        ...
+
+    @property
+    def table(self) -> _table.AsyncPythonStyleTable:
+        """kong.table: Lua table helpers (callable over RPC, of little use from Python)."""
+        ...
+
+    @property
+    def telemetry(self) -> _telemetry.AsyncPythonStyleTelemetry:
+        """kong.telemetry: Telemetry log entries written by plugins."""
+        ...
+
+    @property
+    def vault(self) -> _vault.AsyncPythonStyleVault:
         """kong.vault: Secret references (vault://...): parsing, resolving and cache control."""
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStyleCluster (also named cluster): each call returns (value, err).
 PythonStyleCluster: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleCluster, AsyncPythonStyleCluster: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-__all__ = ["LuaStyleCluster", "PythonStyleCluster", "cluster"]
+__all__ = [
+    "AsyncLuaStyleCluster",
+    "AsyncPythonStyleCluster",
+    "LuaStyleCluster",
+    "PythonStyleCluster",
+    "cluster",
+]
 
 
 class LuaStyleCluster(Protocol):
@@ -47,6 +56,44 @@ class PythonStyleCluster(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+
+class AsyncLuaStyleCluster(Protocol):
+    """kong.cluster, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleCluster. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get_id(self) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.cluster.get_id()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+
+class AsyncPythonStyleCluster(Protocol):
+    """kong.cluster, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleCluster. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_id(self) -> Awaitable[str | None]:
+        """kong.cluster.get_id()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """

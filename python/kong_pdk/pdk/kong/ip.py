@@ -8,13 +8,16 @@ instantiated.
 LuaStyleIp (also named ip): each call returns (value, err).
 PythonStyleIp: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleIp, AsyncPythonStyleIp: the same for async def handlers; each call returns an
+awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-__all__ = ["LuaStyleIp", "PythonStyleIp", "ip"]
+__all__ = ["AsyncLuaStyleIp", "AsyncPythonStyleIp", "LuaStyleIp", "PythonStyleIp", "ip"]
 
 
 class LuaStyleIp(Protocol):
@@ -48,6 +51,44 @@ class PythonStyleIp(Protocol):
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
         Returns: bool. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleIp(Protocol):
+    """kong.ip, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleIp. err is None when the call worked; when
+    err is a str, value is None whatever its type says.
+    """
+
+    def is_trusted(self, address: str) -> Awaitable[tuple[bool, str | None]]:
+        """kong.ip.is_trusted(address)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (bool, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleIp(Protocol):
+    """kong.ip, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleIp. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def is_trusted(self, address: str) -> Awaitable[bool]:
+        """kong.ip.is_trusted(address)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for bool. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -9,13 +9,22 @@ instantiated.
 LuaStyleNginx (also named nginx): each call returns (value, err).
 PythonStyleNginx: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleNginx, AsyncPythonStyleNginx: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleNginx", "PythonStyleNginx", "nginx"]
+__all__ = [
+    "AsyncLuaStyleNginx",
+    "AsyncPythonStyleNginx",
+    "LuaStyleNginx",
+    "PythonStyleNginx",
+    "nginx",
+]
 
 
 class LuaStyleNginx(Protocol):
@@ -162,6 +171,168 @@ class PythonStyleNginx(Protocol):
 
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncLuaStyleNginx(Protocol):
+    """kong.nginx, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleNginx. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get_ctx(self, k: str) -> Awaitable[tuple[Any, str | None]]:
+        """kong.nginx.get_ctx(k)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (Any, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_statistics(self) -> Awaitable[tuple[dict[str, int], str | None]]:
+        """kong.nginx.get_statistics()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, int], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def get_subsystem(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.nginx.get_subsystem()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_tls1_version_str(self) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.nginx.get_tls1_version_str()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_var(self, name: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.nginx.get_var(name)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def req_start_time(self) -> Awaitable[tuple[float, str | None]]:
+        """kong.nginx.req_start_time()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (float, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_ctx(self, k: str, v: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.nginx.set_ctx(k, v)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncPythonStyleNginx(Protocol):
+    """kong.nginx, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleNginx. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_ctx(self, k: str) -> Awaitable[Any]:
+        """kong.nginx.get_ctx(k)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for Any. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_statistics(self) -> Awaitable[dict[str, int]]:
+        """kong.nginx.get_statistics()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, int]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_subsystem(self) -> Awaitable[str]:
+        """kong.nginx.get_subsystem()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_tls1_version_str(self) -> Awaitable[str | None]:
+        """kong.nginx.get_tls1_version_str()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_var(self, name: str) -> Awaitable[str | None]:
+        """kong.nginx.get_var(name)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def req_start_time(self) -> Awaitable[float]:
+        """kong.nginx.req_start_time()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for float. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_ctx(self, k: str, v: object) -> Awaitable[None]:
+        """kong.nginx.set_ctx(k, v)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

@@ -8,13 +8,16 @@ instantiated.
 LuaStyleNode (also named node): each call returns (value, err).
 PythonStyleNode: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleNode, AsyncPythonStyleNode: the same for async def handlers; each call returns
+an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleNode", "PythonStyleNode", "node"]
+__all__ = ["AsyncLuaStyleNode", "AsyncPythonStyleNode", "LuaStyleNode", "PythonStyleNode", "node"]
 
 
 class LuaStyleNode(Protocol):
@@ -85,6 +88,84 @@ class PythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+        """
+        ...
+
+
+class AsyncLuaStyleNode(Protocol):
+    """kong.node, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleNode. err is None when the call worked; when
+    err is a str, value is None whatever its type says.
+    """
+
+    def get_hostname(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.node.get_hostname()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_id(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.node.get_id()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_memory_stats(
+        self,
+        unit: str | None = None,
+        scale: int | None = None,
+    ) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.node.get_memory_stats(unit=None, scale=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleNode(Protocol):
+    """kong.node, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleNode. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_hostname(self) -> Awaitable[str]:
+        """kong.node.get_hostname()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_id(self) -> Awaitable[str]:
+        """kong.node.get_id()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_memory_stats(
+        self,
+        unit: str | None = None,
+        scale: int | None = None,
+    ) -> Awaitable[dict[str, Any]]:
+        """kong.node.get_memory_stats(unit=None, scale=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStylePlugin (also named plugin): each call returns (value, err).
 PythonStylePlugin: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStylePlugin, AsyncPythonStylePlugin: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-__all__ = ["LuaStylePlugin", "PythonStylePlugin", "plugin"]
+__all__ = [
+    "AsyncLuaStylePlugin",
+    "AsyncPythonStylePlugin",
+    "LuaStylePlugin",
+    "PythonStylePlugin",
+    "plugin",
+]
 
 
 class LuaStylePlugin(Protocol):
@@ -46,6 +55,42 @@ class PythonStylePlugin(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStylePlugin(Protocol):
+    """kong.plugin, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStylePlugin. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get_id(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.plugin.get_id()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStylePlugin(Protocol):
+    """kong.plugin, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStylePlugin. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_id(self) -> Awaitable[str]:
+        """kong.plugin.get_id()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

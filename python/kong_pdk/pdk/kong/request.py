@@ -8,13 +8,22 @@ instantiated.
 LuaStyleRequest (also named request): each call returns (value, err).
 PythonStyleRequest: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleRequest, AsyncPythonStyleRequest: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleRequest", "PythonStyleRequest", "request"]
+__all__ = [
+    "AsyncLuaStyleRequest",
+    "AsyncPythonStyleRequest",
+    "LuaStyleRequest",
+    "PythonStyleRequest",
+    "request",
+]
 
 
 class LuaStyleRequest(Protocol):
@@ -521,6 +530,555 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncLuaStyleRequest(Protocol):
+    """kong.request, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleRequest. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get_body(
+        self,
+        mimetype: str | None = None,
+        max_args: int | None = None,
+        max_allowed_file_size: int | None = None,
+    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
+
+        Phases: rewrite, access, response.
+        (Kong also allows admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
+        crosses Kong's bridge.
+        """
+        ...
+
+    def get_forwarded_host(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_forwarded_host()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_forwarded_path(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_forwarded_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_forwarded_port(self) -> Awaitable[tuple[int, str | None]]:
+        """kong.request.get_forwarded_port()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_forwarded_prefix(self) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.request.get_forwarded_prefix()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def get_forwarded_scheme(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_forwarded_scheme()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.request.get_header(name)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_headers(
+        self,
+        max_headers: int | None = None,
+    ) -> Awaitable[tuple[dict[str, list[str]], str | None]]:
+        """kong.request.get_headers(max_headers=None)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
+        Kong reports an error, else None.
+
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_host(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_host()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_http_version(self) -> Awaitable[tuple[float | None, str | None]]:
+        """kong.request.get_http_version()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (float | None, err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def get_method(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_method()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_path(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_path_with_query(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_path_with_query()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_port(self) -> Awaitable[tuple[int, str | None]]:
+        """kong.request.get_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_query(
+        self,
+        max_args: int | None = None,
+    ) -> Awaitable[tuple[dict[str, list[str]], str | None]]:
+        """kong.request.get_query(max_args=None)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
+        Kong reports an error, else None.
+
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        """
+        ...
+
+    def get_query_arg(self, name: str) -> Awaitable[tuple[str | bool | None, str | None]]:
+        """kong.request.get_query_arg(name)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str | bool | None, err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def get_raw_body(
+        self,
+        max_allowed_file_size: int | None = None,
+    ) -> Awaitable[tuple[bytes, str | None]]:
+        """kong.request.get_raw_body(max_allowed_file_size=None)
+
+        Phases: rewrite, access, response.
+        (Kong also allows admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
+        error, else None.
+
+        Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_raw_path(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_raw_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_raw_query(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_raw_query()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_scheme(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.request.get_scheme()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_start_time(self) -> Awaitable[tuple[float, str | None]]:
+        """kong.request.get_start_time()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (float, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_uri_captures(self) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.request.get_uri_captures()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncPythonStyleRequest(Protocol):
+    """kong.request, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleRequest. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_body(
+        self,
+        mimetype: str | None = None,
+        max_args: int | None = None,
+        max_allowed_file_size: int | None = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
+
+        Phases: rewrite, access, response.
+        (Kong also allows admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
+        crosses Kong's bridge.
+        """
+        ...
+
+    def get_forwarded_host(self) -> Awaitable[str]:
+        """kong.request.get_forwarded_host()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_forwarded_path(self) -> Awaitable[str]:
+        """kong.request.get_forwarded_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_forwarded_port(self) -> Awaitable[int]:
+        """kong.request.get_forwarded_port()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for int. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_forwarded_prefix(self) -> Awaitable[str | None]:
+        """kong.request.get_forwarded_prefix()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_forwarded_scheme(self) -> Awaitable[str]:
+        """kong.request.get_forwarded_scheme()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[str | None]:
+        """kong.request.get_header(name)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_headers(self, max_headers: int | None = None) -> Awaitable[dict[str, list[str]]]:
+        """kong.request.get_headers(max_headers=None)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_host(self) -> Awaitable[str]:
+        """kong.request.get_host()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_http_version(self) -> Awaitable[float | None]:
+        """kong.request.get_http_version()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for float | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_method(self) -> Awaitable[str]:
+        """kong.request.get_method()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_path(self) -> Awaitable[str]:
+        """kong.request.get_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_path_with_query(self) -> Awaitable[str]:
+        """kong.request.get_path_with_query()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_port(self) -> Awaitable[int]:
+        """kong.request.get_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for int. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_query(self, max_args: int | None = None) -> Awaitable[dict[str, list[str]]]:
+        """kong.request.get_query(max_args=None)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        """
+        ...
+
+    def get_query_arg(self, name: str) -> Awaitable[str | bool | None]:
+        """kong.request.get_query_arg(name)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str | bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_raw_body(self, max_allowed_file_size: int | None = None) -> Awaitable[bytes]:
+        """kong.request.get_raw_body(max_allowed_file_size=None)
+
+        Phases: rewrite, access, response.
+        (Kong also allows admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for bytes. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_raw_path(self) -> Awaitable[str]:
+        """kong.request.get_raw_path()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_raw_query(self) -> Awaitable[str]:
+        """kong.request.get_raw_query()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_scheme(self) -> Awaitable[str]:
+        """kong.request.get_scheme()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_start_time(self) -> Awaitable[float]:
+        """kong.request.get_start_time()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for float. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_uri_captures(self) -> Awaitable[dict[str, Any]]:
+        """kong.request.get_uri_captures()
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

@@ -8,14 +8,22 @@ instantiated.
 LuaStyleResponse (also named response): each call returns (value, err).
 PythonStyleResponse: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleResponse, AsyncPythonStyleResponse: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, NoReturn, Protocol
 
-__all__ = ["LuaStyleResponse", "PythonStyleResponse", "response"]
+__all__ = [
+    "AsyncLuaStyleResponse",
+    "AsyncPythonStyleResponse",
+    "LuaStyleResponse",
+    "PythonStyleResponse",
+    "response",
+]
 
 
 class LuaStyleResponse(Protocol):
@@ -348,6 +356,375 @@ class PythonStyleResponse(Protocol):
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleResponse(Protocol):
+    """kong.response, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleResponse. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+
+    Every call is awaited except error and exit: calling them ends the handler at once.
+    """
+
+    def add_header(
+        self,
+        name: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.add_header(name, value)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def clear_header(self, name: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.clear_header(name)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def error(
+        self,
+        status: int,
+        message: str | None = None,
+        headers: Mapping[str, str | int | float | bool | list[str]] | None = None,
+    ) -> NoReturn:
+        """kong.response.error(status, message=None, headers=None)
+
+        Phases: rewrite, access.
+        (Kong also allows admin_api, header_filter, which external plugins do not run in.)
+        Returns: never, and is not awaited: the call itself ends the handler.
+
+        Kong ends the request with this response and never resumes the event, so the plugin
+        server stops the handler right here (PluginExit; finally blocks still run).
+        """
+        ...
+
+    def exit(
+        self,
+        status: int,
+        body: str | bytes | dict[str, Any] | None = None,
+        headers: Mapping[str, str | int | float | bool | list[str]] | None = None,
+    ) -> NoReturn:
+        """kong.response.exit(status, body=None, headers=None)
+
+        Phases: preread, rewrite, access.
+        (Kong also allows admin_api, header_filter, which external plugins do not run in.)
+        Returns: never, and is not awaited: the call itself ends the handler.
+
+        Kong ends the request with this response and never resumes the event, so the plugin
+        server stops the handler right here (PluginExit; finally blocks still run).
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.response.get_header(name)
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_headers(
+        self,
+        max_headers: int | None = None,
+    ) -> Awaitable[tuple[dict[str, list[str]], str | None]]:
+        """kong.response.get_headers(max_headers=None)
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
+        Kong's bridge.
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_raw_body(self) -> Awaitable[tuple[bytes, str | None]]:
+        """kong.response.get_raw_body()
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: body_filter).
+        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
+        error, else None.
+
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_source(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.response.get_source()
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_status(self) -> Awaitable[tuple[int, str | None]]:
+        """kong.response.get_status()
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_header(
+        self,
+        name: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.set_header(name, value)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_headers(
+        self,
+        headers: Mapping[str, str | int | float | bool | list[str]],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.set_headers(headers)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_raw_body(self, body: bytes) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.set_raw_body(body)
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: body_filter).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_status(self, status: int) -> Awaitable[tuple[None, str | None]]:
+        """kong.response.set_status(status)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleResponse(Protocol):
+    """kong.response, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleResponse. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+
+    Every call is awaited except error and exit: calling them ends the handler at once.
+    """
+
+    def add_header(
+        self,
+        name: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[None]:
+        """kong.response.add_header(name, value)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def clear_header(self, name: str) -> Awaitable[None]:
+        """kong.response.clear_header(name)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def error(
+        self,
+        status: int,
+        message: str | None = None,
+        headers: Mapping[str, str | int | float | bool | list[str]] | None = None,
+    ) -> NoReturn:
+        """kong.response.error(status, message=None, headers=None)
+
+        Phases: rewrite, access.
+        (Kong also allows admin_api, header_filter, which external plugins do not run in.)
+        Returns: never, and is not awaited: the call itself ends the handler.
+
+        Kong ends the request with this response and never resumes the event, so the plugin
+        server stops the handler right here (PluginExit; finally blocks still run).
+        """
+        ...
+
+    def exit(
+        self,
+        status: int,
+        body: str | bytes | dict[str, Any] | None = None,
+        headers: Mapping[str, str | int | float | bool | list[str]] | None = None,
+    ) -> NoReturn:
+        """kong.response.exit(status, body=None, headers=None)
+
+        Phases: preread, rewrite, access.
+        (Kong also allows admin_api, header_filter, which external plugins do not run in.)
+        Returns: never, and is not awaited: the call itself ends the handler.
+
+        Kong ends the request with this response and never resumes the event, so the plugin
+        server stops the handler right here (PluginExit; finally blocks still run).
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[str | None]:
+        """kong.response.get_header(name)
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_headers(self, max_headers: int | None = None) -> Awaitable[dict[str, list[str]]]:
+        """kong.response.get_headers(max_headers=None)
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
+        Kong's bridge.
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_raw_body(self) -> Awaitable[bytes]:
+        """kong.response.get_raw_body()
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: body_filter).
+        Returns: an awaitable; await it for bytes. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_source(self) -> Awaitable[str]:
+        """kong.response.get_source()
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def get_status(self) -> Awaitable[int]:
+        """kong.response.get_status()
+
+        Phases: response, log.
+        (Kong also allows header_filter, body_filter, admin_api, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for int. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_header(
+        self,
+        name: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[None]:
+        """kong.response.set_header(name, value)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_headers(
+        self,
+        headers: Mapping[str, str | int | float | bool | list[str]],
+    ) -> Awaitable[None]:
+        """kong.response.set_headers(headers)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_raw_body(self, body: bytes) -> Awaitable[None]:
+        """kong.response.set_raw_body(body)
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: body_filter).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_status(self, status: int) -> Awaitable[None]:
+        """kong.response.set_status(status)
+
+        Phases: rewrite, access, response.
+        (Kong also allows header_filter, admin_api, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStyleRouter (also named router): each call returns (value, err).
 PythonStyleRouter: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleRouter, AsyncPythonStyleRouter: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleRouter", "PythonStyleRouter", "router"]
+__all__ = [
+    "AsyncLuaStyleRouter",
+    "AsyncPythonStyleRouter",
+    "LuaStyleRouter",
+    "PythonStyleRouter",
+    "router",
+]
 
 
 class LuaStyleRouter(Protocol):
@@ -68,6 +77,62 @@ class PythonStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
         reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleRouter(Protocol):
+    """kong.router, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleRouter. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get_route(self) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.router.get_route()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+        """
+        ...
+
+    def get_service(self) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.router.get_service()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleRouter(Protocol):
+    """kong.router, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleRouter. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get_route(self) -> Awaitable[dict[str, Any] | None]:
+        """kong.router.get_route()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_service(self) -> Awaitable[dict[str, Any] | None]:
+        """kong.router.get_service()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

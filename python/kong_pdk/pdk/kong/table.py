@@ -8,13 +8,22 @@ instantiated.
 LuaStyleTable (also named table): each call returns (value, err).
 PythonStyleTable: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleTable, AsyncPythonStyleTable: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleTable", "PythonStyleTable", "table"]
+__all__ = [
+    "AsyncLuaStyleTable",
+    "AsyncPythonStyleTable",
+    "LuaStyleTable",
+    "PythonStyleTable",
+    "table",
+]
 
 
 class LuaStyleTable(Protocol):
@@ -90,6 +99,88 @@ class PythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+        """
+        ...
+
+
+class AsyncLuaStyleTable(Protocol):
+    """kong.table, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleTable. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def clear(self, tab: dict[str, Any]) -> Awaitable[tuple[None, str | None]]:
+        """kong.table.clear(tab)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def merge(
+        self,
+        t1: dict[str, Any] | None = None,
+        t2: dict[str, Any] | None = None,
+    ) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.table.merge(t1=None, t2=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def new(
+        self,
+        narr: int | None = None,
+        nrec: int | None = None,
+    ) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.table.new(narr=None, nrec=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleTable(Protocol):
+    """kong.table, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleTable. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def clear(self, tab: dict[str, Any]) -> Awaitable[None]:
+        """kong.table.clear(tab)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def merge(
+        self,
+        t1: dict[str, Any] | None = None,
+        t2: dict[str, Any] | None = None,
+    ) -> Awaitable[dict[str, Any]]:
+        """kong.table.merge(t1=None, t2=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def new(self, narr: int | None = None, nrec: int | None = None) -> Awaitable[dict[str, Any]]:
+        """kong.table.new(narr=None, nrec=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStyleTelemetry (also named telemetry): each call returns (value, err).
 PythonStyleTelemetry: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleTelemetry, AsyncPythonStyleTelemetry: the same for async def handlers; each
+call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleTelemetry", "PythonStyleTelemetry", "telemetry"]
+__all__ = [
+    "AsyncLuaStyleTelemetry",
+    "AsyncPythonStyleTelemetry",
+    "LuaStyleTelemetry",
+    "PythonStyleTelemetry",
+    "telemetry",
+]
 
 
 class LuaStyleTelemetry(Protocol):
@@ -62,6 +71,58 @@ class PythonStyleTelemetry(Protocol):
         (Kong also allows balancer, timer, header_filter, body_filter, which external
         plugins do not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleTelemetry(Protocol):
+    """kong.telemetry, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleTelemetry. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def log(
+        self,
+        plugin_name: str,
+        plugin_config: dict[str, Any],
+        message_type: str,
+        message: str,
+        attributes: dict[str, Any],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.telemetry.log(plugin_name, plugin_config, message_type, message, attributes)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows balancer, timer, header_filter, body_filter, which external
+        plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleTelemetry(Protocol):
+    """kong.telemetry, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleTelemetry. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def log(
+        self,
+        plugin_name: str,
+        plugin_config: dict[str, Any],
+        message_type: str,
+        message: str,
+        attributes: dict[str, Any],
+    ) -> Awaitable[None]:
+        """kong.telemetry.log(plugin_name, plugin_config, message_type, message, attributes)
+
+        Phases: rewrite, access, response, log.
+        (Kong also allows balancer, timer, header_filter, body_filter, which external
+        plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStyleVault (also named vault): each call returns (value, err).
 PythonStyleVault: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleVault, AsyncPythonStyleVault: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleVault", "PythonStyleVault", "vault"]
+__all__ = [
+    "AsyncLuaStyleVault",
+    "AsyncPythonStyleVault",
+    "LuaStyleVault",
+    "PythonStyleVault",
+    "vault",
+]
 
 
 class LuaStyleVault(Protocol):
@@ -154,6 +163,161 @@ class PythonStyleVault(Protocol):
 
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleVault(Protocol):
+    """kong.vault, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleVault. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def flush(self) -> Awaitable[tuple[None, str | None]]:
+        """kong.vault.flush()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get(self, reference: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.vault.get(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def init_worker(self) -> Awaitable[tuple[None, str | None]]:
+        """kong.vault.init_worker()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def is_reference(self, reference: str) -> Awaitable[tuple[bool, str | None]]:
+        """kong.vault.is_reference(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (bool, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def parse_reference(
+        self,
+        reference: str,
+    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.vault.parse_reference(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
+        bridge.
+        """
+        ...
+
+    def update(self, options: dict[str, Any]) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.vault.update(options)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def warmup(self, input: dict[str, Any]) -> Awaitable[tuple[None, str | None]]:
+        """kong.vault.warmup(input)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleVault(Protocol):
+    """kong.vault, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleVault. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def flush(self) -> Awaitable[None]:
+        """kong.vault.flush()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get(self, reference: str) -> Awaitable[str | None]:
+        """kong.vault.get(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def init_worker(self) -> Awaitable[None]:
+        """kong.vault.init_worker()
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def is_reference(self, reference: str) -> Awaitable[bool]:
+        """kong.vault.is_reference(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for bool. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def parse_reference(self, reference: str) -> Awaitable[dict[str, Any] | None]:
+        """kong.vault.parse_reference(reference)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
+        bridge.
+        """
+        ...
+
+    def update(self, options: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+        """kong.vault.update(options)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def warmup(self, input: dict[str, Any]) -> Awaitable[None]:
+        """kong.vault.warmup(input)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -9,15 +9,24 @@ instantiated.
 LuaStyleClient (also named client): each call returns (value, err).
 PythonStyleClient: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleClient, AsyncPythonStyleClient: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from kong_pdk.pdk.kong.client import tls as _tls
 
-__all__ = ["LuaStyleClient", "PythonStyleClient", "client"]
+__all__ = [
+    "AsyncLuaStyleClient",
+    "AsyncPythonStyleClient",
+    "LuaStyleClient",
+    "PythonStyleClient",
+    "client",
+]
 
 
 class LuaStyleClient(Protocol):
@@ -366,6 +375,382 @@ class PythonStyleClient(Protocol):
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong Enterprise only.
+        """
+        ...
+
+
+class AsyncLuaStyleClient(Protocol):
+    """kong.client, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleClient. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    @property
+    def tls(self) -> _tls.AsyncLuaStyleClientTls:
+        """kong.client.tls: The client's TLS connection: client certificates, verification and
+        session reuse.
+        """
+        ...
+
+    def authenticate(
+        self,
+        consumer: dict[str, Any] | None,
+        credential: dict[str, Any] | None,
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.client.authenticate(consumer, credential)
+
+        Phases: access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def authenticate_consumer_group_by_consumer_id(
+        self,
+        consumer_id: str,
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
+
+        Phases: access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_consumer(self) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.client.get_consumer()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+        """
+        ...
+
+    def get_consumer_group(self) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.client.get_consumer_group()
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_consumer_groups(self) -> Awaitable[tuple[list[dict[str, Any]] | None, str | None]]:
+        """kong.client.get_consumer_groups()
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for (list[dict[str, Any]] | None, err); err is a str
+        when Kong reports an error, else None.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_credential(self) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.client.get_credential()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Kong's documentation gives another return type; the type here follows the code.
+        """
+        ...
+
+    def get_forwarded_ip(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.client.get_forwarded_ip()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_forwarded_port(self) -> Awaitable[tuple[int, str | None]]:
+        """kong.client.get_forwarded_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_ip(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.client.get_ip()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_port(self) -> Awaitable[tuple[int, str | None]]:
+        """kong.client.get_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def get_protocol(
+        self,
+        allow_terminated: bool | None = None,
+    ) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.client.get_protocol(allow_terminated=None)
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def load_consumer(
+        self,
+        consumer_id: str,
+        search_by_username: bool | None = None,
+    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.client.load_consumer(consumer_id, search_by_username=None)
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
+        bridge.
+        """
+        ...
+
+    def set_authenticated_consumer_group(
+        self,
+        group: dict[str, Any],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.client.set_authenticated_consumer_group(group)
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def set_authenticated_consumer_groups(
+        self,
+        groups: list[dict[str, Any]],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.client.set_authenticated_consumer_groups(groups)
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Kong Enterprise only.
+        """
+        ...
+
+
+class AsyncPythonStyleClient(Protocol):
+    """kong.client, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleClient. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    @property
+    def tls(self) -> _tls.AsyncPythonStyleClientTls:
+        """kong.client.tls: The client's TLS connection: client certificates, verification and
+        session reuse.
+        """
+        ...
+
+    def authenticate(
+        self,
+        consumer: dict[str, Any] | None,
+        credential: dict[str, Any] | None,
+    ) -> Awaitable[None]:
+        """kong.client.authenticate(consumer, credential)
+
+        Phases: access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def authenticate_consumer_group_by_consumer_id(self, consumer_id: str) -> Awaitable[None]:
+        """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
+
+        Phases: access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_consumer(self) -> Awaitable[dict[str, Any] | None]:
+        """kong.client.get_consumer()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_consumer_group(self) -> Awaitable[dict[str, Any] | None]:
+        """kong.client.get_consumer_group()
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_consumer_groups(self) -> Awaitable[list[dict[str, Any]] | None]:
+        """kong.client.get_consumer_groups()
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for list[dict[str, Any]] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def get_credential(self) -> Awaitable[dict[str, Any] | None]:
+        """kong.client.get_credential()
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong's documentation gives another return type; the type here follows the code.
+        """
+        ...
+
+    def get_forwarded_ip(self) -> Awaitable[str]:
+        """kong.client.get_forwarded_ip()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_forwarded_port(self) -> Awaitable[int]:
+        """kong.client.get_forwarded_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for int. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_ip(self) -> Awaitable[str]:
+        """kong.client.get_ip()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_port(self) -> Awaitable[int]:
+        """kong.client.get_port()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for int. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_protocol(self, allow_terminated: bool | None = None) -> Awaitable[str | None]:
+        """kong.client.get_protocol(allow_terminated=None)
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def load_consumer(
+        self,
+        consumer_id: str,
+        search_by_username: bool | None = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """kong.client.load_consumer(consumer_id, search_by_username=None)
+
+        Phases: access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
+        bridge.
+        """
+        ...
+
+    def set_authenticated_consumer_group(self, group: dict[str, Any]) -> Awaitable[None]:
+        """kong.client.set_authenticated_consumer_group(group)
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong Enterprise only.
+        """
+        ...
+
+    def set_authenticated_consumer_groups(self, groups: list[dict[str, Any]]) -> Awaitable[None]:
+        """kong.client.set_authenticated_consumer_groups(groups)
+
+        Phases: access, response, log.
+        (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
+        log.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Kong Enterprise only.
         """

@@ -9,13 +9,22 @@ instantiated.
 LuaStyleClientTls (also named tls): each call returns (value, err).
 PythonStyleClientTls: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleClientTls, AsyncPythonStyleClientTls: the same for async def handlers; each
+call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-__all__ = ["LuaStyleClientTls", "PythonStyleClientTls", "tls"]
+__all__ = [
+    "AsyncLuaStyleClientTls",
+    "AsyncPythonStyleClientTls",
+    "LuaStyleClientTls",
+    "PythonStyleClientTls",
+    "tls",
+]
 
 
 class LuaStyleClientTls(Protocol):
@@ -145,6 +154,147 @@ class PythonStyleClientTls(Protocol):
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleClientTls(Protocol):
+    """kong.client.tls, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleClientTls. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def disable_http2_alpn(self) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.client.tls.disable_http2_alpn()
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: client_hello).
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
+        Removed in: master (after 3.9.x).
+        """
+        ...
+
+    def disable_session_reuse(self) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.client.tls.disable_session_reuse()
+
+        Phases: certificate.
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def get_full_client_certificate_chain(self) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.client.tls.get_full_client_certificate_chain()
+
+        Phases: rewrite, access, log.
+        (Kong also allows balancer, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def request_client_certificate(
+        self,
+        ca_certs: None = None,
+    ) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.client.tls.request_client_certificate(ca_certs=None)
+
+        Phases: certificate.
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
+        RPC.
+        """
+        ...
+
+    def set_client_verify(self, v: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.client.tls.set_client_verify(v)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleClientTls(Protocol):
+    """kong.client.tls, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleClientTls. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def disable_http2_alpn(self) -> Awaitable[bool | None]:
+        """kong.client.tls.disable_http2_alpn()
+
+        Phases: none that an external plugin runs in, so a call from one fails
+        (Kong allows: client_hello).
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
+        Removed in: master (after 3.9.x).
+        """
+        ...
+
+    def disable_session_reuse(self) -> Awaitable[bool | None]:
+        """kong.client.tls.disable_session_reuse()
+
+        Phases: certificate.
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def get_full_client_certificate_chain(self) -> Awaitable[str | None]:
+        """kong.client.tls.get_full_client_certificate_chain()
+
+        Phases: rewrite, access, log.
+        (Kong also allows balancer, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def request_client_certificate(self, ca_certs: None = None) -> Awaitable[bool | None]:
+        """kong.client.tls.request_client_certificate(ca_certs=None)
+
+        Phases: certificate.
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
+        RPC.
+        """
+        ...
+
+    def set_client_verify(self, v: str) -> Awaitable[None]:
+        """kong.client.tls.set_client_verify(v)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

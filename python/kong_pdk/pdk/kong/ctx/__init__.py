@@ -8,6 +8,8 @@ instantiated.
 LuaStyleCtx (also named ctx): each call returns (value, err).
 PythonStyleCtx: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleCtx, AsyncPythonStyleCtx: the same for async def handlers; each call returns an
+awaitable of that.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Protocol
 
 from kong_pdk.pdk.kong.ctx import shared as _shared
 
-__all__ = ["LuaStyleCtx", "PythonStyleCtx", "ctx"]
+__all__ = ["AsyncLuaStyleCtx", "AsyncPythonStyleCtx", "LuaStyleCtx", "PythonStyleCtx", "ctx"]
 
 
 class LuaStyleCtx(Protocol):
@@ -40,6 +42,32 @@ class PythonStyleCtx(Protocol):
 
     @property
     def shared(self) -> _shared.PythonStyleCtxShared:
+        """kong.ctx.shared: Values shared by all plugins while one request runs."""
+        ...
+
+
+class AsyncLuaStyleCtx(Protocol):
+    """kong.ctx, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleCtx. err is None when the call worked; when
+    err is a str, value is None whatever its type says.
+    """
+
+    @property
+    def shared(self) -> _shared.AsyncLuaStyleCtxShared:
+        """kong.ctx.shared: Values shared by all plugins while one request runs."""
+        ...
+
+
+class AsyncPythonStyleCtx(Protocol):
+    """kong.ctx, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleCtx. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    @property
+    def shared(self) -> _shared.AsyncPythonStyleCtxShared:
         """kong.ctx.shared: Values shared by all plugins while one request runs."""
         ...
 

@@ -8,13 +8,22 @@ instantiated.
 LuaStyleCtxShared (also named shared): each call returns (value, err).
 PythonStyleCtxShared: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleCtxShared, AsyncPythonStyleCtxShared: the same for async def handlers; each
+call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleCtxShared", "PythonStyleCtxShared", "shared"]
+__all__ = [
+    "AsyncLuaStyleCtxShared",
+    "AsyncPythonStyleCtxShared",
+    "LuaStyleCtxShared",
+    "PythonStyleCtxShared",
+    "shared",
+]
 
 
 class LuaStyleCtxShared(Protocol):
@@ -70,6 +79,70 @@ class PythonStyleCtxShared(Protocol):
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncLuaStyleCtxShared(Protocol):
+    """kong.ctx.shared, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleCtxShared. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    def get(self, k: str) -> Awaitable[tuple[Any, str | None]]:
+        """kong.ctx.shared.get(k)
+
+        Phases: rewrite, access, response, log, preread.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (Any, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set(self, k: str, v: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.ctx.shared.set(k, v)
+
+        Phases: rewrite, access, response, log, preread.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+
+class AsyncPythonStyleCtxShared(Protocol):
+    """kong.ctx.shared, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleCtxShared. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def get(self, k: str) -> Awaitable[Any]:
+        """kong.ctx.shared.get(k)
+
+        Phases: rewrite, access, response, log, preread.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for Any. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set(self, k: str, v: object) -> Awaitable[None]:
+        """kong.ctx.shared.set(k, v)
+
+        Phases: rewrite, access, response, log, preread.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

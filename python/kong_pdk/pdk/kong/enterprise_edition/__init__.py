@@ -8,6 +8,8 @@ classes are never instantiated.
 LuaStyleEnterpriseEdition (also named enterprise_edition): each call returns (value, err).
 PythonStyleEnterpriseEdition: each call returns the value and raises
 kong_pdk.exception.PDKException on error.
+AsyncLuaStyleEnterpriseEdition, AsyncPythonStyleEnterpriseEdition: the same for async def
+handlers; each call returns an awaitable of that.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Protocol
 
 from kong_pdk.pdk.kong.enterprise_edition import jwe as _jwe
 
-__all__ = ["LuaStyleEnterpriseEdition", "PythonStyleEnterpriseEdition", "enterprise_edition"]
+__all__ = [
+    "AsyncLuaStyleEnterpriseEdition",
+    "AsyncPythonStyleEnterpriseEdition",
+    "LuaStyleEnterpriseEdition",
+    "PythonStyleEnterpriseEdition",
+    "enterprise_edition",
+]
 
 
 class LuaStyleEnterpriseEdition(Protocol):
@@ -40,6 +48,34 @@ class PythonStyleEnterpriseEdition(Protocol):
 
     @property
     def jwe(self) -> _jwe.PythonStyleEnterpriseEditionJwe:
+        """kong.enterprise_edition.jwe: JSON Web Encryption helpers (Kong Enterprise only)."""
+        ...
+
+
+class AsyncLuaStyleEnterpriseEdition(Protocol):
+    """kong.enterprise_edition, async lua style: every call returns an awaitable of (value,
+    err).
+
+    For async def handlers; the twin of LuaStyleEnterpriseEdition. err is None when the call
+    worked; when err is a str, value is None whatever its type says.
+    """
+
+    @property
+    def jwe(self) -> _jwe.AsyncLuaStyleEnterpriseEditionJwe:
+        """kong.enterprise_edition.jwe: JSON Web Encryption helpers (Kong Enterprise only)."""
+        ...
+
+
+class AsyncPythonStyleEnterpriseEdition(Protocol):
+    """kong.enterprise_edition, async python style: every call returns an awaitable of the
+    value.
+
+    For async def handlers; the twin of PythonStyleEnterpriseEdition. Awaiting a failed call
+    raises kong_pdk.exception.PDKException.
+    """
+
+    @property
+    def jwe(self) -> _jwe.AsyncPythonStyleEnterpriseEditionJwe:
         """kong.enterprise_edition.jwe: JSON Web Encryption helpers (Kong Enterprise only)."""
         ...
 

@@ -8,13 +8,22 @@ classes are never instantiated.
 LuaStyleEnterpriseEditionJwe (also named jwe): each call returns (value, err).
 PythonStyleEnterpriseEditionJwe: each call returns the value and raises
 kong_pdk.exception.PDKException on error.
+AsyncLuaStyleEnterpriseEditionJwe, AsyncPythonStyleEnterpriseEditionJwe: the same for async
+def handlers; each call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleEnterpriseEditionJwe", "PythonStyleEnterpriseEditionJwe", "jwe"]
+__all__ = [
+    "AsyncLuaStyleEnterpriseEditionJwe",
+    "AsyncPythonStyleEnterpriseEditionJwe",
+    "LuaStyleEnterpriseEditionJwe",
+    "PythonStyleEnterpriseEditionJwe",
+    "jwe",
+]
 
 
 class LuaStyleEnterpriseEditionJwe(Protocol):
@@ -108,6 +117,110 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+
+class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
+    """kong.enterprise_edition.jwe, async lua style: every call returns an awaitable of (value,
+    err).
+
+    For async def handlers; the twin of LuaStyleEnterpriseEditionJwe. err is None when the
+    call worked; when err is a str, value is None whatever its type says.
+    """
+
+    def decode(self, token: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.enterprise_edition.jwe.decode(token)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+    def decrypt(self, key: object, token: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.enterprise_edition.jwe.decrypt(key, token)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+    def encrypt(
+        self,
+        alg: str,
+        enc: str,
+        key: object,
+        plaintext: str,
+        options: dict[str, Any] | None = None,
+    ) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+
+class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
+    """kong.enterprise_edition.jwe, async python style: every call returns an awaitable of the
+    value.
+
+    For async def handlers; the twin of PythonStyleEnterpriseEditionJwe. Awaiting a failed
+    call raises kong_pdk.exception.PDKException.
+    """
+
+    def decode(self, token: str) -> Awaitable[str | None]:
+        """kong.enterprise_edition.jwe.decode(token)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+    def decrypt(self, key: object, token: str) -> Awaitable[str | None]:
+        """kong.enterprise_edition.jwe.decrypt(key, token)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        Kong Enterprise only.
+        """
+        ...
+
+    def encrypt(
+        self,
+        alg: str,
+        enc: str,
+        key: object,
+        plaintext: str,
+        options: dict[str, Any] | None = None,
+    ) -> Awaitable[str | None]:
+        """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.

@@ -8,15 +8,18 @@ instantiated.
 LuaStyleLog (also named log): each call returns (value, err).
 PythonStyleLog: each call returns the value and raises kong_pdk.exception.PDKException on
 error.
+AsyncLuaStyleLog, AsyncPythonStyleLog: the same for async def handlers; each call returns an
+awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from kong_pdk.pdk.kong.log import inspect as _inspect
 
-__all__ = ["LuaStyleLog", "PythonStyleLog", "log"]
+__all__ = ["AsyncLuaStyleLog", "AsyncPythonStyleLog", "LuaStyleLog", "PythonStyleLog", "log"]
 
 
 class LuaStyleLog(Protocol):
@@ -392,6 +395,414 @@ class PythonStyleLog(Protocol):
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level warn.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+
+class AsyncLuaStyleLog(Protocol):
+    """kong.log, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleLog. err is None when the call worked; when
+    err is a str, value is None whatever its type says.
+    """
+
+    @property
+    def inspect(self) -> _inspect.AsyncLuaStyleLogInspect:
+        """kong.log.inspect: Debug printing of values to the error log, which can be switched
+        on and off.
+        """
+        ...
+
+    def __call__(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def alert(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.alert(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level alert.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def crit(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.crit(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level crit.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def debug(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.debug(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level debug.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def deprecation(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.deprecation(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def emerg(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.emerg(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level emerg.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def err(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.err(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level err.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def info(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.info(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level info.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def notice(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.notice(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level notice.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def serialize(self) -> Awaitable[tuple[str, str | None]]:
+        """kong.log.serialize()
+
+        Phases: log.
+        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
+        error, else None.
+
+        Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_format(self, fmt: str | None = None) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.set_format(fmt=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def set_serialize_value(
+        self,
+        key: str,
+        value: str | int | float | bool | dict[str, Any] | list[Any] | None,
+        options: dict[str, str] | None = None,
+    ) -> Awaitable[tuple[dict[str, Any], str | None]]:
+        """kong.log.set_serialize_value(key, value, options=None)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def trace(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.trace(*args)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def warn(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.warn(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Writes to Kong's error log at level warn.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+
+class AsyncPythonStyleLog(Protocol):
+    """kong.log, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleLog. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    @property
+    def inspect(self) -> _inspect.AsyncPythonStyleLogInspect:
+        """kong.log.inspect: Debug printing of values to the error log, which can be switched
+        on and off.
+        """
+        ...
+
+    def __call__(self, *args: object) -> Awaitable[None]:
+        """kong.log(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def alert(self, *args: object) -> Awaitable[None]:
+        """kong.log.alert(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level alert.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def crit(self, *args: object) -> Awaitable[None]:
+        """kong.log.crit(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level crit.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def debug(self, *args: object) -> Awaitable[None]:
+        """kong.log.debug(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level debug.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def deprecation(self, *args: object) -> Awaitable[None]:
+        """kong.log.deprecation(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def emerg(self, *args: object) -> Awaitable[None]:
+        """kong.log.emerg(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level emerg.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def err(self, *args: object) -> Awaitable[None]:
+        """kong.log.err(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level err.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def info(self, *args: object) -> Awaitable[None]:
+        """kong.log.info(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level info.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def notice(self, *args: object) -> Awaitable[None]:
+        """kong.log.notice(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Writes to Kong's error log at level notice.
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def serialize(self) -> Awaitable[str]:
+        """kong.log.serialize()
+
+        Phases: log.
+        Returns: an awaitable; await it for str. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
+        Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        """
+        ...
+
+    def set_format(self, fmt: str | None = None) -> Awaitable[None]:
+        """kong.log.set_format(fmt=None)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def set_serialize_value(
+        self,
+        key: str,
+        value: str | int | float | bool | dict[str, Any] | list[Any] | None,
+        options: dict[str, str] | None = None,
+    ) -> Awaitable[dict[str, Any]]:
+        """kong.log.set_serialize_value(key, value, options=None)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def trace(self, *args: object) -> Awaitable[None]:
+        """kong.log.trace(*args)
+
+        Phases: any (Kong documents no phase limit and does not check one).
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def warn(self, *args: object) -> Awaitable[None]:
+        """kong.log.warn(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.

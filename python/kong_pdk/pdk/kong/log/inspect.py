@@ -9,13 +9,22 @@ instantiated.
 LuaStyleLogInspect (also named inspect): each call returns (value, err).
 PythonStyleLogInspect: each call returns the value and raises
 kong_pdk.exception.PDKException on error.
+AsyncLuaStyleLogInspect, AsyncPythonStyleLogInspect: the same for async def handlers; each
+call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
-__all__ = ["LuaStyleLogInspect", "PythonStyleLogInspect", "inspect"]
+__all__ = [
+    "AsyncLuaStyleLogInspect",
+    "AsyncPythonStyleLogInspect",
+    "LuaStyleLogInspect",
+    "PythonStyleLogInspect",
+    "inspect",
+]
 
 
 class LuaStyleLogInspect(Protocol):
@@ -93,6 +102,92 @@ class PythonStyleLogInspect(Protocol):
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleLogInspect(Protocol):
+    """kong.log.inspect, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleLogInspect. err is None when the call
+    worked; when err is a str, value is None whatever its type says.
+    """
+
+    def __call__(self, *args: object) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.inspect(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def off(self) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.inspect.off()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def on(self) -> Awaitable[tuple[None, str | None]]:
+        """kong.log.inspect.on()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleLogInspect(Protocol):
+    """kong.log.inspect, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleLogInspect. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    def __call__(self, *args: object) -> Awaitable[None]:
+        """kong.log.inspect(*args)
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Takes any number of values of any type; Kong writes them one after the other.
+        """
+        ...
+
+    def off(self) -> Awaitable[None]:
+        """kong.log.inspect.off()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def on(self) -> Awaitable[None]:
+        """kong.log.inspect.on()
+
+        Phases: certificate, rewrite, access, response, log.
+        (Kong also allows init_worker, header_filter, body_filter, which external plugins do
+        not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

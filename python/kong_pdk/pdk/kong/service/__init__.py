@@ -8,16 +8,25 @@ instantiated.
 LuaStyleService (also named service): each call returns (value, err).
 PythonStyleService: each call returns the value and raises kong_pdk.exception.PDKException
 on error.
+AsyncLuaStyleService, AsyncPythonStyleService: the same for async def handlers; each call
+returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from kong_pdk.pdk.kong.service import request as _request
 from kong_pdk.pdk.kong.service import response as _response
 
-__all__ = ["LuaStyleService", "PythonStyleService", "service"]
+__all__ = [
+    "AsyncLuaStyleService",
+    "AsyncPythonStyleService",
+    "LuaStyleService",
+    "PythonStyleService",
+    "service",
+]
 
 
 class LuaStyleService(Protocol):
@@ -173,6 +182,180 @@ class PythonStyleService(Protocol):
         Phases: access.
         Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+
+class AsyncLuaStyleService(Protocol):
+    """kong.service, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleService. err is None when the call worked;
+    when err is a str, value is None whatever its type says.
+    """
+
+    @property
+    def request(self) -> _request.AsyncLuaStyleServiceRequest:
+        """kong.service.request: The request Kong will send upstream, changed before it is
+        proxied.
+        """
+        ...
+
+    @property
+    def response(self) -> _response.AsyncLuaStyleServiceResponse:
+        """kong.service.response: The response the upstream service returned."""
+        ...
+
+    def set_retries(self, retries: int) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.set_retries(retries)
+
+        Phases: access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_target(self, host: str, port: int) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.set_target(host, port)
+
+        Phases: access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_timeouts(
+        self,
+        connect_timeout: int,
+        write_timeout: int,
+        read_timeout: int,
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
+
+        Phases: access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_tls_verify(self, on: bool) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.set_tls_verify(on)
+
+        Phases: rewrite, access, preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_tls_verify_depth(self, depth: int) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.set_tls_verify_depth(depth)
+
+        Phases: rewrite, access, preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_upstream(self, host: str) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.set_upstream(host)
+
+        Phases: access.
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+
+class AsyncPythonStyleService(Protocol):
+    """kong.service, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleService. Awaiting a failed call raises
+    kong_pdk.exception.PDKException.
+    """
+
+    @property
+    def request(self) -> _request.AsyncPythonStyleServiceRequest:
+        """kong.service.request: The request Kong will send upstream, changed before it is
+        proxied.
+        """
+        ...
+
+    @property
+    def response(self) -> _response.AsyncPythonStyleServiceResponse:
+        """kong.service.response: The response the upstream service returned."""
+        ...
+
+    def set_retries(self, retries: int) -> Awaitable[None]:
+        """kong.service.set_retries(retries)
+
+        Phases: access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_target(self, host: str, port: int) -> Awaitable[None]:
+        """kong.service.set_target(host, port)
+
+        Phases: access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_timeouts(
+        self,
+        connect_timeout: int,
+        write_timeout: int,
+        read_timeout: int,
+    ) -> Awaitable[None]:
+        """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
+
+        Phases: access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_tls_verify(self, on: bool) -> Awaitable[bool | None]:
+        """kong.service.set_tls_verify(on)
+
+        Phases: rewrite, access, preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_tls_verify_depth(self, depth: int) -> Awaitable[bool | None]:
+        """kong.service.set_tls_verify_depth(depth)
+
+        Phases: rewrite, access, preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_upstream(self, host: str) -> Awaitable[bool | None]:
+        """kong.service.set_upstream(host)
+
+        Phases: access.
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """

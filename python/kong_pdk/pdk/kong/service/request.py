@@ -8,14 +8,22 @@ classes are never instantiated.
 LuaStyleServiceRequest (also named request): each call returns (value, err).
 PythonStyleServiceRequest: each call returns the value and raises
 kong_pdk.exception.PDKException on error.
+AsyncLuaStyleServiceRequest, AsyncPythonStyleServiceRequest: the same for async def
+handlers; each call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleServiceRequest", "PythonStyleServiceRequest", "request"]
+__all__ = [
+    "AsyncLuaStyleServiceRequest",
+    "AsyncPythonStyleServiceRequest",
+    "LuaStyleServiceRequest",
+    "PythonStyleServiceRequest",
+    "request",
+]
 
 
 class LuaStyleServiceRequest(Protocol):
@@ -324,6 +332,359 @@ class PythonStyleServiceRequest(Protocol):
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+
+class AsyncLuaStyleServiceRequest(Protocol):
+    """kong.service.request, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleServiceRequest. err is None when the call
+    worked; when err is a str, value is None whatever its type says.
+    """
+
+    def add_header(
+        self,
+        header: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.add_header(header, value)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def clear_header(self, header: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.clear_header(header)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def clear_query_arg(self, name: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.clear_query_arg(name)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+
+        In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
+        """
+        ...
+
+    def disable_tls(self) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.request.disable_tls()
+
+        Phases: preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def enable_buffering(self) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.enable_buffering()
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def enable_tls(self) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.request.enable_tls()
+
+        Phases: preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def set_body(
+        self,
+        args: dict[str, Any],
+        mimetype: str | None = None,
+    ) -> Awaitable[tuple[bool | None, str | None]]:
+        """kong.service.request.set_body(args, mimetype=None)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
+        reports an error, else None.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_header(
+        self,
+        header: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_header(header, value)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_headers(
+        self,
+        headers: Mapping[str, str | int | float | bool | list[str]],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_headers(headers)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_method(self, method: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_method(method)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_path(self, path: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_path(path)
+
+        Phases: access, rewrite.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_query(
+        self,
+        args: Mapping[str, str | bool | Sequence[str | bool]],
+    ) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_query(args)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_raw_body(self, body: bytes) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_raw_body(body)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_raw_query(self, query: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_raw_query(query)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+    def set_scheme(self, scheme: str) -> Awaitable[tuple[None, str | None]]:
+        """kong.service.request.set_scheme(scheme)
+
+        Phases: access, rewrite.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
+        error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleServiceRequest(Protocol):
+    """kong.service.request, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleServiceRequest. Awaiting a failed call
+    raises kong_pdk.exception.PDKException.
+    """
+
+    def add_header(
+        self,
+        header: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[None]:
+        """kong.service.request.add_header(header, value)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def clear_header(self, header: str) -> Awaitable[None]:
+        """kong.service.request.clear_header(header)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def clear_query_arg(self, name: str) -> Awaitable[None]:
+        """kong.service.request.clear_query_arg(name)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
+        """
+        ...
+
+    def disable_tls(self) -> Awaitable[bool | None]:
+        """kong.service.request.disable_tls()
+
+        Phases: preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def enable_buffering(self) -> Awaitable[None]:
+        """kong.service.request.enable_buffering()
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def enable_tls(self) -> Awaitable[bool | None]:
+        """kong.service.request.enable_tls()
+
+        Phases: preread.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        Not documented in Kong's Lua PDK.
+        """
+        ...
+
+    def set_body(
+        self,
+        args: dict[str, Any],
+        mimetype: str | None = None,
+    ) -> Awaitable[bool | None]:
+        """kong.service.request.set_body(args, mimetype=None)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for bool | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        """
+        ...
+
+    def set_header(
+        self,
+        header: str,
+        value: str | int | float | bool | list[str],
+    ) -> Awaitable[None]:
+        """kong.service.request.set_header(header, value)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_headers(
+        self,
+        headers: Mapping[str, str | int | float | bool | list[str]],
+    ) -> Awaitable[None]:
+        """kong.service.request.set_headers(headers)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_method(self, method: str) -> Awaitable[None]:
+        """kong.service.request.set_method(method)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_path(self, path: str) -> Awaitable[None]:
+        """kong.service.request.set_path(path)
+
+        Phases: access, rewrite.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_query(self, args: Mapping[str, str | bool | Sequence[str | bool]]) -> Awaitable[None]:
+        """kong.service.request.set_query(args)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_raw_body(self, body: bytes) -> Awaitable[None]:
+        """kong.service.request.set_raw_body(body)
+
+        Phases: rewrite, access.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_raw_query(self, query: str) -> Awaitable[None]:
+        """kong.service.request.set_raw_query(query)
+
+        Phases: rewrite, access.
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def set_scheme(self, scheme: str) -> Awaitable[None]:
+        """kong.service.request.set_scheme(scheme)
+
+        Phases: access, rewrite.
+        (Kong also allows balancer, which external plugins do not run in.)
+        Returns: an awaitable; await it for None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 

@@ -8,13 +8,22 @@ classes are never instantiated.
 LuaStyleServiceResponse (also named response): each call returns (value, err).
 PythonStyleServiceResponse: each call returns the value and raises
 kong_pdk.exception.PDKException on error.
+AsyncLuaStyleServiceResponse, AsyncPythonStyleServiceResponse: the same for async def
+handlers; each call returns an awaitable of that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-__all__ = ["LuaStyleServiceResponse", "PythonStyleServiceResponse", "response"]
+__all__ = [
+    "AsyncLuaStyleServiceResponse",
+    "AsyncPythonStyleServiceResponse",
+    "LuaStyleServiceResponse",
+    "PythonStyleServiceResponse",
+    "response",
+]
 
 
 class LuaStyleServiceResponse(Protocol):
@@ -157,6 +166,155 @@ class PythonStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: int | None. Raises kong_pdk.exception.PDKException when Kong reports an
         error.
+        """
+        ...
+
+
+class AsyncLuaStyleServiceResponse(Protocol):
+    """kong.service.response, async lua style: every call returns an awaitable of (value, err).
+
+    For async def handlers; the twin of LuaStyleServiceResponse. err is None when the call
+    worked; when err is a str, value is None whatever its type says.
+    """
+
+    def get_body(
+        self,
+        mimetype: str | None = None,
+        max_args: int | None = None,
+    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+        """kong.service.response.get_body(mimetype=None, max_args=None)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
+        crosses Kong's bridge.
+        Kong's documentation gives another return type; the type here follows the code.
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[tuple[str | None, str | None]]:
+        """kong.service.response.get_header(name)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+    def get_headers(
+        self,
+        max_headers: int | None = None,
+    ) -> Awaitable[tuple[dict[str, list[str]], str | None]]:
+        """kong.service.response.get_headers(max_headers=None)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
+        Kong reports an error, else None.
+
+        Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
+        Kong's bridge.
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        """
+        ...
+
+    def get_raw_body(self) -> Awaitable[tuple[bytes, str | None]]:
+        """kong.service.response.get_raw_body()
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
+        error, else None.
+
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_status(self) -> Awaitable[tuple[int | None, str | None]]:
+        """kong.service.response.get_status()
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for (int | None, err); err is a str when Kong
+        reports an error, else None.
+        """
+        ...
+
+
+class AsyncPythonStyleServiceResponse(Protocol):
+    """kong.service.response, async python style: every call returns an awaitable of the value.
+
+    For async def handlers; the twin of PythonStyleServiceResponse. Awaiting a failed call
+    raises kong_pdk.exception.PDKException.
+    """
+
+    def get_body(
+        self,
+        mimetype: str | None = None,
+        max_args: int | None = None,
+    ) -> Awaitable[dict[str, Any] | None]:
+        """kong.service.response.get_body(mimetype=None, max_args=None)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
+        crosses Kong's bridge.
+        Kong's documentation gives another return type; the type here follows the code.
+        """
+        ...
+
+    def get_header(self, name: str) -> Awaitable[str | None]:
+        """kong.service.response.get_header(name)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for str | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+        """
+        ...
+
+    def get_headers(self, max_headers: int | None = None) -> Awaitable[dict[str, list[str]]]:
+        """kong.service.response.get_headers(max_headers=None)
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
+        Kong's bridge.
+        Kong sends every value as a list of strings: a single value becomes a one-item list
+        and a bare query flag (?debug) becomes an empty list.
+        """
+        ...
+
+    def get_raw_body(self) -> Awaitable[bytes]:
+        """kong.service.response.get_raw_body()
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for bytes. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
+
+        The body arrives as raw bytes (MessagePack bin).
+        """
+        ...
+
+    def get_status(self) -> Awaitable[int | None]:
+        """kong.service.response.get_status()
+
+        Phases: log.
+        (Kong also allows header_filter, body_filter, which external plugins do not run in.)
+        Returns: an awaitable; await it for int | None. Awaiting raises
+        kong_pdk.exception.PDKException when Kong reports an error.
         """
         ...
 
