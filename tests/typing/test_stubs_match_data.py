@@ -3,8 +3,11 @@
 * Regenerating into a temp dir gives exactly the committed files (no hand
   edits, no stale files, nothing missing).
 * At runtime (Python 3.10 and the current interpreter) every RPC-callable
-  function is reachable from ``kong.kong`` and ``kong.PythonStyleKong`` with the
-  Lua parameter names and the return type the data says crosses the bridge, and
+  function is reachable from each of the four root classes (``kong.kong``,
+  ``kong.PythonStyleKong``, ``kong.AsyncLuaStyleKong``,
+  ``kong.AsyncPythonStyleKong``) with the Lua parameter names and the return
+  type the data says crosses the bridge (wrapped in ``Awaitable`` for the async
+  classes, ``NoReturn`` for terminal calls in every style), and
   ``functions.FUNCTIONS`` agrees with the data row by row.
 """
 
@@ -90,7 +93,7 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 # Runs inside the sandbox interpreter; prints "OK <n>" after checking n functions.
 RUNTIME_CHECK = r'''
 import inspect, json, sys, typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import kong_pdk.pdk.kong as kong
@@ -100,11 +103,19 @@ data = json.load(open(sys.argv[1], encoding="utf-8"))
 callable_fns = [f for f in data["functions"] if f["rpc_callable"]]
 names = {f["name"] for f in callable_fns}
 assert kong.kong is kong.LuaStyleKong, "kong.kong must be the lua-style class"
-assert isinstance(kong.kong, type) and isinstance(kong.PythonStyleKong, type)
+ROOTS = {
+    "LuaStyle": kong.LuaStyleKong,
+    "PythonStyle": kong.PythonStyleKong,
+    "AsyncLuaStyle": kong.AsyncLuaStyleKong,
+    "AsyncPythonStyle": kong.AsyncPythonStyleKong,
+}
+assert all(isinstance(root, type) for root in ROOTS.values())
+assert set(kong.__all__) == {p + "Kong" for p in ROOTS} | {"kong"}, kong.__all__
 assert set(functions.FUNCTIONS) == names, set(functions.FUNCTIONS) ^ names
 assert set(functions.NOT_RPC_CALLABLE) == {f["name"] for f in data["functions"]} - names
 assert tuple(functions.EXTERNAL_PLUGIN_PHASES) == tuple(data["external_plugin_phases"])
-ns = {"Any": Any, "NoReturn": NoReturn, "Mapping": Mapping, "Sequence": Sequence}
+ns = {"Any": Any, "NoReturn": NoReturn, "Mapping": Mapping, "Sequence": Sequence,
+      "Awaitable": Awaitable}
 
 
 def resolve(root, dotted):
@@ -134,9 +145,11 @@ for f in callable_fns:
     fixed = [p for p in f["params"] if not p.get("variadic")]
     assert row["params"] == tuple((p["name"], p["optional"]) for p in fixed), f["name"]
     assert row["variadic"] is (len(fixed) != len(f["params"])), f["name"]
-    for root, style in ((kong.kong, "lua"), (kong.PythonStyleKong, "python")):
+    for prefix, root in ROOTS.items():
+        lua, aio = "Lua" in prefix, prefix.startswith("Async")
         owner, method = resolve(root, f["name"])
-        assert owner.__name__.startswith("LuaStyle" if style == "lua" else "PythonStyle")
+        # Every namespace on the way is of the same style as the root.
+        assert owner.__name__.startswith(prefix), (f["name"], prefix, owner.__name__)
         assert method.__doc__.startswith(f["name"] + "("), (f["name"], method.__doc__[:40])
         sig = inspect.signature(method)
         params = list(sig.parameters.values())[1:]
@@ -150,14 +163,16 @@ for f in callable_fns:
         ret = typing.get_type_hints(method)["return"]
         wire = eval(f["wire_return"], ns)
         if f["terminal"]:
-            want = NoReturn
-        elif style == "python" and wire is None:
-            want = type(None)  # get_type_hints turns a bare None into NoneType
-        elif style == "lua":
+            want = NoReturn  # in every style: the call ends the handler, nothing to await
+        elif lua:
             want = tuple[wire, str | None]
+        elif wire is None and not aio:
+            want = type(None)  # get_type_hints turns a bare None into NoneType
         else:
             want = wire
-        assert ret == want, (f["name"], style, ret, want)
+        if aio and not f["terminal"]:
+            want = Awaitable[want]
+        assert ret == want, (f["name"], prefix, ret, want)
 print("OK", len(callable_fns))
 '''
 
