@@ -262,17 +262,48 @@ def test_steps_of_one_event_on_different_connections(emu: KongEmulator) -> None:
 def test_error_style_follows_the_handler_annotation(
     serve: Callable[..., Served], tmp_path, header: str, style_line: str, expected: str  # type: ignore[no-untyped-def]
 ) -> None:
+    assert styled_plugin_saw(serve, tmp_path, header, style_line) == expected
+
+
+@pytest.mark.parametrize(
+    "header, style_line, expected",
+    [
+        # An async handler annotated with the async python-style class gets python style ...
+        (
+            "import kong_pdk.pdk.kong as kong\n",
+            "    async def access(self, kong: kong.AsyncPythonStyleKong) -> None:\n",
+            "'h.test'",
+        ),
+        # ... by a string annotation too ...
+        ("", "    async def access(self, kong: 'kong_pdk.pdk.kong.AsyncPythonStyleKong') -> None:\n", "'h.test'"),
+        # ... and the async lua-style class keeps the default.
+        (
+            "import kong_pdk.pdk.kong as kong\n",
+            "    async def access(self, kong: kong.AsyncLuaStyleKong) -> None:\n",
+            "('h.test', None)",
+        ),
+    ],
+)
+def test_error_style_follows_an_async_handler_annotation(
+    serve: Callable[..., Served], tmp_path, header: str, style_line: str, expected: str  # type: ignore[no-untyped-def]
+) -> None:
+    assert styled_plugin_saw(serve, tmp_path, header, style_line) == expected
+
+
+def styled_plugin_saw(serve: Callable[..., Served], tmp_path, header: str, style_line: str) -> object:  # type: ignore[no-untyped-def]
+    """Serve a plugin whose access handler starts with ``style_line``; what get_header gave it."""
+    aw = "await " if "async def" in style_line else ""
     plugin = tmp_path / "styled.py"
     plugin.write_text(
         header + "class Plugin:\n"
         "    def __init__(self, config): pass\n"
         + style_line
-        + "        got = kong.request.get_header('host')\n"
-        "        kong.response.set_header('x-got', repr(got))\n"
+        + f"        got = {aw}kong.request.get_header('host')\n"
+        f"        {aw}kong.response.set_header('x-got', repr(got))\n"
         "from kong_pdk.cli import start_dedicated_server\n"
         "start_dedicated_server('styled', Plugin, '1.0')\n"
     )
     served = serve(plugin)
     with KongEmulator(served.socket) as emu:
         result = emu.run_phase("styled", {}, "access", answers={"kong.request.get_header": "h.test"})
-    assert result.calls_to("kong.response.set_header")[0].args == ("x-got", expected)
+    return result.calls_to("kong.response.set_header")[0].args[1]

@@ -19,7 +19,13 @@ __all__ = ["build_server", "lua_style_of"]
 
 
 def _annotation_style(plugin: type) -> bool | None:
-    """False when a phase handler annotates ``kong`` with the python-style type."""
+    """False when a phase handler annotates ``kong`` with a python-style root class.
+
+    Those are ``PythonStyleKong`` and its async twin ``AsyncPythonStyleKong``
+    (matched by name, so string annotations count too). The exact names, rather
+    than a prefix: a namespace class such as ``PythonStyleRequest`` is not what
+    a handler receives, and says nothing about the plugin's style.
+    """
     for phase in PHASES:
         method = getattr(plugin, phase, None)
         if method is None:
@@ -33,7 +39,7 @@ def _annotation_style(plugin: type) -> bool | None:
             continue
         hint = hints.get(params[0])
         name = hint if isinstance(hint, str) else getattr(hint, "__name__", "")
-        if name.rsplit(".", 1)[-1] == "PythonStyleKong":
+        if name.rsplit(".", 1)[-1] in ("PythonStyleKong", "AsyncPythonStyleKong"):
             return False
     return None
 
