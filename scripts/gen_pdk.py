@@ -813,7 +813,12 @@ def doc_index(data: dict[str, Any], root: Node) -> str:
         "too, but in lua style also flags the `(None, err)` of every awaited call left unused. "
         "basedpyright also rejects `await kong.response.exit(...)`; mypy accepts it (a `NoReturn` "
         "call may be awaited in its eyes), and at run time the call has ended the handler before "
-        "the `await` is reached.\n\n",
+        "the `await` is reached. A sync class on an `async def` handler is caught as soon as a "
+        "call is awaited (a tuple or plain value is not awaitable), and an async class on a "
+        "plain `def` handler as soon as a result is used; what no type checker can see is an "
+        "`async def` handler annotated `kong.kong` that never awaits, so annotate each handler "
+        "with the class that matches its `def`. `tests/typing/good_async_*.py` are complete "
+        "examples.\n\n",
         "Values are typed as they arrive over Kong's bridge: only the first Lua return value "
         "crosses it, header and query maps arrive as `dict[str, list[str]]`, raw bodies as `bytes`. "
         "Arguments can be passed by position or by their Lua names (the plugin server puts "
