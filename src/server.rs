@@ -133,9 +133,6 @@ impl PluginServer {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(self.async_threads)
                     .max_blocking_threads(self.max_handler_threads)
-                    // Handler threads are reused across bursts instead of
-                    // being torn down and created again every few seconds.
-                    .thread_keep_alive(Duration::from_secs(120))
                     .thread_name("kong-pdk")
                     .enable_all()
                     .build()
