@@ -22,6 +22,9 @@ pub enum Method {
     GetPluginInfo,
     InstanceStatus,
     SetPluginDir,
+    /// Ours, never sent by Kong: the core of the worker-process model ends a
+    /// worker's event that Kong abandoned (executor/process.rs).
+    AbandonEvent,
 }
 
 impl Method {
@@ -42,6 +45,7 @@ impl Method {
             "GetPluginInfo" => Method::GetPluginInfo,
             "InstanceStatus" => Method::InstanceStatus,
             "SetPluginDir" => Method::SetPluginDir,
+            "AbandonEvent" => Method::AbandonEvent,
             _ => return Err(format!("method {name} not implemented")),
         })
     }

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 
 use crate::convert::{json_to_value, value_to_py};
 use crate::executor::bridge::LoopExecutor;
+use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
-use crate::executor::{Phase, PhaseRouter, SharedExecutor};
+use crate::executor::{Executor, Phase, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::service::{PluginMeta, Service, Settings};
 use crate::wire::DEFAULT_MAX_FRAME;
@@ -50,6 +51,10 @@ pub struct PluginServer {
     /// A Python event-loop runner (`kong_pdk/runners.py`) and the phases it runs.
     runner: Option<Py<PyAny>>,
     loop_phases: Vec<Phase>,
+    /// Worker processes (`-m`): each one's command line and private socket.
+    /// Empty: handlers run in this process.
+    workers: Vec<(Vec<String>, PathBuf)>,
+    worker_startup_timeout: Duration,
     running: Mutex<Option<Running>>,
 }
 
@@ -66,7 +71,8 @@ impl PluginServer {
         lua_style = true, event_timeout = 60.0, instance_ttl = 600.0,
         max_frame = DEFAULT_MAX_FRAME, listen_backlog = 1024, async_threads = 2,
         max_handler_threads = 512, config_exclude = Vec::new(),
-        runner = None, loop_phases = Vec::new()
+        runner = None, loop_phases = Vec::new(), workers = Vec::new(),
+        worker_startup_timeout = 60.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -85,7 +91,12 @@ impl PluginServer {
         config_exclude: Vec<String>,
         runner: Option<Py<PyAny>>,
         loop_phases: Vec<String>,
+        workers: Vec<(Vec<String>, PathBuf)>,
+        worker_startup_timeout: f64,
     ) -> PyResult<Self> {
+        if workers.iter().any(|(argv, _)| argv.is_empty()) {
+            return Err(PyValueError::new_err("a worker command is empty"));
+        }
         let loop_phases = loop_phases
             .iter()
             .map(|p| {
@@ -118,6 +129,8 @@ impl PluginServer {
             config_exclude: config_exclude.into_iter().collect(),
             runner,
             loop_phases,
+            workers,
+            worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
             running: Mutex::new(None),
         })
     }
@@ -138,7 +151,11 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let executor = self.executor(py, runtime.handle())?;
+        let executor = if self.workers.is_empty() {
+            self.executor(py, runtime.handle())?
+        } else {
+            self.start_workers(py, runtime.handle())?
+        };
         let service = Arc::new(Service::new(
             PluginMeta {
                 name: self.name.clone(),
@@ -241,6 +258,9 @@ impl PluginServer {
             if let Err(e) = std::fs::remove_file(&path) {
                 log::debug!("removing {}: {e}", path.display());
             }
+            // Worker processes, if any: after the drain they have nothing in
+            // flight; each gets SIGTERM, then SIGKILL if it lingers.
+            service.executor.stop();
             runtime.shutdown_timeout(Duration::from_millis(500));
             drop(service.instances.clear());
             log::info!("plugin server stopped");
@@ -272,6 +292,33 @@ impl PluginServer {
 }
 
 impl PluginServer {
+    /// The worker-process model: spawns the workers and waits until each
+    /// serves its socket, so that Kong's first StartInstance reaches them.
+    fn start_workers(
+        &self,
+        py: Python<'_>,
+        runtime: &tokio::runtime::Handle,
+    ) -> PyResult<SharedExecutor> {
+        let specs = self
+            .workers
+            .iter()
+            .map(|(argv, socket)| WorkerSpec {
+                argv: argv.clone(),
+                socket: socket.clone(),
+            })
+            .collect();
+        let executor =
+            ProcessExecutor::start(self.name.clone(), runtime.clone(), self.max_frame, specs)
+                .map_err(|e| PyOSError::new_err(format!("cannot start worker processes: {e}")))?;
+        let timeout = self.worker_startup_timeout;
+        let ready = py.detach(|| executor.wait_ready(timeout));
+        if let Err(e) = ready {
+            py.detach(|| executor.stop());
+            return Err(PyRuntimeError::new_err(e));
+        }
+        Ok(Arc::new(executor))
+    }
+
     /// Threads by default; phases listed in `loop_phases` go to the runner's
     /// event loop (all of them under gevent).
     fn executor(
@@ -379,17 +426,33 @@ async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Sets up stderr logging once; `level` is a `log` level name.
+/// Sets up stderr logging once; `level` is a `log` level name. `prefix`
+/// tags every line (a worker process: `worker 1`), since the workers share
+/// the core's stderr, which Kong merges into its error log (protocol.md §1.3).
 #[pyfunction]
-pub fn init_logging(level: &str) -> PyResult<()> {
+#[pyo3(signature = (level, prefix = None))]
+pub fn init_logging(level: &str, prefix: Option<String>) -> PyResult<()> {
+    use std::io::Write;
     let filter: log::LevelFilter = level
         .parse()
         .map_err(|_| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-    let _ = env_logger::Builder::new()
+    let mut builder = env_logger::Builder::new();
+    builder
         .filter_level(filter)
         .format_target(false)
-        .target(env_logger::Target::Stderr)
-        .try_init();
+        .target(env_logger::Target::Stderr);
+    if let Some(prefix) = prefix {
+        builder.format(move |buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {prefix}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.args()
+            )
+        });
+    }
+    let _ = builder.try_init();
     log::set_max_level(filter);
     Ok(())
 }

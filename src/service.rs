@@ -111,7 +111,25 @@ impl Service {
                 }
                 _ => Err(format!("{first} is not a directory")),
             },
+            Method::AbandonEvent => self.abandon_event(first),
         }
+    }
+
+    /// Drops a parked event as the reaper does (protocol.md §5.2.5): its
+    /// handler wakes with `EventAbandoned`. Sent by the core of the
+    /// worker-process model when Kong abandoned the event there.
+    fn abandon_event(&self, arg: &Value) -> Reply {
+        let id = as_map(arg)
+            .and_then(|m| field(m, "EventId"))
+            .and_then(as_u64)
+            .ok_or("AbandonEvent expects {EventId}")?;
+        let parked = self
+            .events
+            .take(id)
+            .ok_or_else(|| format!("event id {id} not found"))?;
+        log::info!("event {id} abandoned by the core process");
+        drop(parked);
+        Ok(Encoded::Value(Value::from("ok")))
     }
 
     async fn start_instance(self: &Arc<Self>, arg: &Value) -> Reply {
@@ -257,7 +275,7 @@ impl Service {
             ("LastStartInstance", opt(&self.instances.last_start)),
             ("LastCloseInstance", opt(&self.instances.last_close)),
         ]);
-        map(vec![
+        let mut status = vec![
             ("Pid", Value::from(std::process::id())),
             (
                 "Plugins",
@@ -272,7 +290,10 @@ impl Service {
                 ]),
             ),
             ("Time", Value::F64(unix_now())),
-        ])
+        ];
+        // Ours: e.g. the worker processes and their pids.
+        status.extend(self.executor.status());
+        map(status)
     }
 
     fn plugin_info(&self, arg: &Value) -> Reply {

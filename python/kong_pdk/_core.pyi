@@ -27,6 +27,8 @@ class PluginServer:
         config_exclude: list[str] = ...,
         runner: object | None = None,
         loop_phases: list[str] = ...,
+        workers: list[tuple[list[str], str]] = ...,
+        worker_startup_timeout: float = 60.0,
     ) -> None: ...
     def start(self) -> None:
         """Binds the socket (replacing a stale one) and starts serving in the background."""
@@ -37,7 +39,7 @@ class PluginServer:
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:
-        """The ``plugin.GetStatus`` result."""
+        """The ``plugin.GetStatus`` result (with ``Workers`` under ``-m``)."""
     @property
     def socket_path(self) -> str: ...
 
@@ -48,5 +50,6 @@ class PdkProxy:
     def __getattr__(self, name: str) -> PdkProxy: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
-def init_logging(level: str) -> None:
-    """Routes the core's logs to stderr at ``level`` (error, warn, info, debug)."""
+def init_logging(level: str, prefix: str | None = None) -> None:
+    """Routes the core's logs to stderr at ``level`` (error, warn, info, debug),
+    each line tagged with ``prefix`` if given (a worker process)."""

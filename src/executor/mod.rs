@@ -15,6 +15,7 @@
 //! waiting.
 
 pub mod bridge;
+pub mod process;
 pub mod thread;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +35,33 @@ pub enum PluginHandle {
     Python(Py<PyAny>),
     /// A key into the executor's own table (instances that live elsewhere,
     /// e.g. in worker processes).
-    Remote(u64),
+    Remote(RemoteKey),
+}
+
+/// The key of an instance that lives outside this process. The executor
+/// learns through `release` when the registry's last reference is gone
+/// (closed or expired, and no event in flight), so that it can close the
+/// instance where it lives: Kong never closes orphans (protocol.md §7.3).
+pub struct RemoteKey {
+    pub key: u64,
+    release: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+}
+
+impl RemoteKey {
+    pub fn new(key: u64, release: impl FnOnce(u64) + Send + Sync + 'static) -> Self {
+        RemoteKey {
+            key,
+            release: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for RemoteKey {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release(self.key);
+        }
+    }
 }
 
 impl PluginHandle {
@@ -111,6 +138,15 @@ pub trait Executor: Send + Sync {
 
     /// Handlers currently running (for status and draining).
     fn running(&self) -> usize;
+
+    /// Stops what the executor runs outside this process (worker
+    /// processes). Blocking; called once the events have drained.
+    fn stop(&self) {}
+
+    /// Extra entries for the `plugin.GetStatus` result.
+    fn status(&self) -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
 }
 
 pub type SharedExecutor = Arc<dyn Executor>;
@@ -153,6 +189,17 @@ impl Executor for PhaseRouter {
 
     fn running(&self) -> usize {
         self.default.running() + self.looped.as_ref().map_or(0, |(e, _)| e.running())
+    }
+
+    fn stop(&self) {
+        self.default.stop();
+        if let Some((e, _)) = &self.looped {
+            e.stop();
+        }
+    }
+
+    fn status(&self) -> Vec<(&'static str, Value)> {
+        self.default.status()
     }
 }
 
