@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,11 +93,50 @@ def test_prefix_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("flag", [["-m"], ["-m", "2"]])
-def test_other_execution_models_fail_clearly_for_now(tmp_path: Path, flag: list[str]) -> None:
-    out = run(str(PLUGINS / "behaviours.py"), "-p", str(tmp_path), *flag)
+def test_worker_processes_and_gevent_cannot_be_combined(tmp_path: Path) -> None:
+    out = run(str(PLUGINS / "behaviours.py"), "-p", str(tmp_path), "-m", "2", "-g")
     assert out.returncode == 1
-    assert "not yet available" in out.stderr
+    assert "cannot be combined" in out.stderr and "Traceback" not in out.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", [["-m"], ["-m", "2"]])
+def test_dump_with_m_starts_no_worker(tmp_path: Path, flag: list[str]) -> None:
+    # Kong runs the query command often, before the server exists (§1.4):
+    # -m on it must not spawn anything or touch the prefix.
+    t0 = time.monotonic()
+    out = run(str(PLUGINS / "behaviours.py"), "--dump", "-p", str(tmp_path), *flag)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["Name"] == "behaviours"
+    assert os.listdir(tmp_path) == []
+    assert time.monotonic() - t0 < 10
+
+
+def _plugin_class(path: Path, module: str) -> type:
+    spec = importlib.util.spec_from_file_location(module, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module] = mod  # inspect.getfile finds the file through it
+    spec.loader.exec_module(mod)
+    plugin: type = mod.Plugin
+    return plugin
+
+
+def test_m_defaults_to_one_worker_per_cpu(tmp_path: Path) -> None:
+    from kong_pdk.serve import worker_commands
+
+    Plugin = _plugin_class(PLUGINS / "behaviours.py", "behaviours_for_test_cli")
+    cmds = worker_commands(Plugin, str(tmp_path / "b.socket"), 0, True, {"event_timeout": 2.0}, ["-v"])
+    assert len(cmds) == (os.cpu_count() or 1)
+    argv, sock = cmds[0]
+    assert argv[1] == str(PLUGINS / "behaviours.py")
+    assert argv[argv.index("--worker-socket") + 1] == sock == str(tmp_path / ".b.socket.w0")
+    # The worker's own deadline is a safety net behind the core's.
+    assert float(argv[argv.index("--event-timeout") + 1]) > 2.0
+    assert argv[-1] == "-v" and "--no-lua-style" not in argv
+    long_dir = tmp_path / ("d" * 90)
+    _, far = worker_commands(Plugin, str(long_dir / "b.socket"), 1, False, {}, [])[0]
+    assert len(far) < 100 and far.endswith(".w0")
 
 
 def test_version_flag() -> None:

@@ -1,5 +1,7 @@
 """The same behaviours under each execution model: threads (default),
-asyncio (``async def`` handlers) and gevent (``-g``)."""
+asyncio (``async def`` handlers), gevent (``-g``) and worker processes
+(``-m 2``: the core relays every event to one of two worker processes, which
+run the handlers on threads or, for ``async def`` ones, on asyncio)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ MODELS = {
     "thread": ("behaviours.py", ()),
     "asyncio": ("behaviours_async.py", ()),
     "gevent": ("behaviours.py", ("-g",)),
+    "processes": ("behaviours.py", ("-m", "2")),
+    # The workers choose their own model per phase: asyncio here.
+    "processes-asyncio": ("behaviours_async.py", ("-m", "2")),
 }
 
 

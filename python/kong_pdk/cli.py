@@ -114,11 +114,16 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         const=0,
         type=int,
         default=None,
-        help="run handlers in worker processes (not yet available)",
+        metavar="N",
+        help="run handlers in N worker processes (default N: one per CPU); for CPU-bound plugins",
     )
     p.add_argument(
         "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong_pdk[gevent]')"
     )
+    # Internal: how the -m core starts each worker (serve on exactly this
+    # socket, thread model, logs tagged "worker <index>").
+    p.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return p
 
 
@@ -128,15 +133,16 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _setup_logging(verbosity: int) -> None:
+def _setup_logging(verbosity: int, prefix: str | None = None) -> None:
     level = ("WARNING", "INFO", "DEBUG")[min(verbosity, 2)]
+    tag = f" {prefix}" if prefix else ""
     logging.basicConfig(
         stream=sys.stderr,
         level=level,
-        format="[%(asctime)s %(levelname)s] %(message)s",
+        format=f"[%(asctime)s %(levelname)s{tag}] %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
-    _core.init_logging(level.lower() if level != "WARNING" else "warn")
+    _core.init_logging(level.lower() if level != "WARNING" else "warn", prefix)
 
 
 def start_dedicated_server(
@@ -155,21 +161,26 @@ def start_dedicated_server(
         sys.stdout.write(json.dumps([info]))
         sys.stdout.flush()
         raise SystemExit(0)
-    _setup_logging(args.verbose)
-    if args.processes is not None:
-        _fail("the -m (worker processes) execution model is not yet available in this version")
-    if args.gevent:
+    worker = args.worker_socket is not None
+    _setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
+    processes = None if worker else args.processes
+    if processes is not None and args.gevent:
+        _fail("-m (worker processes) and -g (gevent) cannot be combined")
+    if processes is not None and processes < 0:
+        _fail(f"-m needs a positive number of worker processes, not {processes}")
+    if args.gevent and not worker:
         _enable_gevent()
     prefix = args.kong_prefix
     if not os.path.isdir(prefix):
         _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
     if not os.access(prefix, os.W_OK | os.X_OK):
         _fail(f"Kong prefix {prefix!r} is not writable by this user")
+    socket_path = args.worker_socket if worker else os.path.join(prefix, args.socket_name or f"{name}.socket")
     try:
         server = build_server(
             name,
             plugin,
-            os.path.join(prefix, args.socket_name or f"{name}.socket"),
+            socket_path,
             version=version,
             priority=priority,
             schema=schema,
@@ -180,13 +191,15 @@ def start_dedicated_server(
             listen_backlog=args.listen_queue_size,
             max_handler_threads=args.max_handler_threads,
             async_threads=args.io_threads,
-            gevent=args.gevent,
+            gevent=args.gevent and not worker,
+            processes=processes,
+            worker_args=["-v"] * args.verbose,
         )
     except (TypeError, ValueError) as e:
         _fail(str(e))
     try:
         server.start()
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         _fail(str(e))
     _wait_for_stop()
     server.begin_drain()

@@ -6,10 +6,14 @@ runs the same way in tests as in Kong.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
+import sys
+import tempfile
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from kong_pdk import _core
@@ -73,12 +77,18 @@ def build_server(
     schema: Any = (),
     lua_style: bool = True,
     gevent: bool = False,
+    processes: int | None = None,
+    worker_args: Sequence[str] = (),
     **options: Any,
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
 
     Phase handlers run on threads; ``async def`` handlers on an asyncio loop;
     with ``gevent=True`` every handler runs in a greenlet on this thread's hub.
+    With ``processes=N`` (0: one per CPU) they run in N worker processes, each
+    one ``python <the plugin's file> --worker-socket ...`` (so that file must
+    call ``start_dedicated_server`` when run), and this process only relays
+    events; ``worker_args`` are more flags for the workers (e.g. ``-v``).
     ``options`` are the core's tuning knobs (``event_timeout``, ``instance_ttl``,
     ``max_frame``, ``listen_backlog``, ``max_handler_threads``).
     """
@@ -89,7 +99,12 @@ def build_server(
     coroutines = async_phases(plugin)
     runner: object = None
     loop_phases: list[str] = []
-    if gevent:
+    workers: list[tuple[list[str], str]] = []
+    if processes is not None:
+        if gevent:
+            raise ValueError("-m (worker processes) and -g (gevent) cannot be combined")
+        workers = worker_commands(plugin, os.fspath(socket_path), processes, lua_style, options, worker_args)
+    elif gevent:
         if coroutines:
             raise ValueError(
                 f"async def handlers ({', '.join(coroutines)}) cannot run under gevent (-g); "
@@ -112,5 +127,67 @@ def build_server(
         config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
         runner=runner,
         loop_phases=loop_phases,
+        workers=workers,
         **options,
     )
+
+
+def worker_timeout(event_timeout: float) -> float:
+    """A worker's own event deadline: a little after the core's.
+
+    The core's reaper decides when Kong abandoned an event (protocol.md
+    §5.2.5) and then ends the worker's side itself; the worker's deadline is
+    only the safety net, so it must not fire first.
+    """
+    return event_timeout * 1.25 + 1.0
+
+
+def worker_socket_path(socket_path: str, index: int) -> str:
+    """A worker's private socket, next to Kong's: ``.<name>.w<i>``.
+
+    Falls back to the temporary directory when that path would not fit in a
+    Unix socket address (107 bytes).
+    """
+    folder, base = os.path.split(socket_path)
+    path = os.path.join(folder, f".{base}.w{index}")
+    if len(os.fsencode(path)) <= 100:
+        return path
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(socket_path))).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"kong_pdk-{os.getuid()}-{digest}.w{index}")
+
+
+def worker_commands(
+    plugin: type,
+    socket_path: str,
+    processes: int,
+    lua_style: bool,
+    options: dict[str, Any],
+    extra: Sequence[str],
+) -> list[tuple[list[str], str]]:
+    """Command line and socket of each worker: the plugin file, run again."""
+    count = processes or os.cpu_count() or 1
+    if count < 1:
+        raise ValueError(f"-m needs at least one worker process, not {processes}")
+    try:
+        plugin_file = os.path.abspath(inspect.getfile(plugin))
+    except TypeError as e:
+        raise ValueError(f"worker processes need the file that defines {plugin.__name__}: {e}") from None
+    prefix = os.path.dirname(socket_path) or "."
+    flags = [
+        "--event-timeout",
+        repr(worker_timeout(float(options.get("event_timeout", 60.0)))),
+        "--instance-ttl",
+        repr(float(options.get("instance_ttl", 600.0))),
+    ]
+    if "max_frame" in options:
+        flags += ["--max-message-size", str(options["max_frame"])]
+    if "max_handler_threads" in options:
+        flags += ["--max-handler-threads", str(options["max_handler_threads"])]
+    if not lua_style:
+        flags.append("--no-lua-style")
+    commands = []
+    for i in range(count):
+        sock = worker_socket_path(socket_path, i)
+        argv = [sys.executable, plugin_file, "-p", prefix, "--worker-socket", sock, "--worker-index", str(i)]
+        commands.append((argv + flags + list(extra), sock))
+    return commands
