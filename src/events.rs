@@ -351,12 +351,15 @@ impl EventLink {
 
     /// Sends a terminal call: Kong never answers it (protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), Unreachable> {
+        crate::executor::pool::promise_idle();
         self.write(&call_result(self.event_id, method, args))
             .map(drop)
     }
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), Unreachable> {
+        // Kong's next HandleEvent may come as soon as it reads this.
+        crate::executor::pool::promise_idle();
         let mut out = Vec::with_capacity(24);
         rpc::write_value(
             &mut out,

@@ -145,7 +145,6 @@ impl PluginServer {
             .detach(|| {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(self.async_threads)
-                    .max_blocking_threads(self.max_handler_threads)
                     .thread_name("kong-pdk")
                     .enable_all()
                     .build()
@@ -327,9 +326,9 @@ impl PluginServer {
         runtime: &tokio::runtime::Handle,
     ) -> PyResult<SharedExecutor> {
         let threads: SharedExecutor = Arc::new(ThreadExecutor::new(
-            runtime.clone(),
             self.plugin_class.clone_ref(py),
             self.lua_style,
+            self.max_handler_threads,
         ));
         let Some(runner) = &self.runner else {
             return Ok(threads);

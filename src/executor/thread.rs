@@ -8,28 +8,29 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 use rmpv::Value;
-use tokio::runtime::Handle;
 
+use super::pool::Pool;
 use super::{new_instance, report, Running};
 use super::{EventJob, Executor, Phase, PluginHandle};
 use crate::convert::{write_py, Unsendable};
 use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
 
 pub struct ThreadExecutor {
-    runtime: Handle,
+    pool: Pool,
     plugin_class: Py<PyAny>,
     lua_style: bool,
     running: Arc<AtomicUsize>,
 }
 
 impl ThreadExecutor {
-    pub fn new(runtime: Handle, plugin_class: Py<PyAny>, lua_style: bool) -> Self {
+    pub fn new(plugin_class: Py<PyAny>, lua_style: bool, max_threads: usize) -> Self {
         ThreadExecutor {
-            runtime,
+            pool: Pool::new(max_threads, Duration::from_secs(30)),
             plugin_class,
             lua_style,
             running: Arc::new(AtomicUsize::new(0)),
@@ -46,7 +47,7 @@ impl Executor for ThreadExecutor {
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
         let lua_style = self.lua_style;
-        self.runtime.spawn_blocking(move || {
+        self.pool.execute(move || {
             let _running = running;
             let attached = Python::try_attach(|py| run_handler(py, job, lua_style));
             if attached.is_none() {
