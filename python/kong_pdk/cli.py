@@ -28,7 +28,7 @@ from kong_pdk.serve import build_server
 __all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "/usr/local/kong"
-log = logging.getLogger("kong_pdk")
+log: logging.Logger = logging.getLogger("kong_pdk")
 # Taken as early as possible: if the parent dies before we look, we would
 # compare against the new parent and never notice.
 _PARENT_PID = os.getppid()

@@ -55,7 +55,7 @@ class AsyncioRunner:
     """Runs ``async def`` handlers concurrently on one event loop thread."""
 
     def __init__(self) -> None:
-        self.loop = _new_loop()
+        self.loop: asyncio.AbstractEventLoop = _new_loop()
         self._thread = threading.Thread(target=self._run, name="kong-pdk-asyncio", daemon=True)
         self._thread.start()
 

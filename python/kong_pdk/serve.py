@@ -52,8 +52,8 @@ def lua_style_of(plugin: type, default: bool = True) -> bool:
     """The error style a plugin gets.
 
     In order: a ``lua_style`` class attribute; a handler annotated with
-    ``kong.PythonStyleKong`` (python style); else ``default`` (the
-    ``--no-lua-style`` flag).
+    ``kong.PythonStyleKong`` or ``kong.AsyncPythonStyleKong`` (python style);
+    else ``default`` (the ``--no-lua-style`` flag).
     """
     choice = getattr(plugin, "lua_style", None)
     if choice is not None:
