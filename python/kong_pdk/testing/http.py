@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from kong_pdk.testing.args import ArgValue, decode_args, encode_args
@@ -55,22 +56,22 @@ class Request:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"URL scheme must be http or https: {url!r}")
-        self.method = method
-        self.scheme = parts.scheme
-        self.host = (parts.hostname or "localhost").lower()
-        self.port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        self.method: str = method
+        self.scheme: str = parts.scheme
+        self.host: str = (parts.hostname or "localhost").lower()
+        self.port: int = parts.port or _DEFAULT_PORTS[parts.scheme]
         raw = url.split("://", 1)[1]
         slash = raw.find("/")
         rest = raw[slash:] if slash >= 0 else "/"
         rest = rest.split("#", 1)[0]
         if "?" not in rest and slash < 0 and "?" in raw:
             rest = "/?" + raw.split("?", 1)[1]
-        self.request_uri = rest
-        self.headers = Headers(headers)
+        self.request_uri: str = rest
+        self.headers: Headers = Headers(headers)
         if "host" not in self.headers:
             authority = parts.netloc.rsplit("@", 1)[-1]
             self.headers.add("Host", authority)
-        self.body = _body_bytes(body)
+        self.body: bytes = _body_bytes(body)
         if json is not None:
             self.body = _dumps(json).encode()
             self.headers.setdefault("Content-Type", "application/json")
@@ -79,10 +80,10 @@ class Request:
             self.headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         if self.body and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
             self.headers.add("Content-Length", str(len(self.body)))
-        self.client_ip = client_ip
-        self.client_port = client_port
-        self.http_version = http_version
-        self.client_certificate = client_certificate
+        self.client_ip: str = client_ip
+        self.client_port: int = client_port
+        self.http_version: float = http_version
+        self.client_certificate: str | None = client_certificate
 
     @property
     def raw_path(self) -> str:
@@ -115,9 +116,9 @@ class Response:
         *,
         json: object = None,
     ) -> None:
-        self.status = status
-        self.headers = Headers(headers)
-        self.body = _body_bytes(body)
+        self.status: int = status
+        self.headers: Headers = Headers(headers)
+        self.body: bytes = _body_bytes(body)
         if json is not None:
             self.body = _dumps(json).encode()
             self.headers.setdefault("Content-Type", "application/json")
@@ -134,7 +135,7 @@ class Response:
             return NotImplemented
         return (self.status, self.headers, self.body) == (other.status, other.headers, other.body)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # pyright: ignore[reportIncompatibleMethodOverride]
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.headers.to_dict()!r}, {self.body[:80]!r})"
