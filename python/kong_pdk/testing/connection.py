@@ -31,7 +31,7 @@ class KongConnection:
     def __init__(self, sock: socket.socket, host: ConnectionHost) -> None:
         self._sock = sock
         self._host = host
-        self.closed = False
+        self.closed: bool = False
 
     @property
     def socket(self) -> socket.socket:

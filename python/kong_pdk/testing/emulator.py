@@ -52,11 +52,11 @@ class KongEmulator:
         idle_timeout: float = 60.0,
         max_phase_tries: int = 3,
     ) -> None:
-        self.rpc = RpcClient(socket_path, pool_size=pool_size, timeout=timeout, idle_timeout=idle_timeout)
+        self.rpc: RpcClient = RpcClient(socket_path, pool_size=pool_size, timeout=timeout, idle_timeout=idle_timeout)
         self.answers: dict[str, object] = dict(answers or {})
-        self.kong_version = kong_version
-        self.max_phase_tries = max_phase_tries
-        self.instances = InstanceCache()
+        self.kong_version: tuple[int, int] = kong_version
+        self.max_phase_tries: int = max_phase_tries
+        self.instances: InstanceCache = InstanceCache()
         self._lock = threading.Lock()
         self._log: list[str] = []
         # __seq__: a shared counter from 1 on 3.6+, a per-worker counter from 0 before (§6.5).

@@ -28,7 +28,7 @@ class ConnectionPool:
         self._on_discard = on_discard
         self._idle: collections.deque[tuple[socket.socket, float]] = collections.deque()
         self._lock = threading.Lock()
-        self.closed_by_peer = 0
+        self.closed_by_peer: int = 0
 
     def take(self) -> socket.socket | None:
         """An idle, healthy connection, or None when a new one must be opened."""

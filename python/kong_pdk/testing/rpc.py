@@ -35,16 +35,16 @@ class RpcClient:
         timeout: float = 60.0,
         idle_timeout: float = 60.0,
     ) -> None:
-        self.socket_path = os.fspath(socket_path)
-        self.timeout = timeout
+        self.socket_path: str = os.fspath(socket_path)
+        self.timeout: float = timeout
         self._lock = threading.Lock()
         self._msgid = 0
         self._discarded = 0
-        self.connections_opened = 0
+        self.connections_opened: int = 0
         self.notifications: list[Notification] = []
         self.server_pid: object = None
         self.pid_listeners: list[Callable[[object, object], None]] = []
-        self.pool = ConnectionPool(pool_size, idle_timeout, self.count_discarded)
+        self.pool: ConnectionPool = ConnectionPool(pool_size, idle_timeout, self.count_discarded)
 
     # -- ConnectionHost ------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from kong_pdk.testing.errors import KongProtocolError, TransportError
 
 try:
     import msgpack  # type: ignore[import-untyped]  # ships no type information
-except ImportError as exc:  # pragma: no cover - depends on the environment
+except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "kong_pdk.testing needs the 'msgpack' package: pip install 'kong_pdk[testing]'"
-    ) from exc
+    ) from _exc
 
 __all__ = [
     "Reply",
