@@ -43,9 +43,9 @@ class Violation:
 
 class FakePdk:
     def __init__(self, exchange: Exchange, overrides: dict[str, object] | None = None) -> None:
-        self.exchange = exchange
+        self.exchange: Exchange = exchange
         self.violations: list[Violation] = []
-        self.overrides = dict(overrides or {})
+        self.overrides: dict[str, object] = dict(overrides or {})
         self._table: dict[str, object] | None = None
 
     def note(self, method: str, reason: str) -> None:

@@ -75,13 +75,13 @@ class PluginRunner:
             plugin = load_plugin(plugin)
         elif isinstance(plugin, type):
             plugin = plugin_spec(plugin)
-        self.spec = plugin
-        self.config = validate_config(plugin.schema, config)
+        self.spec: PluginSpec = plugin
+        self.config: dict[str, Any] = validate_config(plugin.schema, config)
         base = world or World()
-        self.world = dataclasses.replace(base, **world_fields) if world_fields else base
-        self.answers = dict(answers or {})
-        self.plugin_id = plugin_id or kit_uuid(f"plugin/{plugin.name}/{cjson_encode(self.config)}")
-        self.phases = set(phases_of(plugin.cls))
+        self.world: World = dataclasses.replace(base, **world_fields) if world_fields else base
+        self.answers: dict[str, object] = dict(answers or {})
+        self.plugin_id: str = plugin_id or kit_uuid(f"plugin/{plugin.name}/{cjson_encode(self.config)}")
+        self.phases: set[str] = set(phases_of(plugin.cls))
 
     def with_config(self, config: Mapping[str, Any] | None = None, **world_fields: Any) -> PluginRunner:
         return PluginRunner(
