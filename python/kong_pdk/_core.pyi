@@ -24,10 +24,10 @@ class PluginServer:
         listen_backlog: int = 1024,
         async_threads: int = 2,
         max_handler_threads: int = 512,
-        config_exclude: list[str] = ...,
+        config_exclude: list[str] = [],
         runner: object | None = None,
-        loop_phases: list[str] = ...,
-        workers: list[tuple[list[str], str]] = ...,
+        loop_phases: list[str] = [],
+        workers: list[tuple[list[str], str]] = [],
         worker_startup_timeout: float = 60.0,
     ) -> None: ...
     def start(self) -> None:
