@@ -35,6 +35,7 @@ _PARENT_PID = os.getppid()
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
+    """The argument parser of the plugin server for the plugin ``name``."""
     p = argparse.ArgumentParser(
         prog=name,
         description=f"Kong plugin server for the Python plugin '{name}'.",

@@ -23,15 +23,29 @@ __all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "EventHandle"]
 
 
 class Bridge(Protocol):
-    def fileno(self) -> int: ...
-    def drain(self) -> None: ...
+    """The core's side of a runner: a wake-up fd and the work queued behind it."""
+
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when the core has queued work."""
+        ...
+
+    def drain(self) -> None:
+        """Runs the queued work (on the runner's loop thread)."""
+        ...
 
 
 class EventHandle(Protocol):
+    """One event the core handed a runner; ``can_respond``: Kong can still send the client a response."""
+
     can_respond: bool
 
-    def finish(self) -> None: ...
-    def report(self, exc: BaseException) -> str | None: ...
+    def finish(self) -> None:
+        """Tells the core the handler has ended (however it ended)."""
+        ...
+
+    def report(self, exc: BaseException) -> str | None:
+        """Hands the core the handler's exception; returns the message to log, or None."""
+        ...
 
 
 def _fail_closed(kong: Any, handle: EventHandle) -> None:
@@ -64,15 +78,19 @@ class AsyncioRunner:
         self.loop.run_forever()
 
     def attach(self, bridge: Bridge) -> None:
+        """Drains ``bridge`` from the loop whenever its fd is readable."""
         self.loop.call_soon_threadsafe(self.loop.add_reader, bridge.fileno(), bridge.drain)
 
     def new_token(self) -> asyncio.Future[Any]:
+        """A future for one PDK call's reply."""
         return self.loop.create_future()
 
     def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """The awaitable a PDK call returns to an ``async def`` handler."""
         return token
 
     def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
+        """Completes a PDK call's future with its value or its error."""
         if token.done():  # the awaiting task was cancelled
             return
         if error is not None:
@@ -81,6 +99,7 @@ class AsyncioRunner:
             token.set_result(value)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
+        """Runs ``plugin.<phase>(kong)`` as a task; its ending is reported on ``handle``."""
         self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle))
 
     async def _drive(self, handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
@@ -98,6 +117,7 @@ class AsyncioRunner:
             handle.finish()
 
     def close(self) -> None:
+        """Stops the loop."""
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
@@ -114,22 +134,27 @@ class GeventRunner:
         self._watcher: Any = None
 
     def attach(self, bridge: Bridge) -> None:
+        """Drains ``bridge`` from the hub whenever its fd is readable."""
         self._watcher = self._hub.loop.io(bridge.fileno(), 1)
         self._watcher.start(bridge.drain)
 
     def new_token(self) -> Any:
+        """A ``gevent.event.AsyncResult`` for one PDK call's reply."""
         return self._result()
 
     def wait(self, token: Any) -> Any:
+        """Blocks the calling greenlet until the reply arrives; returns it or raises its error."""
         return token.get()
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
+        """Completes a PDK call's result with its value or its error."""
         if error is not None:
             token.set_exception(error)
         else:
             token.set(value)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
+        """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``."""
         self._gevent.spawn(self._drive, getattr(plugin, phase), kong, handle)
 
     @staticmethod
@@ -146,5 +171,6 @@ class GeventRunner:
             handle.finish()
 
     def close(self) -> None:
+        """Stops watching the bridge."""
         if self._watcher is not None:
             self._watcher.stop()
