@@ -70,6 +70,7 @@ class AsyncioRunner:
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop = _new_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="kong-pdk-asyncio", daemon=True)
         self._thread.start()
 
@@ -100,7 +101,11 @@ class AsyncioRunner:
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` as a task; its ending is reported on ``handle``."""
-        self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle))
+        # The loop keeps only weak references to tasks: without ours, a task
+        # waiting on Kong or on I/O could be garbage-collected mid-handler.
+        task = self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _drive(self, handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
         try:
