@@ -633,6 +633,9 @@ impl Inner {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(())) => created += 1,
+                // A worker being stopped (SIGTERM from outside) is replaced
+                // and gets the instance then.
+                Ok(Err(Failure::Remote(e))) if e.contains("shutting down") => other = Some(e),
                 Ok(Err(Failure::Remote(e))) => refused = Some(e),
                 Ok(Err(e)) => other = Some(e.to_string()),
                 Err(e) => other = Some(e.to_string()),
