@@ -4,6 +4,7 @@
 
     python benches/run.py [--quick] [--scenarios hello,exit] [--conns 1,8,64]
     python benches/run.py --leak 1000000        # exit-scenario leak check
+    python benches/run.py --workers             # cpu scenario: 1 vs 2 worker processes (-m)
 
 Builds the load generator (benches/loadgen, release), creates
 benches/.venv-official with kong-pdk from PyPI, runs OUR server from the
@@ -20,6 +21,7 @@ import atexit
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +41,10 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 ALL_SCENARIOS = ["hello", "heavy", "exit", "cpu"]
 ALL_SERVERS = ["ours", "official-thread", "official-gevent", "floor"]
+# Also accepted by --servers: ours-m<N> (ours with -m N: N worker processes)
+# and official-m (the official package's -m: a multiprocessing pool of one
+# process per CPU). Their workers need every core, so they are never pinned.
+WORKER_SERVERS = ["ours-m1", "ours-m2", "official-m"]
 PLUGIN_NAME = {s: "bench-" + s for s in ALL_SCENARIOS}
 
 _running = []  # Popen objects of servers still alive
@@ -296,14 +302,31 @@ def pick_cores(no_pin):
     return cores[0], cores[-1]
 
 
+def is_ours(kind):
+    return kind == "ours" or re.fullmatch(r"ours-m\d+", kind) is not None
+
+
+def known_server(kind):
+    return kind in ALL_SERVERS or is_ours(kind) or kind == "official-m"
+
+
+def multiprocess(kind):
+    """Servers whose handlers run in several processes (-m)."""
+    return kind == "official-m" or kind.startswith("ours-m")
+
+
 def server_argv(kind, scenario, prefix, pythons, cpu_us):
     sock_name = PLUGIN_NAME[scenario] + ".socket"
     if kind == "floor":
         return [str(BIN_DIR / "floor"), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
-    py = pythons["ours"] if kind == "ours" else pythons["official"]
+    py = pythons["ours"] if is_ours(kind) else pythons["official"]
     argv = [str(py), str(PLUGINS / (scenario + ".py")), "--kong-prefix", str(prefix), "--socket-name", sock_name]
     if kind == "official-gevent":
         argv.append("-g")
+    elif kind == "official-m":
+        argv.append("-m")
+    elif kind.startswith("ours-m"):
+        argv += ["-m", kind[len("ours-m"):]]
     return argv
 
 
@@ -311,6 +334,9 @@ def start_server(kind, scenario, workdir, pythons, pin, cpu_us):
     prefix = Path(tempfile.mkdtemp(prefix="%s-%s-" % (kind, scenario), dir=str(workdir)))
     argv = server_argv(kind, scenario, prefix, pythons, cpu_us)
     sock = prefix / (PLUGIN_NAME[scenario] + ".socket")
+    if multiprocess(kind):
+        # Taskset is inherited: pinned, N workers would share one core.
+        pin = None
     srv = Server(kind, scenario, argv, sock, workdir, clean_env(), pin)
     err = srv.wait_ready()
     if err:
@@ -550,7 +576,11 @@ DOC_METHOD = """## Method
   (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled at the window's start
   and end (`a→b` when they differ). Each row uses a freshly started server.
   The server and the load generator are pinned to different cores with
-  `taskset` when there are at least two.
+  `taskset` when there are at least two, except the `-m` servers
+  (`ours-m<N>`, `official-m`): their worker processes need every core, so
+  they run unpinned (the load generator stays pinned), and their CPU
+  µs/event counts the whole process tree (core plus workers), while RSS and
+  fds are those of the main process, which holds Kong's connections.
 * **loadgen µs/event** is the load generator's own CPU per event. When it
   is near 1e6 ÷ events/s the load generator's core is saturated and the row
   is bounded by it (the floor rows at 8 and 64 coroutines usually are), so
@@ -765,6 +795,86 @@ def leak_mode(args, servers, pythons, cores, workdir, official_ver, ours_note):
     write_doc("leak", "\n".join(lines))
 
 
+def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note):
+    """The cpu scenario with 1 and 2 worker processes (and the official -m),
+    each row run `--repeat` times on a fresh server; the median row is kept."""
+    py = pythons["official"] or pythons["ours"]
+    args.cpu_iterations = calibrate_cpu(py, None, args.cpu_us)
+    log("cpu scenario: %s loop iterations per event (≈%d µs)" % (args.cpu_iterations, args.cpu_us))
+    results = []
+    for conns in args.conns:
+        for kind in servers:
+            runs = []
+            for attempt in range(max(1, args.repeat)):
+                label = "cpu   conns=%-3d %-16s run %d" % (conns, kind, attempt + 1)
+                srv, err = start_server(kind, "cpu", workdir, pythons, None, args.cpu_us)
+                if srv is None:
+                    log("%s FAILED: %s" % (label, err))
+                    break
+                extra = {
+                    "warmup": args.warmup,
+                    "duration": args.duration,
+                    "pool": args.pool,
+                    "cpu_us": args.cpu_us,
+                    "iterations": args.cpu_iterations,
+                }
+                res, err = run_loadgen(srv, "cpu", conns, None, extra, args.warmup + args.duration + 40)
+                died = not srv.alive()
+                if died:
+                    srv.report_death("died during the run (status %s)" % srv.proc.returncode)
+                srv.stop()
+                if res is None or died:
+                    log("%s FAILED: %s" % (label, err or "server died"))
+                    continue
+                res["kind"] = kind
+                runs.append(res)
+                log("%s %9s ev/s  cpu %7s µs/ev  errors %s" % (
+                    label, fmt_num(res["events_per_s"]), fmt_num(res["server"]["cpu_us_per_event"], 1),
+                    res["errors"]["total"]))
+            if not runs:
+                results.append({"scenario": "cpu", "conns": conns, "kind": kind, "failed": err or "no run"})
+                continue
+            runs.sort(key=lambda r: r["events_per_s"])
+            median = runs[len(runs) // 2]
+            median["all_events_per_s"] = [r["events_per_s"] for r in runs]
+            results.append(median)
+    by = {(r["conns"], r["kind"]): r for r in results if not r.get("failed")}
+
+    def eps(conns, kind):
+        r = by.get((conns, kind))
+        return r and r["events_per_s"]
+
+    header = HEADER + ["runs (events/s)"]
+    rows = [row_cells(r) + [", ".join(fmt_num(x) for x in r.get("all_events_per_s", []))] for r in results]
+    ratio_header = ["conns", "ours -m 2 ÷ -m 1", "ours -m 2 ÷ ours thread", "ours -m 2 ÷ official -m",
+                    "official -m ÷ official thread"]
+    ratios = [[str(c), ratio(eps(c, "ours-m2"), eps(c, "ours-m1")), ratio(eps(c, "ours-m2"), eps(c, "ours")),
+               ratio(eps(c, "ours-m2"), eps(c, "official-m")), ratio(eps(c, "official-m"), eps(c, "official-thread"))]
+              for c in args.conns]
+    print()
+    print(text_table(header, rows))
+    print()
+    print(text_table(ratio_header, ratios))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
+    if args.no_doc:
+        return results
+    lines = ["## Worker processes (-m): cpu scenario", ""]
+    lines += context_lines(
+        args, pythons, official_ver, (None, None),
+        ["* Window: %.1f s warm-up + %.1f s measured per run; %d runs per row on a fresh server each, "
+         "the median shown" % (args.warmup, args.duration, max(1, args.repeat)),
+         "* cpu scenario: %s loop iterations per event (calibrated once to ≈%d µs)" % (args.cpu_iterations, args.cpu_us),
+         "* Nothing is pinned: the workers need both cores, and so do the core process, the load "
+         "generator and the official pool's parent, which all share them",
+         "* CPU µs/event: the server's whole process tree; RSS and fds: its main process",
+         "* ours: %s" % ours_note],
+    )
+    lines += ["", md_table(header, rows), "", md_table(ratio_header, ratios)]
+    write_doc("workers", "\n".join(lines))
+    return results
+
+
 def csv(s):
     return [x.strip() for x in s.split(",") if x.strip()]
 
@@ -790,6 +900,10 @@ def main():
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--json-out", help="also write raw results here")
+    p.add_argument("--workers", action="store_true",
+                   help="worker-process scaling: cpu scenario at 8 conns, ours thread / -m 1 / -m 2 and the "
+                        "official thread / -m, nothing pinned, each row --repeat times (median)")
+    p.add_argument("--repeat", type=int, default=3, help="--workers: runs per row (default 3)")
     args = p.parse_args()
     if args.warmup is None:
         args.warmup = 0.5 if args.quick else 1.0
@@ -798,9 +912,15 @@ def main():
     for s in args.scenarios:
         if s not in ALL_SCENARIOS:
             p.error("unknown scenario %s" % s)
+    if args.workers:
+        args.scenarios = ["cpu"]
+        if args.conns == [1, 8, 64]:
+            args.conns = [8]
+        if args.servers == ALL_SERVERS:
+            args.servers = ["ours", "ours-m1", "ours-m2", "official-thread", "official-m"]
     for s in args.servers:
-        if s not in ALL_SERVERS:
-            p.error("unknown server %s" % s)
+        if not known_server(s):
+            p.error("unknown server %s (known: %s)" % (s, ", ".join(ALL_SERVERS + WORKER_SERVERS)))
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -811,7 +931,7 @@ def main():
     servers = list(args.servers)
 
     ours_note = ""
-    if "ours" in servers:
+    if any(is_ours(s) for s in servers):
         if args.ours_release:
             py = build_ours_release()
             if py is not None:
@@ -821,7 +941,7 @@ def main():
         if not ok:
             ours_note = "unavailable (`import kong_pdk._core` fails in %s: %s)" % (args.ours_python, info)
             log("ours: %s; continuing without it" % ours_note)
-            servers.remove("ours")
+            servers = [s for s in servers if not is_ours(s)]
         else:
             ours_note = ("%s (%s)" % (args.ours_python, info)).replace(str(ROOT) + os.sep, "")
             if looks_like_debug_build(info):
@@ -838,7 +958,8 @@ def main():
             official_ver = package_version(py, "kong-pdk")
             log("official kong-pdk %s in %s" % (official_ver, VENV_OFFICIAL))
 
-    cores = pick_cores(args.no_pin)
+    # Worker scaling uses both cores for the servers: nothing is pinned.
+    cores = pick_cores(args.no_pin or args.workers)
     log(
         "pinning: %s"
         % ("server CPU %s, loadgen CPU %s" % (cores[1], cores[0]) if cores[0] is not None else "off")
@@ -847,6 +968,8 @@ def main():
     try:
         if args.leak:
             leak_mode(args, servers, pythons, cores, workdir, official_ver, ours_note)
+        elif args.workers:
+            workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note)
         else:
             main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
     finally:

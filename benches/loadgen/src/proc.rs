@@ -27,6 +27,41 @@ pub fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// `utime + stime` of a process and all its descendants (the worker
+/// processes of a `-m` server), in clock ticks. For a server without child
+/// processes this is `cpu_ticks(pid)`.
+pub fn tree_cpu_ticks(pid: &str) -> Option<u64> {
+    let mut total = cpu_ticks(pid)?;
+    let mut todo: Vec<String> = children(pid);
+    let mut seen = 0;
+    while let Some(child) = todo.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break;
+        }
+        // A child that exits between the listing and the read is skipped.
+        total += cpu_ticks(&child).unwrap_or(0);
+        todo.extend(children(&child));
+    }
+    Some(total)
+}
+
+/// Direct children of a process (of all its threads), from
+/// `/proc/<pid>/task/<tid>/children`.
+fn children(pid: &str) -> Vec<String> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let path = task.path().join("children");
+        if let Ok(list) = fs::read_to_string(path) {
+            out.extend(list.split_ascii_whitespace().map(str::to_string));
+        }
+    }
+    out
+}
+
 /// Resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kb(pid: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

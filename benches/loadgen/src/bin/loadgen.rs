@@ -598,7 +598,7 @@ struct ProcSnap {
 
 fn proc_snap(pid: Option<&str>) -> ProcSnap {
     ProcSnap {
-        cpu_ticks: pid.and_then(proc::cpu_ticks),
+        cpu_ticks: pid.and_then(proc::tree_cpu_ticks),
         rss_kb: pid.and_then(proc::rss_kb),
         fds: pid.and_then(proc::fd_count),
         threads: pid.and_then(proc::threads),
