@@ -364,13 +364,55 @@ impl Worker {
             ));
         }
         let mut conn = self.checkout(st, max_frame).await?;
-        conn.msgid = conn.msgid.wrapping_add(1);
-        let request = encode_request(conn.msgid, method, params);
-        let result = conn.roundtrip(&request).await;
+        let result = conn.request(method, params).await;
         if matches!(result, Ok(_) | Err(Failure::Remote(_))) {
             self.checkin(conn);
         }
         result
+    }
+}
+
+/// One event's line to its worker: every RPC of the event goes over the same
+/// connection. While a thread-model handler waits for its next Step it reads
+/// the connection that carried its last reply (events.rs `Lend`), so the
+/// Step arrives right where it is awaited. The connection goes back to the
+/// pool when the event ends.
+struct Session {
+    load: Load,
+    st: WorkerState,
+    conn: Option<Conn>,
+    max_frame: usize,
+}
+
+impl Session {
+    fn worker(&self) -> &Arc<Worker> {
+        &self.load.0
+    }
+
+    async fn call(&mut self, method: &str, params: &[Value]) -> Result<Value, Failure> {
+        let w = Arc::clone(self.worker());
+        if w.state().generation != self.st.generation {
+            return Err(Failure::Undelivered(
+                "the worker process was replaced".into(),
+            ));
+        }
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => w.checkout(self.st, self.max_frame).await?,
+        };
+        let result = conn.request(method, params).await;
+        if matches!(result, Ok(_) | Err(Failure::Remote(_))) {
+            self.conn = Some(conn);
+        }
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.load.0.checkin(conn);
+        }
     }
 }
 
@@ -381,6 +423,12 @@ impl Conn {
     fn is_open(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    async fn request(&mut self, method: &str, params: &[Value]) -> Result<Value, Failure> {
+        self.msgid = self.msgid.wrapping_add(1);
+        let request = encode_request(self.msgid, method, params);
+        self.roundtrip(&request).await
     }
 
     async fn roundtrip(&mut self, request: &[u8]) -> Result<Value, Failure> {
@@ -705,15 +753,20 @@ impl Inner {
         };
         let mut tried = Vec::new();
         let deadline = Instant::now() + WAIT_FOR_WORKER;
-        let (worker, st, mut reply) = loop {
+        let (mut session, mut reply) = loop {
             let Some((w, st)) = self.pick(&tried).await else {
                 self.end_lost(&link, phase, "no worker process is running")
                     .await;
                 return;
             };
-            let load = Load::new(&w);
-            match self.start_event(&entry, &w, st, phase).await {
-                Ok(reply) => break (load, st, reply),
+            let mut session = Session {
+                load: Load::new(&w),
+                st,
+                conn: None,
+                max_frame: self.max_frame,
+            };
+            match self.start_event(&entry, &mut session, phase).await {
+                Ok(reply) => break (session, reply),
                 // Not run: another worker may take it.
                 Err(Failure::Undelivered(e)) => {
                     log::debug!("worker {}: {e}; trying another", w.index);
@@ -736,7 +789,7 @@ impl Inner {
                 }
             }
         };
-        let w = &worker.0;
+        let (w, st) = (Arc::clone(session.worker()), session.st);
         loop {
             let (output, remote_id) = match parse_output(&reply) {
                 Ok(parsed) => parsed,
@@ -763,12 +816,12 @@ impl Inner {
             }
             let Ok(answered) = link.call(&method, &args) else {
                 // Kong cannot be reached any more: stop the worker's side too.
-                self.abandon(w, st, remote_id).await;
+                abandon(&mut session, remote_id).await;
                 return;
             };
             let Ok(resume) = answered.await else {
                 // Kong abandoned the event (the reaper's deadline, or shutdown).
-                self.abandon(w, st, remote_id).await;
+                abandon(&mut session, remote_id).await;
                 return;
             };
             let (step, data) = match link.resume(resume) {
@@ -779,7 +832,7 @@ impl Inner {
             if let Some(data) = data {
                 params.push(("Data", data));
             }
-            reply = match w.call(st, step, &[map(params)], self.max_frame).await {
+            reply = match session.call(step, &[map(params)]).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     let why = format!("worker process {} (pid {}) lost it: {e}", w.index, st.pid);
@@ -795,21 +848,18 @@ impl Inner {
     async fn start_event(
         &self,
         entry: &Entry,
-        w: &Worker,
-        st: WorkerState,
+        session: &mut Session,
         phase: Phase,
     ) -> Result<Value, Failure> {
+        let (w, st) = (Arc::clone(session.worker()), session.st);
         let mut retried = false;
         loop {
-            let id = self.ensure(entry, w, st).await?;
+            let id = self.ensure(entry, &w, st).await?;
             let params = [map(vec![
                 ("InstanceId", Value::from(id)),
                 ("EventName", Value::from(phase.name())),
             ])];
-            match w
-                .call(st, "plugin.HandleEvent", &params, self.max_frame)
-                .await
-            {
+            match session.call("plugin.HandleEvent", &params).await {
                 Err(Failure::Remote(e)) if !retried && e.contains("no plugin instance") => {
                     retried = true;
                     let mut slot = entry.ids[w.index].lock().await;
@@ -821,20 +871,6 @@ impl Inner {
                 Err(Failure::Remote(e)) => return Err(Failure::Undelivered(e)),
                 other => return other,
             }
-        }
-    }
-
-    /// Ends the worker's side of an event Kong gave up on: the handler there
-    /// wakes with `EventAbandoned`, as it would under the thread model's
-    /// reaper (protocol.md §5.2.5). Best effort: the worker's own deadline,
-    /// set a little after the core's, catches what this misses.
-    async fn abandon(&self, w: &Worker, st: WorkerState, remote_id: u64) {
-        let params = [map(vec![("EventId", Value::from(remote_id))])];
-        if let Err(e) = w
-            .call(st, "plugin.AbandonEvent", &params, self.max_frame)
-            .await
-        {
-            log::debug!("worker {}: abandoning event {remote_id}: {e}", w.index);
         }
     }
 
@@ -874,6 +910,18 @@ impl Inner {
                 log::warn!("worker {}: re-creating an instance: {e}", w.index);
             }
         }
+    }
+}
+
+/// Ends the worker's side of an event Kong gave up on: the handler there
+/// wakes with `EventAbandoned`, as it would under the thread model's reaper
+/// (protocol.md §5.2.5). Best effort: the worker's own deadline, set a little
+/// after the core's, catches what this misses.
+async fn abandon(session: &mut Session, remote_id: u64) {
+    let params = [map(vec![("EventId", Value::from(remote_id))])];
+    if let Err(e) = session.call("plugin.AbandonEvent", &params).await {
+        let index = session.worker().index;
+        log::debug!("worker {index}: abandoning event {remote_id}: {e}");
     }
 }
 
