@@ -1,0 +1,169 @@
+//! Supervision of the worker processes: one thread per worker spawns it,
+//! waits until it serves, re-creates the instances on it, watches it, and
+//! when it exits cleans up and spawns it again (with a backoff).
+
+use super::*;
+
+/// One worker's life cycle, on its own thread: spawn, wait until it serves,
+/// re-create the instances, watch; when it exits, clean up and spawn anew.
+pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if inner.is_stopping() {
+            return;
+        }
+        // The dead process's socket file: the new one binds afresh.
+        let _ = std::fs::remove_file(&w.spec.socket);
+        let Some((program, args)) = w.spec.argv.split_first() else {
+            log::error!("worker {}: empty command", w.index);
+            return;
+        };
+        let spawned = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            // Its own process group: a Ctrl-C in a terminal reaches only the
+            // core, which then stops the workers after draining.
+            .process_group(0)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                log::error!("worker {}: cannot start {program}: {e}", w.index);
+                *lock(&w.last_exit) = Some(format!("cannot start: {e}"));
+                if inner.pause(Duration::from_secs(1)) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let st = WorkerState {
+            generation: inner.next_generation.fetch_add(1, Ordering::Relaxed),
+            pid: child.id(),
+            up: false,
+        };
+        *lock(&w.state) = st;
+        let born = Instant::now();
+        let status = match wait_serving(inner, w, &mut child, born) {
+            Startup::Stop => return stop_child(w, &mut child),
+            Startup::Exited(status) => status,
+            Startup::Serving => {
+                inner.runtime.block_on(inner.recreate(w, st));
+                lock(&w.state).up = true;
+                *lock(&w.last_exit) = None;
+                log::info!("worker {} (pid {}) is serving", w.index, st.pid);
+                match watch(inner, &mut child) {
+                    None => return stop_child(w, &mut child),
+                    Some(status) => status,
+                }
+            }
+        };
+        lock(&w.state).up = false;
+        // Closes the pooled connections to the dead process: no fd stays.
+        lock(&w.idle).clear();
+        w.restarts.fetch_add(1, Ordering::AcqRel);
+        *lock(&w.last_exit) = Some(describe_exit(status));
+        log::warn!(
+            "worker {} (pid {}) exited ({}); starting a new one",
+            w.index,
+            st.pid,
+            describe_exit(status)
+        );
+        // Quick deaths back off up to 2 s; a worker that served a while is
+        // replaced at once.
+        backoff = if born.elapsed() > Duration::from_secs(10) {
+            Duration::from_millis(100)
+        } else {
+            (backoff * 2).min(Duration::from_secs(2))
+        };
+        if inner.pause(backoff) {
+            return;
+        }
+    }
+}
+
+enum Startup {
+    Serving,
+    Exited(ExitStatus),
+    Stop,
+}
+
+/// Waits until the worker's socket accepts a connection.
+fn wait_serving(inner: &Inner, w: &Worker, child: &mut Child, born: Instant) -> Startup {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Startup::Exited(status),
+            Ok(None) => {}
+            Err(e) => log::warn!("worker {}: waiting for it: {e}", w.index),
+        }
+        // The socket file appears only once the worker listens (server.rs
+        // `bind`); a probe that connects and closes is harmless (§1.3).
+        if std::os::unix::net::UnixStream::connect(&w.spec.socket).is_ok() {
+            return Startup::Serving;
+        }
+        if born.elapsed() > STARTUP_TIMEOUT {
+            log::error!(
+                "worker {} did not serve its socket within {STARTUP_TIMEOUT:?}; killing it",
+                w.index
+            );
+            let _ = child.kill();
+            return match child.wait() {
+                Ok(status) => Startup::Exited(status),
+                Err(_) => Startup::Exited(std::os::unix::process::ExitStatusExt::from_raw(9)),
+            };
+        }
+        if inner.pause(Duration::from_millis(10)) {
+            return Startup::Stop;
+        }
+    }
+}
+
+/// Waits for the child to exit (its status), or for the executor to stop.
+fn watch(inner: &Inner, child: &mut Child) -> Option<ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if inner.pause(WATCH_PERIOD) {
+            return None;
+        }
+    }
+}
+
+/// SIGTERM (the worker drains, like the core, and removes its socket), then
+/// SIGKILL after a grace period. The events were drained by the core before.
+fn stop_child(w: &Worker, child: &mut Child) {
+    lock(&w.state).up = false;
+    lock(&w.idle).clear();
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory-safety preconditions. The pid still
+    // names our child: only this thread waits on it and it has not been
+    // reaped (try_wait just returned None), so it cannot have been reused.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if sent == 0 {
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log::warn!(
+            "worker {} (pid {pid}) still running {STOP_GRACE:?} after SIGTERM; killing it",
+            w.index
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
