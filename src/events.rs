@@ -202,15 +202,20 @@ impl EventLink {
     }
 
     /// Writes the reply to the RPC in flight; returns the route's lend, if any.
-    fn write(&self, result: &[u8]) -> Result<(Arc<ConnWriter>, Option<Lend>), Unreachable> {
+    /// `result` appends the encoded result to the reply being built.
+    fn write(
+        &self,
+        result: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(Arc<ConnWriter>, Option<Lend>), Unreachable> {
         let route = self
             .route
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or(Unreachable)?;
-        let mut out = Vec::with_capacity(8 + result.len());
-        rpc::write_ok_raw(&mut out, route.msgid, result);
+        let mut out = Vec::with_capacity(64);
+        rpc::write_ok_prefix(&mut out, route.msgid);
+        result(&mut out);
         match route.writer.write_all(&out) {
             Ok(()) => Ok((route.writer, route.lend)),
             Err(e) => {
@@ -242,7 +247,7 @@ impl EventLink {
             self.event_id,
             Parked::new(resume, Arc::clone(&self.label), wake),
         );
-        match self.write(&call_result(self.event_id, method, args)) {
+        match self.write(|out| write_call_result(out, self.event_id, method, args)) {
             Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
             Err(e) => {
                 drop(self.events.take(self.event_id));
@@ -352,7 +357,7 @@ impl EventLink {
     /// Sends a terminal call: Kong never answers it (protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), Unreachable> {
         crate::executor::pool::promise_idle();
-        self.write(&call_result(self.event_id, method, args))
+        self.write(|out| write_call_result(out, self.event_id, method, args))
             .map(drop)
     }
 
@@ -360,15 +365,14 @@ impl EventLink {
     pub fn done(&self) -> Result<(), Unreachable> {
         // Kong's next HandleEvent may come as soon as it reads this.
         crate::executor::pool::promise_idle();
-        let mut out = Vec::with_capacity(24);
-        rpc::write_value(
-            &mut out,
-            &rpc::map(vec![
-                ("Data", Value::from("ret")),
-                ("EventId", Value::from(self.event_id)),
-            ]),
-        );
-        self.write(&out).map(drop)
+        self.write(|out| {
+            let _ = rmp::encode::write_map_len(out, 2);
+            rpc::write_str(out, "Data");
+            rpc::write_str(out, "ret");
+            rpc::write_str(out, "EventId");
+            let _ = rmp::encode::write_uint(out, self.event_id);
+        })
+        .map(drop)
     }
 
     /// Takes Kong's answer and the route for the next reply.
@@ -397,19 +401,19 @@ pub fn step_answer(data: Option<Value>, is_error: bool) -> Answer {
     }
 }
 
-/// `{"Data": {"Method": m, "Args": args}, "EventId": id}` around encoded args.
-pub fn call_result(event_id: u64, method: &str, args: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + method.len() + args.len());
-    let _ = rmp::encode::write_map_len(&mut out, 2);
-    rpc::write_str(&mut out, "Data");
-    let _ = rmp::encode::write_map_len(&mut out, 2);
-    rpc::write_str(&mut out, "Method");
-    rpc::write_str(&mut out, method);
-    rpc::write_str(&mut out, "Args");
+/// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around
+/// already encoded args.
+fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_map_len(out, 2);
+    rpc::write_str(out, "Data");
+    let _ = rmp::encode::write_map_len(out, 2);
+    rpc::write_str(out, "Method");
+    rpc::write_str(out, method);
+    rpc::write_str(out, "Args");
     out.extend_from_slice(args);
-    rpc::write_str(&mut out, "EventId");
-    let _ = rmp::encode::write_uint(&mut out, event_id);
-    out
+    rpc::write_str(out, "EventId");
+    let _ = rmp::encode::write_uint(out, event_id);
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //!
 //! `kong.request.get_header("host")` walks attribute names down a process-wide
 //! tree of dotted paths (each path is resolved and interned once) and the call
-//! becomes one `{Method, Args}` message on the event's channel. The handler's
-//! thread then waits for Kong's Step with the GIL released (design.md: the GIL
-//! is held only while Python runs).
+//! becomes one `{Method, Args}` reply to Kong, written through the event's
+//! `EventLink` (events.rs). The handler then waits for Kong's Step with the GIL
+//! released (design.md: the GIL is held only while Python runs), or, on an
+//! event loop, gets a token the loop resolves later.
 //!
 //! Two PDK rules live here:
 //! * terminal calls (`kong.response.exit`/`error`) are sent, the event ends at

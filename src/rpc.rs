@@ -106,11 +106,10 @@ pub fn parse_request(frame: Value) -> Result<Request, (u64, String)> {
     })
 }
 
-/// Appends `[1, msgid, nil, <result bytes>]`; `result` is already encoded.
-pub fn write_ok_raw(out: &mut Vec<u8>, msgid: u64, result: &[u8]) {
+/// Appends `[1, msgid, nil, ` — the result is to be written after it.
+pub fn write_ok_prefix(out: &mut Vec<u8>, msgid: u64) {
     write_header(out, msgid);
     out.push(0xc0);
-    out.extend_from_slice(result);
 }
 
 /// Appends `[1, msgid, nil, result]`.

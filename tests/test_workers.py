@@ -203,8 +203,10 @@ def test_workers_exit_when_the_core_is_killed(served: Served, emu: KongEmulator)
     # Kong cannot signal anyone when things crash: the workers notice that
     # their parent is gone, as the core notices Kong's (protocol.md §1.3).
     pids = worker_pids(emu)
+    assert len(pids) == 2 and all(alive(p) for p in pids)
     served.proc.kill()
     served.proc.wait(10)
+    # Raises if a worker outlives its core.
     wait_until(lambda: not any(alive(p) for p in pids), timeout=10, what="workers gone")
 
 
