@@ -4,12 +4,16 @@
 //! at a time. Replies are written whole, with the `serverPid` notification in
 //! front of the first one (§2, "Notifications"), and nothing is ever written
 //! after a reply that was not asked for (Kong would drop it).
+//!
+//! A peer that does not read its replies stalls only itself: writes never
+//! block (`writer.rs`), this task stops reading the peer's requests while a
+//! reply waits to be written, flushes it as the peer reads, and hangs up on a
+//! peer that reads nothing for [`STALLED_PEER`].
 
+use std::io;
 use std::sync::Arc;
 
-use std::os::fd::AsFd;
-
-use tokio::io::AsyncReadExt;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
@@ -17,133 +21,264 @@ use crate::events::Lend;
 use crate::rpc::{self, parse_request, Method};
 use crate::service::{Encoded, Service};
 use crate::wire::{FrameDecoder, WireError};
-use crate::writer::ConnWriter;
+use crate::writer::{ConnWriter, STALLED_PEER};
 
 pub async fn serve(
     stream: UnixStream,
     service: Arc<Service>,
     max_frame: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let writer = match ConnWriter::new(stream.as_fd()) {
-        Ok(w) => Arc::new(w),
+    let opened = stream.into_std().and_then(|s| {
+        let writer = Arc::new(ConnWriter::new(s, max_frame)?);
+        // SAFETY: the descriptor belongs to the `UnixStream` inside the
+        // writer, which closes it only when the last `Arc` is dropped; the
+        // `AsyncFd` holds one of those `Arc`s, so the descriptor stays open
+        // and is never replaced while it is registered (`close()` only shuts
+        // the socket down, it does not close the descriptor).
+        let fd = unsafe { AsyncFd::register(Arc::clone(&writer))? };
+        Ok((writer, fd))
+    });
+    let (writer, fd) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
-            log::warn!("connection dropped: cannot duplicate its descriptor: {e}");
+            log::warn!("connection dropped: {e}");
             return;
         }
     };
-    let mut stream = stream;
-    let mut decoder = FrameDecoder::new(max_frame);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(4096);
-    let mut greeted = false;
-    loop {
+    let mut conn = Connection {
+        writer,
+        fd,
+        service,
+        max_frame,
+        stop,
+        decoder: FrameDecoder::new(max_frame),
+        greeted: false,
+    };
+    conn.run().await;
+    // Handlers may still hold the writer: hang up now all the same, so the
+    // peer sees the end and their late writes fail at once.
+    conn.writer.close();
+}
+
+struct Connection {
+    writer: Arc<ConnWriter>,
+    fd: AsyncFd<Arc<ConnWriter>>,
+    service: Arc<Service>,
+    max_frame: usize,
+    stop: watch::Receiver<bool>,
+    decoder: FrameDecoder,
+    greeted: bool,
+}
+
+/// What to do after a frame.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    async fn run(&mut self) {
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            out.clear();
-            if !greeted {
-                rpc::write_server_pid(&mut out, std::process::id());
-            }
-            let close = match decoder.next_frame() {
-                Ok(None) => break,
-                Ok(Some(frame)) => {
-                    match parse_request(frame) {
-                        Ok(req) => {
-                            let (msgid, method) = (req.msgid, req.method.clone());
-                            if !greeted {
-                                // The greeting must precede a reply the handler
-                                // writes from its own thread.
-                                if let Err(e) = writer.write_all(&out) {
-                                    // The request is still served: whatever it
-                                    // starts must end cleanly on its own.
-                                    log::debug!("greeting not written: {e}");
-                                }
-                                out.clear();
-                            }
-                            // A HandleEvent or Step lends the connection's
-                            // reading to the event's handler (events::Lend)
-                            // until it gives it back.
-                            let lends = matches!(
-                                Method::parse(&req.method),
-                                Ok(Method::HandleEvent | Method::Step { .. })
-                            );
-                            let (lend, returned) = if lends {
-                                let (lend, returned) = Lend::new(std::mem::replace(
-                                    &mut decoder,
-                                    FrameDecoder::new(max_frame),
-                                ));
-                                (Some(lend), Some(returned))
-                            } else {
-                                (None, None)
-                            };
-                            let reply = service.dispatch(req, &writer, lend).await;
-                            if let Some(returned) = returned {
-                                decoder = tokio::select! {
-                                    back = returned => match back {
-                                        Ok(d) => d,
-                                        Err(_) => return,
-                                    },
-                                    _ = stop.changed() => return,
-                                };
-                            }
-                            match reply {
-                                Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
-                                Ok(Encoded::Deferred) => {}
-                                Err(e) => {
-                                    log::log!(
-                                        if e.starts_with("no plugin instance") {
-                                            log::Level::Info
-                                        } else {
-                                            log::Level::Warn
-                                        },
-                                        "{method}: {e}"
-                                    );
-                                    rpc::write_error(&mut out, msgid, &e);
-                                }
-                            }
-                        }
-                        Err((msgid, e)) => {
-                            log::warn!("{e}");
-                            rpc::write_error(&mut out, msgid, &e);
+            // One request at a time, and only while the peer reads: a reply
+            // still waiting to be written holds the next request back.
+            while self.writer.pending() == 0 {
+                match self.decoder.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(frame)) => {
+                        if let Next::Close = self.serve_frame(frame).await {
+                            return;
                         }
                     }
-                    false
+                    Err(e) => {
+                        if let Next::Close = self.refuse_frame(e) {
+                            return;
+                        }
+                    }
                 }
-                Err(e) => {
-                    log::warn!("connection: {e}");
-                    let msgid = decoder.peek_msgid().unwrap_or(0);
-                    rpc::write_error(&mut out, msgid, &e.to_string());
-                    decoder.reset();
-                    // After an oversized frame the rest of it is still coming:
-                    // there is no way to find the next frame, so hang up.
-                    matches!(e, WireError::TooLarge { .. })
+            }
+            if self.writer.pending() > 0 {
+                if self.flush().await.is_err() {
+                    return;
                 }
+                continue;
+            }
+            let mut stop = self.stop.clone();
+            let read = tokio::select! {
+                ready = self.fd.readable() => match ready {
+                    Ok(mut guard) => guard.try_io(|w| w.get_ref().read_nonblocking(&mut chunk)),
+                    Err(e) => Ok(Err(e)),
+                },
+                // A handler queued a reply while this task was idle.
+                _ = self.writer.queued.notified() => continue,
+                _ = stop.changed() => return,
             };
-            greeted = true;
-            if !out.is_empty() && writer.write_all(&out).is_err() {
-                log::debug!("connection closed before the reply was written");
-                return;
-            }
-            if close {
-                return;
-            }
-        }
-        let n = tokio::select! {
-            read = stream.read(&mut chunk) => match read {
-                Ok(n) => n,
-                Err(e) => {
+            match read {
+                Err(_would_block) => {}
+                Ok(Ok(0)) => {
+                    // Kong's readiness probes (protocol.md §1.3) connect and close.
+                    if !self.decoder.is_empty() {
+                        log::debug!("connection closed in the middle of a message");
+                    }
+                    return;
+                }
+                Ok(Ok(n)) => self.decoder.extend(&chunk[..n]),
+                Ok(Err(e)) => {
                     log::debug!("connection read failed: {e}");
                     return;
                 }
-            },
-            _ = stop.changed() => return,
-        };
-        if n == 0 {
-            // Kong's readiness probes (protocol.md §1.3) connect and close.
-            if !decoder.is_empty() {
-                log::debug!("connection closed in the middle of a message");
             }
+        }
+    }
+
+    /// Writes what waits in the outbox as the peer reads it; fails when the
+    /// connection is gone, the peer stalls, or the server stops.
+    async fn flush(&self) -> io::Result<()> {
+        let mut stop = self.stop.clone();
+        let drained = async {
+            loop {
+                let mut guard = self.fd.writable().await?;
+                if self.writer.flush()? {
+                    return Ok::<(), io::Error>(());
+                }
+                // The socket buffer is full again: wait for the peer to read.
+                guard.clear_ready();
+            }
+        };
+        tokio::select! {
+            done = tokio::time::timeout(STALLED_PEER, drained) => match done {
+                Ok(result) => result,
+                Err(_) => {
+                    log::warn!(
+                        "connection closed: the peer read none of its {} bytes of replies \
+                         for {} s",
+                        self.writer.pending(),
+                        STALLED_PEER.as_secs()
+                    );
+                    Err(io::ErrorKind::TimedOut.into())
+                }
+            },
+            _ = stop.changed() => Err(io::ErrorKind::Interrupted.into()),
+        }
+    }
+
+    /// Writes the `serverPid` notification once, before the first reply.
+    fn greet(&mut self) {
+        if self.greeted {
             return;
         }
-        decoder.extend(&chunk[..n]);
+        self.greeted = true;
+        let mut out = Vec::with_capacity(16);
+        rpc::write_server_pid(&mut out, std::process::id());
+        if let Err(e) = self.writer.write_all(&out) {
+            // The request is still served: whatever it starts must end
+            // cleanly on its own.
+            log::debug!("greeting not written: {e}");
+        }
+    }
+
+    async fn serve_frame(&mut self, frame: rmpv::Value) -> Next {
+        self.greet();
+        let mut out = Vec::new();
+        match parse_request(frame) {
+            Ok(req) => {
+                let (msgid, method) = (req.msgid, req.method.clone());
+                // A HandleEvent or Step lends the connection's reading to the
+                // event's handler (events::Lend) until it gives it back.
+                let lends = matches!(
+                    Method::parse(&req.method),
+                    Ok(Method::HandleEvent | Method::Step { .. })
+                );
+                let (lend, returned) = if lends {
+                    let (lend, returned) = Lend::new(std::mem::replace(
+                        &mut self.decoder,
+                        FrameDecoder::new(self.max_frame),
+                    ));
+                    (Some(lend), Some(returned))
+                } else {
+                    (None, None)
+                };
+                let reply = self.service.dispatch(req, &self.writer, lend).await;
+                if let Some(mut returned) = returned {
+                    let mut stop = self.stop.clone();
+                    self.decoder = loop {
+                        tokio::select! {
+                            back = &mut returned => match back {
+                                Ok(d) => break d,
+                                Err(_) => return Next::Close,
+                            },
+                            // The handler's reply did not fit the socket:
+                            // deliver it while the handler waits for Kong.
+                            _ = self.writer.queued.notified() => {
+                                if self.flush().await.is_err() {
+                                    return Next::Close;
+                                }
+                            }
+                            _ = stop.changed() => return Next::Close,
+                        }
+                    };
+                }
+                match reply {
+                    Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
+                    Ok(Encoded::Deferred) => {}
+                    Err(e) => {
+                        log::log!(
+                            if e.starts_with("no plugin instance") {
+                                log::Level::Info
+                            } else {
+                                log::Level::Warn
+                            },
+                            "{method}: {e}"
+                        );
+                        rpc::write_error(&mut out, msgid, &e);
+                    }
+                }
+            }
+            Err((msgid, e)) => {
+                log::warn!("{e}");
+                rpc::write_error_raw(&mut out, &msgid, &e);
+            }
+        }
+        self.send(&out)
+    }
+
+    /// Answers a frame that could not be decoded.
+    fn refuse_frame(&mut self, e: WireError) -> Next {
+        self.greet();
+        log::warn!("connection: {e}");
+        let msgid = self
+            .decoder
+            .peek_msgid()
+            .map_or(rmpv::Value::Nil, rmpv::Value::from);
+        let mut out = Vec::new();
+        rpc::write_error_raw(&mut out, &msgid, &e.to_string());
+        let next = match e {
+            // The frame is whole and its length known: skip it, go on.
+            WireError::TooManyValues { len, .. } => {
+                self.decoder.consume(len);
+                Next::Continue
+            }
+            // The next frame boundary cannot be found: give up what came.
+            WireError::Malformed(_) => {
+                self.decoder.reset();
+                Next::Continue
+            }
+            // The rest of an oversized frame is still coming, and a peer
+            // over the budget holds memory others need: hang up.
+            WireError::TooLarge { .. } | WireError::OverBudget { .. } => Next::Close,
+        };
+        match (self.send(&out), next) {
+            (Next::Close, _) | (_, Next::Close) => Next::Close,
+            _ => Next::Continue,
+        }
+    }
+
+    fn send(&self, out: &[u8]) -> Next {
+        if !out.is_empty() && self.writer.write_all(out).is_err() {
+            log::debug!("connection closed before the reply was written");
+            return Next::Close;
+        }
+        Next::Continue
     }
 }

@@ -184,12 +184,20 @@ pub struct EventLink {
     pub event_id: u64,
     pub label: Arc<str>,
     events: Arc<Events>,
-    route: Mutex<Option<Route>>,
+    /// The RPC in flight, and since when the handler has had it: `None` while
+    /// a PDK call waits for Kong, and once the event has ended.
+    route: Mutex<Option<(Route, Instant)>>,
 }
 
-/// The event can no longer reach Kong (its connection is gone).
-#[derive(Debug)]
-pub struct Unreachable;
+/// Why an output could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// The event can no longer reach Kong (its connection is gone, or it ended).
+    Unreachable,
+    /// Another PDK call of this event is still waiting for Kong's answer:
+    /// Kong runs one call of an event at a time.
+    Busy,
+}
 
 impl EventLink {
     pub fn new(event_id: u64, label: Arc<str>, events: Arc<Events>, route: Route) -> Self {
@@ -197,22 +205,42 @@ impl EventLink {
             event_id,
             label,
             events,
-            route: Mutex::new(Some(route)),
+            route: Mutex::new(Some((route, Instant::now()))),
         }
     }
 
-    /// Writes the reply to the RPC in flight; returns the route's lend, if any.
-    /// `result` appends the encoded result to the reply being built.
-    fn write(
+    fn route(&self) -> MutexGuard<'_, Option<(Route, Instant)>> {
+        self.route.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the RPC in flight away from a handler that has held it for at
+    /// least `limit` without answering: a new link on the same event, for
+    /// whoever answers Kong in its place. The handler's own link is left
+    /// without a route, so nothing it sends later reaches Kong.
+    pub fn take_stuck(&self, limit: Duration) -> Option<EventLink> {
+        let mut route = self.route();
+        if !route
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= limit)
+        {
+            return None;
+        }
+        let (route, _) = route.take()?;
+        Some(EventLink::new(
+            self.event_id,
+            Arc::clone(&self.label),
+            Arc::clone(&self.events),
+            route,
+        ))
+    }
+
+    /// Writes the reply to the RPC in flight on `route`; returns the route's
+    /// lend, if any. `result` appends the encoded result to the reply.
+    fn write_to(
         &self,
+        route: Route,
         result: impl FnOnce(&mut Vec<u8>),
-    ) -> Result<(Arc<ConnWriter>, Option<Lend>), Unreachable> {
-        let route = self
-            .route
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(Unreachable)?;
+    ) -> Result<(Arc<ConnWriter>, Option<Lend>), LinkError> {
         let mut out = Vec::with_capacity(64);
         rpc::write_ok_prefix(&mut out, route.msgid);
         result(&mut out);
@@ -220,17 +248,19 @@ impl EventLink {
             Ok(()) => Ok((route.writer, route.lend)),
             Err(e) => {
                 log::debug!("event {}: reply not written: {e}", self.event_id);
-                Err(Unreachable)
+                Err(LinkError::Unreachable)
             }
         }
     }
 
+    /// Writes the event's last output.
+    fn write_last(&self, result: impl FnOnce(&mut Vec<u8>)) -> Result<(), LinkError> {
+        let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
+        self.write_to(route, result).map(drop)
+    }
+
     /// Sends a PDK call; Kong's answer arrives on the returned receiver.
-    pub fn call(
-        &self,
-        method: &str,
-        args: &[u8],
-    ) -> Result<oneshot::Receiver<Resume>, Unreachable> {
+    pub fn call(&self, method: &str, args: &[u8]) -> Result<oneshot::Receiver<Resume>, LinkError> {
         self.send(method, args, None).map(|(resumed, _)| resumed)
     }
 
@@ -240,14 +270,19 @@ impl EventLink {
         method: &str,
         args: &[u8],
         wake: Option<Arc<Wake>>,
-    ) -> Result<(oneshot::Receiver<Resume>, Option<(Arc<ConnWriter>, Lend)>), Unreachable> {
+    ) -> Result<(oneshot::Receiver<Resume>, Option<(Arc<ConnWriter>, Lend)>), LinkError> {
+        // Taken before parking: a second call while one waits must not
+        // replace the first one's place in the registry.
+        let (route, _) = self.route().take().ok_or(LinkError::Busy)?;
         let (resume, resumed) = oneshot::channel();
         // Parked before the reply is written: Kong's Step may follow at once.
         self.events.park(
             self.event_id,
             Parked::new(resume, Arc::clone(&self.label), wake),
         );
-        match self.write(|out| write_call_result(out, self.event_id, method, args)) {
+        match self.write_to(route, |out| {
+            write_call_result(out, self.event_id, method, args)
+        }) {
             Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
             Err(e) => {
                 drop(self.events.take(self.event_id));
@@ -258,12 +293,12 @@ impl EventLink {
 
     /// Sends a PDK call and waits for Kong's answer on this (blocking) thread,
     /// reading the borrowed connection directly when there is one.
-    pub fn call_blocking(&self, method: &str, args: &[u8]) -> Result<Resume, Unreachable> {
+    pub fn call_blocking(&self, method: &str, args: &[u8]) -> Result<Resume, LinkError> {
         let wake = Wake::for_this_thread();
         let (resumed, lent) = self.send(method, args, wake.clone())?;
         match (lent, wake) {
             (Some((writer, lend)), Some(wake)) => self.wait_lent(resumed, writer, lend, &wake),
-            _ => resumed.blocking_recv().map_err(|_| Unreachable),
+            _ => resumed.blocking_recv().map_err(|_| LinkError::Unreachable),
         }
     }
 
@@ -275,13 +310,13 @@ impl EventLink {
         writer: Arc<ConnWriter>,
         mut lend: Lend,
         wake: &Wake,
-    ) -> Result<Resume, Unreachable> {
+    ) -> Result<Resume, LinkError> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
             wake.clear();
             match resumed.try_recv() {
                 Ok(resume) => return Ok(resume),
-                Err(oneshot::error::TryRecvError::Closed) => return Err(Unreachable),
+                Err(oneshot::error::TryRecvError::Closed) => return Err(LinkError::Unreachable),
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             let Some(decoder) = lend.decoder.as_mut() else {
@@ -315,7 +350,7 @@ impl EventLink {
                 ],
                 1000,
             )
-            .map_err(|_| Unreachable)?;
+            .map_err(|_| LinkError::Unreachable)?;
             if ready.contains(&writer.raw_fd()) {
                 match writer.read_nonblocking(&mut chunk) {
                     Ok(0) => break, // closed: the I/O task will see it too
@@ -327,7 +362,7 @@ impl EventLink {
         }
         // Give the connection back and wait for our Step elsewhere.
         drop(lend);
-        resumed.blocking_recv().map_err(|_| Unreachable)
+        resumed.blocking_recv().map_err(|_| LinkError::Unreachable)
     }
 
     /// Whether the next whole frame on a lent connection is this event's Step.
@@ -355,29 +390,27 @@ impl EventLink {
     }
 
     /// Sends a terminal call: Kong never answers it (protocol.md §5.2.3).
-    pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), Unreachable> {
-        crate::executor::pool::promise_idle();
-        self.write(|out| write_call_result(out, self.event_id, method, args))
-            .map(drop)
+    pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
+        self.write_last(|out| write_call_result(out, self.event_id, method, args))
     }
 
     /// The handler returned: `"ret"`.
-    pub fn done(&self) -> Result<(), Unreachable> {
-        // Kong's next HandleEvent may come as soon as it reads this.
+    pub fn done(&self) -> Result<(), LinkError> {
+        // Kong's next HandleEvent may come as soon as it reads this, and the
+        // handler's code is over: this thread can take it.
         crate::executor::pool::promise_idle();
-        self.write(|out| {
+        self.write_last(|out| {
             let _ = rmp::encode::write_map_len(out, 2);
             rpc::write_str(out, "Data");
             rpc::write_str(out, "ret");
             rpc::write_str(out, "EventId");
             let _ = rmp::encode::write_uint(out, self.event_id);
         })
-        .map(drop)
     }
 
     /// Takes Kong's answer and the route for the next reply.
     pub fn resume(&self, resume: Resume) -> Answer {
-        *self.route.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume.route);
+        *self.route() = Some((resume.route, Instant::now()));
         resume.answer
     }
 }
@@ -453,7 +486,7 @@ mod tests {
     fn a_link_parks_before_it_writes_and_unparks_when_it_cannot() {
         let events = Arc::new(Events::new(IdAllocator::starting_at(1)));
         let (a, mut b) = UnixStream::pair().expect("socketpair");
-        let writer = Arc::new(ConnWriter::new(std::os::fd::AsFd::as_fd(&a)).expect("dup"));
+        let writer = Arc::new(ConnWriter::new(a, 1 << 20).expect("writer"));
         let link = EventLink::new(
             5,
             Arc::from("t"),
@@ -476,9 +509,13 @@ mod tests {
             reply[3]["Data"]["Method"].as_str(),
             Some("kong.request.get_header")
         );
-        // No route until Kong steps again: a second output cannot be written.
-        assert!(link.call("kong.log.err", &[0x90]).is_err());
-        assert_eq!(events.len(), 0);
+        // No route until Kong steps again: a second call is refused and
+        // leaves the first one parked.
+        assert_eq!(
+            link.call("kong.log.err", &[0x90]).err(),
+            Some(LinkError::Busy)
+        );
+        assert_eq!(events.len(), 1);
     }
 
     use std::os::unix::net::UnixStream;

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use tokio::sync::oneshot;
 
 use crate::convert::{value_to_py, write_py, Unsendable};
-use crate::events::{Answer, EventLink, Resume};
+use crate::events::{Answer, EventLink, LinkError, Resume};
 use crate::executor::Phase;
 use crate::pdk_table::{FunctionInfo, PdkTable};
 
@@ -283,10 +283,31 @@ impl EventCtx {
         if !self.is_running() {
             return Err(self.ended_error(py));
         }
-        self.link.call(&method, &args).map_err(|_| {
-            self.state.store(ABANDONED, Ordering::Release);
-            self.ended_error(py)
-        })
+        self.link
+            .call(&method, &args)
+            .map_err(|e| self.link_error(py, &method, e))
+    }
+
+    /// The Python error for an output that could not be sent.
+    fn link_error(&self, py: Python<'_>, method: &str, e: LinkError) -> PyErr {
+        match e {
+            LinkError::Busy if self.is_running() => PyRuntimeError::new_err(format!(
+                "{method}: another PDK call of this event is already waiting for Kong; \
+                 Kong answers one call of an event at a time, so calls from \
+                 threads or tasks of one handler must not overlap (await each call)"
+            )),
+            _ => self.abandoned(py),
+        }
+    }
+
+    /// The handler watchdog's move: when the handler has held Kong's RPC for
+    /// `limit` without answering, takes the RPC away (a link for whoever
+    /// answers Kong in its place); the handler's later calls raise
+    /// `EventAbandoned` and its return sends nothing.
+    pub fn take_stuck(&self, limit: std::time::Duration) -> Option<EventLink> {
+        let link = self.link.take_stuck(limit)?;
+        self.state.store(ABANDONED, Ordering::Release);
+        Some(link)
     }
 
     /// The registry dropped our pending answer: deadline or shutdown.
@@ -304,7 +325,7 @@ impl EventCtx {
         }
         py.detach(|| self.link.call_blocking(&method, &args))
             .map(|resume| self.link.resume(resume))
-            .map_err(|_| self.abandoned(py))
+            .map_err(|e| self.link_error(py, &method, e))
     }
 
     /// Kong's answer as the plugin sees it: `(value, err)` in lua style, the
@@ -354,8 +375,10 @@ impl EventCtx {
                 if !self.is_running() {
                     return Err(self.ended_error(py));
                 }
-                let resume = py.detach(|| self.link.call_blocking(&method, &args)).ok();
-                self.answer_to_py(py, resume)
+                match py.detach(|| self.link.call_blocking(&method, &args)) {
+                    Ok(resume) => self.answer_to_py(py, Some(resume)),
+                    Err(e) => Err(self.link_error(py, &method, e)),
+                }
             }
             Waiter::Loop(link) => {
                 let runner = link.runner.bind(py);

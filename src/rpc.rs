@@ -59,16 +59,17 @@ pub struct Request {
     pub params: Vec<Value>,
 }
 
-/// Checks the request envelope; on failure returns the msgid to answer (0
-/// when even that is unreadable) and the error text.
-pub fn parse_request(frame: Value) -> Result<Request, (u64, String)> {
+/// Checks the request envelope; on failure returns the msgid to answer (as
+/// received, so that the peer can match the error to its request; nil when
+/// there is none) and the error text.
+pub fn parse_request(frame: Value) -> Result<Request, (Value, String)> {
     let Value::Array(items) = frame else {
         return Err((
-            0,
+            Value::Nil,
             "malformed request: expected [0, msgid, method, params]".into(),
         ));
     };
-    let msgid = items.get(1).and_then(as_u64).unwrap_or(0);
+    let raw_msgid = items.get(1).cloned().unwrap_or(Value::Nil);
     let mut items = items.into_iter();
     let (Some(kind), Some(_), Some(method), Some(params), None) = (
         items.next(),
@@ -78,21 +79,34 @@ pub fn parse_request(frame: Value) -> Result<Request, (u64, String)> {
         items.next(),
     ) else {
         return Err((
-            msgid,
+            raw_msgid,
             "malformed request: expected [0, msgid, method, params]".into(),
         ));
     };
     if as_u64(&kind) != Some(0) {
         return Err((
-            msgid,
+            raw_msgid,
             "malformed request: message type must be 0 (request)".into(),
         ));
     }
+    let Some(msgid) = as_u64(&raw_msgid) else {
+        return Err((
+            raw_msgid,
+            "malformed request: msgid must be an unsigned integer".into(),
+        ));
+    };
+    let msgid_value = || Value::from(msgid);
     let Value::String(method) = method else {
-        return Err((msgid, "malformed request: method must be a string".into()));
+        return Err((
+            msgid_value(),
+            "malformed request: method must be a string".into(),
+        ));
     };
     let Some(method) = method.into_str() else {
-        return Err((msgid, "malformed request: method name is not UTF-8".into()));
+        return Err((
+            msgid_value(),
+            "malformed request: method name is not UTF-8".into(),
+        ));
     };
     let params = match params {
         Value::Array(params) => params,
@@ -122,6 +136,16 @@ pub fn write_ok(out: &mut Vec<u8>, msgid: u64, result: &Value) {
 /// Appends `[1, msgid, error, nil]`.
 pub fn write_error(out: &mut Vec<u8>, msgid: u64, error: &str) {
     write_header(out, msgid);
+    write_str(out, error);
+    out.push(0xc0);
+}
+
+/// Appends `[1, msgid, error, nil]` for a request whose msgid is not a
+/// plain unsigned integer: the msgid goes back as it came.
+pub fn write_error_raw(out: &mut Vec<u8>, msgid: &Value, error: &str) {
+    let _ = rmp::encode::write_array_len(out, 4);
+    let _ = rmp::encode::write_uint(out, 1);
+    write_value(out, msgid);
     write_str(out, error);
     out.push(0xc0);
 }
@@ -230,14 +254,33 @@ mod tests {
         assert_eq!((req.msgid, req.method.as_str()), (9, "plugin.GetStatus"));
 
         let short = Value::Array(vec![Value::from(0), Value::from(4)]);
-        assert_eq!(parse_request(short).map(|_| ()).expect_err("invalid").0, 4);
+        assert_eq!(
+            parse_request(short).map(|_| ()).expect_err("invalid").0,
+            Value::from(4)
+        );
         assert_eq!(
             parse_request(Value::from("x"))
                 .map(|_| ())
                 .expect_err("invalid")
                 .0,
-            0
+            Value::Nil
         );
+        for odd in [
+            Value::from("7"),
+            Value::from(-5),
+            Value::F64(3.5),
+            Value::Nil,
+        ] {
+            let req = Value::Array(vec![
+                Value::from(0),
+                odd.clone(),
+                Value::from("plugin.GetStatus"),
+                Value::Array(vec![]),
+            ]);
+            let (msgid, why) = parse_request(req).expect_err("odd msgid");
+            assert_eq!(msgid, odd);
+            assert!(why.contains("msgid"), "{why}");
+        }
     }
 
     #[test]

@@ -32,6 +32,22 @@ struct Running {
     runtime: Runtime,
     service: Arc<Service>,
     stop: watch::Sender<bool>,
+    /// The socket file as we created it: at shutdown it is removed only if
+    /// it is still ours (a newer server may have taken the path meanwhile).
+    socket_id: Option<FileId>,
+}
+
+/// Device and inode of a file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| FileId(m.dev(), m.ino()))
+    }
 }
 
 #[pyclass(frozen, module = "kong_pdk._core")]
@@ -47,6 +63,8 @@ pub struct PluginServer {
     backlog: i32,
     async_threads: usize,
     max_handler_threads: usize,
+    /// `--handler-timeout`: `None` is off.
+    handler_timeout: Option<Duration>,
     config_exclude: HashSet<String>,
     /// A Python event-loop runner (`kong_pdk/runners.py`) and the phases it runs.
     runner: Option<Py<PyAny>>,
@@ -70,7 +88,7 @@ impl PluginServer {
         name, plugin_class, phases, info_json, socket_path, *,
         lua_style = true, event_timeout = 60.0, instance_ttl = 600.0,
         max_frame = DEFAULT_MAX_FRAME, listen_backlog = 1024, async_threads = 2,
-        max_handler_threads = 512, config_exclude = Vec::new(),
+        max_handler_threads = 512, handler_timeout = 0.0, config_exclude = Vec::new(),
         runner = None, loop_phases = Vec::new(), workers = Vec::new(),
         worker_startup_timeout = 60.0
     ))]
@@ -88,6 +106,7 @@ impl PluginServer {
         listen_backlog: i32,
         async_threads: usize,
         max_handler_threads: usize,
+        handler_timeout: f64,
         config_exclude: Vec<String>,
         runner: Option<Py<PyAny>>,
         loop_phases: Vec<String>,
@@ -126,6 +145,8 @@ impl PluginServer {
             backlog: listen_backlog,
             async_threads: async_threads.max(1),
             max_handler_threads: max_handler_threads.max(1),
+            handler_timeout: Some(secs("handler_timeout", handler_timeout)?)
+                .filter(|t| !t.is_zero()),
             config_exclude: config_exclude.into_iter().collect(),
             runner,
             loop_phases,
@@ -178,6 +199,7 @@ impl PluginServer {
                 ))
             })?
         };
+        let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
         runtime.spawn(accept_loop(
             listener,
@@ -196,6 +218,7 @@ impl PluginServer {
             runtime,
             service,
             stop,
+            socket_id,
         });
         Ok(())
     }
@@ -239,6 +262,7 @@ impl PluginServer {
                 runtime,
                 service,
                 stop,
+                socket_id,
             } = running;
             service.start_draining();
             let deadline = Instant::now() + timeout;
@@ -254,8 +278,15 @@ impl PluginServer {
             }
             drop(service.events.clear());
             let _ = stop.send(true);
-            if let Err(e) = std::fs::remove_file(&path) {
-                log::debug!("removing {}: {e}", path.display());
+            if socket_id.is_some() && FileId::of(&path) == socket_id {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::debug!("removing {}: {e}", path.display());
+                }
+            } else {
+                log::info!(
+                    "{} now belongs to another server; left in place",
+                    path.display()
+                );
             }
             // Worker processes, if any: after the drain they have nothing in
             // flight; each gets SIGTERM, then SIGKILL if it lingers.
@@ -329,6 +360,8 @@ impl PluginServer {
             self.plugin_class.clone_ref(py),
             self.lua_style,
             self.max_handler_threads,
+            self.handler_timeout,
+            runtime.clone(),
         ));
         let Some(runner) = &self.runner else {
             return Ok(threads);
@@ -392,6 +425,7 @@ async fn accept_loop(
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut failures = FailureLog::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -404,13 +438,42 @@ async fn accept_loop(
                     ));
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::error!("accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so once in a while, not 20 times a second.
+                    failures.record(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Logs accept failures at most once per [`FailureLog::EVERY`], with how
+/// many were not logged.
+#[derive(Default)]
+struct FailureLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn record(&mut self, e: &std::io::Error) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        let also = match self.unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more since the last report)"),
+        };
+        log::error!(
+            "accept failed: {e}{also}; new connections wait (raise the open-files limit, ulimit -n)"
+        );
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 

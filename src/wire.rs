@@ -7,8 +7,14 @@
 //! bounded by the frame limit), and only then decodes it with `rmpv`. Nothing
 //! here panics on bytes from the socket: every malformed or oversized input
 //! becomes a [`WireError`].
+//!
+//! Memory is bounded twice. A decoded value takes ~40 bytes whatever its size
+//! on the wire (a nil is one byte), so a frame of many tiny values is refused
+//! before decoding ([`max_values`]); and the bytes all connections hold in
+//! unfinished frames share one process-wide budget ([`buffer_budget`]).
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmpv::Value;
 
@@ -20,12 +26,37 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 /// Nesting deeper than this is refused (Kong's tables are a few levels deep).
 const MAX_DEPTH: usize = 512;
 
+/// Values any frame may hold, whatever its size (~10 MiB decoded).
+const FREE_VALUES: u64 = 256 * 1024;
+/// Beyond those, one value per this many bytes of frame.
+const BYTES_PER_VALUE: u64 = 8;
+
+/// Most values a frame of `len` bytes may hold: decoding one costs at most
+/// about 10 MiB plus 5 times its size. A body (one string) is one value.
+pub fn max_values(len: usize) -> u64 {
+    FREE_VALUES + len as u64 / BYTES_PER_VALUE
+}
+
+/// Bytes held in unfinished frames by every decoder of the process.
+static BUFFERED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many bytes all connections together may hold in unfinished frames,
+/// for a per-frame limit of `max_frame`.
+pub fn buffer_budget(max_frame: usize) -> usize {
+    max_frame.saturating_mul(4).max(256 << 20)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum WireError {
     /// The frame declares or reaches more bytes than the limit.
     TooLarge { limit: usize },
     /// Bytes that are not MessagePack (a reserved marker, too deep, ...).
     Malformed(String),
+    /// A whole frame of `len` bytes with more values than [`max_values`]
+    /// allows; it can be skipped.
+    TooManyValues { values: u64, len: usize },
+    /// The connections together hold more unfinished bytes than the budget.
+    OverBudget { budget: usize },
 }
 
 impl fmt::Display for WireError {
@@ -35,6 +66,17 @@ impl fmt::Display for WireError {
                 write!(f, "message too large: frames are limited to {limit} bytes")
             }
             WireError::Malformed(why) => write!(f, "malformed MessagePack frame: {why}"),
+            WireError::TooManyValues { values, len } => write!(
+                f,
+                "message refused: {values} values in {len} bytes would take about {} MB \
+                 to decode (limit: {} values for a message of this size)",
+                values * std::mem::size_of::<Value>() as u64 >> 20,
+                max_values(*len)
+            ),
+            WireError::OverBudget { budget } => write!(
+                f,
+                "server busy: connections hold more than {budget} bytes of unfinished messages"
+            ),
         }
     }
 }
@@ -45,6 +87,10 @@ pub struct FrameDecoder {
     /// Start of the first unconsumed byte in `buf`.
     pos: usize,
     max_frame: usize,
+    /// What this decoder counts in [`BUFFERED`].
+    accounted: usize,
+    /// Set when an `extend` took the process over its budget.
+    over_budget: bool,
 }
 
 impl FrameDecoder {
@@ -53,10 +99,14 @@ impl FrameDecoder {
             buf: Vec::with_capacity(4096),
             pos: 0,
             max_frame,
+            accounted: 0,
+            over_budget: false,
         }
     }
 
-    /// Appends bytes read from the socket.
+    /// Appends bytes read from the socket. When the process holds more
+    /// unfinished bytes than its budget, the next `next_frame` fails with
+    /// [`WireError::OverBudget`] (the bytes are kept, so the caller decides).
     pub fn extend(&mut self, bytes: &[u8]) {
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
@@ -66,6 +116,24 @@ impl FrameDecoder {
             self.pos = 0;
         }
         self.buf.extend_from_slice(bytes);
+        let total = self.account();
+        // A connection's first unfinished frame always fits: the budget is
+        // several frames, so one peer cannot lock everybody out.
+        if total > buffer_budget(self.max_frame) && self.buf.len() - self.pos > 64 * 1024 {
+            self.over_budget = true;
+        }
+    }
+
+    /// Brings [`BUFFERED`] up to date with this decoder; the new total.
+    fn account(&mut self) -> usize {
+        let now = self.buf.len() - self.pos;
+        let total = if now >= self.accounted {
+            BUFFERED.fetch_add(now - self.accounted, Ordering::Relaxed) + (now - self.accounted)
+        } else {
+            BUFFERED.fetch_sub(self.accounted - now, Ordering::Relaxed) - (self.accounted - now)
+        };
+        self.accounted = now;
+        total
     }
 
     /// True when no partial frame is buffered.
@@ -78,6 +146,8 @@ impl FrameDecoder {
     pub fn reset(&mut self) {
         self.buf.clear();
         self.pos = 0;
+        self.over_budget = false;
+        self.account();
     }
 
     /// The msgid of the request at the head of the buffer, if its first bytes
@@ -93,6 +163,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         self.pos += len;
+        self.account();
         Ok(Some(value))
     }
 
@@ -100,9 +171,17 @@ impl FrameDecoder {
     /// for [`consume`](Self::consume).
     pub fn peek_frame(&self) -> Result<Option<(Value, usize)>, WireError> {
         let pending = &self.buf[self.pos..];
-        let Some(len) = frame_len(pending, self.max_frame)? else {
+        let Some((len, values)) = scan(pending, self.max_frame)? else {
+            if self.over_budget {
+                return Err(WireError::OverBudget {
+                    budget: buffer_budget(self.max_frame),
+                });
+            }
             return Ok(None);
         };
+        if values > max_values(len) {
+            return Err(WireError::TooManyValues { values, len });
+        }
         let mut frame = &pending[..len];
         let value = rmpv::decode::read_value_with_max_depth(&mut frame, MAX_DEPTH)
             .map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -112,18 +191,27 @@ impl FrameDecoder {
     /// Drops `len` bytes of a frame returned by `peek_frame`.
     pub fn consume(&mut self, len: usize) {
         self.pos = (self.pos + len).min(self.buf.len());
+        self.account();
     }
 }
 
-/// Length of the first complete msgpack object in `buf`, `None` if `buf`
-/// holds only a prefix of one.
-pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireError> {
+impl Drop for FrameDecoder {
+    fn drop(&mut self) {
+        BUFFERED.fetch_sub(self.accounted, Ordering::Relaxed);
+    }
+}
+
+/// Length and number of values of the first complete msgpack object in
+/// `buf`, `None` if `buf` holds only a prefix of one.
+pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireError> {
     let too_large = WireError::TooLarge { limit: max_frame };
     let mut pos: usize = 0;
+    let mut values: u64 = 0;
     // Objects still to be read; arrays and maps add their elements.
     let mut pending: u64 = 1;
     while pending > 0 {
         pending -= 1;
+        values += 1;
         let Some(&marker) = buf.get(pos) else {
             return if buf.len() > max_frame {
                 Err(too_large)
@@ -195,7 +283,7 @@ pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireErro
             return Ok(None);
         }
     }
-    Ok(Some(pos))
+    Ok(Some((pos, values)))
 }
 
 /// Reads `[0, msgid, ...` off the head of a request without decoding it.
@@ -313,6 +401,31 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_of_a_million_nils_is_refused_and_skippable_a_big_body_is_not() {
+        let bytes = encode(&Value::Array(vec![
+            Value::from(0),
+            Value::from(8),
+            Value::from("plugin.GetStatus"),
+            Value::Array(vec![Value::Nil; 1 << 20]),
+        ]));
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&bytes);
+        dec.extend(&encode(&Value::from("next")));
+        let Err(WireError::TooManyValues { values, len }) = dec.peek_frame() else {
+            panic!("not refused");
+        };
+        assert!(values > 1 << 20 && len == bytes.len());
+        assert_eq!(dec.peek_msgid(), Some(8));
+        dec.consume(len);
+        assert_eq!(dec.next_frame(), Ok(Some(Value::from("next"))));
+
+        let body = Value::Binary(vec![1; 10 << 20]);
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        dec.extend(&encode(&body));
+        assert_eq!(dec.next_frame(), Ok(Some(body)));
+    }
+
+    #[test]
     fn too_deep_nesting_is_malformed_not_a_crash() {
         let mut bytes = vec![0x91; 100_000];
         bytes.push(0xc0);
@@ -326,11 +439,14 @@ mod tests {
         let bytes = encode(&sample());
         for cut in 0..bytes.len() {
             assert_eq!(
-                frame_len(&bytes[..cut], DEFAULT_MAX_FRAME),
+                scan(&bytes[..cut], DEFAULT_MAX_FRAME),
                 Ok(None),
                 "cut {cut}"
             );
         }
-        assert_eq!(frame_len(&bytes, DEFAULT_MAX_FRAME), Ok(Some(bytes.len())));
+        assert_eq!(
+            scan(&bytes, DEFAULT_MAX_FRAME).map(|found| found.map(|(len, _)| len)),
+            Ok(Some(bytes.len()))
+        );
     }
 }

@@ -24,6 +24,7 @@ class PluginServer:
         listen_backlog: int = 1024,
         async_threads: int = 2,
         max_handler_threads: int = 512,
+        handler_timeout: float = 0.0,
         config_exclude: list[str] = [],
         runner: object | None = None,
         loop_phases: list[str] = [],

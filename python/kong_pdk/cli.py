@@ -99,7 +99,16 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         "--max-handler-threads",
         type=int,
         default=512,
-        help="most handlers running (or waiting on Kong) at once in thread mode",
+        help="most handlers running (or waiting on Kong) at once in thread mode; "
+        "an event beyond them fails closed at once (default: %(default)s)",
+    )
+    p.add_argument(
+        "--handler-timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a handler that runs S seconds without answering Kong fails its event closed "
+        "(kong.log.err, then a 500 in rewrite/access); 0: off (default)",
     )
     p.add_argument(
         "--io-threads",
@@ -191,6 +200,7 @@ def start_dedicated_server(
             max_frame=args.max_message_size,
             listen_backlog=args.listen_queue_size,
             max_handler_threads=args.max_handler_threads,
+            handler_timeout=args.handler_timeout,
             async_threads=args.io_threads,
             gevent=args.gevent and not worker,
             processes=processes,

@@ -90,7 +90,7 @@ def build_server(
     call ``start_dedicated_server`` when run), and this process only relays
     events; ``worker_args`` are more flags for the workers (e.g. ``-v``).
     ``options`` are the core's tuning knobs (``event_timeout``, ``instance_ttl``,
-    ``max_frame``, ``listen_backlog``, ``max_handler_threads``).
+    ``max_frame``, ``listen_backlog``, ``max_handler_threads``, ``handler_timeout``).
     """
     info = plugin_info(name, plugin, version, priority, schema)
     if not info["Phases"]:
@@ -183,6 +183,8 @@ def worker_commands(
         flags += ["--max-message-size", str(options["max_frame"])]
     if "max_handler_threads" in options:
         flags += ["--max-handler-threads", str(options["max_handler_threads"])]
+    if options.get("handler_timeout"):
+        flags += ["--handler-timeout", repr(float(options["handler_timeout"]))]
     if not lua_style:
         flags.append("--no-lua-style")
     commands = []

@@ -15,6 +15,7 @@
 //! waiting.
 
 pub mod bridge;
+pub mod fail_closed;
 pub mod pool;
 pub mod process;
 pub mod thread;

@@ -6,9 +6,13 @@
 //! reads an event's final reply, often before that handler's thread is back
 //! in the pool. A pool that only counts threads already waiting (tokio's
 //! blocking pool does) then starts a new thread for nearly every event and
-//! ratchets up to its limit. Here a handler *promises* its thread just before
-//! it writes the final reply ([`promise_idle`]), and a promised thread takes
-//! the next job as soon as it is done.
+//! ratchets up to its limit. Here a handler whose code has returned *promises*
+//! its thread just before it writes the final reply ([`promise_idle`]), and a
+//! promised thread takes the next job as soon as it is done.
+//!
+//! The pool never queues without bound: a job that no thread can take (every
+//! thread up to `--max-handler-threads` busy, none promised) is handed back,
+//! and the executor fails that event closed at once.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,10 +22,11 @@ use std::time::Duration;
 type Job = Box<dyn FnOnce() + Send>;
 
 struct State {
-    /// Jobs, each marked with whether it claimed an idle thread when queued.
-    queue: VecDeque<(Job, bool)>,
-    /// Threads waiting for a job, or promised to take one next, that no job
-    /// has claimed yet.
+    queue: VecDeque<Job>,
+    /// Threads that will take the next queued job without delay: waiting for
+    /// one, just started, or promised by a handler that has returned. Each
+    /// thread is counted at most once (its `MEMBER` flag says whether it is),
+    /// and uncounts itself when it takes a job or exits.
     idle: usize,
     threads: usize,
 }
@@ -43,18 +48,29 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
+/// No thread can take the job now: every thread up to the limit is busy.
+#[derive(Debug)]
+pub struct Exhausted {
+    pub max_threads: usize,
+}
+
 thread_local! {
-    /// Set on pool threads: (the pool, whether this thread promised itself).
+    /// Set on pool threads: (the pool, whether this thread counts as idle).
     static MEMBER: RefCell<Option<(Arc<Inner>, bool)>> = const { RefCell::new(None) };
 }
 
-/// Called by a handler about to write its event's final reply: its thread
-/// counts as free for the next job from now on. No effect off pool threads.
+/// Called once a handler has returned (nothing of the plugin's code runs on
+/// this thread any more for this event): the thread counts as free for the
+/// next job from now on. No effect off pool threads.
+///
+/// Never call it before the handler has returned: code after
+/// `kong.response.exit` (a `finally:`) may still run for a long time, and a
+/// job promised to this thread would wait for it.
 pub fn promise_idle() {
     MEMBER.with(|m| {
-        if let Some((inner, promised)) = m.borrow_mut().as_mut() {
-            if !*promised {
-                *promised = true;
+        if let Some((inner, counted)) = m.borrow_mut().as_mut() {
+            if !*counted {
+                *counted = true;
                 inner.lock().idle += 1;
             }
         }
@@ -77,57 +93,80 @@ impl Pool {
         }
     }
 
-    pub fn execute(&self, job: impl FnOnce() + Send + 'static) {
+    /// Runs `job(data)` on a pool thread, or gives `data` back when every
+    /// thread up to the limit is busy: the caller answers for it instead of
+    /// letting it queue without bound.
+    pub fn execute<T: Send + 'static>(
+        &self,
+        data: T,
+        job: impl FnOnce(T) + Send + 'static,
+    ) -> Result<(), (T, Exhausted)> {
         let mut state = self.inner.lock();
-        let claims = state.idle > 0;
-        state.queue.push_back((Box::new(job), claims));
-        if claims {
-            state.idle -= 1;
-            drop(state);
-            self.inner.ready.notify_one();
-        } else if state.threads < self.inner.max_threads {
+        // Each queued job needs its own idle thread; start one when the idle
+        // ones are all spoken for.
+        let spawn = state.queue.len() >= state.idle;
+        if spawn && state.threads >= self.inner.max_threads {
+            return Err((
+                data,
+                Exhausted {
+                    max_threads: self.inner.max_threads,
+                },
+            ));
+        }
+        state.queue.push_back(Box::new(move || job(data)));
+        if spawn {
             state.threads += 1;
+            // The new thread is counted idle from now: it exists for this job.
+            state.idle += 1;
             drop(state);
             let inner = Arc::clone(&self.inner);
             let spawned = std::thread::Builder::new()
                 .name("kong-pdk-handler".into())
                 .spawn(move || work(inner));
             if let Err(e) = spawned {
+                // The job stays queued for the next thread that frees up.
                 log::error!("cannot start a handler thread: {e}");
-                self.inner.lock().threads -= 1;
+                let mut state = self.inner.lock();
+                state.threads -= 1;
+                state.idle -= 1;
             }
         } else {
-            // At the limit: the job waits for the next free thread.
-            log::debug!(
-                "all {} handler threads are busy; event queued",
-                self.inner.max_threads
-            );
+            drop(state);
+            self.inner.ready.notify_one();
         }
+        Ok(())
+    }
+
+    /// Threads alive and threads counted idle (for tests and status).
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let state = self.inner.lock();
+        (state.threads, state.idle)
     }
 }
 
 fn work(inner: Arc<Inner>) {
-    MEMBER.with(|m| *m.borrow_mut() = Some((Arc::clone(&inner), false)));
+    // Counted idle by `execute` when it started this thread.
+    MEMBER.with(|m| *m.borrow_mut() = Some((Arc::clone(&inner), true)));
     loop {
         let job = {
             let mut state = inner.lock();
-            // A promised thread already counts as idle; others register now.
-            let promised = MEMBER.with(|m| m.borrow().as_ref().is_some_and(|(_, p)| *p));
-            if !promised {
-                state.idle += 1;
-            }
             MEMBER.with(|m| {
-                if let Some((_, p)) = m.borrow_mut().as_mut() {
-                    *p = false;
+                if let Some((_, counted)) = m.borrow_mut().as_mut() {
+                    if !*counted {
+                        *counted = true;
+                        state.idle += 1;
+                    }
                 }
             });
             loop {
-                if let Some((job, claimed)) = state.queue.pop_front() {
-                    if !claimed {
-                        // Taken by us, not by the thread started for it: our
-                        // own idle mark is used up (that thread will idle).
-                        state.idle = state.idle.saturating_sub(1);
-                    }
+                if let Some(job) = state.queue.pop_front() {
+                    state.idle -= 1;
+                    MEMBER.with(|m| {
+                        if let Some((_, counted)) = m.borrow_mut().as_mut() {
+                            *counted = false;
+                        }
+                    });
                     break Some(job);
                 }
                 let (next, timeout) = inner
@@ -136,7 +175,7 @@ fn work(inner: Arc<Inner>) {
                     .unwrap_or_else(|p| p.into_inner());
                 state = next;
                 if timeout.timed_out() && state.queue.is_empty() {
-                    state.idle = state.idle.saturating_sub(1);
+                    state.idle -= 1;
                     state.threads -= 1;
                     break None;
                 }
@@ -162,50 +201,92 @@ mod tests {
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let names = Arc::new(Mutex::new(Vec::new()));
         let n1 = Arc::clone(&names);
-        pool.execute(move || {
+        pool.execute((), move |()| {
             n1.lock().expect("lock").push(std::thread::current().id());
             promise_idle();
             tx.send(()).expect("send");
             // Still busy finishing when the next job arrives.
             go_rx.recv().expect("go");
-        });
+        })
+        .expect("a thread");
         rx.recv().expect("first job ran");
         let done = Arc::new(AtomicUsize::new(0));
         let (d, n2) = (Arc::clone(&done), Arc::clone(&names));
-        pool.execute(move || {
+        pool.execute((), move |()| {
             n2.lock().expect("lock").push(std::thread::current().id());
             d.fetch_add(1, Ordering::SeqCst);
-        });
+        })
+        .expect("the promised thread");
         go_tx.send(()).expect("go");
         while done.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         let names = names.lock().expect("lock");
         assert_eq!(names[0], names[1], "the promised thread ran the second job");
-        assert_eq!(pool.inner.lock().threads, 1);
+        assert_eq!(pool.counts().0, 1);
     }
 
     #[test]
-    fn busy_threads_mean_new_threads_up_to_the_limit() {
+    fn busy_threads_mean_new_threads_up_to_the_limit_then_refusal() {
         let pool = Pool::new(3, Duration::from_secs(5));
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
         let started = Arc::new(AtomicUsize::new(0));
-        for _ in 0..5 {
+        let mut refused = 0;
+        for i in 0..5 {
             let (r, s) = (Arc::clone(&release_rx), Arc::clone(&started));
-            pool.execute(move || {
+            let sent = pool.execute(i, move |_| {
                 s.fetch_add(1, Ordering::SeqCst);
                 let _ = r.lock().expect("lock").recv();
             });
+            if let Err((data, e)) = sent {
+                assert_eq!((data, e.max_threads), (i, 3));
+                refused += 1;
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(started.load(Ordering::SeqCst), 3);
-        assert_eq!(pool.inner.lock().threads, 3);
-        for _ in 0..5 {
+        assert_eq!(refused, 2, "no queueing beyond the threads");
+        while started.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.counts(), (3, 0));
+        for _ in 0..3 {
             release_tx.send(()).expect("release");
         }
-        while started.load(Ordering::SeqCst) < 5 {
-            std::thread::sleep(Duration::from_millis(1));
+    }
+
+    /// Many jobs that hold their thread, submitted while short jobs come and
+    /// go on promised threads: every holder gets a thread of its own.
+    #[test]
+    fn holders_each_get_a_thread_under_churn() {
+        let pool = Arc::new(Pool::new(512, Duration::from_secs(5)));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let holders = Arc::new(AtomicUsize::new(0));
+        let churn = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for _ in 0..4000 {
+                    let _ = pool.execute((), |()| promise_idle());
+                }
+            })
+        };
+        for _ in 0..300 {
+            let (r, h) = (Arc::clone(&release_rx), Arc::clone(&holders));
+            pool.execute((), move |()| {
+                h.fetch_add(1, Ordering::SeqCst);
+                // Hold the thread until released (one release each).
+                let _ = r.lock().expect("lock").recv();
+            })
+            .expect("below the limit");
+        }
+        churn.join().expect("churn");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while holders.load(Ordering::SeqCst) < 300 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(holders.load(Ordering::SeqCst), 300, "every holder started");
+        for _ in 0..300 {
+            release_tx.send(()).expect("release");
         }
     }
 }

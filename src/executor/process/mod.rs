@@ -38,7 +38,7 @@ use supervise::supervise;
 use super::{EventJob, Executor, Phase, PluginHandle, RemoteKey, Running};
 use crate::events::{Answer, EventLink};
 use crate::pdk_table::PdkTable;
-use crate::rpc::{self, as_map, as_u64, field, map};
+use crate::rpc::{as_map, as_u64, field, map};
 use crate::wire::FrameDecoder;
 
 /// Idle connections kept per worker; more are opened under load and closed
@@ -707,32 +707,13 @@ impl Inner {
         }
     }
 
-    /// Ends an event that lost its handler the way a handler that raised
-    /// ends (thread.rs `on_exception`): the reason to Kong's error log, then a
-    /// 500 where Kong can still respond, else `"ret"`. Failing closed keeps an
-    /// auth plugin whose worker crashed from letting the request through.
+    /// Ends an event that lost its handler: failed closed (fail_closed.rs),
+    /// so an auth plugin whose worker crashed never lets the request through.
     async fn end_lost(&self, link: &EventLink, phase: Phase, why: &str) {
         self.lost.fetch_add(1, Ordering::AcqRel);
         let message = format!("{} handler ended: {why}", link.label);
         log::error!("event {}: {message}", link.event_id);
-        let mut args = Vec::new();
-        let _ = rmp::encode::write_array_len(&mut args, 1);
-        rpc::write_str(&mut args, &message);
-        let Ok(answered) = link.call("kong.log.err", &args) else {
-            return;
-        };
-        let Ok(resume) = answered.await else {
-            return;
-        };
-        let _ = link.resume(resume);
-        if phase.can_respond() {
-            let mut args = Vec::new();
-            let _ = rmp::encode::write_array_len(&mut args, 1);
-            let _ = rmp::encode::write_uint(&mut args, 500);
-            let _ = link.terminal("kong.response.error", &args);
-        } else {
-            let _ = link.done();
-        }
+        super::fail_closed::fail_closed(link, phase, &message).await;
     }
 
     /// Re-creates every known instance on a fresh worker process.

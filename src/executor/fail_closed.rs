@@ -1,0 +1,40 @@
+//! Failing an event closed, the way a Lua plugin that errors does.
+//!
+//! When an event's handler cannot give Kong a proper answer (it raised, it
+//! ran past `--handler-timeout`, no thread could run it, its worker process
+//! died), Kong still gets one: the reason goes to Kong's error log through
+//! `kong.log.err`, then, where Kong can still respond (rewrite, access), the
+//! request ends with a 500; elsewhere the event returns. An auth plugin that
+//! fails must never let the request through.
+//!
+//! This is the routine for events whose handler is gone or out of reach, run
+//! on the async runtime with no Python. A handler that raised on its own
+//! thread or loop does the same through its `kong` object (thread.rs,
+//! runners.py), so that its exception text reaches Kong the same way.
+
+use crate::events::EventLink;
+use crate::executor::Phase;
+use crate::rpc;
+
+/// `kong.log.err(message)`, then `kong.response.error(500)` or `"ret"`.
+pub async fn fail_closed(link: &EventLink, phase: Phase, message: &str) {
+    let mut args = Vec::new();
+    let _ = rmp::encode::write_array_len(&mut args, 1);
+    rpc::write_str(&mut args, message);
+    let Ok(answered) = link.call("kong.log.err", &args) else {
+        return;
+    };
+    let Ok(resume) = answered.await else {
+        // Kong abandoned the event meanwhile: nothing left to answer.
+        return;
+    };
+    let _ = link.resume(resume);
+    if phase.can_respond() {
+        let mut args = Vec::new();
+        let _ = rmp::encode::write_array_len(&mut args, 1);
+        let _ = rmp::encode::write_uint(&mut args, 500);
+        let _ = link.terminal("kong.response.error", &args);
+    } else {
+        let _ = link.done();
+    }
+}
