@@ -108,6 +108,9 @@ impl Parked {
     }
 
     /// Hands Kong's answer to the handler; gives it back if the handler is gone.
+    // The `Err` is the caller's own value handed back (as `oneshot::send`
+    // does); boxing it would allocate on every Step.
+    #[allow(clippy::result_large_err)]
     pub fn resume(mut self, resume: Resume) -> Result<(), Resume> {
         match self.resume.take() {
             Some(tx) => tx.send(resume),
@@ -219,9 +222,9 @@ impl EventLink {
     /// without a route, so nothing it sends later reaches Kong.
     pub fn take_stuck(&self, limit: Duration) -> Option<EventLink> {
         let mut route = self.route();
-        if !route
+        if route
             .as_ref()
-            .is_some_and(|(_, since)| since.elapsed() >= limit)
+            .is_none_or(|(_, since)| since.elapsed() < limit)
         {
             return None;
         }

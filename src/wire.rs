@@ -70,7 +70,7 @@ impl fmt::Display for WireError {
                 f,
                 "message refused: {values} values in {len} bytes would take about {} MB \
                  to decode (limit: {} values for a message of this size)",
-                values * std::mem::size_of::<Value>() as u64 >> 20,
+                (values * std::mem::size_of::<Value>() as u64) >> 20,
                 max_values(*len)
             ),
             WireError::OverBudget { budget } => write!(
