@@ -8,6 +8,7 @@
 
 mod connection;
 mod convert;
+mod defaults;
 mod events;
 mod executor;
 mod ids;
@@ -32,7 +33,8 @@ mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("__version__", env!("CARGO_PKG_VERSION"))
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("DEFAULTS", crate::defaults::as_dict(m.py())?)
     }
 
     use pyo3::prelude::*;

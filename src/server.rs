@@ -20,13 +20,13 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 use crate::convert::{json_to_value, value_to_py};
+use crate::defaults;
 use crate::executor::bridge::LoopExecutor;
 use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
 use crate::executor::{Executor, Phase, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::service::{PluginMeta, Service, Settings};
-use crate::wire::DEFAULT_MAX_FRAME;
 
 struct Running {
     runtime: Runtime,
@@ -86,11 +86,13 @@ impl PluginServer {
     #[new]
     #[pyo3(signature = (
         name, plugin_class, phases, info_json, socket_path, *,
-        lua_style = true, event_timeout = 60.0, instance_ttl = 600.0,
-        max_frame = DEFAULT_MAX_FRAME, listen_backlog = 1024, async_threads = 2,
-        max_handler_threads = 512, handler_timeout = 0.0, config_exclude = Vec::new(),
+        lua_style = true, event_timeout = defaults::EVENT_TIMEOUT,
+        instance_ttl = defaults::INSTANCE_TTL, max_frame = defaults::MAX_FRAME,
+        listen_backlog = defaults::LISTEN_BACKLOG, async_threads = defaults::IO_THREADS,
+        max_handler_threads = defaults::MAX_HANDLER_THREADS,
+        handler_timeout = defaults::HANDLER_TIMEOUT, config_exclude = Vec::new(),
         runner = None, loop_phases = Vec::new(), workers = Vec::new(),
-        worker_startup_timeout = 60.0
+        worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -501,19 +503,19 @@ pub fn init_logging(level: &str, prefix: Option<String>) -> PyResult<()> {
     let mut builder = env_logger::Builder::new();
     builder
         .filter_level(filter)
-        .format_target(false)
         .target(env_logger::Target::Stderr);
-    if let Some(prefix) = prefix {
-        builder.format(move |buf, record| {
-            writeln!(
-                buf,
-                "[{} {:<5} {prefix}] {}",
-                buf.timestamp(),
-                record.level(),
-                record.args()
-            )
-        });
-    }
+    // The same layout as the Python side's (kong_pdk/logs.py), so that the
+    // two interleave as one log.
+    let tag = prefix.map(|p| format!(" {p}")).unwrap_or_default();
+    builder.format(move |buf, record| {
+        writeln!(
+            buf,
+            "[{} {:<5}{tag}] {}",
+            buf.timestamp_seconds(),
+            record.level(),
+            record.args()
+        )
+    });
     let _ = builder.try_init();
     log::set_max_level(filter);
     Ok(())

@@ -18,11 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmpv::Value;
 
-/// Largest frame accepted by default: far above any PDK payload Kong sends
-/// (bodies are capped by nginx's client_body_buffer_size), small enough that a
-/// broken peer cannot make us buffer without bound.
-pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
-
 /// Nesting deeper than this is refused (Kong's tables are a few levels deep).
 const MAX_DEPTH: usize = 512;
 
@@ -304,6 +299,7 @@ fn peek_msgid(buf: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::defaults::MAX_FRAME as DEFAULT_MAX_FRAME;
 
     fn encode(v: &Value) -> Vec<u8> {
         let mut out = Vec::new();

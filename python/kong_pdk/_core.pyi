@@ -4,6 +4,8 @@ from os import PathLike
 from typing import Any, Final, final
 
 __version__: Final[str]
+# The default of every server setting, keyed by PluginServer parameter (src/defaults.rs).
+DEFAULTS: Final[dict[str, float]]
 
 @final
 class PluginServer:
@@ -22,7 +24,7 @@ class PluginServer:
         instance_ttl: float = 600.0,
         max_frame: int = 67108864,
         listen_backlog: int = 1024,
-        async_threads: int = 2,
+        async_threads: int = 1,
         max_handler_threads: int = 512,
         handler_timeout: float = 0.0,
         config_exclude: list[str] = [],

@@ -22,12 +22,15 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kong_pdk import _core
+from kong_pdk.logs import setup_logging
 from kong_pdk.plugin_info import plugin_info
 from kong_pdk.serve import build_server
 
 __all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
 
 DEFAULT_PREFIX = "/usr/local/kong"
+# Every other default lives in the core (src/defaults.rs).
+DEFAULTS: dict[str, float] = _core.DEFAULTS
 log: logging.Logger = logging.getLogger("kong_pdk")
 # Taken as early as possible: if the parent dies before we look, we would
 # compare against the new parent and never notice.
@@ -56,7 +59,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv for debug)")
     p.add_argument("--version", action="version", version=f"kong_pdk {_core.__version__}")
     p.add_argument(
-        "--listen-queue-size", type=int, default=1024, help="listen backlog (default: %(default)s)"
+        "--listen-queue-size", type=int, default=DEFAULTS["listen_backlog"], help="listen backlog (default: %(default)s)"
     )
     p.add_argument(
         "--no-lua-style",
@@ -74,38 +77,38 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--event-timeout",
         type=float,
-        default=60.0,
+        default=DEFAULTS["event_timeout"],
         help="seconds an event may wait for Kong's next step before it is abandoned",
     )
     p.add_argument(
         "--instance-ttl",
         type=float,
-        default=600.0,
+        default=DEFAULTS["instance_ttl"],
         help="seconds an idle plugin instance is kept (Kong never closes orphans)",
     )
     p.add_argument(
         "--drain-timeout",
         type=float,
-        default=10.0,
+        default=DEFAULTS["drain_timeout"],
         help="on SIGTERM, seconds to let events in flight finish",
     )
     p.add_argument(
         "--max-message-size",
         type=int,
-        default=64 << 20,
+        default=DEFAULTS["max_frame"],
         help="largest MessagePack message accepted, in bytes",
     )
     p.add_argument(
         "--max-handler-threads",
         type=int,
-        default=512,
+        default=DEFAULTS["max_handler_threads"],
         help="most handlers running (or waiting on Kong) at once in thread mode; "
         "an event beyond them fails closed at once (default: %(default)s)",
     )
     p.add_argument(
         "--handler-timeout",
         type=float,
-        default=0.0,
+        default=DEFAULTS["handler_timeout"],
         metavar="S",
         help="a handler that runs S seconds without answering Kong fails its event closed "
         "(kong.log.err, then a 500 in rewrite/access); 0: off (default)",
@@ -113,7 +116,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--io-threads",
         type=int,
-        default=1,
+        default=DEFAULTS["async_threads"],
         help="threads serving the socket (default: %(default)s; handlers run on their own threads)",
     )
     p.add_argument(
@@ -143,18 +146,6 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def _setup_logging(verbosity: int, prefix: str | None = None) -> None:
-    level = ("WARNING", "INFO", "DEBUG")[min(verbosity, 2)]
-    tag = f" {prefix}" if prefix else ""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level,
-        format=f"[%(asctime)s %(levelname)s{tag}] %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    _core.init_logging(level.lower() if level != "WARNING" else "warn", prefix)
-
-
 def start_dedicated_server(
     name: str,
     plugin: type,
@@ -172,7 +163,7 @@ def start_dedicated_server(
         sys.stdout.flush()
         raise SystemExit(0)
     worker = args.worker_socket is not None
-    _setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
+    setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
     if processes is not None and args.gevent:
         _fail("-m (worker processes) and -g (gevent) cannot be combined")

@@ -175,9 +175,9 @@ def worker_commands(
     prefix = os.path.dirname(socket_path) or "."
     flags = [
         "--event-timeout",
-        repr(worker_timeout(float(options.get("event_timeout", 60.0)))),
+        repr(worker_timeout(float(options.get("event_timeout", _core.DEFAULTS["event_timeout"])))),
         "--instance-ttl",
-        repr(float(options.get("instance_ttl", 600.0))),
+        repr(float(options.get("instance_ttl", _core.DEFAULTS["instance_ttl"]))),
     ]
     if "max_frame" in options:
         flags += ["--max-message-size", str(options["max_frame"])]
