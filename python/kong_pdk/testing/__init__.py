@@ -4,7 +4,7 @@
 reference/protocol.md to the letter: Kong's MessagePack encoding (``luapack``), its
 reader, its connection pool, the StartInstance/HandleEvent/Step loop and its instance
 cache. Replies are decoded with the stock ``msgpack`` package (``pip install
-'kong_pdk[testing]'``), so a server is never checked by our own decoder.
+'kong-pdk-native[testing]'``), so a server is never checked by our own decoder.
 
 The emulator does not import ``kong_pdk._core``: it talks to a server over a socket only.
 The plugin test kit built on it (``PluginRunner``, ``load_plugin``, ``Request``,
