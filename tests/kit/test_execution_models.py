@@ -16,6 +16,7 @@ import pytest
 
 from kong_pdk.testing.kit import PluginRunner
 from kong_pdk.testing.result import KitFailure
+from suite_tools import suite_module
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "py-hello.py"
 
@@ -75,7 +76,7 @@ def test_an_async_handler_that_raises_fails_the_test_with_its_traceback() -> Non
 
 
 def test_gevent_runs_handlers_in_greenlets() -> None:
-    pytest.importorskip("gevent", reason="gevent is not installed (pip install 'kong-pdk-native[gevent]')")
+    suite_module("gevent", "pip install 'kong-pdk-native[gevent]'")
     assert ran_in(PluginRunner(WhereItRan, model="gevent")) == "greenlet"
 
 
