@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from kong_pdk import _core
+from kong_pdk.plugin_check import plugin_mistakes
 from kong_pdk.plugin_info import plugin_info
 from kong_pdk.serve import build_server
 
@@ -119,7 +120,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         help="run handlers in N worker processes (default N: one per CPU); for CPU-bound plugins",
     )
     p.add_argument(
-        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong_pdk[gevent]')"
+        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong-pdk-native[gevent]')"
     )
     # Internal: how the -m core starts each worker (serve on exactly this
     # socket, thread model, logs tagged "worker <index>").
@@ -158,6 +159,9 @@ def start_dedicated_server(
     official package's). Returns only through ``SystemExit``."""
     args = build_parser(name).parse_args(argv)
     info = plugin_info(name, plugin, version, priority, schema)
+    if args.worker_socket is None:  # the main process has said it already
+        for mistake in plugin_mistakes(plugin, version, schema):
+            print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
         sys.stdout.write(json.dumps([info]))
         sys.stdout.flush()
@@ -218,7 +222,7 @@ def _enable_gevent() -> None:
     try:
         from gevent import monkey
     except ImportError:
-        _fail("-g needs gevent: pip install 'kong_pdk[gevent]'")
+        _fail("-g needs gevent: pip install 'kong-pdk-native[gevent]'")
     monkey.patch_all()
 
 
