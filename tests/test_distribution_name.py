@@ -97,3 +97,15 @@ def test_official_distribution_metadata_next_to_ours_is_named(tmp_path: Path) ->
     ours.mkdir()
     (ours / "RECORD").write_text("kong_pdk/__init__.py,sha256=x,0\nkong_pdk/serve.py,sha256=x,1\n")
     assert import_kong_pdk(site).stderr == ""
+
+
+def test_the_command_says_it_even_when_the_official_init_replaced_ours(tmp_path: Path) -> None:
+    site = package_copy(tmp_path)
+    (site / "kong_pdk" / "__init__.py").write_text("")  # the official package's __init__.py is empty
+    (site / "kong_pdk" / "listener.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run([sys.executable, "-m", "kong_pdk.command", "--help"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("MixedInstallWarning") == 1
+    assert FIX in out.stderr

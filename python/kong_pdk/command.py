@@ -24,7 +24,7 @@ TESTING_EXTRA = "pip install 'kong-pdk-native[testing]'"
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The ``kong-pdk`` parser, and its ``run`` subparser (parsed on its own, see ``main``)."""
-    from kong_pdk import __version__
+    from kong_pdk._core import __version__
     from kong_pdk.testing.run import add_arguments
 
     top = argparse.ArgumentParser(
@@ -60,6 +60,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from kong_pdk.install_check import warn_if_mixed
+
+    warn_if_mixed()
     args_in = list(sys.argv[1:] if argv is None else argv)
     top, run_parser = build_parser()
     if not args_in:

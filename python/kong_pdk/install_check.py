@@ -62,11 +62,20 @@ def foreign_files(package_dir: str) -> list[str]:
     return found + _official_dist_infos(os.path.dirname(os.path.abspath(package_dir)))
 
 
+_checked: set[str] = set()
+
+
 def warn_if_mixed(package_dir: str | None = None, stacklevel: int = 2) -> list[str]:
-    """Warns (``MixedInstallWarning``) when the official package is mixed in; returns what was found."""
+    """Warns (``MixedInstallWarning``, once per folder) when the official package is mixed in.
+
+    Called by ``import kong_pdk`` and again by the ``kong-pdk`` command and the
+    kit's fixture, which still run when the official package's (empty)
+    ``__init__.py`` has replaced ours. Returns what was found.
+    """
     folder = package_dir or os.path.dirname(os.path.abspath(__file__))
     found = foreign_files(folder)
-    if found:
+    if found and folder not in _checked:
+        _checked.add(folder)
         warnings.warn(
             f"the official 'kong-pdk' package is installed in the same place as 'kong-pdk-native' "
             f"({os.path.dirname(folder)}: {', '.join(found)}); both provide the import package kong_pdk "

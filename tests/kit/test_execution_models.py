@@ -91,3 +91,8 @@ def test_processes_run_handlers_in_worker_processes() -> None:
 def test_unknown_model_is_refused() -> None:
     with pytest.raises(ValueError, match="model must be one of threads, gevent, processes"):
         PluginRunner(WhereItRan, model="fibers").http()  # type: ignore[arg-type]
+
+
+def test_processes_need_a_plugin_file() -> None:
+    with pytest.raises(ValueError, match="model='processes' runs the plugin file again"):
+        PluginRunner(WhereItRan, model="processes").http()

@@ -85,6 +85,9 @@ _SESSION_SPECS: dict[Path, PluginSpec] = {}
 @pytest.fixture
 def kong(request: pytest.FixtureRequest) -> KongKit:
     """The plugin test kit (see ``kong_pdk.testing.kit``)."""
+    from kong_pdk.install_check import warn_if_mixed
+
+    warn_if_mixed()
     if importlib.util.find_spec("msgpack") is None:
         pytest.fail(MISSING_EXTRA, pytrace=False)
     return KongKit(Path(str(request.node.fspath)).parent)

@@ -139,6 +139,11 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
         raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
     if model == "processes" and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    if model == "processes" and spec.path is None:
+        raise ValueError(
+            "model='processes' runs the plugin file again in each worker: give the file "
+            "(kong.plugin('my-plugin.py')), which must end with start_dedicated_server(...)"
+        )
     key = (id(spec.cls), spec.name, spec.version, spec.priority, model, workers if model == "processes" else 0)
     with _lock:
         have = _servers.get(key)
