@@ -15,7 +15,10 @@ $(VENV)/.deps: pyproject.toml
 	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright gevent
 	touch $@
 
-$(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
+# The distribution is kong-pdk-native; "kong_pdk" (our old name, or the official
+# package) would mix its files with ours, so it goes first.
+$(VENV)/.built: $(VENV)/.deps $(RUST_SRC) pyproject.toml
+	$(PY) -m pip uninstall -q -y kong_pdk 2>/dev/null || true
 	$(VENV)/bin/maturin develop -q --extras testing
 	touch $@
 

@@ -5,21 +5,20 @@ Fields named in ``remove`` are dropped and ``add`` fields are set; a body that
 is not a JSON object is refused with 400. Other content types pass untouched.
 """
 
-from typing import Any
-
 import kong_pdk.pdk.kong as kong
+from kong_pdk.typing import PluginConfig, PluginSchema, Priority, Version
 
-Schema = (
+Schema: PluginSchema = (
     {"remove": {"type": "array", "elements": {"type": "string"}, "default": []}},
     {"add": {"type": "map", "keys": {"type": "string"}, "values": {"type": "string"}, "default": {}}},
 )
 
-version = "0.1.0"
-priority = 800
+version: Version = "0.1.0"
+priority: Priority = 800
 
 
 class Plugin:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: PluginConfig) -> None:
         self.remove: list[str] = list(config.get("remove") or [])
         self.add: dict[str, str] = dict(config.get("add") or {})
 
@@ -27,14 +26,11 @@ class Plugin:
         content_type, _ = kong.request.get_header("content-type")
         if not content_type or not content_type.lower().startswith("application/json"):
             return
-        body, err = kong.request.get_body()
+        body, _ = kong.request.get_body()  # None (and an error) when the body is not JSON
+        if isinstance(body, list) and not body:
+            body = {}  # an empty JSON object: to Lua an empty table, which arrives as []
         if not isinstance(body, dict):
-            # A JSON array, a scalar, or (after Lua) an empty object, which arrives as [].
-            if body == []:
-                body = {}
-            else:
-                kong.response.exit(400, {"message": "expected a JSON object"})
-                return
+            kong.response.exit(400, {"message": "expected a JSON object"})
         for name in self.remove:
             body.pop(name, None)
         body.update(self.add)

@@ -239,10 +239,29 @@ def split_union(t: str) -> list[str]:
     return parts
 
 
+# Return types the data gets wrong, by function: (first Lua return, why).
+# A parsed body is whatever the JSON was: Kong decodes a JSON array into a Lua
+# table too, which crosses the bridge as a list (and so does an empty object).
+RETURN_CORRECTIONS: dict[str, tuple[str, str]] = {
+    "kong.request.get_body": ("dict[str, Any] | list[Any] | None", "a JSON array body is a list"),
+    "kong.service.response.get_body": ("dict[str, Any] | list[Any] | None", "a JSON array body is a list"),
+}
+
+
+def correct(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``RETURN_CORRECTIONS`` applied to ``wire_return`` and the first Lua return."""
+    for f in data["functions"]:
+        fixed = RETURN_CORRECTIONS.get(f["name"])
+        if fixed is not None:
+            f["wire_return"] = fixed[0]
+            f["returns"] = [fixed[0], *f["returns"][1:]]
+    return data
+
+
 def load(data_path: Path) -> dict[str, Any]:
     with data_path.open(encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
-    return data
+    return correct(data)
 
 
 def build_tree(data: dict[str, Any]) -> Node:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from suite_tools import suite_module
 from serving import Served
 from helpers import case, headers, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
@@ -31,7 +32,7 @@ MODELS = {
 @pytest.fixture(params=list(MODELS))
 def served(request: pytest.FixtureRequest, serve: Callable[..., Served]) -> Served:
     if request.param == "gevent":
-        pytest.importorskip("gevent", reason="gevent is an optional extra")
+        suite_module("gevent", "pip install 'kong-pdk-native[gevent]'")
     plugin, args = MODELS[request.param]
     return serve(plugin, "--event-timeout", "2", *args, name="behaviours")
 

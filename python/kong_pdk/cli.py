@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from kong_pdk import _core
 from kong_pdk.logs import setup_logging
+from kong_pdk.plugin_check import plugin_mistakes
 from kong_pdk.plugin_info import plugin_info
 from kong_pdk.serve import build_server
 
@@ -131,7 +132,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         help="run handlers in N worker processes (default N: one per CPU); for CPU-bound plugins",
     )
     p.add_argument(
-        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong_pdk[gevent]')"
+        "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong-pdk-native[gevent]')"
     )
     # Internal: how the -m core starts each worker (serve on exactly this
     # socket, thread model, logs tagged "worker <index>").
@@ -158,6 +159,9 @@ def start_dedicated_server(
     official package's). Returns only through ``SystemExit``."""
     args = build_parser(name).parse_args(argv)
     info = plugin_info(name, plugin, version, priority, schema)
+    if args.worker_socket is None:  # the main process has said it already
+        for mistake in plugin_mistakes(plugin, version, schema):
+            print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
         sys.stdout.write(json.dumps([info]))
         sys.stdout.flush()
@@ -170,7 +174,7 @@ def start_dedicated_server(
     if processes is not None and processes < 0:
         _fail(f"-m needs a positive number of worker processes, not {processes}")
     if args.gevent and not worker:
-        _enable_gevent()
+        _enable_gevent(list(sys.argv[1:] if argv is None else argv))
     prefix = args.kong_prefix
     if not os.path.isdir(prefix):
         _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
@@ -214,13 +218,28 @@ def start_dedicated_server(
     raise SystemExit(0)
 
 
-def _enable_gevent() -> None:
-    """Patches blocking I/O so that it yields to other events (-g)."""
+def _enable_gevent(argv: list[str]) -> None:
+    """Patches blocking I/O so that it yields to other events (-g).
+
+    Patching must come before the plugin's own imports (``requests``, ``ssl``
+    …), which have run by now; so, unless that was done, the process becomes
+    ``python -m kong_pdk.gevent_first <this plugin file> <argv>`` (exec: same
+    pid, which is what Kong watches), which patches first and runs the plugin
+    file again.
+    """
     try:
         from gevent import monkey
     except ImportError:
-        _fail("-g needs gevent: pip install 'kong_pdk[gevent]'")
-    monkey.patch_all()
+        _fail("-g needs gevent: pip install 'kong-pdk-native[gevent]'")
+    if monkey.is_module_patched("socket"):
+        return  # gevent_first (or the plugin itself) patched already
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is None or not os.path.isfile(main_file):
+        monkey.patch_all()  # not started as a file: patching late is all we can do
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "kong_pdk.gevent_first", os.path.abspath(main_file), *argv])
 
 
 def _wait_for_stop() -> None:

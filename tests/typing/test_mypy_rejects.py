@@ -15,12 +15,12 @@ ground, and one of them (awaiting ``kong.response.exit``) only basedpyright sees
 
 mypy runs as ``python -m mypy`` with ``tests/typing/mypy.ini`` (strict,
 ``unused-awaitable``, Python 3.10, ``mypy_path`` = ``python/``). Without mypy or
-basedpyright the tests that need them skip and say why.
+basedpyright the tests that need them skip and say why, except under ``CI=true``
+or in the Makefile's venv, where they fail (tests/suite_tools.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from suite_tools import suite_module, suite_tool
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -196,19 +198,10 @@ def expected_errors(source: str, tool: str = "E") -> set[tuple[int, str]]:
     return out
 
 
-def mypy_missing_reason() -> str | None:
-    if importlib.util.find_spec("mypy") is None:
-        return "mypy is not installed (pip install mypy)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def mypy_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[int, str, str]]]:
     """Run mypy once over every case and the good files; errors grouped by file stem."""
-    reason = mypy_missing_reason()
-    if reason:
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
+    suite_module("mypy")
     tmp = tmp_path_factory.mktemp("mypy_cases")
     files: list[Path] = []
     for name, (head, body) in BAD_CASES.items():
@@ -266,11 +259,8 @@ def test_mypy_accepts_good_plugin(good: Path, mypy_run: dict[str, list[tuple[int
 
 
 def test_pyright_accepts_good_plugins() -> None:
-    """basedpyright (pyright strict) also accepts the typed PDK and the sample plugins."""
-    exe = shutil.which("basedpyright")
-    if exe is None:
-        print("SKIP: basedpyright is not installed (pip install basedpyright)")
-        pytest.skip("basedpyright is not installed")
+    """basedpyright (pyright strict) also accepts the typed PDK, the sample plugins and examples/."""
+    exe = suite_tool("basedpyright")
     proc = subprocess.run(
         [exe, "-p", str(HERE / "pyrightconfig.json")],
         capture_output=True, text=True, timeout=300,
@@ -285,10 +275,7 @@ PYRIGHT_CASES = sorted(n for n, (h, b) in BAD_CASES.items() if expected_errors(c
 @pytest.fixture(scope="module")
 def pyright_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[int, str, str]]]:
     """Run basedpyright (strict) once over the cases marked ``# P:``; diagnostics by file stem."""
-    exe = shutil.which("basedpyright")
-    if exe is None:
-        print("SKIP: basedpyright is not installed (pip install basedpyright)")
-        pytest.skip("basedpyright is not installed")
+    exe = suite_tool("basedpyright")
     tmp = tmp_path_factory.mktemp("pyright_cases")
     names = []
     for name in PYRIGHT_CASES:

@@ -31,6 +31,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from kong_pdk.plugin_check import MISSING, warn_plugin_mistakes
 from kong_pdk.plugin_info import phases_of
 from kong_pdk.testing.cjson import cjson_encode
 from kong_pdk.testing.errors import RpcError
@@ -41,7 +42,7 @@ from kong_pdk.testing.http import Body, Request, Response
 from kong_pdk.testing.loader import PluginSpec, load_plugin, plugin_spec
 from kong_pdk.testing.result import Call, KitFailure, Result
 from kong_pdk.testing.schema import validate_config
-from kong_pdk.testing.servers import Served, served
+from kong_pdk.testing.servers import Model, Served, served
 from kong_pdk.testing.terminal import apply_error, apply_exit, apply_stream_exit
 from kong_pdk.testing.upstream import Upstream, build_service_request, echo
 from kong_pdk.testing.world import World, kit_uuid
@@ -58,7 +59,10 @@ class PluginRunner:
 
     ``world`` (or keyword arguments naming ``World`` fields) sets what Kong knows
     beyond the request; ``answers`` overrides PDK functions by name (a value or a
-    callable of the Lua arguments).
+    callable of the Lua arguments). ``model`` is how the handlers run, as the
+    command line would run them: ``"threads"`` (no flag; ``async def`` phases
+    on the asyncio loop), ``"gevent"`` (``-g``) or ``"processes"`` (``-m
+    workers``; the plugin must be a file ending with ``start_dedicated_server``).
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class PluginRunner:
         world: World | None = None,
         answers: Mapping[str, object] | None = None,
         plugin_id: str | None = None,
+        model: Model = "threads",
+        workers: int = 1,
         **world_fields: Any,
     ) -> None:
         if isinstance(plugin, str):
@@ -76,12 +82,17 @@ class PluginRunner:
         elif isinstance(plugin, type):
             plugin = plugin_spec(plugin)
         self.spec: PluginSpec = plugin
+        # A plugin file without a version is a mistake; a class written in a test is not.
+        version = getattr(plugin.module, "version", MISSING) if plugin.path is not None else plugin.version
+        warn_plugin_mistakes(plugin.cls, version, plugin.schema, stacklevel=2)
         self.config: dict[str, Any] = validate_config(plugin.schema, config)
         base = world or World()
         self.world: World = dataclasses.replace(base, **world_fields) if world_fields else base
         self.answers: dict[str, object] = dict(answers or {})
         self.plugin_id: str = plugin_id or kit_uuid(f"plugin/{plugin.name}/{cjson_encode(self.config)}")
         self.phases: set[str] = set(phases_of(plugin.cls))
+        self.model: Model = model
+        self.workers: int = workers
 
     def with_config(self, config: Mapping[str, Any] | None = None, **world_fields: Any) -> PluginRunner:
         return PluginRunner(
@@ -89,11 +100,13 @@ class PluginRunner:
             config if config is not None else {k: v for k, v in self.config.items()},
             world=dataclasses.replace(self.world, **world_fields) if world_fields else self.world,
             answers=self.answers,
+            model=self.model,
+            workers=self.workers,
         )
 
     @property
     def server(self) -> Served:
-        return served(self.spec)
+        return served(self.spec, self.model, self.workers)
 
     # -- entry points ----------------------------------------------------------------
 

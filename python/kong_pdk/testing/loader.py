@@ -10,8 +10,6 @@ The plugin's name is the file name without ``.py`` (the name Kong knows it by,
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -19,9 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PluginSpec", "load_plugin", "plugin_spec"]
+from kong_pdk.plugin_file import import_plugin_file
 
-_counter = itertools.count()
+__all__ = ["PluginSpec", "load_plugin", "plugin_spec"]
 
 
 @dataclass(frozen=True)
@@ -37,27 +35,12 @@ class PluginSpec:
     module: ModuleType | None = field(default=None, compare=False, repr=False)
 
 
-def _import_file(path: Path) -> ModuleType:
-    module_name = f"_kong_pdk_plugin_{path.stem.replace('-', '_')}_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import a plugin from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses and pickling look modules up
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
-
-
 def load_plugin(path: str | os.PathLike[str], name: str | None = None, *, class_name: str = "Plugin") -> PluginSpec:
     """Import ``path`` and describe its plugin (``Plugin``, ``Schema``, ``version``, ``priority``)."""
     file = Path(path).resolve()
     if not file.is_file():
         raise FileNotFoundError(f"no plugin file at {file}")
-    module = _import_file(file)
+    module = import_plugin_file(file)
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise TypeError(f"{file} defines no class {class_name!r}")

@@ -14,12 +14,15 @@ Example::
         assert res.client_response.headers["x-hello-from-python"] == "Python says hi to example.com"
 
 Relative paths are looked up from the test file's directory, then from the
-directory pytest runs in. Nothing is imported from the native core until the
-fixture is used, so the plugin costs nothing to test sessions that do not use it.
+directory pytest runs in. Nothing is imported from the native core nor from
+msgpack until the fixture is used, so the plugin costs nothing to test sessions
+that do not use it, and never breaks them: in an install without the testing
+extra, only a test that uses the fixture fails, with a one-line message.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,9 @@ if TYPE_CHECKING:
     from kong_pdk.testing.kit import PluginRunner
     from kong_pdk.testing.loader import PluginSpec
 
-__all__ = ["KongKit", "kong"]
+__all__ = ["KongKit", "kong", "MISSING_EXTRA"]
+
+MISSING_EXTRA = "the kong fixture needs msgpack: pip install 'kong-pdk-native[testing]'"
 
 
 class KongKit:
@@ -80,4 +85,9 @@ _SESSION_SPECS: dict[Path, PluginSpec] = {}
 @pytest.fixture
 def kong(request: pytest.FixtureRequest) -> KongKit:
     """The plugin test kit (see ``kong_pdk.testing.kit``)."""
+    from kong_pdk.install_check import warn_if_mixed
+
+    warn_if_mixed()
+    if importlib.util.find_spec("msgpack") is None:
+        pytest.fail(MISSING_EXTRA, pytrace=False)
     return KongKit(Path(str(request.node.fspath)).parent)

@@ -7,6 +7,9 @@ The plugin runs through the test kit (our server in-process, Kong emulated
 over the socket), with Kong's lenient behaviour so the output shows what Kong
 would do. ``-v`` also prints every PDK call, Kong's log lines and the plugin's
 log entries, on stderr. The exit status is 0 unless the plugin could not run.
+
+The ``kong-pdk`` command (``kong_pdk.command``) parses the arguments
+(``add_arguments``) and calls ``run`` once it knows the testing extra is there.
 """
 
 from __future__ import annotations
@@ -16,15 +19,14 @@ import json
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "add_arguments", "run"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    run = argparse.ArgumentParser(
-        prog="kong-pdk run", description="Run a plugin through one simulated request and print the response."
-    )
+def add_arguments(run: argparse.ArgumentParser) -> None:
+    """The arguments of ``kong-pdk run``."""
     run.add_argument("plugin", help="the plugin file (defines Plugin, Schema, version, priority)")
-    run.add_argument("url", nargs="?", default="http://localhost/", help="request URL (default: %(default)s)")
+    # Not %(default)s: parse_intermixed_args formats a positional's help without it.
+    run.add_argument("url", nargs="?", default="http://localhost/", help="request URL (default: http://localhost/)")
     run.add_argument("--config", default="{}", help="plugin config as JSON (checked against the Schema)")
     run.add_argument("-X", "--request", dest="method", default=None, help="HTTP method (default GET, POST with --data)")
     run.add_argument("-H", "--header", dest="headers", action="append", default=[], help="'name: value' request header")
@@ -33,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--client-ip", default="127.0.0.1", help="address of the client (default: %(default)s)")
     run.add_argument("--strict", action="store_true", help="fail on PDK calls Kong would refuse")
     run.add_argument("-v", "--verbose", action="store_true", help="print PDK calls and logs on stderr")
-    return run
+    run.add_argument(
+        "--model",
+        choices=("threads", "gevent", "processes"),
+        default="threads",
+        help="execution model, as with no flag, -g or -m (default: %(default)s; async def phases run on asyncio)",
+    )
+    run.add_argument("--workers", type=int, default=1, help="worker processes for --model processes")
 
 
 def _headers(values: Sequence[str]) -> list[tuple[str, str]]:
@@ -56,15 +64,19 @@ def _body(data: str | None) -> bytes | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "run":
-        print("usage: kong-pdk run PLUGIN.py [--config JSON] [-X METHOD] [-H 'name: value'] [--data BODY] [URL]",
-              file=sys.stderr)
-        return 2
-    # Options may come after the URL, as with curl.
-    args = build_parser().parse_intermixed_args(argv[1:])
+    """``kong-pdk`` (kept for ``python -m kong_pdk.testing.run run ...``)."""
+    from kong_pdk.command import main as command_main
+
+    return command_main(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the request ``args`` describe; returns the exit status."""
+    import warnings
+
     from kong_pdk.testing.kit import PluginRunner
     from kong_pdk.testing.loader import load_plugin
+    from kong_pdk.plugin_check import PluginWarning
     from kong_pdk.testing.result import KitFailure
     from kong_pdk.testing.schema import ConfigError
 
@@ -76,7 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = _body(args.data)
     method = args.method or ("POST" if body is not None else "GET")
     try:
-        runner = PluginRunner(load_plugin(args.plugin, args.name), config, strict=args.strict)
+        with warnings.catch_warnings(record=True) as caught:  # said once, on one line each
+            warnings.simplefilter("always", PluginWarning)
+            runner = PluginRunner(
+                load_plugin(args.plugin, args.name), config, strict=args.strict, model=args.model, workers=args.workers
+            )
+        for warning in caught:
+            if issubclass(warning.category, PluginWarning):
+                print(f"kong-pdk run: warning: {warning.message}", file=sys.stderr)
         url = args.url if "://" in args.url else "http://" + args.url
         if url.startswith("https://"):
             res = runner.https(method, url, _headers(args.headers), body, client_ip=args.client_ip)

@@ -26,7 +26,7 @@ try:
     import msgpack  # type: ignore[import-untyped]  # ships no type information
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "kong_pdk.testing needs the 'msgpack' package: pip install 'kong_pdk[testing]'"
+        "kong_pdk.testing needs the 'msgpack' package: pip install 'kong-pdk-native[testing]'"
     ) from _exc
 
 __all__ = [

@@ -38,16 +38,16 @@ class LuaStyleRequest(Protocol):
         mimetype: str | None = None,
         max_args: int | None = None,
         max_allowed_file_size: int | None = None,
-    ) -> tuple[dict[str, Any] | None, str | None]:
+    ) -> tuple[dict[str, Any] | list[Any] | None, str | None]:
         """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | list[Any] | None, err); err is a str when Kong reports an
+        error, else None.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         """
         ...
 
@@ -292,16 +292,16 @@ class PythonStyleRequest(Protocol):
         mimetype: str | None = None,
         max_args: int | None = None,
         max_allowed_file_size: int | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | list[Any] | None:
         """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | list[Any] | None. Raises kong_pdk.exception.PDKException
+        when Kong reports an error.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         """
         ...
 
@@ -548,16 +548,16 @@ class AsyncLuaStyleRequest(Protocol):
         mimetype: str | None = None,
         max_args: int | None = None,
         max_allowed_file_size: int | None = None,
-    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+    ) -> Awaitable[tuple[dict[str, Any] | list[Any] | None, str | None]]:
         """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err); err is
+        a str when Kong reports an error, else None.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         """
         ...
 
@@ -827,16 +827,16 @@ class AsyncPythonStyleRequest(Protocol):
         mimetype: str | None = None,
         max_args: int | None = None,
         max_allowed_file_size: int | None = None,
-    ) -> Awaitable[dict[str, Any] | None]:
+    ) -> Awaitable[dict[str, Any] | list[Any] | None]:
         """kong.request.get_body(mimetype=None, max_args=None, max_allowed_file_size=None)
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. Awaiting
+        raises kong_pdk.exception.PDKException when Kong reports an error.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         """
         ...
 

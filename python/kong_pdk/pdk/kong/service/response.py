@@ -37,16 +37,16 @@ class LuaStyleServiceResponse(Protocol):
         self,
         mimetype: str | None = None,
         max_args: int | None = None,
-    ) -> tuple[dict[str, Any] | None, str | None]:
+    ) -> tuple[dict[str, Any] | list[Any] | None, str | None]:
         """kong.service.response.get_body(mimetype=None, max_args=None)
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | list[Any] | None, err); err is a str when Kong reports an
+        error, else None.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
         """
         ...
@@ -109,16 +109,16 @@ class PythonStyleServiceResponse(Protocol):
         self,
         mimetype: str | None = None,
         max_args: int | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | list[Any] | None:
         """kong.service.response.get_body(mimetype=None, max_args=None)
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | list[Any] | None. Raises kong_pdk.exception.PDKException
+        when Kong reports an error.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
         """
         ...
@@ -181,16 +181,16 @@ class AsyncLuaStyleServiceResponse(Protocol):
         self,
         mimetype: str | None = None,
         max_args: int | None = None,
-    ) -> Awaitable[tuple[dict[str, Any] | None, str | None]]:
+    ) -> Awaitable[tuple[dict[str, Any] | list[Any] | None, str | None]]:
         """kong.service.response.get_body(mimetype=None, max_args=None)
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err); err is
+        a str when Kong reports an error, else None.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
         """
         ...
@@ -257,16 +257,16 @@ class AsyncPythonStyleServiceResponse(Protocol):
         self,
         mimetype: str | None = None,
         max_args: int | None = None,
-    ) -> Awaitable[dict[str, Any] | None]:
+    ) -> Awaitable[dict[str, Any] | list[Any] | None]:
         """kong.service.response.get_body(mimetype=None, max_args=None)
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. Awaiting
+        raises kong_pdk.exception.PDKException when Kong reports an error.
 
-        Lua returns (dict[str, Any] | None, str | None, str | None); only the first value
-        crosses Kong's bridge.
+        Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
+        first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
         """
         ...
