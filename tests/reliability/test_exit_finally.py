@@ -35,7 +35,6 @@ def test_the_next_event_does_not_wait_for_a_finally_after_exit(serve: Callable[.
             reply = other.call("plugin.HandleEvent", [{"InstanceId": quick, "EventName": "access"}])
             assert isinstance(reply, dict)
             assert reply["Data"] == {"Method": "kong.request.get_header", "Args": ["host"]}
-            elapsed = time.monotonic() - started
             step = other.call("plugin.Step", [{"EventId": reply["EventId"], "Data": "n.test"}])
             assert isinstance(step, dict) and step["Data"]["Method"] == "kong.response.set_header"
             assert other.call("plugin.Step", [{"EventId": reply["EventId"]}]) == {
