@@ -15,11 +15,11 @@ mod ids;
 mod instances;
 mod pdk;
 mod pdk_table;
-mod rpc;
+pub mod rpc;
 mod server;
 mod service;
 mod wake;
-mod wire;
+pub mod wire;
 mod writer;
 
 use pyo3::prelude::*;
