@@ -8,7 +8,7 @@
 
 mod connection;
 mod convert;
-mod defaults;
+pub mod defaults;
 mod events;
 mod executor;
 mod ids;

@@ -383,7 +383,20 @@ impl EventCtx {
             Waiter::Loop(link) => {
                 let runner = link.runner.bind(py);
                 let token = runner.call_method0(intern!(py, "new_token"))?;
-                let answered = self.send_call(py, method, args)?;
+                let answered = match self.send_call(py, method, args) {
+                    Ok(answered) => answered,
+                    // Failed awaitable, not a raise at call time: a handler
+                    // that gathers two calls gets the error where it awaits,
+                    // and still awaits the call that went out.
+                    Err(e) => {
+                        let error = e.into_value(py).into_bound(py).into_any();
+                        runner.call_method1(
+                            intern!(py, "resolve"),
+                            (token.clone(), py.None(), error),
+                        )?;
+                        return runner.call_method1(intern!(py, "wait"), (token,));
+                    }
+                };
                 let bridge = Arc::clone(&link.bridge);
                 let ctx = Arc::clone(self);
                 let pending = token.clone().unbind();

@@ -196,6 +196,12 @@ impl Drop for FrameDecoder {
     }
 }
 
+/// Length of the first complete msgpack object in `buf`, `None` if `buf`
+/// holds only a prefix of one.
+pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireError> {
+    Ok(scan(buf, max_frame)?.map(|(len, _)| len))
+}
+
 /// Length and number of values of the first complete msgpack object in
 /// `buf`, `None` if `buf` holds only a prefix of one.
 pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireError> {

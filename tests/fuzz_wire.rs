@@ -7,8 +7,9 @@
 //! run: `PROPTEST_CASES=1000000 cargo test --release --test fuzz_wire`
 //! (docs/fuzzing.md).
 
+use _core::defaults::MAX_FRAME as DEFAULT_MAX_FRAME;
 use _core::rpc::parse_request;
-use _core::wire::{frame_len, FrameDecoder, DEFAULT_MAX_FRAME};
+use _core::wire::{frame_len, FrameDecoder};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rmpv::Value;
