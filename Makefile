@@ -52,6 +52,26 @@ test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, py
 demo: dev  ## serve examples/py-hello.py on a real socket and drive one request through it, printed like curl -i
 	$(VENV)/bin/kong-pdk run -v examples/py-hello.py --config '{"message": "hello"}' -H 'host: example.com' http://example.com/
 
+# Wheels for PyPI. A plain `maturin build --release` links against this machine's
+# glibc (manylinux_2_34: Debian 11, Ubuntu 20.04 and RHEL 8 cannot install it);
+# zig links against glibc 2.17 instead, whatever the build machine has.
+$(VENV)/.wheel-deps: $(VENV)/.deps
+	$(PY) -m pip install -q 'ziglang>=0.13,<0.18'
+	touch $@
+
+.PHONY: wheels
+wheels: $(VENV)/.wheel-deps  ## build dist/: a manylinux2014 (glibc 2.17) x86_64 wheel (release, LTO) and the sdist
+	rm -rf dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig --compatibility manylinux2014 -i $(PY) --out dist
+	$(VENV)/bin/maturin sdist --out dist
+	@ls -l dist
+
+.PHONY: test-wheels
+test-wheels: wheels  ## install the wheel into a fresh venv of every Python >= 3.10 here (no cargo on PATH) and serve a plugin in each
+	$(PY) scripts/test_wheels.py dist --min-pythons $(MIN_PYTHONS)
+
+MIN_PYTHONS ?= 1
+
 .PHONY: bench
 bench: release  ## benchmark table against the official kong-pdk (see benches/)
 	$(PY) benches/run.py
