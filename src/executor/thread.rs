@@ -2,7 +2,7 @@
 //!
 //! The pool is tokio's blocking pool: threads are created on demand up to a
 //! limit and kept for a while when idle, so a burst of 64 events waiting on
-//! Kong gets 64 threads and no event waits for another (design.md: no global
+//! Kong gets 64 threads and no event waits for another (docs/architecture.md, "Design rules": no global
 //! lock while a handler runs). Each thread attaches to Python for the handler
 //! and detaches inside every PDK call.
 
