@@ -9,10 +9,11 @@ RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml requirements-docs.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright gevent
+	$(PY) -m pip install -q -r requirements-docs.txt
 	touch $@
 
 # The distribution is kong-pdk-native; "kong_pdk" (our old name, or the official
@@ -49,11 +50,39 @@ test-py: dev  ## pytest over the real socket
 	$(PY) -m pytest -q
 
 .PHONY: test
-test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, pytest (sets up .venv on a fresh machine)
+test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, pytest incl. the strict docs build (sets up .venv on a fresh machine)
 
 .PHONY: demo
 demo: dev  ## serve examples/py-hello.py on a real socket and drive one request through it, printed like curl -i
 	$(VENV)/bin/kong-pdk run -v examples/py-hello.py --config '{"message": "hello"}' -H 'host: example.com' http://example.com/
+
+# Wheels for PyPI. A plain `maturin build --release` links against this machine's
+# glibc (manylinux_2_34: Debian 11, Ubuntu 20.04 and RHEL 8 cannot install it);
+# zig links against glibc 2.17 instead, whatever the build machine has.
+$(VENV)/.wheel-deps: $(VENV)/.deps
+	$(PY) -m pip install -q 'ziglang>=0.13,<0.18'
+	touch $@
+
+.PHONY: wheels
+wheels: $(VENV)/.wheel-deps  ## build dist/: a manylinux2014 (glibc 2.17) x86_64 wheel (release, LTO) and the sdist
+	rm -rf dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --zig --compatibility manylinux2014 -i $(PY) --out dist
+	$(VENV)/bin/maturin sdist --out dist
+	@ls -l dist
+
+.PHONY: test-wheels
+test-wheels: wheels  ## install the wheel into a fresh venv of every Python >= 3.10 here (no cargo on PATH) and serve a plugin in each
+	$(PY) scripts/test_wheels.py dist --min-pythons $(MIN_PYTHONS)
+
+MIN_PYTHONS ?= 1
+
+.PHONY: docs
+docs: $(VENV)/.deps  ## build the documentation site into site/ (mkdocs --strict; `make test` checks it too)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+.PHONY: docs-serve
+docs-serve: $(VENV)/.deps  ## serve the documentation site on http://127.0.0.1:8000 with live reload
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 .PHONY: bench
 bench: release  ## benchmark table against the official kong-pdk (see benches/)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generate the typed PDK modules, the function table and the PDK reference docs.
 
-Input: ``python/kong_pdk/pdk/pdk-api.json`` (the list of Kong PDK functions, see
-``reference/pdk-api.md``). Output, all of it generated and committed:
+Input: ``python/kong_pdk/pdk/pdk-api.json`` (the list of Kong PDK functions,
+described in ``docs/architecture.md``). Output, all of it generated and committed:
 
 * ``python/kong_pdk/pdk/kong/**.py``: one module per PDK namespace, mirroring the
   Lua path (``kong.service.request`` -> ``kong/service/request.py``; a namespace
@@ -808,7 +808,7 @@ def doc_index(data: dict[str, Any], root: Node) -> str:
         "(typed `NoReturn`, so the type checker knows the code after them does not run).\n\n",
         "The error half is typed `str | None` because the plugin API allows an error there. Kong's "
         "msgpack bridge (3.8 to master) keeps only the first Lua return value and never answers a "
-        "PDK call with an error (reference/pdk-api.md, wire behaviour), so with today's Kong `err` "
+        "PDK call with an error (docs/protocol.md §5.3), so with today's Kong `err` "
         "is None whenever the call returns at all. If an error is ever reported, the value "
         "half is None, whatever its type says.\n\n",
         "```python\nimport kong_pdk.pdk.kong as kong\n\n\nclass Plugin:\n"

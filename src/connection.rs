@@ -1,6 +1,6 @@
 //! One socket connection: read frames, answer each request in order.
 //!
-//! Kong never pipelines (protocol.md §2), so a connection serves one request
+//! Kong never pipelines (docs/protocol.md §2), so a connection serves one request
 //! at a time. Replies are written whole, with the `serverPid` notification in
 //! front of the first one (§2, "Notifications"), and nothing is ever written
 //! after a reply that was not asked for (Kong would drop it).
@@ -117,7 +117,7 @@ impl Connection {
             match read {
                 Err(_would_block) => {}
                 Ok(Ok(0)) => {
-                    // Kong's readiness probes (protocol.md §1.3) connect and close.
+                    // Kong's readiness probes (docs/protocol.md §1.3) connect and close.
                     if !self.decoder.is_empty() {
                         log::debug!("connection closed in the middle of a message");
                     }

@@ -1,7 +1,7 @@
 //! MessagePack values ⇄ Python objects.
 //!
 //! Kong → Python: decoded [`rmpv::Value`]s become Python objects. Strings are
-//! Lua strings, so their bytes need not be UTF-8 (protocol.md §3.2, §11.1);
+//! Lua strings, so their bytes need not be UTF-8 (docs/protocol.md §3.2, §11.1);
 //! they become `str` decoded with `surrogateescape`, which loses nothing.
 //! `bin` (raw bodies, §6.2) becomes `bytes`.
 //!
@@ -79,7 +79,7 @@ fn key_to_py<'py>(py: Python<'py>, k: &Value) -> PyResult<Bound<'py, PyAny>> {
 pub enum Unsendable {
     /// Raise `TypeError` naming the type.
     Refuse,
-    /// Send `str(obj)`: `kong.log.*` takes anything (protocol pdk-api.md).
+    /// Send `str(obj)`: `kong.log.*` takes anything (docs/pdk/kong.log.md).
     Stringify,
 }
 
@@ -237,7 +237,7 @@ fn len_u32(n: usize) -> PyResult<u32> {
     u32::try_from(n).map_err(|_| PyValueError::new_err("value too large for MessagePack"))
 }
 
-/// Parses JSON text (Kong's `Config`, protocol.md §6.5) into a value.
+/// Parses JSON text (Kong's `Config`, docs/protocol.md §6.5) into a value.
 pub fn json_to_value(j: serde_json::Value) -> Value {
     match j {
         serde_json::Value::Null => Value::Nil,

@@ -1,6 +1,6 @@
 //! The event registry, and how an event's outputs reach Kong.
 //!
-//! An event is one run of one phase handler (protocol.md §5). Its handler runs
+//! An event is one run of one phase handler (docs/protocol.md §5). Its handler runs
 //! elsewhere (an executor); each of its outputs answers the RPC Kong is
 //! waiting on: a PDK call `{Method, Args}`, a terminal call, or `"ret"`. The
 //! handler's side writes that reply itself through the event's [`Route`] (the
@@ -33,7 +33,7 @@ use crate::writer::ConnWriter;
 pub enum Answer {
     /// `plugin.Step*`; `None` when `Data` was absent (the PDK returned nil).
     Value(Option<Value>),
-    /// `plugin.StepError` (Kong ≤ 2.8 only, protocol.md §5.3).
+    /// `plugin.StepError` (Kong ≤ 2.8 only, docs/protocol.md §5.3).
     Error(String),
 }
 
@@ -392,7 +392,7 @@ impl EventLink {
         Own::Mine(step_answer(data, error), req.msgid, len)
     }
 
-    /// Sends a terminal call: Kong never answers it (protocol.md §5.2.3).
+    /// Sends a terminal call: Kong never answers it (docs/protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
         self.write_last(|out| write_call_result(out, self.event_id, method, args))
     }

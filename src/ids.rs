@@ -1,7 +1,7 @@
 //! Server-wide ids for instances and events.
 //!
 //! Kong caches instance ids per worker and keeps using them after our process
-//! restarts (protocol.md §1.3, §7). An id handed out by an earlier process must
+//! restarts (docs/protocol.md §1.3, §7). An id handed out by an earlier process must
 //! therefore never name something else in this one: ids start from the wall
 //! clock in milliseconds times 1000 and count up by one. A new process starts
 //! above every id an older one could have reached unless that one created more

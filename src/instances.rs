@@ -1,6 +1,6 @@
 //! The instance registry: one entry per plugin configuration Kong started.
 //!
-//! Keyed by a server-wide id, never by connection (protocol.md §2). `H` is the
+//! Keyed by a server-wide id, never by connection (docs/protocol.md §2). `H` is the
 //! executor's handle on the live plugin object, so this module stays free of
 //! Python. Kong never closes orphaned instances (§7.3), so idle ones expire;
 //! an instance with an event in flight never does.
@@ -118,7 +118,7 @@ impl<H> Instances<H> {
 
     /// Removes an instance. Events already running keep their reference and
     /// finish (Kong closes the old instance right after starting its
-    /// replacement, protocol.md §7.2).
+    /// replacement, docs/protocol.md §7.2).
     pub fn remove(&self, id: u64) -> Option<Arc<Instance<H>>> {
         let removed = self.lock().remove(&id);
         if removed.is_some() {

@@ -1,6 +1,6 @@
 //! `kong_pdk._core`: the native plugin server behind the `kong_pdk` package.
 //!
-//! Data flow (design.md): `server` accepts connections, `connection` frames
+//! Data flow (docs/architecture.md, "The path of one event"): `server` accepts connections, `connection` frames
 //! bytes with `wire` and parses requests with `rpc`, `service` runs the
 //! `plugin.*` methods against the `instances` and `events` registries, and an
 //! `executor` runs the Python handler, whose PDK calls go through `pdk`.

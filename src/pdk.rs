@@ -4,14 +4,14 @@
 //! tree of dotted paths (each path is resolved and interned once) and the call
 //! becomes one `{Method, Args}` reply to Kong, written through the event's
 //! `EventLink` (events.rs). The handler then waits for Kong's Step with the GIL
-//! released (design.md: the GIL is held only while Python runs), or, on an
+//! released (docs/architecture.md, "Design rules": the GIL is held only while Python runs), or, on an
 //! event loop, gets a token the loop resolves later.
 //!
 //! Two PDK rules live here:
 //! * terminal calls (`kong.response.exit`/`error`) are sent, the event ends at
-//!   once and the handler unwinds with `PluginExit` (protocol.md §5.2.3);
+//!   once and the handler unwinds with `PluginExit` (docs/protocol.md §5.2.3);
 //! * an argument list with `None` before a later argument would be cut by Lua's
-//!   `unpack` (protocol.md §11.2), so such a call is fixed or refused here.
+//!   `unpack` (docs/protocol.md §11.2), so such a call is fixed or refused here.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -477,7 +477,7 @@ fn bind_args<'py>(
     Ok(items)
 }
 
-/// Encodes call arguments, dealing with Lua's nil cut (protocol.md §11.2).
+/// Encodes call arguments, dealing with Lua's nil cut (docs/protocol.md §11.2).
 fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> {
     // Trailing Nones change nothing for Lua: drop them.
     let mut n = items.len();

@@ -1,14 +1,14 @@
 //! MessagePack-RPC message shapes: parsing Kong's requests, writing replies.
 //!
 //! Requests are `[0, msgid, method, params]`, replies `[1, msgid, error,
-//! result]` with a *string* error (Kong lower-cases it, protocol.md §3.1), and
+//! result]` with a *string* error (Kong lower-cases it, docs/protocol.md §3.1), and
 //! notifications `[2, label, args]`. This module knows the `plugin.*` method
 //! names and the tolerant readers for Kong's encoding quirks (§3.2); it holds
 //! no state and touches no Python.
 
 use rmpv::Value;
 
-/// The `plugin.*` methods (protocol.md §4).
+/// The `plugin.*` methods (docs/protocol.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     StartInstance,
@@ -23,7 +23,7 @@ pub enum Method {
     InstanceStatus,
     SetPluginDir,
     /// Ours, never sent by Kong: the core of the worker-process model ends a
-    /// worker's event that Kong abandoned (executor/process.rs).
+    /// worker's event that Kong abandoned (executor/process/mod.rs).
     AbandonEvent,
 }
 
@@ -150,7 +150,7 @@ pub fn write_error_raw(out: &mut Vec<u8>, msgid: &Value, error: &str) {
     out.push(0xc0);
 }
 
-/// Appends the `[2, "serverPid", pid]` notification (protocol.md §2).
+/// Appends the `[2, "serverPid", pid]` notification (docs/protocol.md §2).
 pub fn write_server_pid(out: &mut Vec<u8>, pid: u32) {
     let _ = rmp::encode::write_array_len(out, 3);
     let _ = rmp::encode::write_uint(out, 2);
@@ -174,7 +174,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// An unsigned integer, also from an integral float (Kong's numbers are
-/// doubles, protocol.md §3.2).
+/// doubles, docs/protocol.md §3.2).
 pub fn as_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Integer(i) => i.as_u64(),
@@ -184,7 +184,7 @@ pub fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
-/// Entries of a map; Lua sends an empty table as `[]` (protocol.md §3.2).
+/// Entries of a map; Lua sends an empty table as `[]` (docs/protocol.md §3.2).
 pub fn as_map(v: &Value) -> Option<&[(Value, Value)]> {
     match v {
         Value::Map(entries) => Some(entries),
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn reply_bytes_match_protocol_example() {
-        // protocol.md §3.1: error reply [1, 5, "no plugin instance #7", nil]
+        // docs/protocol.md §3.1: error reply [1, 5, "no plugin instance #7", nil]
         let mut out = Vec::new();
         write_error(&mut out, 5, "no plugin instance #7");
         let mut want = vec![0x94, 0x01, 0x05, 0xb5];

@@ -1,6 +1,6 @@
 //! The server process: runtime, listener, background reaper, shutdown.
 //!
-//! Python owns the main thread and the signals (style.md §3): `cli.py` builds a
+//! Python owns the main thread and the signals (docs/architecture.md, "Signals and shutdown"): `cli.py` builds a
 //! [`PluginServer`], calls `start()`, waits on its own, and calls `shutdown()`
 //! on SIGTERM/SIGINT or when the parent Kong worker is gone. The shutdown order:
 //! refuse new instances and events, let the events in flight finish (their
@@ -492,7 +492,7 @@ async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
 
 /// Sets up stderr logging once; `level` is a `log` level name. `prefix`
 /// tags every line (a worker process: `worker 1`), since the workers share
-/// the core's stderr, which Kong merges into its error log (protocol.md §1.3).
+/// the core's stderr, which Kong merges into its error log (docs/protocol.md §1.3).
 #[pyfunction]
 #[pyo3(signature = (level, prefix = None))]
 pub fn init_logging(level: &str, prefix: Option<String>) -> PyResult<()> {

@@ -1,7 +1,7 @@
 //! The `plugin.*` RPC service: what each method does to the registries.
 //!
 //! One [`Service`] serves the whole process; every connection calls into it.
-//! It holds no per-connection state (protocol.md §2) and no Python: the
+//! It holds no per-connection state (docs/protocol.md §2) and no Python: the
 //! executor does whatever needs the interpreter.
 
 use std::collections::HashSet;
@@ -23,16 +23,16 @@ use crate::writer::ConnWriter;
 pub struct PluginMeta {
     pub name: String,
     pub phases: Vec<Phase>,
-    /// The plugin-info object (`GetPluginInfo`, protocol.md §1.4).
+    /// The plugin-info object (`GetPluginInfo`, docs/protocol.md §1.4).
     pub info: Value,
     /// Bookkeeping keys Kong adds to `Config` that the plugin must not see
-    /// (protocol.md §6.5); keys starting with `__` are always removed.
+    /// (docs/protocol.md §6.5); keys starting with `__` are always removed.
     pub config_exclude: HashSet<String>,
     pub load_time: f64,
 }
 
 pub struct Settings {
-    /// How long an event may wait for Kong's next Step (protocol.md §5.2.5).
+    /// How long an event may wait for Kong's next Step (docs/protocol.md §5.2.5).
     pub event_timeout: Duration,
     /// How long an instance may stay idle before it expires (§7.3).
     pub instance_ttl: Duration,
@@ -115,7 +115,7 @@ impl Service {
         }
     }
 
-    /// Drops a parked event as the reaper does (protocol.md §5.2.5): its
+    /// Drops a parked event as the reaper does (docs/protocol.md §5.2.5): its
     /// handler wakes with `EventAbandoned`. Sent by the core of the
     /// worker-process model when Kong abandoned the event there.
     fn abandon_event(&self, arg: &Value) -> Reply {
@@ -345,7 +345,7 @@ fn instance_id_arg(arg: &Value) -> Result<u64, String> {
         .ok_or_else(|| "expected an instance id".to_string())
 }
 
-/// The only wording that makes Kong start the instance again (protocol.md §7.1).
+/// The only wording that makes Kong start the instance again (docs/protocol.md §7.1).
 fn no_instance(id: u64) -> String {
     format!("no plugin instance #{id}")
 }

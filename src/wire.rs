@@ -1,7 +1,7 @@
 //! MessagePack framing on the plugin socket.
 //!
 //! Kong writes msgpack objects back to back with no length prefix
-//! (reference/protocol.md §3.1), so a frame ends where its object ends. The
+//! (docs/protocol.md §3.1), so a frame ends where its object ends. The
 //! decoder first *scans* the buffer to learn whether one whole object is there
 //! (an iterative walk over markers and lengths: no allocation, no recursion,
 //! bounded by the frame limit), and only then decodes it with `rmpv`. Nothing
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn decodes_protocol_example_bytes() {
-        // protocol.md §4.3: HandleEvent as Kong encodes it.
+        // docs/protocol.md §4.3: HandleEvent as Kong encodes it.
         let mut bytes = vec![0x94, 0x00, 0x02, 0xb2];
         bytes.extend_from_slice(b"plugin.HandleEvent");
         bytes.extend_from_slice(&[0x91, 0x82, 0xaa]);
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn str16_short_string_and_invalid_utf8_are_accepted() {
-        // protocol.md §3.2: Kong sends str16 for 32+ bytes and raw non-UTF-8 bytes.
+        // docs/protocol.md §3.2: Kong sends str16 for 32+ bytes and raw non-UTF-8 bytes.
         let mut bytes = vec![0xda, 0x00, 0x03];
         bytes.extend_from_slice(&[b'a', 0xff, b'b']);
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);

@@ -2,7 +2,7 @@
 
 A plugin file ends with ``start_dedicated_server("name", Plugin, version,
 priority, Schema)``; Kong runs the file as ``pluginserver_<name>_start_cmd``
-(to serve) and with ``--dump`` / ``-dump`` as its query command (protocol.md
+(to serve) and with ``--dump`` / ``-dump`` as its query command (docs/protocol.md
 §1.1, §1.4). Flags follow the official ``kong-pdk`` package. Logs go to
 stderr; stdout carries nothing but the dump.
 """
@@ -142,7 +142,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> NoReturn:
-    # Exit status 1, never 127: Kong stops respawning on 127 (protocol.md §1.3).
+    # Exit status 1, never 127: Kong stops respawning on 127 (docs/protocol.md §1.3).
     print(f"kong_pdk: error: {message}", file=sys.stderr)
     raise SystemExit(1)
 
@@ -245,9 +245,9 @@ def _enable_gevent(argv: list[str]) -> None:
 def _wait_for_stop() -> None:
     """Blocks the main thread until SIGTERM/SIGINT or the parent's death.
 
-    Python keeps the main thread so that signal handlers run (style.md §3).
+    Python keeps the main thread so that signal handlers run (docs/architecture.md, "Signals and shutdown").
     Kong cannot signal us when the nginx worker that spawned us crashes; we
-    then get reparented, which `getppid` shows (protocol.md §1.3).
+    then get reparented, which `getppid` shows (docs/protocol.md §1.3).
     """
     stop = threading.Event()
 

@@ -26,14 +26,14 @@ class EventAbandoned(PDKException):
     """Kong stopped answering this event (it timed out, errored or the worker died).
 
     Raised inside the handler by the PDK call that was waiting, so the handler
-    unwinds instead of waiting forever (reference/protocol.md §5.2.5).
+    unwinds instead of waiting forever (docs/protocol.md §5.2.5).
     """
 
 
 class PluginExit(BaseException):
     """Unwinds a handler after ``kong.response.exit`` / ``kong.response.error``.
 
-    Kong never resumes an event after a terminal call (protocol.md §5.2.3), so
+    Kong never resumes an event after a terminal call (docs/protocol.md §5.2.3), so
     the server stops running the handler's code right there. It derives from
     ``BaseException`` so that a plugin's ``except Exception`` does not swallow it;
     ``finally`` blocks and context managers still run.

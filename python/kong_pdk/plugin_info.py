@@ -1,4 +1,4 @@
-"""The plugin-info object Kong's query command reads (protocol.md §1.4)."""
+"""The plugin-info object Kong's query command reads (docs/protocol.md §1.4)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 __all__ = ["PHASES", "phases_of", "plugin_info", "schema_field_names", "BOOKKEEPING_KEYS"]
 
-#: Phases an external plugin can implement, in Kong's order (protocol.md §1.4).
+#: Phases an external plugin can implement, in Kong's order (docs/protocol.md §1.4).
 PHASES: tuple[str, ...] = ("certificate", "rewrite", "access", "response", "preread", "log")
 
-#: Keys Kong adds to ``Config`` next to the plugin's own fields (protocol.md §6.5).
+#: Keys Kong adds to ``Config`` next to the plugin's own fields (docs/protocol.md §6.5).
 #: Keys starting with ``__`` are always removed as well.
 BOOKKEEPING_KEYS: tuple[str, ...] = (
     "route_id",
@@ -52,7 +52,7 @@ def plugin_info(
     """Builds ``{Name, Phases, Priority, Version, Schema}`` as Kong parses it.
 
     ``Version`` is never null and ``Priority`` is always an integer: Kong 3.x
-    refuses a plugin otherwise (protocol.md §1.4, §10 item 2).
+    refuses a plugin otherwise (docs/protocol.md §1.4, §10 item 2).
     """
     if not inspect.isclass(plugin):
         raise TypeError(f"plugin must be a class, not {type(plugin).__name__}")

@@ -135,7 +135,7 @@ def build_server(
 def worker_timeout(event_timeout: float) -> float:
     """A worker's own event deadline: a little after the core's.
 
-    The core's reaper decides when Kong abandoned an event (protocol.md
+    The core's reaper decides when Kong abandoned an event (docs/protocol.md
     §5.2.5) and then ends the worker's side itself; the worker's deadline is
     only the safety net, so it must not fire first.
     """

@@ -43,7 +43,7 @@ pub enum PluginHandle {
 /// The key of an instance that lives outside this process. The executor
 /// learns through `release` when the registry's last reference is gone
 /// (closed or expired, and no event in flight), so that it can close the
-/// instance where it lives: Kong never closes orphans (protocol.md §7.3).
+/// instance where it lives: Kong never closes orphans (docs/protocol.md §7.3).
 pub struct RemoteKey {
     pub key: u64,
     release: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
@@ -78,7 +78,7 @@ impl PluginHandle {
     }
 }
 
-/// The phases an external plugin can implement (protocol.md §1.4, §5.4).
+/// The phases an external plugin can implement (docs/protocol.md §1.4, §5.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Certificate,

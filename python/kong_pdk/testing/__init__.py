@@ -1,7 +1,7 @@
 """Test tools for plugin servers: a wire-level Kong emulator.
 
 ``KongEmulator`` plays Kong over the server's Unix socket, following
-reference/protocol.md to the letter: Kong's MessagePack encoding (``luapack``), its
+docs/protocol.md to the letter: Kong's MessagePack encoding (``luapack``), its
 reader, its connection pool, the StartInstance/HandleEvent/Step loop and its instance
 cache. Replies are decoded with the stock ``msgpack`` package (``pip install
 'kong-pdk-native[testing]'``), so a server is never checked by our own decoder.

@@ -3,7 +3,7 @@
 Reading (``ngx.req.get_uri_args`` / ``get_post_args``): pairs split on ``&``,
 ``+`` is a space, percent escapes are decoded; ``k`` alone is ``true`` (a bare
 flag), ``k=`` is ``""``, a repeated key becomes a list in order (a flag inside
-it stays ``true``: ``?a&a=1`` is ``[True, "1"]``, protocol.md §6.1). Empty keys
+it stays ``true``: ``?a&a=1`` is ``[True, "1"]``, docs/protocol.md §6.1). Empty keys
 and empty pairs are skipped. At most ``max_args`` pairs are read.
 
 Writing (``kong.service.request.set_query`` / ``set_body`` form): each key is

@@ -12,7 +12,7 @@ parameters after ``;`` dropped, prefix match):
   "unsupported content type '<type>'".
 
 Kong returns (table, err, mimetype); only the first value reaches the plugin
-(protocol.md §5.3), but the kit keeps the error for its log of PDK calls.
+(docs/protocol.md §5.3), but the kit keeps the error for its log of PDK calls.
 
 ``kong.service.request.set_body(args, mimetype)`` encodes: form (sorted
 ``encode_args``), JSON (cjson), multipart (one part per key in sorted order,
@@ -139,7 +139,7 @@ def lua_table_for_cjson(value: object) -> object:
     """A value that crossed msgpack into Lua, ready for ``cjson.encode``.
 
     lua-MessagePack gives plain tables, so an empty array arrives as an empty
-    table, which cjson writes as ``{}`` (protocol.md §3.2).
+    table, which cjson writes as ``{}`` (docs/protocol.md §3.2).
     """
     if isinstance(value, list):
         if not value:

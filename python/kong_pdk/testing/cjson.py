@@ -1,4 +1,4 @@
-"""JSON text as Kong's ``cjson.encode`` writes it, for the ``Config`` string (protocol.md §6.5).
+"""JSON text as Kong's ``cjson.encode`` writes it, for the ``Config`` string (docs/protocol.md §6.5).
 
 The server has to parse this text, so the quirks of lua-cjson matter:
 

@@ -1,4 +1,4 @@
-"""The ``Config`` string of ``plugin.StartInstance`` as Kong builds it (protocol.md §6.5).
+"""The ``Config`` string of ``plugin.StartInstance`` as Kong builds it (docs/protocol.md §6.5).
 
 Kong sends ``cjson.encode(conf)``: a JSON **text** inside a msgpack string, where
 ``conf`` is the plugin row's config plus bookkeeping keys Kong adds to that same table:

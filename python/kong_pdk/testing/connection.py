@@ -1,4 +1,4 @@
-"""One connection to the server, used by one RPC at a time (protocol.md §2).
+"""One connection to the server, used by one RPC at a time (docs/protocol.md §2).
 
 Kong writes exactly one request ``[0, msgid, method, params]`` (``params`` always an
 array, §3.1), then reads until it has one reply, and never pipelines. The extra methods

@@ -1,6 +1,6 @@
 """``KongEmulator``: plays Kong against a plugin server over its Unix socket.
 
-It is "our Kong": it follows reference/protocol.md to the letter, quirks included, and
+It is "our Kong": it follows docs/protocol.md to the letter, quirks included, and
 is never bent to fit a server. The pieces live in their own modules:
 
 * ``luapack``: Kong's encoder (§3.2); ``wire``: Kong's reader (§2, §3.1);

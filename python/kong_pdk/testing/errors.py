@@ -1,6 +1,6 @@
 """What can go wrong when the emulator plays Kong, as exception types.
 
-Kong distinguishes three kinds of failure (protocol.md §7.1, §11.6), and so do we:
+Kong distinguishes three kinds of failure (docs/protocol.md §7.1, §11.6), and so do we:
 
 * the server answered with an RPC error string (``RpcError``): Kong logs it and, if it
   contains "no plugin instance", restarts the instance and retries the phase;
@@ -23,7 +23,7 @@ __all__ = ["KongProtocolError", "RpcError", "TransportError", "LuaError"]
 class KongProtocolError(AssertionError):
     """The server did something that trips an ``assert`` or a Lua error in Kong.
 
-    Examples: a reply whose type is not 1 or whose msgid differs (protocol.md §3.1,
+    Examples: a reply whose type is not 1 or whose msgid differs (docs/protocol.md §3.1,
     §11.6), an error element that is not a string (§3.1: Kong calls ``:lower()`` on
     it), bytes that are not MessagePack, a ``Data`` that is neither ``"ret"`` nor a
     ``{Method, Args}`` table (§5.1).
@@ -36,7 +36,7 @@ class KongProtocolError(AssertionError):
 
 
 class RpcError(Exception):
-    """The server answered a call with an error string (protocol.md §3.1, §7.1).
+    """The server answered a call with an error string (docs/protocol.md §3.1, §7.1).
 
     ``message`` is the string exactly as received. ``partial`` is set when the error
     interrupted an event: it holds what the event did up to that point.
@@ -55,7 +55,7 @@ class RpcError(Exception):
 
 
 class TransportError(RpcError):
-    """Connecting, writing or reading failed (protocol.md §7.1 "connection or read failure").
+    """Connecting, writing or reading failed (docs/protocol.md §7.1 "connection or read failure").
 
     Kong turns such failures into an error string (``closed``, ``timeout``, ``no data``
     …) and treats it like an RPC error, so this is a subclass of ``RpcError``.
@@ -65,6 +65,6 @@ class TransportError(RpcError):
 class LuaError(Exception):
     """Raise this from an answer callable to make the PDK function fail with a Lua error.
 
-    Kong then abandons the event: no further Step is ever sent for it (protocol.md
+    Kong then abandons the event: no further Step is ever sent for it (docs/protocol.md
     §5.2.5). The emulator records the event's outcome as ``"lua_error"``.
     """

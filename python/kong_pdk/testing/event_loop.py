@@ -1,4 +1,4 @@
-"""Kong's side of one event: HandleEvent, then the Step loop (protocol.md §5.1).
+"""Kong's side of one event: HandleEvent, then the Step loop (docs/protocol.md §5.1).
 
 1. ``plugin.HandleEvent {InstanceId, EventName}``; remember the reply's ``EventId``.
 2. While the reply's ``Data`` is not the exact string ``"ret"``, it is a PDK request

@@ -6,7 +6,7 @@ PDK function Kong has (``phase_rules.exists``), and hands it to
 
 1. checks the phase (``phase_rules.phase_problem``): Kong raises a Lua error
    there, so the call fails as a ``LuaError`` and Kong abandons the event
-   (protocol.md §5.2.5); the kit also notes it as a violation;
+   (docs/protocol.md §5.2.5); the kit also notes it as a violation;
 2. runs the implementation from ``fake_registry.IMPLS`` on the exchange.
 
 A ``LuaError`` raised by an implementation (a bad argument) is noted the same way.

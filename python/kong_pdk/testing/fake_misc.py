@@ -3,7 +3,7 @@
 
 * ``ctx.shared`` is one table per request, shared by all phases; values are
   stored as they arrived and sent back through Kong's encoder, so bytes come
-  back as str (protocol.md §11.1) and ``{}`` as ``[]`` (§11.3);
+  back as str (docs/protocol.md §11.1) and ``{}`` as ``[]`` (§11.3);
 * ``kong.log.<level>(...)`` joins its arguments with ``tostring`` and no
   separator; ``kong.log(...)`` is notice; ``inspect`` joins with spaces and
   can be switched off;

@@ -1,7 +1,7 @@
 """The table of fake PDK functions: dotted name -> implementation.
 
 An implementation takes the request's ``Exchange`` and the arguments exactly as
-the Lua function receives them (after Kong's nil cut, protocol.md §11.2), and
+the Lua function receives them (after Kong's nil cut, docs/protocol.md §11.2), and
 returns what the Lua function returns: a value, or ``LuaMulti`` for several
 (only the first reaches a 3.x plugin, §5.3). It raises ``LuaError`` where the
 Lua function calls ``error()``; Kong then abandons the event (§5.2.5).

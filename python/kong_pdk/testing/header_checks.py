@@ -2,7 +2,7 @@
 
 A header name must be a string; a value a string, number, boolean or an array of
 strings (numbers and booleans are written with ``tostring``). A bad argument is
-a Lua ``error()``, so the event is abandoned (protocol.md §5.2.5).
+a Lua ``error()``, so the event is abandoned (docs/protocol.md §5.2.5).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def header_values(name: str, value: object) -> list[str]:
 
 def header_table(headers: object) -> list[tuple[str, list[str]]]:
     if isinstance(headers, list) and not headers:
-        return []  # an empty table arrives as an empty array (protocol.md §3.2)
+        return []  # an empty table arrives as an empty array (docs/protocol.md §3.2)
     if not isinstance(headers, Mapping):
         raise LuaError("headers must be a nil or table")
     return [(header_name(k), header_values(str(k), v)) for k, v in headers.items()]

@@ -1,6 +1,6 @@
 """HTTP headers as nginx keeps them: an ordered list of (name, value) pairs.
 
-Kong's view of them (protocol.md §6.1, §6.4):
+Kong's view of them (docs/protocol.md §6.1, §6.4):
 
 * names are case-insensitive, and ``_`` may stand for ``-`` in a lookup;
 * a repeated header is several pairs; single-value getters return the first;
@@ -144,6 +144,6 @@ class Headers:
 
 def _text(value: object) -> str:
     if isinstance(value, bytes):
-        # Raw header bytes travel as surrogate escapes, like Kong's str (protocol.md §11.1).
+        # Raw header bytes travel as surrogate escapes, like Kong's str (docs/protocol.md §11.1).
         return value.decode("utf-8", "surrogateescape")
     return str(value)

@@ -1,4 +1,4 @@
-"""Kong's per-worker cache of instance ids (protocol.md §7.2, §7.3).
+"""Kong's per-worker cache of instance ids (docs/protocol.md §7.2, §7.3).
 
 Kong keys the cache by the plugin row id [3.3+] and starts an instance lazily on the
 first event. A new config (a new ``conf`` table, so a new ``__seq__``) makes the next

@@ -1,9 +1,9 @@
 """Lua values and calling conventions that Python has no twin for.
 
 * ``NULL`` is ``cjson.null`` / ``ngx.null``: a value that is *not* nil, so it survives in
-  a table, and that Kong packs as MessagePack nil (protocol.md §3.2, §6.3). Python's
+  a table, and that Kong packs as MessagePack nil (docs/protocol.md §3.2, §6.3). Python's
   ``None`` is Lua ``nil``: in a table it makes the key vanish.
-* ``LuaMulti`` is a multiple return ``return a, b`` (protocol.md §5.3).
+* ``LuaMulti`` is a multiple return ``return a, b`` (docs/protocol.md §5.3).
 * ``unpack_args`` is what ``method(unpack(args))`` hands to a PDK function (§5.1, §11.2).
 """
 
@@ -69,7 +69,7 @@ def is_lua_number(value: object) -> bool:
 
 
 def unpack_args(table: Mapping[object, object]) -> tuple[object, ...]:
-    """``unpack(t)``: t[1], t[2], … up to the first nil (protocol.md §11.2).
+    """``unpack(t)``: t[1], t[2], … up to the first nil (docs/protocol.md §11.2).
 
     LuaJIT's ``#t`` for ``{403, nil, {...}}`` is 1, so a nil in the middle cuts every
     argument after it; we model the border as "the first missing index".

@@ -1,4 +1,4 @@
-"""A MessagePack encoder that writes what Kong writes (protocol.md §3.2).
+"""A MessagePack encoder that writes what Kong writes (docs/protocol.md §3.2).
 
 Kong encodes with lua-MessagePack in ``string_compat`` mode, and the bytes differ from
 what a general-purpose library produces. The server must cope with *these* bytes, so we
@@ -31,7 +31,7 @@ __all__ = ["Bin", "AsMap", "pack", "table_entries"]
 
 @final
 class Bin:
-    """A Lua string that Kong packs as msgpack ``bin`` (raw bodies, protocol.md §6.2)."""
+    """A Lua string that Kong packs as msgpack ``bin`` (raw bodies, docs/protocol.md §6.2)."""
 
     __slots__ = ("data",)
 
@@ -51,7 +51,7 @@ class Bin:
 
 
 class AsMap(dict[object, object]):
-    """A table that Kong packs as a map, ``80`` when empty (protocol.md §6.1)."""
+    """A table that Kong packs as a map, ``80`` when empty (docs/protocol.md §6.1)."""
 
 
 # Bounds of the integer formats; lua-MessagePack falls back to float64 outside them.

@@ -1,4 +1,4 @@
-"""Kong's rewrite of header and query maps before it sends them (protocol.md §6.1).
+"""Kong's rewrite of header and query maps before it sends them (docs/protocol.md §6.1).
 
 For ``kong.request.get_headers``, ``kong.request.get_query``, ``kong.response.get_headers``
 and ``kong.service.response.get_headers`` Kong turns every value into a list, so that the

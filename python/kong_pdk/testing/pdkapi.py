@@ -1,9 +1,9 @@
 """Facts about PDK functions that change what Kong puts on the wire.
 
-Read from ``kong_pdk/pdk/pdk-api.json`` (described in reference/pdk-api.md):
+Read from ``kong_pdk/pdk/pdk-api.json`` (described in docs/architecture.md, "The PDK data file"):
 
 * which names Kong can resolve at all (an unresolvable name is answered like an unknown
-  method, protocol.md §5.1);
+  method, docs/protocol.md §5.1);
 * the typed ``plugin.Step*`` method Kong picks by name (§5.3);
 * which results Kong rewrites: multimaps (§6.1), raw bodies packed as bin (§6.2), and
   ``kong.log.serialize`` turned into JSON text (§6.4);

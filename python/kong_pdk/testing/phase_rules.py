@@ -9,7 +9,7 @@ no phase), with two corrections and one extra rule:
 * a function needs the edition and version of Kong that has it (Enterprise
   functions, ``clear_query_arg`` since 3.9); otherwise Kong answers "could not
   find pdk method";
-* the ``log`` phase runs in a timer after the response (protocol.md §5.4): only
+* the ``log`` phase runs in a timer after the response (docs/protocol.md §5.4): only
   what Kong's plugin-server shim answers from its snapshot (§6.4), and functions
   that need no live request (logging, ctx, node, vault …) work there. Anything
   else raises in the timer, so Kong abandons the event.
@@ -141,6 +141,6 @@ def phase_problem(name: str, phase: str) -> str | None:
         return (
             f"{name} cannot be called in the log phase of an external plugin: Kong runs that "
             "phase in a timer after the response, where only its saved snapshot (request and "
-            "response headers, status, ctx, serialize …) is available (protocol.md §5.4, §6.4)"
+            "response headers, status, ctx, serialize …) is available (docs/protocol.md §5.4, §6.4)"
         )
     return None

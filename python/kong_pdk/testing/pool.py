@@ -1,4 +1,4 @@
-"""Kong's keepalive pool of idle connections (protocol.md §2 "Connections").
+"""Kong's keepalive pool of idle connections (docs/protocol.md §2 "Connections").
 
 Per RPC, OpenResty's ``connect`` takes an idle connection from the pool (the most
 recently returned first) or opens a new one; after the reply, ``setkeepalive`` puts it

@@ -1,4 +1,4 @@
-"""What one event did, as seen from Kong's side (protocol.md §5.1).
+"""What one event did, as seen from Kong's side (docs/protocol.md §5.1).
 
 ``PdkCall`` is one ``{Method, Args}`` request of the server and what Kong answered;
 ``EventResult`` is the whole event: its calls, how it ended and how long it took.

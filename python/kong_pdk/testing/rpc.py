@@ -1,4 +1,4 @@
-"""Kong's RPC object for one plugin server socket (protocol.md §2, §3.1).
+"""Kong's RPC object for one plugin server socket (docs/protocol.md §2, §3.1).
 
 Each RPC checks a connection out of the keepalive pool (or opens one), writes one
 request, reads one reply and puts the connection back. msgids come from one counter

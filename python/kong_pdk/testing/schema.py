@@ -1,7 +1,7 @@
 """Validate a plugin config against its ``Schema`` the way Kong's Admin API would.
 
 The plugin's ``Schema`` is the list of ``{name: definition}`` maps that Kong wraps
-as the ``config`` record (protocol.md §1.4). Kong then, for every config it
+as the ``config`` record (docs/protocol.md §1.4). Kong then, for every config it
 accepts:
 
 * refuses fields the schema does not declare ("unknown field");

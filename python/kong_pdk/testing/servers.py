@@ -5,7 +5,7 @@ socket in a private temporary directory, started once and reused for every test
 of that plugin in the process (starting is cheap, but reuse keeps hundreds of
 tests per second). Two ``KongEmulator``s talk to it: one plays the http
 subsystem and one the stream subsystem, which are separate Lua VMs in Kong
-with their own instances (protocol.md §5.4).
+with their own instances (docs/protocol.md §5.4).
 
 The plugin class is served through a subclass whose phase methods record an
 exception before re-raising it, so the server behaves exactly the same (it logs

@@ -1,7 +1,7 @@
 """What ``kong.response.exit`` and ``kong.response.error`` do to the response.
 
 The emulator records the terminal call's arguments after Kong's nil cut
-(protocol.md §5.2.3, §11.2); here Kong's checks and its ``send`` run on them:
+(docs/protocol.md §5.2.3, §11.2); here Kong's checks and its ``send`` run on them:
 
 * ``exit(status, body?, headers?)``: status 100..599; body nil, a string or a
   table; a table body is cjson-encoded and gets ``Content-Type:

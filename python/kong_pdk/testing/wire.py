@@ -1,4 +1,4 @@
-"""Reading the server's bytes the way Kong reads them (protocol.md §2 "Reading", §3.1).
+"""Reading the server's bytes the way Kong reads them (docs/protocol.md §2 "Reading", §3.1).
 
 Decoding uses the stock ``msgpack`` package, an independent MessagePack implementation,
 so the server is never checked by our own decoder. Kong's reader, reproduced here:

@@ -3,7 +3,7 @@
 A ``World`` holds what the fake PDK answers about things that are not the
 request itself. Entities are dicts shaped like Kong's DB rows, with
 ``NULL`` (cjson.null) for unset fields, which Kong sends as explicit nils
-(protocol.md §6.3).
+(docs/protocol.md §6.3).
 """
 
 from __future__ import annotations

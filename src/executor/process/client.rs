@@ -1,5 +1,5 @@
 //! The core's MessagePack-RPC client towards its workers: one connection,
-//! request framing and the shapes of the workers' replies (protocol.md §3.1,
+//! request framing and the shapes of the workers' replies (docs/protocol.md §3.1,
 //! §4.1). The core plays Kong towards the workers, so this is the Kong side of
 //! the same protocol.
 
@@ -13,7 +13,7 @@ use crate::rpc::{self, as_map, as_u64, field};
 use crate::wire::FrameDecoder;
 
 /// One connection to a worker. Like Kong's, it carries one request at a time
-/// (protocol.md §2) and may carry requests of any event.
+/// (docs/protocol.md §2) and may carry requests of any event.
 pub(super) struct Conn {
     pub(super) stream: UnixStream,
     pub(super) decoder: FrameDecoder,
@@ -99,7 +99,7 @@ impl Conn {
     }
 }
 
-/// `[0, msgid, method, params]` (protocol.md §3.1).
+/// `[0, msgid, method, params]` (docs/protocol.md §3.1).
 pub(super) fn encode_request(msgid: u64, method: &str, params: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     // Writing into a Vec cannot fail.
@@ -122,7 +122,7 @@ pub(super) enum Incoming {
 }
 
 /// Reads a frame from a worker: a reply `[1, msgid, error, result]` or a
-/// notification `[2, label, args]` in front of it (protocol.md §2, §3.1).
+/// notification `[2, label, args]` in front of it (docs/protocol.md §2, §3.1).
 pub(super) fn parse_reply(frame: Value, msgid: u64) -> Incoming {
     let Value::Array(items) = frame else {
         return Incoming::Invalid("reply is not an array".into());
@@ -165,7 +165,7 @@ pub(super) enum Output {
     Call { method: String, args: Vec<u8> },
 }
 
-/// `{Data, EventId}` from a HandleEvent or Step reply (protocol.md §4.1).
+/// `{Data, EventId}` from a HandleEvent or Step reply (docs/protocol.md §4.1).
 pub(super) fn parse_output(result: &Value) -> Result<(Output, u64), String> {
     let entries = as_map(result).ok_or("event reply is not a map")?;
     let event_id = field(entries, "EventId")

@@ -3,7 +3,7 @@
 //! A worker is an ordinary thread-model server of the same plugin file on a
 //! private socket (`cli.py --worker-socket`). This process, the core, keeps
 //! Kong's socket and the registries and runs no Python per event: it plays
-//! Kong towards the workers, with the same MessagePack-RPC (protocol.md §3.1,
+//! Kong towards the workers, with the same MessagePack-RPC (docs/protocol.md §3.1,
 //! §4). Each of Kong's instances is created once in every worker (never
 //! pickled per event); each event goes to the worker with the fewest events in
 //! flight, and a small task relays it (§5): the worker's `{Method, Args}`
@@ -729,7 +729,7 @@ impl Inner {
 
 /// Ends the worker's side of an event Kong gave up on: the handler there
 /// wakes with `EventAbandoned`, as it would under the thread model's reaper
-/// (protocol.md §5.2.5). Best effort: the worker's own deadline, set a little
+/// (docs/protocol.md §5.2.5). Best effort: the worker's own deadline, set a little
 /// after the core's, catches what this misses.
 async fn abandon(session: &mut Session, remote_id: u64) {
     let params = [map(vec![("EventId", Value::from(remote_id))])];
