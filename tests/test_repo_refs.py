@@ -56,6 +56,10 @@ USER_FILES = {
 }
 
 
+# Upper-case words in a file name stand for the user's own names.
+PLACEHOLDER = re.compile(r"(^|_)[A-Z]{3,}($|_)")
+
+
 @cache
 def tracked() -> frozenset[str]:
     """Paths git tracks, plus files added but not yet committed."""
@@ -134,6 +138,9 @@ def dead_citations(path: str) -> list[str]:
                     dead.append(f"{path}:{n}: link to {target}")
         for cited in MENTION.findall(line):
             if cited in links or cited in USER_FILES or PurePosixPath(cited).name in USER_FILES:
+                continue
+            # A template name (`NAME.py`, `test_NAME.py`): a file the user makes.
+            if PLACEHOLDER.search(PurePosixPath(cited).stem):
                 continue
             if not exists_by_suffix(cited):
                 dead.append(f"{path}:{n}: cites {cited}")

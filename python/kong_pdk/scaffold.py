@@ -5,7 +5,7 @@
 * ``test_NAME.py``: its tests with the kit's ``kong`` fixture (pytest);
 * ``NAME.kong.conf``: the lines of ``kong.conf`` that make Kong start it.
 
-The generated tests pass as generated; tests/test_scaffold.py checks that.
+The generated tests pass as generated; tests/test_command.py checks that.
 """
 
 from __future__ import annotations
