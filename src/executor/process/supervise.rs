@@ -1,15 +1,32 @@
 //! Supervision of the worker processes: one thread per worker spawns it,
 //! waits until it serves, re-creates the instances on it, watches it, and
 //! when it exits cleans up and spawns it again (with a backoff).
+//!
+//! The supervisor is the only writer of its worker's state, and writes it
+//! through the worker's methods (workers.rs): `mark_spawned`, `mark_up`,
+//! `mark_down`, `record_exit`, `record_spawn_failure`.
 
-use super::*;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::workers::Worker;
+use super::Inner;
+
+/// How long a worker may take to start serving its socket.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping worker gets after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How often a supervisor looks at its child.
+const WATCH_PERIOD: Duration = Duration::from_millis(20);
 
 /// One worker's life cycle, on its own thread: spawn, wait until it serves,
 /// re-create the instances, watch; when it exits, clean up and spawn anew.
 pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if inner.is_stopping() {
+        if inner.stop.is_set() {
             return;
         }
         // The dead process's socket file: the new one binds afresh.
@@ -29,27 +46,21 @@ pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
             Ok(child) => child,
             Err(e) => {
                 log::error!("worker {}: cannot start {program}: {e}", w.index);
-                *lock(&w.last_exit) = Some(format!("cannot start: {e}"));
-                if inner.pause(Duration::from_secs(1)) {
+                w.record_spawn_failure(format!("cannot start: {e}"));
+                if inner.stop.pause(Duration::from_secs(1)) {
                     return;
                 }
                 continue;
             }
         };
-        let st = WorkerState {
-            generation: inner.next_generation.fetch_add(1, Ordering::Relaxed),
-            pid: child.id(),
-            up: false,
-        };
-        *lock(&w.state) = st;
+        let st = w.mark_spawned(inner.workers.new_generation(), child.id());
         let born = Instant::now();
         let status = match wait_serving(inner, w, &mut child, born) {
             Startup::Stop => return stop_child(w, &mut child),
             Startup::Exited(status) => status,
             Startup::Serving => {
                 inner.runtime.block_on(inner.recreate(w, st));
-                lock(&w.state).up = true;
-                *lock(&w.last_exit) = None;
+                w.mark_up();
                 log::info!("worker {} (pid {}) is serving", w.index, st.pid);
                 match watch(inner, &mut child) {
                     None => return stop_child(w, &mut child),
@@ -57,11 +68,9 @@ pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
                 }
             }
         };
-        lock(&w.state).up = false;
-        // Closes the pooled connections to the dead process: no fd stays.
-        lock(&w.idle).clear();
-        w.restarts.fetch_add(1, Ordering::AcqRel);
-        *lock(&w.last_exit) = Some(describe_exit(status));
+        // Also closes the pooled connections to the dead process: no fd stays.
+        w.mark_down();
+        w.record_exit(describe_exit(status));
         log::warn!(
             "worker {} (pid {}) exited ({}); starting a new one",
             w.index,
@@ -75,7 +84,7 @@ pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
         } else {
             (backoff * 2).min(Duration::from_secs(2))
         };
-        if inner.pause(backoff) {
+        if inner.stop.pause(backoff) {
             return;
         }
     }
@@ -111,7 +120,7 @@ fn wait_serving(inner: &Inner, w: &Worker, child: &mut Child, born: Instant) -> 
                 Err(_) => Startup::Exited(std::os::unix::process::ExitStatusExt::from_raw(9)),
             };
         }
-        if inner.pause(Duration::from_millis(10)) {
+        if inner.stop.pause(Duration::from_millis(10)) {
             return Startup::Stop;
         }
     }
@@ -123,7 +132,7 @@ fn watch(inner: &Inner, child: &mut Child) -> Option<ExitStatus> {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        if inner.pause(WATCH_PERIOD) {
+        if inner.stop.pause(WATCH_PERIOD) {
             return None;
         }
     }
@@ -132,8 +141,7 @@ fn watch(inner: &Inner, child: &mut Child) -> Option<ExitStatus> {
 /// SIGTERM (the worker drains, like the core, and removes its socket), then
 /// SIGKILL after a grace period. The events were drained by the core before.
 fn stop_child(w: &Worker, child: &mut Child) {
-    lock(&w.state).up = false;
-    lock(&w.idle).clear();
+    w.mark_down();
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
