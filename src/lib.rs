@@ -12,6 +12,7 @@ mod events;
 mod executor;
 mod ids;
 mod instances;
+mod looped;
 mod pdk;
 mod pdk_table;
 mod rpc;

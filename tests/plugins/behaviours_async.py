@@ -1,4 +1,7 @@
-"""The async twin of behaviours.py: ``async def`` handlers awaiting the PDK."""
+"""The async twin of behaviours.py: ``async def`` handlers awaiting the PDK.
+
+Every phase is ``async def``, so the asyncio loop owns the socket (src/looped/);
+behaviours_mixed.py runs the same handlers next to a plain ``def`` phase."""
 
 import asyncio
 
@@ -38,9 +41,8 @@ class Plugin:
         else:
             await kong.response.set_header("x-case", str(case))
 
-    def log(self, kong):
-        # A plain def phase next to async ones runs on a thread.
-        kong.log.notice("log phase")
+    async def log(self, kong):
+        await kong.log.notice("log phase")
 
 
 if __name__ == "__main__":
