@@ -30,6 +30,9 @@ class Plugin:
             await kong.response.set_header("x-result", repr((value, err)))
         elif case == "abandon":
             await kong.request.get_header("x-never-answered")
+        elif case == "gather":
+            # Two PDK calls in flight at once: the second raises at once.
+            await asyncio.gather(kong.request.get_header("x-a"), kong.request.get_header("x-b"))
         elif case == "log-anything":
             await kong.log.info("values:", object(), {1, 2}, None, 3)
         elif case == "io":
