@@ -365,8 +365,9 @@ impl PluginServer {
         Ok(Arc::new(executor))
     }
 
-    /// Threads by default; phases listed in `loop_phases` go to the runner's
-    /// event loop (all of them under gevent).
+    /// Threads by default; with a runner (the looped model was not chosen:
+    /// sync and `async def` phases mixed), the phases in `loop_phases` go to
+    /// its asyncio loop through the bridge.
     fn executor(
         &self,
         py: Python<'_>,
@@ -380,19 +381,14 @@ impl PluginServer {
         let Some(runner) = &self.runner else {
             return Ok(threads);
         };
-        let all = self.phases.iter().all(|p| self.loop_phases.contains(p));
         let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
             py,
             runner.clone_ref(py),
             self.plugin_class.clone_ref(py),
             &self.name,
             self.lua_style,
-            all,
             runtime.clone(),
         )?);
-        if all {
-            return Ok(looped);
-        }
         Ok(Arc::new(PhaseRouter {
             default: threads,
             looped: Some((looped, self.loop_phases.clone())),

@@ -112,6 +112,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class AsyncioRunner:
     """Runs ``async def`` handlers concurrently on one event loop thread."""
 
+    #: A PDK call's token is the future the handler awaits: the looped core
+    #: returns it as is and completes it itself (no Python frame per call).
+    awaitable_tokens = True
+
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop = _new_loop()
         self._core_or_none: LoopCore | None = None
@@ -173,7 +177,7 @@ class AsyncioRunner:
 
     def new_token(self) -> asyncio.Future[Any]:
         """A future for one PDK call's reply."""
-        return self.loop.create_future()
+        return asyncio.Future(loop=self.loop)
 
     def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """The awaitable a PDK call returns to an ``async def`` handler."""

@@ -56,11 +56,17 @@ struct Conn {
 
 pub struct Conns {
     map: HashMap<u64, Conn>,
+    /// Where reads land before the decoder takes them (allocated once: a
+    /// fresh zeroed buffer per read costs more than the read).
+    chunk: Box<[u8]>,
     next_id: u64,
     max_frame: usize,
     /// Most bytes kept for a peer that does not read.
     out_limit: usize,
 }
+
+/// Why a connection is dropped when its peer is simply gone (not logged).
+pub const CLOSED: &str = "connection closed";
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
@@ -69,6 +75,7 @@ impl Conns {
     pub fn new(max_frame: usize, out_limit: usize) -> Self {
         Conns {
             map: HashMap::new(),
+            chunk: vec![0u8; CHUNK].into_boxed_slice(),
             next_id: 1,
             max_frame,
             out_limit,
@@ -119,9 +126,9 @@ impl Conns {
         if conn.closing {
             return result;
         }
-        let mut chunk = [0u8; CHUNK];
+        let chunk = &mut self.chunk;
         loop {
-            match conn.stream.read(&mut chunk) {
+            match conn.stream.read(chunk) {
                 Ok(0) => {
                     // Kong's readiness probes (protocol.md §1.3) connect and close.
                     if !conn.decoder.is_empty() {
@@ -173,7 +180,7 @@ impl Conns {
     /// connection's first, protocol.md §2) and writes what the socket takes.
     pub fn send(&mut self, id: u64, bytes: &[u8]) -> Queued {
         let Some(conn) = self.map.get_mut(&id) else {
-            return Queued::Drop("connection closed".into());
+            return Queued::Drop(CLOSED.into());
         };
         if !conn.greeted {
             conn.greeted = true;
@@ -195,11 +202,11 @@ impl Conns {
     /// Writes buffered bytes; called when the socket is writable.
     pub fn flush(&mut self, id: u64) -> Queued {
         let Some(conn) = self.map.get_mut(&id) else {
-            return Queued::Drop("connection closed".into());
+            return Queued::Drop(CLOSED.into());
         };
         while conn.sent < conn.out.len() {
             match conn.stream.write(&conn.out[conn.sent..]) {
-                Ok(0) => return Queued::Drop("connection closed".into()),
+                Ok(0) => return Queued::Drop(CLOSED.into()),
                 Ok(n) => conn.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if conn.watching_writes {
@@ -209,6 +216,15 @@ impl Conns {
                     return Queued::WatchWritable(conn.stream.as_raw_fd());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Kong went away (a worker exiting, a closed pool connection).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Queued::Drop(CLOSED.into())
+                }
                 Err(e) => return Queued::Drop(format!("write failed: {e}")),
             }
         }

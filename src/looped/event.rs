@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::Core;
@@ -335,8 +334,7 @@ impl PdkTarget for LoopedEvent {
         let Some(core) = self.core() else {
             return Err(self.ended_error(py));
         };
-        let runner = core.runner.bind(py);
-        let token = runner.call_method0(intern!(py, "new_token"))?;
+        let token = core.new_token.bind(py).call0()?;
         let route = {
             let mut s = self.lock();
             if s.stage != Stage::Running {
@@ -369,7 +367,7 @@ impl PdkTarget for LoopedEvent {
             }
             return Err(self.ended_error(py));
         }
-        runner.call_method1(intern!(py, "wait"), (token,))
+        core.wait(py, token)
     }
 }
 

@@ -47,6 +47,14 @@ const MIN_OUT_LIMIT: usize = 8 << 20;
 pub struct Core {
     pub service: Arc<Service>,
     pub runner: Py<PyAny>,
+    /// The runner's `new_token`, `wait` and `resolve`, looked up once (they
+    /// run for every PDK call).
+    pub new_token: Py<PyAny>,
+    wait: Py<PyAny>,
+    resolve: Py<PyAny>,
+    /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
+    /// call returns its token as is, and resolving one sets its result here.
+    futures: bool,
     pub lua_style: bool,
     plugin_name: String,
     listener: Mutex<Option<UnixListener>>,
@@ -78,7 +86,7 @@ impl Core {
                 true
             }
             Queued::Drop(why) => {
-                if why != "connection closed" {
+                if why != conns::CLOSED {
                     log::warn!("connection {conn} dropped: {why}");
                 }
                 self.close(py, conn);
@@ -98,6 +106,19 @@ impl Core {
         }
     }
 
+    /// What a PDK call returns to the handler for its token: the token
+    /// itself (an awaitable) or what the runner's `wait` gives.
+    pub fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        token: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.futures {
+            return Ok(token);
+        }
+        self.wait.bind(py).call1((token,))
+    }
+
     /// Resolves a PDK call's token: resumes the handler with Kong's answer.
     pub fn resolve(
         &self,
@@ -105,17 +126,18 @@ impl Core {
         token: &Bound<'_, PyAny>,
         answer: PyResult<Bound<'_, PyAny>>,
     ) {
-        let (value, error) = match answer {
-            Ok(v) => (v, py.None().into_bound(py)),
-            Err(e) => (
-                py.None().into_bound(py),
-                e.into_value(py).into_bound(py).into_any(),
-            ),
+        let resolved = if self.futures {
+            resolve_future(token, answer)
+        } else {
+            let (value, error) = match answer {
+                Ok(v) => (v, py.None().into_bound(py)),
+                Err(e) => (
+                    py.None().into_bound(py),
+                    e.into_value(py).into_bound(py).into_any(),
+                ),
+            };
+            self.resolve.bind(py).call1((token, value, error)).map(drop)
         };
-        let resolved = self
-            .runner
-            .bind(py)
-            .call_method1(intern!(py, "resolve"), (token, value, error));
         if let Err(e) = resolved {
             log::error!(
                 "resuming a handler failed: {}",
@@ -136,6 +158,19 @@ impl Core {
             .map(drop)
             .map_err(|e| crate::executor::describe(py, &e))
     }
+}
+
+/// Completes an asyncio future, unless its task was cancelled meanwhile.
+fn resolve_future(future: &Bound<'_, PyAny>, answer: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+    let py = future.py();
+    if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(());
+    }
+    match answer {
+        Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
+        Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+    }
+    .map(drop)
 }
 
 /// The core's side of a looped server, handed to the runner's `serve`.
@@ -319,9 +354,18 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         }),
     ));
     let listen_fd = listener.as_raw_fd();
+    let runner = setup.runner.bind(py);
+    let futures = match runner.getattr_opt("awaitable_tokens")? {
+        Some(flag) => flag.is_truthy()?,
+        None => false,
+    };
     let core = Arc::new(Core {
         service: Arc::clone(&service),
         runner: setup.runner.clone_ref(py),
+        new_token: runner.getattr("new_token")?.unbind(),
+        wait: runner.getattr("wait")?.unbind(),
+        resolve: runner.getattr("resolve")?.unbind(),
+        futures,
         lua_style: setup.lua_style,
         plugin_name,
         listener: Mutex::new(Some(listener)),
