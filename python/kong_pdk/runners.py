@@ -245,6 +245,7 @@ class GeventRunner:
 
         self._gevent = gevent
         self._waiter = gevent.hub.Waiter
+        self._getcurrent = gevent.getcurrent
         self._hub = gevent.get_hub()
         self._core_or_none: LoopCore | None = None
         self._ticker: Any = None
@@ -312,11 +313,18 @@ class GeventRunner:
         return token.get()
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
-        """Resumes the waiting greenlet with its reply, from the hub's next callback round."""
-        if error is not None:
-            self._hub.loop.run_callback(token.throw, error)
+        """Resumes the waiting greenlet with its reply.
+
+        From the hub (a watcher's callback: Kong's Step was just read) the
+        switch is direct, as gevent's own watchers do it; from anywhere else
+        (shutdown, on the main greenlet) it waits for the hub's next round.
+        """
+        resume = token.switch if error is None else token.throw
+        arg = value if error is None else error
+        if self._getcurrent() is self._hub:
+            resume(arg)
         else:
-            self._hub.loop.run_callback(token.switch, value)
+            self._hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``."""
