@@ -45,6 +45,10 @@ ALL_SERVERS = ["ours", "official-thread", "official-gevent", "floor"]
 # and official-m (the official package's -m: a multiprocessing pool of one
 # process per CPU). Their workers need every core, so they are never pinned.
 WORKER_SERVERS = ["ours-m1", "ours-m2", "official-m"]
+# Also accepted by --servers: ours-async (benches/plugins/<scenario>_async.py,
+# ``async def`` handlers: the asyncio loop owns the socket) and ours-gevent
+# (the plain plugin under -g: the gevent hub owns the socket).
+LOOP_SERVERS = ["ours-async", "ours-gevent"]
 PLUGIN_NAME = {s: "bench-" + s for s in ALL_SCENARIOS}
 
 _running = []  # Popen objects of servers still alive
@@ -303,7 +307,7 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind == "ours" or re.fullmatch(r"ours-m\d+", kind) is not None
+    return kind in ("ours", *LOOP_SERVERS) or re.fullmatch(r"ours-m\d+", kind) is not None
 
 
 def known_server(kind):
@@ -320,8 +324,9 @@ def server_argv(kind, scenario, prefix, pythons, cpu_us):
     if kind == "floor":
         return [str(BIN_DIR / "floor"), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
     py = pythons["ours"] if is_ours(kind) else pythons["official"]
-    argv = [str(py), str(PLUGINS / (scenario + ".py")), "--kong-prefix", str(prefix), "--socket-name", sock_name]
-    if kind == "official-gevent":
+    plugin = scenario + ("_async.py" if kind == "ours-async" else ".py")
+    argv = [str(py), str(PLUGINS / plugin), "--kong-prefix", str(prefix), "--socket-name", sock_name]
+    if kind in ("official-gevent", "ours-gevent"):
         argv.append("-g")
     elif kind == "official-m":
         argv.append("-m")
@@ -420,13 +425,13 @@ def fmt_pair(a, b, f):
 
 HEADER = [
     "scenario", "conns", "server", "events/s", "calls/s", "p50 ms", "p90 ms", "p99 ms",
-    "max ms", "CPU µs/event", "loadgen µs/event", "RSS MB", "fds", "errors",
+    "max ms", "CPU µs/event", "switches/event", "loadgen µs/event", "RSS MB", "fds", "errors",
 ]
 
 
 def row_cells(r):
     if r.get("failed"):
-        return [r["scenario"], str(r["conns"]), r["kind"], "FAILED: " + r["failed"][:60]] + [""] * 10
+        return [r["scenario"], str(r["conns"]), r["kind"], "FAILED: " + r["failed"][:60]] + [""] * 11
     lat = r["latency_ms"]
     srv = r["server"]
     return [
@@ -440,6 +445,7 @@ def row_cells(r):
         fmt_num(lat["p99"], 3),
         fmt_num(lat["max"], 3),
         fmt_num(srv["cpu_us_per_event"], 1),
+        fmt_num(srv.get("switches_per_event"), 2),
         fmt_num(r["loadgen"]["cpu_us_per_event"], 1),
         fmt_pair(srv["rss_kb_start"], srv["rss_kb_end"], fmt_mb),
         fmt_pair(srv["fds_start"], srv["fds_end"], lambda x: "-" if x is None else str(x)),
@@ -674,12 +680,13 @@ def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
                 results.append(res)
                 e = res["errors"]
                 log(
-                    "%s %9s ev/s  p99 %7s ms  cpu %7s µs/ev  errors %s%s"
+                    "%s %9s ev/s  p99 %7s ms  cpu %7s µs/ev  %5s sw/ev  errors %s%s"
                     % (
                         label,
                         fmt_num(res["events_per_s"]),
                         fmt_num(res["latency_ms"]["p99"], 3),
                         fmt_num(res["server"]["cpu_us_per_event"], 1),
+                        fmt_num(res["server"].get("switches_per_event"), 2),
                         e["total"],
                         ("  e.g. " + e["samples"][0]) if e["samples"] else "",
                     )

@@ -439,7 +439,7 @@ pub fn step_answer(data: Option<Value>, is_error: bool) -> Answer {
 
 /// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around
 /// already encoded args.
-fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
+pub fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
     // Writing into a Vec cannot fail.
     let _ = rmp::encode::write_map_len(out, 2);
     rpc::write_str(out, "Data");

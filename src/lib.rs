@@ -4,7 +4,10 @@
 //! bytes with `wire` and parses requests with `rpc`, `service` runs the
 //! `plugin.*` methods against the `instances` and `events` registries, and an
 //! `executor` runs the Python handler, whose PDK calls go through `pdk`.
-//! Only `convert`, `pdk`, `executor` and `server` touch Python.
+//! When every handler runs on a Python event loop (all `async def`, or
+//! gevent), `looped` replaces `connection` and the executors: the loop's own
+//! thread serves the socket and runs the handlers.
+//! Only `convert`, `pdk`, `executor`, `looped` and `server` touch Python.
 
 mod connection;
 mod convert;
@@ -13,6 +16,7 @@ mod events;
 mod executor;
 mod ids;
 mod instances;
+mod looped;
 mod pdk;
 mod pdk_table;
 pub mod rpc;

@@ -338,28 +338,7 @@ impl EventCtx {
     ) -> PyResult<Bound<'py, PyAny>> {
         match resume.map(|r| self.link.resume(r)) {
             None => Err(self.abandoned(py)),
-            Some(Answer::Value(v)) => {
-                let value = match v {
-                    Some(v) => value_to_py(py, &v)?,
-                    None => py.None().into_bound(py),
-                };
-                if self.lua_style {
-                    Ok(PyTuple::new(py, [value, py.None().into_bound(py)])?.into_any())
-                } else {
-                    Ok(value)
-                }
-            }
-            Some(Answer::Error(msg)) => {
-                if self.lua_style {
-                    Ok(PyTuple::new(
-                        py,
-                        [py.None().into_bound(py), PyString::new(py, &msg).into_any()],
-                    )?
-                    .into_any())
-                } else {
-                    Err(raise(py, &PDK_EXCEPTION, "PDKException", msg))
-                }
-            }
+            Some(answer) => answer_to_py(py, answer, self.lua_style),
         }
     }
 
@@ -414,15 +393,113 @@ impl EventCtx {
     }
 }
 
+/// Kong's answer as the plugin sees it: `(value, err)` in lua style, the
+/// value or a raised `PDKException` in python style.
+pub fn answer_to_py(py: Python<'_>, answer: Answer, lua_style: bool) -> PyResult<Bound<'_, PyAny>> {
+    match answer {
+        Answer::Value(v) => {
+            let value = match v {
+                Some(v) => value_to_py(py, &v)?,
+                None => py.None().into_bound(py),
+            };
+            if lua_style {
+                Ok(PyTuple::new(py, [value, py.None().into_bound(py)])?.into_any())
+            } else {
+                Ok(value)
+            }
+        }
+        Answer::Error(msg) => {
+            if lua_style {
+                Ok(PyTuple::new(
+                    py,
+                    [py.None().into_bound(py), PyString::new(py, &msg).into_any()],
+                )?
+                .into_any())
+            } else {
+                Err(pdk_exception(py, msg))
+            }
+        }
+    }
+}
+
+/// `kong_pdk.exception.PDKException(msg)`.
+pub fn pdk_exception(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &PDK_EXCEPTION, "PDKException", msg)
+}
+
+/// `kong_pdk.exception.PluginExit(msg)`.
+pub fn plugin_exit(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &PLUGIN_EXIT, "PluginExit", msg)
+}
+
+/// `kong_pdk.exception.EventAbandoned(msg)`.
+pub fn event_abandoned(py: Python<'_>, msg: String) -> PyErr {
+    raise(py, &EVENT_ABANDONED, "EventAbandoned", msg)
+}
+
+/// The event behind a `kong` object: what the proxy needs from whichever
+/// execution path runs the handler ([`EventCtx`] for threads and the bridged
+/// loop, `looped::LoopedEvent` when the loop owns the socket).
+pub trait PdkTarget: Send + Sync {
+    fn event_id(&self) -> u64;
+    fn phase(&self) -> Phase;
+    fn is_running(&self) -> bool;
+    fn is_abandoned(&self) -> bool;
+    /// The error a call on an event that has ended raises.
+    fn ended_error(&self, py: Python<'_>) -> PyErr;
+    /// Sends a terminal call and ends the event; `Err` when it cannot.
+    fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()>;
+    /// One PDK call: Kong's answer, or an awaitable of it.
+    fn call<'py>(
+        self: Arc<Self>,
+        py: Python<'py>,
+        method: Arc<str>,
+        args: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>>;
+}
+
+impl PdkTarget for EventCtx {
+    fn event_id(&self) -> u64 {
+        self.event_id
+    }
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+    fn is_running(&self) -> bool {
+        EventCtx::is_running(self)
+    }
+    fn is_abandoned(&self) -> bool {
+        EventCtx::is_abandoned(self)
+    }
+    fn ended_error(&self, py: Python<'_>) -> PyErr {
+        EventCtx::ended_error(self, py)
+    }
+    fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
+        if EventCtx::terminal(self, method, args) {
+            Ok(())
+        } else {
+            Err(EventCtx::ended_error(self, py))
+        }
+    }
+    fn call<'py>(
+        self: Arc<Self>,
+        py: Python<'py>,
+        method: Arc<str>,
+        args: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.make_call(py, method, args)
+    }
+}
+
 /// The `kong` object and every `kong.<path>` below it.
 #[pyclass(frozen, module = "kong_pdk._core", name = "PdkProxy")]
 pub struct PdkProxy {
-    ctx: Arc<EventCtx>,
+    ctx: Arc<dyn PdkTarget>,
     path: Arc<PdkPath>,
 }
 
 impl PdkProxy {
-    pub fn root(ctx: Arc<EventCtx>) -> Self {
+    pub fn root<T: PdkTarget + 'static>(ctx: Arc<T>) -> Self {
         PdkProxy {
             ctx,
             path: Arc::clone(PdkPath::root()),
@@ -520,6 +597,41 @@ fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> 
 
 #[pymethods]
 impl PdkProxy {
+    /// Every plain name is a PDK path. Resolved here first, rather than in
+    /// `__getattr__` after the generic lookup failed: that failure formats
+    /// and discards an AttributeError, twice per PDK call. Dunder names go
+    /// the usual way.
+    fn __getattribute__<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let text = name.to_str()?;
+        if text.starts_with("__") {
+            // SAFETY: both pointers are valid, GIL-bound objects for the
+            // duration of the call; the result is a new reference or NULL
+            // with an exception set, which `from_owned_ptr_or_err` takes.
+            return unsafe {
+                Bound::from_owned_ptr_or_err(
+                    slf.py(),
+                    pyo3::ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()),
+                )
+            };
+        }
+        let this = slf.get();
+        let path = this.path.child(text).map_err(PyAttributeError::new_err)?;
+        Ok(Bound::new(
+            slf.py(),
+            PdkProxy {
+                ctx: Arc::clone(&this.ctx),
+                path,
+            },
+        )?
+        .into_any())
+    }
+
+    /// Reached only when `__getattribute__` failed: gives the reason (an
+    /// unknown PDK name and the closest real one) again, as pyo3 replaces
+    /// the first AttributeError's message with the bare name.
     fn __getattr__(&self, name: &Bound<'_, PyString>) -> PyResult<PdkProxy> {
         let name = name.to_str()?;
         if name.starts_with("__") {
@@ -551,13 +663,12 @@ impl PdkProxy {
                 self.path.name
             )));
         }
-        warn_wrong_phase(&self.path, self.ctx.phase);
+        warn_wrong_phase(&self.path, self.ctx.phase());
         let items = bind_args(&self.path, args, kwargs)?;
         let encoded = encode_args(&self.path, &items)?;
         if self.path.kind == CallKind::Terminal {
-            if !self.ctx.terminal(Arc::clone(&self.path.name), encoded) {
-                return Err(self.ctx.ended_error(py));
-            }
+            self.ctx
+                .terminal(py, Arc::clone(&self.path.name), encoded)?;
             return Err(raise(
                 py,
                 &PLUGIN_EXIT,
@@ -565,13 +676,14 @@ impl PdkProxy {
                 format!("{} ended the request", self.path.name),
             ));
         }
-        self.ctx.make_call(py, Arc::clone(&self.path.name), encoded)
+        Arc::clone(&self.ctx).call(py, Arc::clone(&self.path.name), encoded)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "<kong PDK {} (event {})>",
-            self.path.name, self.ctx.event_id
+            self.path.name,
+            self.ctx.event_id()
         )
     }
 }

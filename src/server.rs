@@ -26,10 +26,12 @@ use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
 use crate::executor::{Executor, Phase, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
+use crate::looped;
 use crate::service::{PluginMeta, Service, Settings};
 
 struct Running {
-    runtime: Runtime,
+    /// None in the looped model: the runner's loop serves the socket.
+    runtime: Option<Runtime>,
     service: Arc<Service>,
     stop: watch::Sender<bool>,
     /// The socket file as we created it: at shutdown it is removed only if
@@ -164,6 +166,18 @@ impl PluginServer {
         if running.is_some() {
             return Err(PyRuntimeError::new_err("server already started"));
         }
+        if let Some(looped) = self.looped_setup(py) {
+            let service = looped::serve(py, looped, self.listen()?)?;
+            self.log_serving();
+            let (stop, _) = watch::channel(false);
+            *running = Some(Running {
+                runtime: None,
+                service,
+                stop,
+                socket_id: FileId::of(&self.socket_path),
+            });
+            return Ok(());
+        }
         let runtime = py
             .detach(|| {
                 tokio::runtime::Builder::new_multi_thread()
@@ -178,28 +192,10 @@ impl PluginServer {
         } else {
             self.start_workers(py, runtime.handle())?
         };
-        let service = Arc::new(Service::new(
-            PluginMeta {
-                name: self.name.clone(),
-                phases: self.phases.clone(),
-                info: self.info.clone(),
-                config_exclude: self.config_exclude.clone(),
-                load_time: unix_now(),
-            },
-            Settings {
-                event_timeout: self.settings.0,
-                instance_ttl: self.settings.1,
-            },
-            executor,
-        ));
+        let service = Arc::new(Service::new(self.meta(), self.service_settings(), executor));
         let listener = {
             let _guard = runtime.enter();
-            bind(&self.socket_path, self.backlog).map_err(|e| {
-                PyOSError::new_err(format!(
-                    "cannot listen on {}: {e}",
-                    self.socket_path.display()
-                ))
-            })?
+            UnixListener::from_std(self.listen()?)?
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
@@ -210,14 +206,9 @@ impl PluginServer {
             stopped.clone(),
         ));
         runtime.spawn(reaper(Arc::clone(&service), stopped));
-        log::info!(
-            "serving plugin {} on {} (pid {})",
-            self.name,
-            self.socket_path.display(),
-            std::process::id()
-        );
+        self.log_serving();
         *running = Some(Running {
-            runtime,
+            runtime: Some(runtime),
             service,
             stop,
             socket_id,
@@ -293,7 +284,9 @@ impl PluginServer {
             // Worker processes, if any: after the drain they have nothing in
             // flight; each gets SIGTERM, then SIGKILL if it lingers.
             service.executor.stop();
-            runtime.shutdown_timeout(Duration::from_millis(500));
+            if let Some(runtime) = runtime {
+                runtime.shutdown_timeout(Duration::from_millis(500));
+            }
             drop(service.instances.clear());
             log::info!("plugin server stopped");
             clean
@@ -324,6 +317,61 @@ impl PluginServer {
 }
 
 impl PluginServer {
+    fn meta(&self) -> PluginMeta {
+        PluginMeta {
+            name: self.name.clone(),
+            phases: self.phases.clone(),
+            info: self.info.clone(),
+            config_exclude: self.config_exclude.clone(),
+            load_time: unix_now(),
+        }
+    }
+
+    fn service_settings(&self) -> Settings {
+        Settings {
+            event_timeout: self.settings.0,
+            instance_ttl: self.settings.1,
+        }
+    }
+
+    fn listen(&self) -> PyResult<std::os::unix::net::UnixListener> {
+        bind(&self.socket_path, self.backlog).map_err(|e| {
+            PyOSError::new_err(format!(
+                "cannot listen on {}: {e}",
+                self.socket_path.display()
+            ))
+        })
+    }
+
+    fn log_serving(&self) {
+        log::info!(
+            "serving plugin {} on {} (pid {})",
+            self.name,
+            self.socket_path.display(),
+            std::process::id()
+        );
+    }
+
+    /// The looped model (`looped/`), when every phase runs on the runner's
+    /// loop (all `async def`, or gevent) in this process. A plugin that mixes
+    /// sync and `async def` phases keeps the bridged loop
+    /// (`executor/bridge.rs`): its sync phases need the threads anyway.
+    fn looped_setup(&self, py: Python<'_>) -> Option<looped::LoopedSetup> {
+        let runner = self.runner.as_ref()?;
+        let all = self.phases.iter().all(|p| self.loop_phases.contains(p));
+        if !all || !self.workers.is_empty() {
+            return None;
+        }
+        Some(looped::LoopedSetup {
+            runner: runner.clone_ref(py),
+            plugin_class: self.plugin_class.clone_ref(py),
+            lua_style: self.lua_style,
+            max_frame: self.max_frame,
+            meta: self.meta(),
+            settings: self.service_settings(),
+        })
+    }
+
     /// The worker-process model: spawns the workers and waits until each
     /// serves its socket, so that Kong's first StartInstance reaches them.
     fn start_workers(
@@ -351,8 +399,9 @@ impl PluginServer {
         Ok(Arc::new(executor))
     }
 
-    /// Threads by default; phases listed in `loop_phases` go to the runner's
-    /// event loop (all of them under gevent).
+    /// Threads by default; with a runner (the looped model was not chosen:
+    /// sync and `async def` phases mixed), the phases in `loop_phases` go to
+    /// its asyncio loop through the bridge.
     fn executor(
         &self,
         py: Python<'_>,
@@ -368,19 +417,14 @@ impl PluginServer {
         let Some(runner) = &self.runner else {
             return Ok(threads);
         };
-        let all = self.phases.iter().all(|p| self.loop_phases.contains(p));
         let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
             py,
             runner.clone_ref(py),
             self.plugin_class.clone_ref(py),
             &self.name,
             self.lua_style,
-            all,
             runtime.clone(),
         )?);
-        if all {
-            return Ok(looped);
-        }
         Ok(Arc::new(PhaseRouter {
             default: threads,
             looped: Some((looped, self.loop_phases.clone())),
@@ -389,7 +433,7 @@ impl PluginServer {
 }
 
 /// Binds the Unix socket with the requested backlog, replacing a stale file.
-fn bind(path: &Path, backlog: i32) -> std::io::Result<UnixListener> {
+fn bind(path: &Path, backlog: i32) -> std::io::Result<std::os::unix::net::UnixListener> {
     use socket2::{Domain, SockAddr, Socket, Type};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
@@ -418,7 +462,7 @@ fn bind(path: &Path, backlog: i32) -> std::io::Result<UnixListener> {
         let _ = std::fs::remove_file(&staging);
         return Err(e);
     }
-    UnixListener::from_std(std::os::unix::net::UnixListener::from(socket))
+    Ok(std::os::unix::net::UnixListener::from(socket))
 }
 
 async fn accept_loop(

@@ -15,7 +15,7 @@ use crate::convert::json_to_value;
 use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route};
 use crate::executor::{EventJob, Phase, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
-use crate::instances::{unix_now, Instance, Instances};
+use crate::instances::{unix_now, InFlight, Instance, Instances};
 use crate::rpc::{as_map, as_u64, field, map, Method, Request};
 use crate::writer::ConnWriter;
 
@@ -45,6 +45,16 @@ pub struct Service {
     pub events: Arc<Events>,
     pub executor: SharedExecutor,
     draining: AtomicBool,
+}
+
+/// A `HandleEvent` that passed its checks.
+pub struct AcceptedEvent {
+    pub id: u64,
+    pub phase: Phase,
+    /// Marks the instance busy until the event ends.
+    pub instance: InFlight<PluginHandle>,
+    /// `<plugin> <phase>`, for logs.
+    pub label: Arc<str>,
 }
 
 /// A reply to encode: a result value or an error string.
@@ -79,7 +89,7 @@ impl Service {
 
     /// Events that have not ended yet: waiting for Kong or running.
     pub fn busy(&self) -> usize {
-        self.events.len() + self.executor.running()
+        self.events.len() + self.executor.waiting() + self.executor.running()
     }
 
     /// Runs one request. `lend` is the connection's reading, for the handler
@@ -105,12 +115,7 @@ impl Service {
             Method::GetStatus => Ok(Encoded::Value(self.status())),
             Method::GetPluginInfo => self.plugin_info(first),
             Method::InstanceStatus => self.instance_status(first),
-            Method::SetPluginDir => match first.as_str() {
-                Some(dir) if std::path::Path::new(dir).is_dir() => {
-                    Ok(Encoded::Value(Value::from("ok")))
-                }
-                _ => Err(format!("{first} is not a directory")),
-            },
+            Method::SetPluginDir => set_plugin_dir(first),
             Method::AbandonEvent => self.abandon_event(first),
         }
     }
@@ -133,6 +138,16 @@ impl Service {
     }
 
     async fn start_instance(self: &Arc<Self>, arg: &Value) -> Reply {
+        let this = Arc::clone(self);
+        let arg = arg.clone();
+        tokio::task::spawn_blocking(move || this.start_instance_now(&arg))
+            .await
+            .map_err(|e| format!("starting instance: {e}"))?
+    }
+
+    /// `StartInstance` on the calling thread (blocking: it runs the plugin's
+    /// constructor through the executor).
+    pub fn start_instance_now(&self, arg: &Value) -> Reply {
         if self.is_draining() {
             return Err("plugin server is shutting down".into());
         }
@@ -145,15 +160,10 @@ impl Service {
             ));
         }
         let config = self.plugin_config(field(entries, "Config").unwrap_or(&Value::Nil))?;
-        let this = Arc::clone(self);
-        let for_plugin = config.clone();
-        let handle = tokio::task::spawn_blocking(move || this.executor.start_instance(&for_plugin))
-            .await
-            .map_err(|e| format!("starting instance: {e}"))?
-            .map_err(|e| {
-                log::error!("starting an instance of {name} failed: {e}");
-                format!("starting instance: {e}")
-            })?;
+        let handle = self.executor.start_instance(&config).map_err(|e| {
+            log::error!("starting an instance of {name} failed: {e}");
+            format!("starting instance: {e}")
+        })?;
         let instance = self.instances.insert(name.to_string(), config, handle);
         log::info!("started instance #{} of {}", instance.id, instance.name);
         Ok(Encoded::Value(map(vec![
@@ -205,6 +215,17 @@ impl Service {
     }
 
     fn handle_event(&self, arg: &Value, route: Route) -> Reply {
+        let event = self.accept_event(arg)?;
+        self.executor.run_event(EventJob {
+            phase: event.phase,
+            instance: event.instance,
+            link: EventLink::new(event.id, event.label, Arc::clone(&self.events), route),
+        });
+        Ok(Encoded::Deferred)
+    }
+
+    /// Checks a `HandleEvent` and gives its event an id; the caller runs it.
+    pub fn accept_event(&self, arg: &Value) -> Result<AcceptedEvent, String> {
         let entries = as_map(arg).ok_or("HandleEvent expects {InstanceId, EventName}")?;
         let id = field(entries, "InstanceId")
             .and_then(as_u64)
@@ -224,14 +245,28 @@ impl Service {
                     self.plugin.name
                 )
             })?;
-        let event_id = self.events.next_id();
         let label: Arc<str> = Arc::from(format!("{} {}", instance.instance().name, phase.name()));
-        self.executor.run_event(EventJob {
+        Ok(AcceptedEvent {
+            id: self.events.next_id(),
             phase,
             instance,
-            link: EventLink::new(event_id, label, Arc::clone(&self.events), route),
-        });
-        Ok(Encoded::Deferred)
+            label,
+        })
+    }
+
+    /// The methods that need no event and no waiting, answered on the
+    /// calling thread (the looped model); `None` for HandleEvent, Step and
+    /// AbandonEvent, which the caller handles.
+    pub fn answer_now(&self, method: Method, first: &Value) -> Option<Reply> {
+        Some(match method {
+            Method::StartInstance => self.start_instance_now(first),
+            Method::CloseInstance => self.close_instance(first),
+            Method::GetStatus => Ok(Encoded::Value(self.status())),
+            Method::GetPluginInfo => self.plugin_info(first),
+            Method::InstanceStatus => self.instance_status(first),
+            Method::SetPluginDir => set_plugin_dir(first),
+            Method::HandleEvent | Method::Step { .. } | Method::AbandonEvent => return None,
+        })
     }
 
     fn step(&self, arg: &Value, is_error: bool, route: Route) -> Reply {
@@ -285,7 +320,10 @@ impl Service {
             (
                 "Events",
                 map(vec![
-                    ("Waiting", Value::from(self.events.len())),
+                    (
+                        "Waiting",
+                        Value::from(self.events.len() + self.executor.waiting()),
+                    ),
                     ("Running", Value::from(self.executor.running())),
                 ]),
             ),
@@ -343,6 +381,13 @@ fn instance_id_arg(arg: &Value) -> Result<u64, String> {
     as_u64(arg)
         .or_else(|| as_map(arg).and_then(|m| field(m, "Id")).and_then(as_u64))
         .ok_or_else(|| "expected an instance id".to_string())
+}
+
+fn set_plugin_dir(first: &Value) -> Reply {
+    match first.as_str() {
+        Some(dir) if std::path::Path::new(dir).is_dir() => Ok(Encoded::Value(Value::from("ok"))),
+        _ => Err(format!("{first} is not a directory")),
+    }
 }
 
 /// The only wording that makes Kong start the instance again (docs/protocol.md §7.1).

@@ -1,7 +1,9 @@
 """The same behaviours under each execution model: threads (default),
-asyncio (``async def`` handlers), gevent (``-g``) and worker processes
-(``-m 2``: the core relays every event to one of two worker processes, which
-run the handlers on threads or, for ``async def`` ones, on asyncio)."""
+asyncio (``async def`` handlers: the loop owns the socket), asyncio next to a
+plain ``def`` phase (bridged to the core's I/O threads), gevent (``-g``, the
+hub owns the socket) and worker processes (``-m 2``: the core relays every
+event to one of two worker processes, which run the handlers on threads or,
+for ``async def`` ones, on asyncio)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from kong_pdk.testing import KongEmulator, RpcError
 MODELS = {
     "thread": ("behaviours.py", ()),
     "asyncio": ("behaviours_async.py", ()),
+    "asyncio-mixed": ("behaviours_mixed.py", ()),
     "gevent": ("behaviours.py", ("-g",)),
     "processes": ("behaviours.py", ("-m", "2")),
     # The workers choose their own model per phase: asyncio here.

@@ -14,9 +14,15 @@ from helpers import case, status
 from kong_pdk.testing import KongEmulator, RpcError
 
 
-@pytest.fixture
-def server(serve: Callable[..., Served]) -> Served:
-    return serve("behaviours.py", "--max-message-size", "100000")
+@pytest.fixture(params=["thread", "gevent"])
+def server(request: pytest.FixtureRequest, serve: Callable[..., Served]) -> Served:
+    # Under -g the gevent hub owns the socket (src/looped/): the same RPC
+    # surface, served by the loop's thread instead of the core's I/O threads.
+    extra: tuple[str, ...] = ()
+    if request.param == "gevent":
+        pytest.importorskip("gevent", reason="gevent is an optional extra")
+        extra = ("-g",)
+    return serve("behaviours.py", "--max-message-size", "100000", *extra)
 
 
 @pytest.fixture
@@ -160,8 +166,11 @@ def test_probe_connections_that_close_at_once_are_harmless(server: Served, emu: 
     assert isinstance(emu.call("plugin.GetStatus", []), dict)
 
 
-def test_client_hanging_up_mid_event_does_not_hurt_others(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py", "--event-timeout", "0.5")
+@pytest.mark.parametrize("model", [(), ("-g",)], ids=["thread", "gevent"])
+def test_client_hanging_up_mid_event_does_not_hurt_others(serve: Callable[..., Served], model: tuple[str, ...]) -> None:
+    if model:
+        pytest.importorskip("gevent", reason="gevent is an optional extra")
+    served = serve("behaviours.py", "--event-timeout", "0.5", *model)
     with KongEmulator(served.socket) as emu:
         iid = emu.start_instance("behaviours", {})
         s = socket.socket(socket.AF_UNIX)

@@ -1,9 +1,19 @@
 """Python event loops that run handlers for the native core.
 
-The core hands a runner a bridge (``attach``) whose ``fileno()`` becomes
-readable when there is work; the runner calls ``bridge.drain()`` from its loop,
-and the core calls back ``start``, ``new_token``, ``wait`` and ``resolve`` on the
-loop's own thread (src/executor/bridge.rs). Two runners:
+When every phase of a plugin runs on the loop (all ``async def``, or ``-g``),
+the loop owns Kong's socket (src/looped/): the core calls ``serve(core)`` once,
+and the runner watches the listening socket and each connection on its loop,
+calling ``core.accept()``, ``core.readable(conn)`` and ``core.writable(conn)``
+when they are ready and ``core.tick()`` periodically. The core calls back
+``watch``, ``watch_writable``, ``unwatch_writable``, ``forget`` and
+``pause_accepting`` to change what is watched, and ``start``, ``new_token``,
+``wait`` and ``resolve`` to run handlers and their PDK calls, all on the loop's
+own thread: an event costs no thread switch.
+
+A plugin that mixes sync and ``async def`` phases keeps its socket on the
+core's I/O threads; the core then hands the asyncio runner a bridge
+(``attach``) whose ``fileno()`` becomes readable when there is work, and the
+runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
 
 * ``AsyncioRunner``: ``async def`` phase handlers on one asyncio loop in its own
   thread (uvloop when installed); PDK calls return awaitables.
@@ -19,7 +29,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "EventHandle"]
+__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "LoopCore", "EventHandle"]
 
 
 class Bridge(Protocol):
@@ -31,6 +41,40 @@ class Bridge(Protocol):
 
     def drain(self) -> None:
         """Runs the queued work (on the runner's loop thread)."""
+        ...
+
+
+class LoopCore(Protocol):
+    """The core's side of a loop that owns the socket (src/looped/mod.rs)."""
+
+    @property
+    def listen_fd(self) -> int:
+        """The listening socket, to watch for readability."""
+        ...
+
+    @property
+    def tick_period(self) -> float:
+        """Seconds between two ``tick()`` calls."""
+        ...
+
+    def accept(self) -> None:
+        """Accepts pending connections (the listener is readable)."""
+        ...
+
+    def readable(self, conn: int) -> None:
+        """Serves what connection ``conn`` has sent."""
+        ...
+
+    def writable(self, conn: int) -> None:
+        """Writes what connection ``conn`` has buffered."""
+        ...
+
+    def tick(self) -> None:
+        """Abandons events Kong stopped answering; expires idle instances."""
+        ...
+
+    def stop(self) -> None:
+        """Abandons the events in flight, closes the connections and the listener."""
         ...
 
 
@@ -68,8 +112,14 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class AsyncioRunner:
     """Runs ``async def`` handlers concurrently on one event loop thread."""
 
+    #: A PDK call's token is the future the handler awaits: the looped core
+    #: returns it as is and completes it itself (no Python frame per call).
+    awaitable_tokens = True
+
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop = _new_loop()
+        self._core_or_none: LoopCore | None = None
+        self._ticker: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="kong-pdk-asyncio", daemon=True)
         self._thread.start()
@@ -78,13 +128,56 @@ class AsyncioRunner:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
+    def serve(self, core: LoopCore) -> None:
+        """Serves Kong's socket from the loop (called once, from any thread)."""
+        self._core_or_none = core
+        self.loop.call_soon_threadsafe(self._begin)
+
+    @property
+    def _core(self) -> LoopCore:
+        core = self._core_or_none
+        if core is None:
+            raise RuntimeError("the runner is not serving a socket")
+        return core
+
+    def _begin(self) -> None:
+        self.loop.add_reader(self._core.listen_fd, self._core.accept)
+        self._tick()
+
+    def _tick(self) -> None:
+        self._core.tick()
+        self._ticker = self.loop.call_later(self._core.tick_period, self._tick)
+
+    def watch(self, fd: int, conn: int) -> None:
+        """Serves connection ``conn`` whenever ``fd`` is readable."""
+        self.loop.add_reader(fd, self._core.readable, conn)
+
+    def watch_writable(self, fd: int, conn: int) -> None:
+        """Flushes connection ``conn`` whenever ``fd`` is writable."""
+        self.loop.add_writer(fd, self._core.writable, conn)
+
+    def unwatch_writable(self, fd: int) -> None:
+        """``fd``'s buffer is flushed: stop watching it for writability."""
+        self.loop.remove_writer(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stops watching ``fd`` (about to be closed)."""
+        self.loop.remove_reader(fd)
+        self.loop.remove_writer(fd)
+
+    def pause_accepting(self, seconds: float) -> None:
+        """Stops accepting for a while (accept failed: out of descriptors)."""
+        fd = self._core.listen_fd
+        self.loop.remove_reader(fd)
+        self.loop.call_later(seconds, self.loop.add_reader, fd, self._core.accept)
+
     def attach(self, bridge: Bridge) -> None:
         """Drains ``bridge`` from the loop whenever its fd is readable."""
         self.loop.call_soon_threadsafe(self.loop.add_reader, bridge.fileno(), bridge.drain)
 
     def new_token(self) -> asyncio.Future[Any]:
         """A future for one PDK call's reply."""
-        return self.loop.create_future()
+        return asyncio.Future(loop=self.loop)
 
     def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """The awaitable a PDK call returns to an ``async def`` handler."""
@@ -122,41 +215,116 @@ class AsyncioRunner:
             handle.finish()
 
     def close(self) -> None:
-        """Stops the loop."""
+        """Stops serving (on the loop's thread), then stops the loop."""
+        if self._core_or_none is not None and self._thread.is_alive():
+            stopped = threading.Event()
+
+            def stop() -> None:
+                try:
+                    if self._ticker is not None:
+                        self._ticker.cancel()
+                    self._core.stop()
+                finally:
+                    stopped.set()
+
+            self.loop.call_soon_threadsafe(stop)
+            stopped.wait(5.0)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 class GeventRunner:
-    """Runs every handler in a greenlet on the calling thread's gevent hub."""
+    """Runs every handler in a greenlet on the calling thread's gevent hub.
+
+    The hub serves Kong's socket too (``serve``): I/O watchers on the listener
+    and each connection call into the core from the hub greenlet.
+    """
 
     def __init__(self) -> None:
         import gevent
-        import gevent.event
+        import gevent.hub
 
         self._gevent = gevent
-        self._result = gevent.event.AsyncResult
+        self._waiter = gevent.hub.Waiter
+        self._getcurrent = gevent.getcurrent
         self._hub = gevent.get_hub()
-        self._watcher: Any = None
+        self._core_or_none: LoopCore | None = None
+        self._ticker: Any = None
+        # fd -> its read watcher and write watcher (None: not watched).
+        self._watchers: dict[int, list[Any]] = {}
 
-    def attach(self, bridge: Bridge) -> None:
-        """Drains ``bridge`` from the hub whenever its fd is readable."""
-        self._watcher = self._hub.loop.io(bridge.fileno(), 1)
-        self._watcher.start(bridge.drain)
+    @property
+    def _core(self) -> LoopCore:
+        core = self._core_or_none
+        if core is None:
+            raise RuntimeError("the runner is not serving a socket")
+        return core
+
+    def serve(self, core: LoopCore) -> None:
+        """Serves Kong's socket from the hub (called on the hub's thread)."""
+        self._core_or_none = core
+        self._watch(core.listen_fd, 0, core.accept)
+        self._ticker = self._hub.loop.timer(core.tick_period, core.tick_period)
+        self._ticker.start(core.tick)
+
+    def _watch(self, fd: int, which: int, callback: Callable[..., None], *args: object) -> None:
+        slots = self._watchers.setdefault(fd, [None, None])
+        if slots[which] is None:
+            watcher = self._hub.loop.io(fd, 1 if which == 0 else 2)
+            watcher.start(callback, *args)
+            slots[which] = watcher
+
+    def _unwatch(self, fd: int, which: int) -> None:
+        slots = self._watchers.get(fd)
+        if slots is not None and slots[which] is not None:
+            slots[which].stop()
+            slots[which].close()
+            slots[which] = None
+
+    def watch(self, fd: int, conn: int) -> None:
+        """Serves connection ``conn`` whenever ``fd`` is readable."""
+        self._watch(fd, 0, self._core.readable, conn)
+
+    def watch_writable(self, fd: int, conn: int) -> None:
+        """Flushes connection ``conn`` whenever ``fd`` is writable."""
+        self._watch(fd, 1, self._core.writable, conn)
+
+    def unwatch_writable(self, fd: int) -> None:
+        """``fd``'s buffer is flushed: stop watching it for writability."""
+        self._unwatch(fd, 1)
+
+    def forget(self, fd: int) -> None:
+        """Stops watching ``fd`` (about to be closed)."""
+        self._unwatch(fd, 0)
+        self._unwatch(fd, 1)
+        self._watchers.pop(fd, None)
+
+    def pause_accepting(self, seconds: float) -> None:
+        """Stops accepting for a while (accept failed: out of descriptors)."""
+        fd = self._core.listen_fd
+        self._unwatch(fd, 0)
+        self._gevent.spawn_later(seconds, self._watch, fd, 0, self._core.accept)
 
     def new_token(self) -> Any:
-        """A ``gevent.event.AsyncResult`` for one PDK call's reply."""
-        return self._result()
+        """A ``gevent.hub.Waiter`` for one PDK call's reply."""
+        return self._waiter()
 
     def wait(self, token: Any) -> Any:
         """Blocks the calling greenlet until the reply arrives; returns it or raises its error."""
         return token.get()
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
-        """Completes a PDK call's result with its value or its error."""
-        if error is not None:
-            token.set_exception(error)
+        """Resumes the waiting greenlet with its reply.
+
+        From the hub (a watcher's callback: Kong's Step was just read) the
+        switch is direct, as gevent's own watchers do it; from anywhere else
+        (shutdown, on the main greenlet) it waits for the hub's next round.
+        """
+        resume = token.switch if error is None else token.throw
+        arg = value if error is None else error
+        if self._getcurrent() is self._hub:
+            resume(arg)
         else:
-            token.set(value)
+            self._hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``."""
@@ -176,6 +344,9 @@ class GeventRunner:
             handle.finish()
 
     def close(self) -> None:
-        """Stops watching the bridge."""
-        if self._watcher is not None:
-            self._watcher.stop()
+        """Stops serving: abandons the events in flight, closes the connections."""
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+        if self._core_or_none is not None:
+            self._core.stop()

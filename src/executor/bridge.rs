@@ -1,14 +1,16 @@
-//! Running handlers on a Python event loop: asyncio (`async def` phases) and
-//! gevent (`-g`).
+//! Running the `async def` phases of a plugin that also has plain `def`
+//! phases on an asyncio loop, while the socket stays with the tokio I/O
+//! threads (the sync phases run on the thread pool). A plugin whose phases
+//! all run on a loop (all `async def`, or `-g`) does not come here: its loop
+//! owns the socket (`looped/`), with no hand-off per PDK call.
 //!
-//! Tokio threads never take the GIL for these events. Everything a loop must
-//! do (start an event, resolve a PDK call's token, create an instance) is a
-//! [`Delivery`] pushed on a queue, and the loop is woken through a socket pair
-//! that it watches (asyncio `add_reader`, gevent `loop.io`). The loop thread
-//! then drains the queue while holding the GIL it already has. The Python side
-//! of each loop is a small runner object (`kong_pdk/runners.py`) with
-//! `attach(bridge)`, `start(plugin, phase, kong, handle)`, `new_token()`,
-//! `wait(token)` and `resolve(token, value, error)`.
+//! Tokio threads never take the GIL for these events. Everything the loop must
+//! do (start an event, resolve a PDK call's token) is a [`Delivery`] pushed on
+//! a queue, and the loop is woken through a socket pair that it watches
+//! (asyncio `add_reader`). The loop thread then drains the queue while holding
+//! the GIL it already has. The Python side is the asyncio runner
+//! (`kong_pdk/runners.py`): `attach(bridge)`, `start(plugin, phase, kong,
+//! handle)`, `new_token()`, `wait(token)` and `resolve(token, value, error)`.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -20,7 +22,6 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use rmpv::Value;
-use tokio::sync::oneshot;
 
 use super::{new_instance, report, EventJob, Executor, Phase, PluginHandle, Running};
 use crate::events::Resume;
@@ -34,10 +35,6 @@ pub enum Delivery {
         token: Py<PyAny>,
         /// `None`: the event was dropped before Kong answered.
         answer: Option<Resume>,
-    },
-    NewInstance {
-        config: Value,
-        reply: oneshot::Sender<Result<PluginHandle, String>>,
     },
 }
 
@@ -67,7 +64,6 @@ pub struct LoopBridge {
     core: Arc<BridgeCore>,
     reader: UnixStream,
     link: Arc<LoopLink>,
-    plugin_class: Py<PyAny>,
     plugin_name: String,
     lua_style: bool,
 }
@@ -111,9 +107,6 @@ impl LoopBridge {
                 runner.call_method1("resolve", (token, value, error))?;
             }
             Delivery::Start(job, running) => self.start(py, job, running)?,
-            Delivery::NewInstance { config, reply } => {
-                let _ = reply.send(new_instance(py, &self.plugin_class, &config));
-            }
         }
         Ok(())
     }
@@ -198,9 +191,6 @@ impl EventHandle {
 pub struct LoopExecutor {
     core: Arc<BridgeCore>,
     plugin_class: Py<PyAny>,
-    /// gevent: plugin objects are created on the hub too, so that whatever
-    /// they set up belongs to the loop that runs them.
-    instances_on_loop: bool,
     running: Arc<AtomicUsize>,
 }
 
@@ -212,7 +202,6 @@ impl LoopExecutor {
         plugin_class: Py<PyAny>,
         plugin_name: &str,
         lua_style: bool,
-        instances_on_loop: bool,
         runtime: tokio::runtime::Handle,
     ) -> PyResult<LoopExecutor> {
         let (reader, writer) =
@@ -234,7 +223,6 @@ impl LoopExecutor {
                 runner: runner.clone_ref(py),
                 runtime,
             }),
-            plugin_class: plugin_class.clone_ref(py),
             plugin_name: plugin_name.to_string(),
             lua_style,
         };
@@ -244,7 +232,6 @@ impl LoopExecutor {
         Ok(LoopExecutor {
             core,
             plugin_class,
-            instances_on_loop,
             running: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -252,17 +239,8 @@ impl LoopExecutor {
 
 impl Executor for LoopExecutor {
     fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        if !self.instances_on_loop {
-            return Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
-                .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()));
-        }
-        let (reply, made) = oneshot::channel();
-        self.core.push(Delivery::NewInstance {
-            config: config.clone(),
-            reply,
-        });
-        made.blocking_recv()
-            .unwrap_or_else(|_| Err("the event loop stopped".into()))
+        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
     }
 
     fn run_event(&self, job: EventJob) {

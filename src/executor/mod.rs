@@ -29,7 +29,7 @@ use rmpv::Value;
 use crate::convert::value_to_py;
 use crate::events::EventLink;
 use crate::instances::InFlight;
-use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx};
+use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx, PdkTarget};
 
 /// What an executor keeps for one instance.
 pub enum PluginHandle {
@@ -141,6 +141,12 @@ pub trait Executor: Send + Sync {
     /// Handlers currently running (for status and draining).
     fn running(&self) -> usize;
 
+    /// Events waiting for Kong that the executor keeps itself, outside the
+    /// service's registry (the looped model).
+    fn waiting(&self) -> usize {
+        0
+    }
+
     /// Stops what the executor runs outside this process (worker
     /// processes). Blocking; called once the events have drained.
     fn stop(&self) {}
@@ -231,6 +237,17 @@ pub fn report(
     plugin: &str,
     err: &PyErr,
 ) -> Option<String> {
+    report_for(py, ctx, phase, plugin, err)
+}
+
+/// [`report`] for any event behind a `kong` object.
+pub fn report_for(
+    py: Python<'_>,
+    ctx: &dyn PdkTarget,
+    phase: Phase,
+    plugin: &str,
+    err: &PyErr,
+) -> Option<String> {
     if plugin_exit_type(py).is_ok_and(|t| err.is_instance(py, t.as_any())) {
         return None;
     }
@@ -239,7 +256,7 @@ pub fn report(
     {
         log::warn!(
             "event {}: {plugin} {} handler stopped after Kong abandoned the event: {text}",
-            ctx.event_id,
+            ctx.event_id(),
             phase.name()
         );
         return None;
@@ -247,7 +264,11 @@ pub fn report(
     log_traceback(
         py,
         err,
-        &format!("event {}: {plugin} {} handler", ctx.event_id, phase.name()),
+        &format!(
+            "event {}: {plugin} {} handler",
+            ctx.event_id(),
+            phase.name()
+        ),
     );
     ctx.is_running()
         .then(|| format!("{plugin} {} handler raised {text}", phase.name()))

@@ -1,4 +1,7 @@
-"""The async twin of behaviours.py: ``async def`` handlers awaiting the PDK."""
+"""The async twin of behaviours.py: ``async def`` handlers awaiting the PDK.
+
+Every phase is ``async def``, so the asyncio loop owns the socket (src/looped/);
+behaviours_mixed.py runs the same handlers next to a plain ``def`` phase."""
 
 import asyncio
 
@@ -27,6 +30,9 @@ class Plugin:
             await kong.response.set_header("x-result", repr((value, err)))
         elif case == "abandon":
             await kong.request.get_header("x-never-answered")
+        elif case == "gather":
+            # Two PDK calls in flight at once: the second raises at once.
+            await asyncio.gather(kong.request.get_header("x-a"), kong.request.get_header("x-b"))
         elif case == "log-anything":
             await kong.log.info("values:", object(), {1, 2}, None, 3)
         elif case == "io":
@@ -38,9 +44,8 @@ class Plugin:
         else:
             await kong.response.set_header("x-case", str(case))
 
-    def log(self, kong):
-        # A plain def phase next to async ones runs on a thread.
-        kong.log.notice("log phase")
+    async def log(self, kong):
+        await kong.log.notice("log phase")
 
 
 if __name__ == "__main__":

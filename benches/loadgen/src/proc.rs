@@ -27,6 +27,29 @@ pub fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Context switches (voluntary + involuntary) of all threads of a process,
+/// from `/proc/<pid>/task/*/status`: how often the server's threads hand
+/// work to each other (each hand-off puts one thread to sleep and wakes
+/// another). Threads that exited between two reads are not counted.
+pub fn ctx_switches(pid: &str) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(total)
+}
+
 /// `utime + stime` of a process and all its descendants (the worker
 /// processes of a `-m` server), in clock ticks. For a server without child
 /// processes this is `cpu_ticks(pid)`.

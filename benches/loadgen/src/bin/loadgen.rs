@@ -592,6 +592,7 @@ struct ProcSnap {
     rss_kb: Option<u64>,
     fds: Option<u64>,
     threads: Option<u64>,
+    switches: Option<u64>,
     self_ticks: Option<u64>,
     at: Instant,
 }
@@ -602,6 +603,7 @@ fn proc_snap(pid: Option<&str>) -> ProcSnap {
         rss_kb: pid.and_then(proc::rss_kb),
         fds: pid.and_then(proc::fd_count),
         threads: pid.and_then(proc::threads),
+        switches: pid.and_then(proc::ctx_switches),
         self_ticks: proc::cpu_ticks("self"),
         at: Instant::now(),
     }
@@ -761,6 +763,10 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "fds_end": p1.fds,
         "threads_start": p0.threads,
         "threads_end": p1.threads,
+        "switches_per_event": match (p0.switches, p1.switches) {
+            (Some(a), Some(b)) if events > 0 => Some(round3(b.saturating_sub(a) as f64 / events as f64)),
+            _ => None,
+        },
     });
     out["loadgen"] = json!({
         "cpu_us_per_event": per_event_us(p0.self_ticks, p1.self_ticks, events).map(round3),

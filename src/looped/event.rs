@@ -1,0 +1,406 @@
+//! One event of the looped model, and the registry of events in flight.
+//!
+//! Everything here runs on the loop's thread. A PDK call writes its request
+//! to Kong as the reply to the RPC in flight (the event's [`Route`]), keeps
+//! the loop's token (an asyncio future, a gevent waiter) and hands it to the
+//! handler to wait on. The Step that answers it, on whichever connection it
+//! comes (Kong's pool, docs/protocol.md §2), finds the event here by its id,
+//! takes the token and resolves it, which resumes the handler on this same
+//! thread. One call at a time per event: Kong's protocol has room for one
+//! answer in flight, so a second concurrent call fails at once and Kong's
+//! side never sees it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use super::Core;
+use crate::events::{write_call_result, Answer};
+use crate::executor::{report_for, Phase, PluginHandle};
+use crate::instances::InFlight;
+use crate::pdk::{answer_to_py, event_abandoned, pdk_exception, plugin_exit, PdkTarget};
+use crate::rpc;
+
+/// Where the reply to the RPC in flight goes: a connection and Kong's msgid.
+#[derive(Clone, Copy)]
+pub struct Route {
+    pub conn: u64,
+    pub msgid: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Running,
+    /// A terminal call was sent.
+    Exited,
+    /// Kong stopped answering (deadline, AbandonEvent, shutdown, connection lost).
+    Abandoned,
+    /// The handler returned and "ret" was sent (or is owed to a pending Step).
+    Finished,
+}
+
+struct State {
+    stage: Stage,
+    route: Option<Route>,
+    /// The loop's token of the PDK call waiting for Kong's Step.
+    pending: Option<Py<PyAny>>,
+    /// When `pending` was set.
+    since: Instant,
+    handler_done: bool,
+    instance: Option<InFlight<PluginHandle>>,
+}
+
+pub struct LoopedEvent {
+    pub id: u64,
+    phase: Phase,
+    pub label: Arc<str>,
+    core: Weak<Core>,
+    state: Mutex<State>,
+}
+
+/// The events in flight, by id (never by connection).
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<HashMap<u64, Arc<LoopedEvent>>>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<LoopedEvent>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, event: Arc<LoopedEvent>) {
+        self.lock().insert(event.id, event);
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<LoopedEvent>> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn remove(&self, id: u64) {
+        drop(self.lock().remove(&id));
+    }
+
+    pub fn all(&self) -> Vec<Arc<LoopedEvent>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Events in flight: (waiting for Kong, total).
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.lock();
+        let waiting = map.values().filter(|e| e.is_waiting()).count();
+        (waiting, map.len())
+    }
+
+    /// Events whose PDK call has waited longer than `deadline` for Kong.
+    pub fn stale(&self, deadline: Duration) -> Vec<Arc<LoopedEvent>> {
+        self.lock()
+            .values()
+            .filter(|e| {
+                let s = e.lock();
+                s.pending.is_some() && s.since.elapsed() >= deadline
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a Step does to its event.
+pub enum Stepped {
+    /// Resume the handler: resolve this token with Kong's answer.
+    Resume(Py<PyAny>),
+    /// The handler is gone (it returned without awaiting its call): the
+    /// Step is answered with "ret" by the caller.
+    Ret,
+}
+
+impl LoopedEvent {
+    pub fn new(
+        id: u64,
+        phase: Phase,
+        label: Arc<str>,
+        core: &Arc<Core>,
+        route: Route,
+        instance: InFlight<PluginHandle>,
+    ) -> Self {
+        LoopedEvent {
+            id,
+            phase,
+            label,
+            core: Arc::downgrade(core),
+            state: Mutex::new(State {
+                stage: Stage::Running,
+                route: Some(route),
+                pending: None,
+                since: Instant::now(),
+                handler_done: false,
+                instance: Some(instance),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.lock().pending.is_some()
+    }
+
+    fn core(&self) -> Option<Arc<Core>> {
+        self.core.upgrade()
+    }
+
+    /// Sends one reply on `route`; false when it cannot reach Kong.
+    fn send(&self, py: Python<'_>, route: Route, result: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let Some(core) = self.core() else {
+            return false;
+        };
+        let mut out = Vec::with_capacity(64);
+        rpc::write_ok_prefix(&mut out, route.msgid);
+        result(&mut out);
+        core.send(py, route.conn, &out)
+    }
+
+    fn send_ret(&self, py: Python<'_>, route: Route) -> bool {
+        let id = self.id;
+        self.send(py, route, |out| {
+            let _ = rmp::encode::write_map_len(out, 2);
+            rpc::write_str(out, "Data");
+            rpc::write_str(out, "ret");
+            rpc::write_str(out, "EventId");
+            let _ = rmp::encode::write_uint(out, id);
+        })
+    }
+
+    /// The handler ended (however it ended): Kong gets "ret" unless the
+    /// event already ended, and the event leaves the registry once nothing
+    /// is owed to Kong.
+    pub fn finish(&self, py: Python<'_>) {
+        let (route, instance, remove) = {
+            let mut s = self.lock();
+            s.handler_done = true;
+            let mut route = None;
+            if s.stage == Stage::Running {
+                s.stage = Stage::Finished;
+                // A call still pending (never awaited): its Step gets "ret".
+                if s.pending.is_none() {
+                    route = s.route.take();
+                }
+            }
+            (route, s.instance.take(), s.pending.is_none())
+        };
+        if let Some(route) = route {
+            self.send_ret(py, route);
+        }
+        drop(instance);
+        if remove {
+            self.forget();
+        }
+    }
+
+    fn forget(&self) {
+        if let Some(core) = self.core() {
+            core.events.remove(self.id);
+        }
+    }
+
+    /// Kong's Step for this event arrived on `route`.
+    pub fn step(&self, route: Route) -> Result<Stepped, String> {
+        let mut s = self.lock();
+        let Some(token) = s.pending.take() else {
+            return Err(format!(
+                "event {} is not waiting for a Step (no PDK call in flight)",
+                self.id
+            ));
+        };
+        if s.handler_done {
+            drop(s);
+            drop(token);
+            self.forget();
+            return Ok(Stepped::Ret);
+        }
+        s.route = Some(route);
+        Ok(Stepped::Resume(token))
+    }
+
+    /// Kong's answer, as the handler sees it.
+    pub fn answer<'py>(&self, py: Python<'py>, answer: Answer) -> PyResult<Bound<'py, PyAny>> {
+        let lua_style = self.core().is_none_or(|c| c.lua_style);
+        answer_to_py(py, answer, lua_style)
+    }
+
+    /// Kong will not answer (deadline, AbandonEvent, shutdown): the pending
+    /// call, if any, raises `EventAbandoned` in the handler.
+    pub fn abandon(&self, py: Python<'_>, why: &str) {
+        let (token, remove) = {
+            let mut s = self.lock();
+            if s.stage == Stage::Running {
+                s.stage = Stage::Abandoned;
+            }
+            s.route = None;
+            let token = s.pending.take();
+            (token, s.handler_done)
+        };
+        if remove {
+            self.forget();
+        }
+        if let (Some(token), Some(core)) = (token, self.core()) {
+            let err = event_abandoned(py, format!("event {} was abandoned: {why}", self.id));
+            core.resolve(py, token.bind(py), Err(err));
+        }
+    }
+
+    fn concurrent_call(&self, _py: Python<'_>) -> PyErr {
+        // The same error as the thread model's (pdk.rs): a mistake in the
+        // plugin, not an answer from Kong.
+        pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "event {}: a PDK call is already waiting for Kong's answer; Kong takes one \
+                 call at a time per event, so await each PDK call before making the next \
+                 (asyncio.gather over PDK calls is not supported)",
+            self.id
+        ))
+    }
+}
+
+impl PdkTarget for LoopedEvent {
+    fn event_id(&self) -> u64 {
+        self.id
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    fn is_running(&self) -> bool {
+        self.lock().stage == Stage::Running
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.lock().stage == Stage::Abandoned
+    }
+
+    fn ended_error(&self, py: Python<'_>) -> PyErr {
+        let stage = self.lock().stage;
+        match stage {
+            Stage::Exited => plugin_exit(
+                py,
+                "the response was already sent with kong.response.exit/error".into(),
+            ),
+            Stage::Abandoned => {
+                event_abandoned(py, format!("event {} was abandoned by Kong", self.id))
+            }
+            _ => pdk_exception(
+                py,
+                format!(
+                    "event {} has ended; its kong object can no longer be used",
+                    self.id
+                ),
+            ),
+        }
+    }
+
+    fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
+        let route = {
+            let mut s = self.lock();
+            if s.stage != Stage::Running {
+                drop(s);
+                return Err(self.ended_error(py));
+            }
+            if s.pending.is_some() {
+                drop(s);
+                return Err(self.concurrent_call(py));
+            }
+            s.stage = Stage::Exited;
+            s.route.take()
+        };
+        if let Some(route) = route {
+            self.send(py, route, |out| {
+                write_call_result(out, self.id, &method, &args)
+            });
+        }
+        Ok(())
+    }
+
+    fn call<'py>(
+        self: Arc<Self>,
+        py: Python<'py>,
+        method: Arc<str>,
+        args: Vec<u8>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(core) = self.core() else {
+            return Err(self.ended_error(py));
+        };
+        let token = core.new_token.bind(py).call0()?;
+        let route = {
+            let mut s = self.lock();
+            if s.stage != Stage::Running {
+                drop(s);
+                return Err(self.ended_error(py));
+            }
+            if s.pending.is_some() {
+                drop(s);
+                return Err(self.concurrent_call(py));
+            }
+            let Some(route) = s.route.take() else {
+                drop(s);
+                return Err(self.ended_error(py));
+            };
+            // Pending before the write: the Step may be read right after.
+            s.pending = Some(token.clone().unbind());
+            s.since = Instant::now();
+            route
+        };
+        let sent = self.send(py, route, |out| {
+            write_call_result(out, self.id, &method, &args)
+        });
+        if !sent {
+            {
+                let mut s = self.lock();
+                s.pending = None;
+                if s.stage == Stage::Running {
+                    s.stage = Stage::Abandoned;
+                }
+            }
+            return Err(self.ended_error(py));
+        }
+        core.wait(py, token)
+    }
+}
+
+/// The handler's view of its event, for the runner's driver code
+/// (`kong_pdk/runners.py`).
+#[pyclass(frozen, module = "kong_pdk._core")]
+pub struct LoopedEventHandle {
+    pub event: Arc<LoopedEvent>,
+    pub plugin_name: String,
+}
+
+#[pymethods]
+impl LoopedEventHandle {
+    /// The handler is done: Kong gets "ret" unless the event already ended.
+    fn finish(&self, py: Python<'_>) {
+        self.event.finish(py);
+    }
+
+    /// Logs the exception that ended the handler; returns the text to send to
+    /// Kong's error log, or None when there is nothing to report.
+    fn report(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> Option<String> {
+        let err = PyErr::from_value(exc);
+        report_for(
+            py,
+            self.event.as_ref(),
+            self.event.phase,
+            &self.plugin_name,
+            &err,
+        )
+    }
+
+    /// Whether a failing handler should answer with a 500 (rewrite, access).
+    #[getter]
+    fn can_respond(&self) -> bool {
+        self.event.phase.can_respond() && self.event.is_running()
+    }
+}

@@ -1,0 +1,389 @@
+//! The looped model: a Python event loop owns the socket.
+//!
+//! For a plugin whose handlers all run on an event loop (every phase
+//! `async def`, or `-g` gevent), the loop's own thread accepts, reads,
+//! frames, decodes and writes, calling into this module with the GIL it
+//! already holds. A PDK call writes its request to Kong from the handler's
+//! own step and parks the event (`event.rs`); the Step that answers it, read
+//! by the same thread, resumes the handler. No other thread, queue or wake-up
+//! is on the path of an event, so an event costs no context switch.
+//!
+//! The Python side is a runner (`kong_pdk/runners.py`) that owns the loop:
+//! the core calls `serve(core)` once, then `watch(fd, conn)`,
+//! `watch_writable(fd, conn)`, `unwatch_writable(fd)`, `forget(fd)`,
+//! `pause_accepting(seconds)`, `start(plugin, phase, kong, handle)`,
+//! `new_token()`, `wait(token)` and `resolve(token, value, error)`; the
+//! runner calls back [`LoopCore`]'s `accept`, `readable(conn)`,
+//! `writable(conn)`, `tick()` and, on shutdown, `stop()`.
+//!
+//! Nothing here blocks: writes that the socket does not take are buffered per
+//! connection up to a bound (`conns.rs`). Python is never called while a lock
+//! is held: a gevent switch or an asyncio callback may come back in.
+
+mod conns;
+mod dispatch;
+mod event;
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use rmpv::Value;
+
+use crate::executor::{new_instance, EventJob, Executor, PluginHandle};
+use crate::service::{PluginMeta, Service, Settings};
+use conns::{Conns, Queued};
+use event::Registry;
+
+/// Replies kept for a peer that does not read, at least: past this (or the
+/// largest message, if larger) the peer is disconnected.
+const MIN_OUT_LIMIT: usize = 8 << 20;
+
+pub struct Core {
+    pub service: Arc<Service>,
+    pub runner: Py<PyAny>,
+    /// The runner's `new_token`, `wait` and `resolve`, looked up once (they
+    /// run for every PDK call).
+    pub new_token: Py<PyAny>,
+    wait: Py<PyAny>,
+    resolve: Py<PyAny>,
+    /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
+    /// call returns its token as is, and resolving one sets its result here.
+    futures: bool,
+    pub lua_style: bool,
+    plugin_name: String,
+    listener: Mutex<Option<UnixListener>>,
+    conns: Mutex<Conns>,
+    pub events: Arc<Registry>,
+    stopped: AtomicBool,
+}
+
+impl Core {
+    fn conns(&self) -> MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues one whole reply on a connection; false when it cannot go out.
+    pub fn send(&self, py: Python<'_>, conn: u64, bytes: &[u8]) -> bool {
+        let queued = self.conns().send(conn, bytes);
+        self.after_write(py, conn, queued)
+    }
+
+    fn after_write(&self, py: Python<'_>, conn: u64, queued: Queued) -> bool {
+        match queued {
+            Queued::Done => true,
+            Queued::WatchWritable(fd) => {
+                if let Err(e) = self.runner_call(py, "watch_writable", (fd, conn)) {
+                    log::error!("connection {conn}: cannot watch for writability: {e}");
+                    self.close(py, conn);
+                    return false;
+                }
+                true
+            }
+            Queued::Drop(why) => {
+                if why != conns::CLOSED {
+                    log::warn!("connection {conn} dropped: {why}");
+                }
+                self.close(py, conn);
+                false
+            }
+        }
+    }
+
+    /// Stops watching a connection, then closes it.
+    fn close(&self, py: Python<'_>, conn: u64) {
+        let stream = self.conns().remove(conn);
+        if let Some(stream) = stream {
+            if let Err(e) = self.runner_call(py, "forget", (stream.as_raw_fd(),)) {
+                log::error!("connection {conn}: cannot stop watching it: {e}");
+            }
+            drop(stream);
+        }
+    }
+
+    /// What a PDK call returns to the handler for its token: the token
+    /// itself (an awaitable) or what the runner's `wait` gives.
+    pub fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        token: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.futures {
+            return Ok(token);
+        }
+        self.wait.bind(py).call1((token,))
+    }
+
+    /// Resolves a PDK call's token: resumes the handler with Kong's answer.
+    pub fn resolve(
+        &self,
+        py: Python<'_>,
+        token: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) {
+        let resolved = if self.futures {
+            resolve_future(token, answer)
+        } else {
+            let (value, error) = match answer {
+                Ok(v) => (v, py.None().into_bound(py)),
+                Err(e) => (
+                    py.None().into_bound(py),
+                    e.into_value(py).into_bound(py).into_any(),
+                ),
+            };
+            self.resolve.bind(py).call1((token, value, error)).map(drop)
+        };
+        if let Err(e) = resolved {
+            log::error!(
+                "resuming a handler failed: {}",
+                crate::executor::describe(py, &e)
+            );
+        }
+    }
+
+    fn runner_call<'py>(
+        &self,
+        py: Python<'py>,
+        method: &str,
+        args: impl pyo3::call::PyCallArgs<'py>,
+    ) -> Result<(), String> {
+        self.runner
+            .bind(py)
+            .call_method1(method, args)
+            .map(drop)
+            .map_err(|e| crate::executor::describe(py, &e))
+    }
+}
+
+/// Completes an asyncio future, unless its task was cancelled meanwhile.
+fn resolve_future(future: &Bound<'_, PyAny>, answer: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+    let py = future.py();
+    if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+        return Ok(());
+    }
+    match answer {
+        Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
+        Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+    }
+    .map(drop)
+}
+
+/// The core's side of a looped server, handed to the runner's `serve`.
+#[pyclass(frozen, module = "kong_pdk._core")]
+pub struct LoopCore {
+    core: Arc<Core>,
+    listen_fd: RawFd,
+    tick_period: f64,
+}
+
+#[pymethods]
+impl LoopCore {
+    /// The listening socket's descriptor, to watch for readability.
+    #[getter]
+    fn listen_fd(&self) -> RawFd {
+        self.listen_fd
+    }
+
+    /// Seconds between two `tick()` calls.
+    #[getter]
+    fn tick_period(&self) -> f64 {
+        self.tick_period
+    }
+
+    /// Accepts the pending connections and has the runner watch each.
+    fn accept(&self, py: Python<'_>) {
+        loop {
+            let accepted = match &*self.core.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(listener) => listener.accept(),
+                None => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::error!("accept failed: {e}");
+                    if let Err(e) = self.core.runner_call(py, "pause_accepting", (0.05,)) {
+                        log::error!("cannot pause accepting: {e}");
+                    }
+                    return;
+                }
+            };
+            let added = self.core.conns().add(stream);
+            match added {
+                Ok((conn, fd)) => {
+                    if let Err(e) = self.core.runner_call(py, "watch", (fd, conn)) {
+                        log::error!("cannot watch a new connection: {e}");
+                        drop(self.core.conns().remove(conn));
+                    }
+                }
+                Err(e) => log::warn!("connection dropped: {e}"),
+            }
+        }
+    }
+
+    /// Reads a readable connection and serves every whole request in it.
+    fn readable(&self, py: Python<'_>, conn: u64) {
+        let received = self.core.conns().read(conn);
+        for incoming in received.incoming {
+            dispatch::handle(&self.core, py, conn, incoming);
+        }
+        if received.ended || self.core.conns().is_closing(conn) {
+            self.core.close(py, conn);
+        }
+    }
+
+    /// Writes what a connection has buffered, now that it is writable.
+    fn writable(&self, py: Python<'_>, conn: u64) {
+        let queued = self.core.conns().flush(conn);
+        if self.core.after_write(py, conn, queued) {
+            let settled = self.core.conns().settle(conn);
+            if let Some(fd) = settled {
+                if let Err(e) = self.core.runner_call(py, "unwatch_writable", (fd,)) {
+                    log::error!("connection {conn}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Periodic upkeep: abandons events Kong stopped answering, expires
+    /// idle instances.
+    fn tick(&self, py: Python<'_>) {
+        let timeout = self.core.service.settings.event_timeout;
+        for event in self.core.events.stale(timeout) {
+            log::warn!(
+                "event {} ({}) abandoned: no Step from Kong for {timeout:?}; failing its pending PDK call",
+                event.id,
+                event.label
+            );
+            event.abandon(py, &format!("no Step from Kong for {timeout:?}"));
+        }
+        // Instances (the service's own event registry is unused here).
+        self.core.service.reap();
+    }
+
+    /// Shutdown, on the loop's thread: abandons the events still in flight,
+    /// closes every connection and the listener.
+    fn stop(&self, py: Python<'_>) {
+        if self.core.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for event in self.core.events.all() {
+            event.abandon(py, "the plugin server is stopping");
+        }
+        let ids = self.core.conns().ids();
+        for conn in ids {
+            self.core.close(py, conn);
+        }
+        let listener = self
+            .core
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(listener) = listener {
+            if let Err(e) = self.core.runner_call(py, "forget", (listener.as_raw_fd(),)) {
+                log::error!("cannot stop watching the listener: {e}");
+            }
+        }
+    }
+}
+
+/// The service's executor in the looped model: instances are created on
+/// the loop's thread (the caller); events never come through here.
+struct LoopedExecutor {
+    plugin_class: Py<PyAny>,
+    events: Arc<Registry>,
+}
+
+impl Executor for LoopedExecutor {
+    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
+        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
+            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    }
+
+    fn run_event(&self, job: EventJob) {
+        // Unreachable: the looped dispatch starts its events itself.
+        log::error!(
+            "event {}: not runnable in the looped model",
+            job.link.event_id
+        );
+    }
+
+    fn running(&self) -> usize {
+        let (waiting, total) = self.events.counts();
+        total - waiting
+    }
+
+    fn waiting(&self) -> usize {
+        self.events.counts().0
+    }
+}
+
+/// What a looped server needs to start.
+pub struct LoopedSetup {
+    pub runner: Py<PyAny>,
+    pub plugin_class: Py<PyAny>,
+    pub lua_style: bool,
+    pub max_frame: usize,
+    pub meta: PluginMeta,
+    pub settings: Settings,
+}
+
+/// Hands `listener` to the runner's loop; returns the service (for status,
+/// draining and shutdown).
+pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
+    listener.set_nonblocking(true)?;
+    let events = Arc::new(Registry::default());
+    let plugin_name = setup.meta.name.clone();
+    let tick_period = (setup.settings.event_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1))
+        .as_secs_f64();
+    let service = Arc::new(Service::new(
+        setup.meta,
+        setup.settings,
+        Arc::new(LoopedExecutor {
+            plugin_class: setup.plugin_class,
+            events: Arc::clone(&events),
+        }),
+    ));
+    let listen_fd = listener.as_raw_fd();
+    let runner = setup.runner.bind(py);
+    let futures = match runner.getattr_opt("awaitable_tokens")? {
+        Some(flag) => flag.is_truthy()?,
+        None => false,
+    };
+    let core = Arc::new(Core {
+        service: Arc::clone(&service),
+        runner: setup.runner.clone_ref(py),
+        new_token: runner.getattr("new_token")?.unbind(),
+        wait: runner.getattr("wait")?.unbind(),
+        resolve: runner.getattr("resolve")?.unbind(),
+        futures,
+        lua_style: setup.lua_style,
+        plugin_name,
+        listener: Mutex::new(Some(listener)),
+        conns: Mutex::new(Conns::new(
+            setup.max_frame,
+            setup.max_frame.max(MIN_OUT_LIMIT),
+        )),
+        events,
+        stopped: AtomicBool::new(false),
+    });
+    let handle = Bound::new(
+        py,
+        LoopCore {
+            core,
+            listen_fd,
+            tick_period,
+        },
+    )?;
+    setup.runner.bind(py).call_method1("serve", (handle,))?;
+    Ok(service)
+}
