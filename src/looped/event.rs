@@ -342,7 +342,11 @@ impl PdkTarget for LoopedEvent {
             }
             if s.pending.is_some() {
                 drop(s);
-                return Err(self.concurrent_call(py));
+                // A failed awaitable, not a raise at call time: a handler
+                // that gathers two calls gets the error where it awaits, and
+                // still awaits the call that went out.
+                core.resolve(py, &token, Err(self.concurrent_call(py)));
+                return core.wait(py, token);
             }
             let Some(route) = s.route.take() else {
                 drop(s);
