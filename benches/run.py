@@ -661,15 +661,83 @@ DOC_INTRO = """# Benchmarks
 
 Numbers from `benches/run.py`: a Rust load generator (`benches/loadgen`) plays
 Kong's side of the external plugin protocol against a plugin server over its
-Unix socket. Regenerate with the command shown in each section. How the
-harness works and what it checks is described in "Method" at the end.
+Unix socket, the way Kong does it. Regenerate with the command shown in each
+section. How the harness works and what it checks is described in "Method"
+at the end.
+
+## Running it
+
+After `make release` (our package, optimised, in `.venv`), from the
+repository root:
+
+```sh
+make bench                                # the full table (builds first): .venv/bin/python benches/run.py
+.venv/bin/python benches/run.py           # the same without make: 4 scenarios × 1, 8, 64 connections × 6 servers, about 8 minutes; rewrites the table below
+.venv/bin/python benches/run.py --quick   # a check that everything works, about 2 minutes: hello and heavy at 8 and 64 connections, short windows; printed, this file untouched
+```
+
+The first run builds the load generator (`cargo`) and creates
+`benches/.venv-official` with the official `kong-pdk` from PyPI. Narrow a run
+with `--scenarios hello,exit`, `--conns 8`, `--servers ours,ours-async,floor`;
+`--pool own` gives each request its own connection instead of Kong's shared
+pool, `--kong-workers 1` uses one load-generator process instead of two,
+`--json-out FILE` keeps the raw numbers. `--leak N` and `--workers` run the
+exit-leak check and the worker-process table further down. Run on a quiet
+machine: anything else running moves rows by more than the differences
+between servers.
+
+## Reading the table
+
+Each row is one server, scenario and connection count, measured on a freshly
+started server.
+
+* **scenario**: `hello` (3 PDK calls per event), `heavy` (20 calls of many
+  kinds), `exit` (one call, `kong.response.exit`), `cpu` (about 1 ms of
+  Python work, then one call). An event is one run of the plugin's `access`
+  handler: a HandleEvent, then one Step per PDK call.
+* **conns**: requests Kong has in flight at once, over both simulated nginx
+  workers.
+* **server**: `ours` (plain `def` handlers, on our thread pool), `ours-async`
+  (the same PDK calls in `async def` handlers, awaited), `ours-g` (the plain
+  handlers with `-g`), `official` (the official `kong-pdk`, its default
+  threads), `official-g` (the official with `-g`), `floor` (a Rust server with
+  no Python that answers each scenario's calls: the protocol's own cost, and
+  the most this load generator can drive).
+* **events/s**: events completed in the measured window, all load-generator
+  processes together. **p50 / p99 ms**: an event's latency as Kong sees it,
+  from HandleEvent sent to the last answer.
+* **CPU µs/event**: the server's CPU time (user + system, every thread and
+  child process) over the window, divided by its events. This is what the
+  plugin server takes away from nginx on the same machine; it matters even
+  where events/s is capped by something else.
+* **ctx sw/event**: the server's context switches (voluntary and involuntary,
+  every thread and child process) per event. A thread that hands an event to
+  another thread, or sleeps waiting for Kong's next message, switches; a busy
+  single-threaded event loop (gevent, the floor) hardly ever does. Each switch
+  costs CPU and a wake-up that competes with nginx's workers for a core.
+* **ev/s ÷ floor, CPU ÷ floor**: the row against the floor of the same
+  scenario and conns: 0.5× events/s means half the floor's rate, 4× CPU means
+  four times the CPU of answering with no Python at all.
+* **ev/s ÷ official, CPU ÷ official**: the row against the official server
+  with the same execution model: `ours-g` against `official-g`, every other
+  row against `official` (threads, its default); `-` on that reference row
+  itself. events/s above 1× and CPU below 1× favour the row.
+* **loadgen µs/event**: the load generators' CPU per event. The two share one
+  core, so when this times events/s comes near 1,000,000 the row is limited by
+  the load generator, not the server (usually the floor at 8 and 64).
+* **RSS MB** (`a→b` when it grew over the window) and **errors** (must be 0:
+  every event's calls are checked against the scenario).
+
+Compare rows of one run (the ratios), not runs of different days.
 """
 
 DOC_METHOD = """## Method
 
 * **Servers.** `ours`: this package (`python benches/plugins/<scenario>.py
-  --kong-prefix DIR --socket-name bench-<scenario>.socket`).
-  `official-thread` / `official-gevent`: the same plugin files under the
+  --kong-prefix DIR --socket-name bench-<scenario>.socket`); `ours-async`:
+  `benches/plugins/<scenario>_async.py`, the same PDK calls awaited in an
+  `async def` handler under the same plugin name; `ours-g`: the plain plugin
+  with `-g`. `official` / `official-g`: the plain plugin files under the
   official `kong-pdk` from PyPI, installed in `benches/.venv-official`, in its
   default thread mode and with `-g`. `floor`: `benches/loadgen` `floor`, a
   single-threaded Rust server with no Python that knows each scenario's PDK
@@ -678,17 +746,24 @@ DOC_METHOD = """## Method
   count per event, calibrated once by the runner to about 1 ms (on a busy
   machine the calibration can be off by 10 % or so, so `cpu` ratios against
   the floor near 1 just mean "no visible overhead").
-* **Load.** `loadgen` sends one `plugin.StartInstance` (config as a JSON
-  string, with Kong's `__key__`/`__seq__`/`__plugin_id`), then runs `conns`
-  concurrent request coroutines, each doing HandleEvent followed by the Step
-  loop, one event after another, on one thread. Each RPC takes a connection
-  from a keep-alive pool; by default each coroutine keeps its own connection
-  (`--pool own`); `--pool shared` uses one LIFO pool for all coroutines as an
-  nginx worker does. Strings are encoded as Kong's encoder does (fixstr/str16),
-  a nil PDK result is a Step without `Data`, multimap results use the §6.1
-  encoding, and the Step method is chosen as Kong does (e.g. `StepMultiMap`
-  for `get_headers`/`get_query`). After a terminal `kong.response.exit` no Step
-  is sent.
+* **Load: Kong's pattern.** Each row runs two `loadgen` processes, as two
+  nginx workers (`--kong-workers`, default 2); the row's connections are
+  split between them (4 + 4 for 8; one process for 1). Each process sends its
+  own `plugin.StartInstance` (config as a JSON string, with Kong's
+  `__key__`/`__seq__`/`__plugin_id`), as each Kong worker does, then runs its
+  share of concurrent request coroutines, each doing HandleEvent followed by
+  the Step loop, one event after another, on one thread. Like a Kong worker,
+  each process has one keep-alive pool (`--pool shared`, the default): every
+  RPC checks a connection out of it (the most recently returned one, LIFO;
+  a new connection when it is empty) and puts it back after the answer, so
+  the Steps of one event may go over different connections. The pool keeps at
+  most `--pool-size` idle connections (default 256, Kong's
+  `lua_socket_pool_size`); beyond that, connections are closed after use.
+  `--pool own` gives each coroutine its own connection instead. Strings are
+  encoded as Kong's encoder does (fixstr/str16), a nil PDK result is a Step
+  without `Data`, multimap results use the §6.1 encoding, and the Step method
+  is chosen as Kong does (e.g. `StepMultiMap` for `get_headers`/`get_query`).
+  After a terminal `kong.response.exit` no Step is sent.
 * **Checks.** Every reply must be `[1, msgid, nil, {Data, EventId}]` with the
   request's msgid (notifications `[2, ...]` before it are skipped), the same
   EventId for all RPCs of one event, and no bytes after it. Every event's
@@ -697,22 +772,33 @@ DOC_METHOD = """## Method
   (`benches/loadgen/src/scenario.rs`), including the number of calls.
   `errors` counts mismatched events plus RPC error replies, I/O errors,
   malformed replies and RPCs slower than 10 s during the window.
-* **Measurement.** Warm-up, then a fixed window. events/s and PDK calls/s are
-  events completed in the window. Latency is per event (HandleEvent sent to
-  `"ret"` or exit received). CPU µs/event is the server's utime+stime
-  (`/proc/<pid>/stat`, all threads) over the window divided by events; RSS
-  (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled at the window's start
-  and end (`a→b` when they differ). Each row uses a freshly started server.
-  The server and the load generator are pinned to different cores with
-  `taskset` when there are at least two, except the `-m` servers
-  (`ours-m<N>`, `official-m`): their worker processes need every core, so
-  they run unpinned (the load generator stays pinned), and their CPU
-  µs/event counts the whole process tree (core plus workers), while RSS and
-  fds are those of the main process, which holds Kong's connections.
-* **loadgen µs/event** is the load generator's own CPU per event. When it
-  is near 1e6 ÷ events/s the load generator's core is saturated and the row
-  is bounded by it (the floor rows at 8 and 64 coroutines usually are), so
-  "ours/floor" understates how close a server comes to the floor there.
+* **Measurement.** Warm-up, then a fixed window that all load-generator
+  processes of a row start at the same instant (`loadgen --measure-at`).
+  events/s is the events completed in the window, summed over the processes.
+  Latency is per event (HandleEvent sent to `"ret"` or exit received); the
+  processes' histograms are merged before the percentiles are taken. CPU
+  µs/event is the utime+stime of the server and its child processes
+  (`/proc/<pid>/stat`) over the window, divided by all events; ctx sw/event
+  is the growth of `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` in
+  `/proc/<pid>/task/<tid>/status` of every thread of the server and its child
+  processes, per thread, divided by all events (a thread that ends inside the
+  window takes its switches with it: the kernel keeps no readable total, so
+  servers that start and end threads per connection are undercounted). Every
+  process measures the server over the same window; the runner averages
+  their readings. RSS (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled
+  at the window's start and end (`a→b` when they differ). Each row uses a
+  freshly started server. The server and the load generators are pinned to
+  different cores with `taskset` when there are at least two (both load
+  generators share theirs), except the `-m` servers (`ours-m<N>`,
+  `official-m`): their worker processes need every core, so they run
+  unpinned, and their RSS and fds are those of the main process, which holds
+  Kong's connections. The exit-leak check runs one load-generator process.
+* **loadgen µs/event** is the load generators' own CPU per event, together.
+  When it is near 1e6 ÷ events/s their core is saturated and the row is
+  bounded by it (the floor rows at 8 and 64 coroutines usually are), so
+  "÷ floor" understates how close a server comes to the floor there; the two
+  processes then also take turns on that core, which adds scheduler slices
+  of a few ms to the floor's p99.
 * **Caveats.** The machine is small and shared: when other work runs on it,
   rows can move by much more than ±10 % between runs, so compare rows of one
   run (the ratios), not runs. With one core per side, 64 coroutines measure
@@ -1011,6 +1097,7 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
          "rounds that interleave the servers; the median run is shown, all runs in the last column (in "
          "order)" % (args.warmup, args.duration, max(1, args.repeat)),
          "* cpu scenario: %s loop iterations per event (calibrated once to ≈%d µs)" % (args.cpu_iterations, args.cpu_us),
+         "* Load: %s" % load_description(args),
          "* Nothing is pinned: the workers need both cores, and so do the core process, the load "
          "generator and the official pool's parent, which all share them",
          "* CPU µs/event: the server's whole process tree; RSS and fds: its main process",
