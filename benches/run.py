@@ -866,8 +866,9 @@ def load_description(args):
         if args.pool == "shared"
         else "one connection per coroutine"
     )
-    return "%d load-generator process%s (nginx workers) sharing each row's connections; %s" % (
-        args.kong_workers, "" if args.kong_workers == 1 else "es", pool)
+    if args.kong_workers == 1:
+        return "1 load-generator process (one nginx worker); %s" % pool
+    return "%d load-generator processes (nginx workers) sharing each row's connections; %s" % (args.kong_workers, pool)
 
 
 def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note):
