@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Benchmark runner: our plugin server against the official kong-pdk server
-(thread and gevent modes) and a no-Python Rust "floor" server.
+"""Benchmark runner: our plugin server (sync handlers on threads, `async def`
+handlers, and -g) against the official kong-pdk server (thread and -g modes)
+and a no-Python Rust "floor" server.
 
-    python benches/run.py [--quick] [--scenarios hello,exit] [--conns 1,8,64]
+    python benches/run.py                       # full table, written to docs/benchmarks.md
+    python benches/run.py --quick               # hello,heavy at 8 and 64 conns, short windows; prints only
+    python benches/run.py [--scenarios hello,exit] [--conns 1,8,64] [--servers ours,floor]
     python benches/run.py --leak 1000000        # exit-scenario leak check
     python benches/run.py --workers             # cpu scenario: 1 vs 2 worker processes (-m)
+
+Load is Kong's pattern: two load-generator processes (two nginx workers,
+--kong-workers), each with one shared LIFO keep-alive pool checked out per
+RPC (--pool shared; --pool own gives each coroutine its own connection),
+the connections split between them and one measured window for both.
 
 Builds the load generator (benches/loadgen, release), creates
 benches/.venv-official with kong-pdk from PyPI, runs OUR server from the
@@ -40,15 +48,13 @@ VENV_OFFICIAL = BENCHES / ".venv-official"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 ALL_SCENARIOS = ["hello", "heavy", "exit", "cpu"]
-ALL_SERVERS = ["ours", "official-thread", "official-gevent", "floor"]
+ALL_SERVERS = ["ours", "ours-async", "ours-g", "official", "official-g", "floor"]
+# Names earlier versions of this script used.
+SERVER_ALIASES = {"official-thread": "official", "official-gevent": "official-g"}
 # Also accepted by --servers: ours-m<N> (ours with -m N: N worker processes)
 # and official-m (the official package's -m: a multiprocessing pool of one
 # process per CPU). Their workers need every core, so they are never pinned.
 WORKER_SERVERS = ["ours-m1", "ours-m2", "official-m"]
-# Also accepted by --servers: ours-async (benches/plugins/<scenario>_async.py,
-# ``async def`` handlers: the asyncio loop owns the socket) and ours-gevent
-# (the plain plugin under -g: the gevent hub owns the socket).
-LOOP_SERVERS = ["ours-async", "ours-gevent"]
 PLUGIN_NAME = {s: "bench-" + s for s in ALL_SCENARIOS}
 
 _running = []  # Popen objects of servers still alive
@@ -218,6 +224,11 @@ def ours_available(py):
     return True, r.stdout.strip()
 
 
+def python_imports(py, module):
+    r = subprocess.run([str(py), "-c", "import " + module], capture_output=True, cwd=tempfile.gettempdir())
+    return r.returncode == 0
+
+
 def elf_section_names(path):
     """Section names of a 64-bit little-endian ELF file (empty on failure)."""
     import struct
@@ -307,7 +318,13 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind in ("ours", *LOOP_SERVERS) or re.fullmatch(r"ours-m\d+", kind) is not None
+    return kind in ("ours", "ours-async", "ours-g") or re.fullmatch(r"ours-m\d+", kind) is not None
+
+
+def official_reference(kind):
+    """The official server a row is compared with: the one with the same
+    execution model (-g for -g), else the official default (threads)."""
+    return "official-g" if kind in ("ours-g", "official-g") else "official"
 
 
 def known_server(kind):
@@ -324,9 +341,10 @@ def server_argv(kind, scenario, prefix, pythons, cpu_us):
     if kind == "floor":
         return [str(BIN_DIR / "floor"), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
     py = pythons["ours"] if is_ours(kind) else pythons["official"]
-    plugin = scenario + ("_async.py" if kind == "ours-async" else ".py")
-    argv = [str(py), str(PLUGINS / plugin), "--kong-prefix", str(prefix), "--socket-name", sock_name]
-    if kind in ("official-gevent", "ours-gevent"):
+    # ours-async: the same scenario with `async def` handlers (same plugin name).
+    plugin_file = PLUGINS / ((scenario + "_async.py") if kind == "ours-async" else (scenario + ".py"))
+    argv = [str(py), str(plugin_file), "--kong-prefix", str(prefix), "--socket-name", sock_name]
+    if kind in ("ours-g", "official-g"):
         argv.append("-g")
     elif kind == "official-m":
         argv.append("-m")
@@ -369,35 +387,143 @@ def calibrate_cpu(py, pin, cpu_us):
     return None if best is None else max(1, int(best * cpu_us / 1000.0))
 
 
-def run_loadgen(srv, scenario, conns, pin, extra, timeout):
+def split_conns(conns, procs):
+    """Connections of each load-generator process: `conns` split as evenly
+    as possible over at most `procs` processes (one process per connection
+    at most)."""
+    n = max(1, min(procs, conns))
+    return [conns // n + (1 if i < conns % n else 0) for i in range(n)]
+
+
+def run_loadgen(srv, scenario, conns, pin, extra, timeout, procs=1):
+    """Run the load: `procs` loadgen processes (simulated nginx workers)
+    sharing `conns` request coroutines. In window mode they measure one
+    common window (--measure-at) and their results are merged; in leak mode
+    (`events` in extra) a single process runs."""
+    extra = dict(extra)
     config = {"message": "hello", "cpu_us": extra.pop("cpu_us", 1000)}
     iterations = extra.pop("iterations", None)
     if iterations:
         config["iterations"] = iterations
-    argv = [
-        str(BIN_DIR / "loadgen"),
-        "--socket", str(srv.socket_path),
-        "--scenario", scenario,
-        "--conns", str(conns),
-        "--server-pid", str(srv.pid),
-        "--config", json.dumps(config),
-    ]
-    for k, v in extra.items():
-        argv += ["--" + k.replace("_", "-"), str(v)]
-    if pin is not None:
-        argv = ["taskset", "-c", str(pin)] + argv
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, "loadgen timed out after %.0fs" % timeout
-    line = (r.stdout.strip().splitlines() or [""])[-1]
-    try:
-        res = json.loads(line)
-    except ValueError:
-        return None, "loadgen exit %s: %s" % (r.returncode, r.stderr.strip()[-500:])
-    if "fatal" in res:
-        return None, res["fatal"]
-    return res, None
+    leak = "events" in extra
+    shares = [conns] if leak else split_conns(conns, procs)
+    if not leak:
+        # Time for every process to start and send StartInstance, then the
+        # warm-up; all measure from the same instant.
+        extra["measure_at"] = "%.3f" % (time.time() + 0.3 + float(extra.pop("warmup", 1.0)))
+    running = []
+    for share in shares:
+        argv = [
+            str(BIN_DIR / "loadgen"),
+            "--socket", str(srv.socket_path),
+            "--scenario", scenario,
+            "--conns", str(share),
+            "--server-pid", str(srv.pid),
+            "--config", json.dumps(config),
+        ]
+        for k, v in extra.items():
+            argv += ["--" + k.replace("_", "-"), str(v)]
+        if pin is not None:
+            argv = ["taskset", "-c", str(pin)] + argv
+        running.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + timeout
+    results, err = [], None
+    for proc in running:
+        try:
+            out, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            err = err or "loadgen timed out after %.0fs" % timeout
+            continue
+        line = (out.strip().splitlines() or [""])[-1]
+        try:
+            res = json.loads(line)
+        except ValueError:
+            err = err or "loadgen exit %s: %s" % (proc.returncode, stderr.strip()[-500:])
+            continue
+        if "fatal" in res:
+            err = err or res["fatal"]
+            continue
+        results.append(res)
+    if err:
+        return None, err
+    if leak:
+        return results[0], None
+    return merge_loadgens(results), None
+
+
+def _hist_quantile(buckets, total, q):
+    """Smallest recorded latency (ms) with at least q of the events at or
+    below it, from sorted [ns, count] buckets."""
+    target = max(1, int(round(q * total)))
+    seen = 0
+    for ns, count in buckets:
+        seen += count
+        if seen >= target:
+            return round(ns / 1e6, 3)
+    return None
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def merge_loadgens(parts):
+    """One result for the load-generator processes of one row: events,
+    PDK calls and loadgen CPU summed; latency percentiles from the merged
+    histograms; server CPU and context switches (measured by every process
+    over the same window) averaged, then divided by all events."""
+    first = parts[0]
+    events = sum(p["events"] for p in parts)
+    buckets = sorted((ns, c) for p in parts for ns, c in p.get("latency_hist_ns", []))
+    total = sum(c for _, c in buckets)
+    lat = {"p50": None, "p90": None, "p99": None, "max": None}
+    if total:
+        lat = {q: _hist_quantile(buckets, total, f) for q, f in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+        lat["max"] = round(buckets[-1][0] / 1e6, 3)
+
+    def per_event(seconds):
+        return None if seconds is None or events == 0 else round(seconds * 1e6 / events, 3)
+
+    srv_cpu_s = _mean([p["server"].get("cpu_s") for p in parts])
+    vol = _mean([p["server"].get("ctx_voluntary") for p in parts])
+    invol = _mean([p["server"].get("ctx_involuntary") for p in parts])
+    lg_cpu = [p["loadgen"].get("cpu_s") for p in parts]
+    errors = {k: sum(p["errors"][k] for p in parts) for k in ("total", "rpc", "io", "protocol", "timeout", "mismatch")}
+    errors["samples"] = [x for p in parts for x in p["errors"]["samples"]][:8]
+    merged = {k: first[k] for k in ("scenario", "plugin", "pool", "calls_per_event", "mode", "warmup_s")}
+    merged.update(
+        conns=sum(p["conns"] for p in parts),
+        loadgen_procs=len(parts),
+        conns_per_proc=[p["conns"] for p in parts],
+        window_s=round(_mean([p["window_s"] for p in parts]), 3),
+        events=events,
+        events_per_s=round(sum(p["events_per_s"] for p in parts), 3),
+        pdk_calls=sum(p["pdk_calls"] for p in parts),
+        calls_per_s=round(sum(p["calls_per_s"] for p in parts), 3),
+        rpcs=sum(p["rpcs"] for p in parts),
+        connects=sum(p["connects"] for p in parts),
+        latency_ms=lat,
+        errors=errors,
+        server={
+            "pid": first["server"]["pid"],
+            "cpu_s": srv_cpu_s,
+            "cpu_us_per_event": per_event(srv_cpu_s),
+            "ctx_voluntary": vol,
+            "ctx_involuntary": invol,
+            "ctx_per_event": None if vol is None or invol is None or events == 0 else (vol + invol) / events,
+            "rss_kb_start": first["server"]["rss_kb_start"],
+            "rss_kb_end": parts[-1]["server"]["rss_kb_end"],
+            "fds_start": first["server"]["fds_start"],
+            "fds_end": parts[-1]["server"]["fds_end"],
+            "threads_start": first["server"]["threads_start"],
+            "threads_end": parts[-1]["server"]["threads_end"],
+        },
+        loadgen={"cpu_us_per_event": None if None in lg_cpu else per_event(sum(lg_cpu))},
+    )
+    return merged
 
 
 # ---- formatting -----------------------------------------------------------------
@@ -418,37 +544,65 @@ def fmt_mb(kb):
 def fmt_pair(a, b, f):
     if a is None and b is None:
         return "-"
-    if a == b or b is None:
+    if b is None or f(a) == f(b):
         return f(a)
     return "%s→%s" % (f(a), f(b))
 
 
 HEADER = [
-    "scenario", "conns", "server", "events/s", "calls/s", "p50 ms", "p90 ms", "p99 ms",
-    "max ms", "CPU µs/event", "switches/event", "loadgen µs/event", "RSS MB", "fds", "errors",
+    "scenario", "conns", "server", "events/s", "p50 ms", "p99 ms", "CPU µs/event", "ctx sw/event",
+    "ev/s ÷ floor", "ev/s ÷ official", "CPU ÷ floor", "CPU ÷ official", "loadgen µs/event", "RSS MB", "errors",
 ]
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return "%.2f×" % (a / b)
+
+
+def add_ratios(results):
+    """Give each row its events/s and CPU/event ratios to the floor and to
+    its official reference (official_reference) of the same scenario and
+    conns; "-" on the reference row itself, "n/a" when it is missing."""
+    by = {(r["scenario"], r["conns"], r["kind"]): r for r in results if not r.get("failed")}
+    for r in results:
+        if r.get("failed"):
+            continue
+        cells = {}
+        for label, ref_kind in (("floor", "floor"), ("official", official_reference(r["kind"]))):
+            ref = by.get((r["scenario"], r["conns"], ref_kind))
+            if ref_kind == r["kind"]:
+                cells[label] = ("-", "-")
+            else:
+                cells[label] = (
+                    ratio(r["events_per_s"], ref and ref["events_per_s"]),
+                    ratio(r["server"]["cpu_us_per_event"], ref and ref["server"]["cpu_us_per_event"]),
+                )
+        r["ratios"] = cells
 
 
 def row_cells(r):
     if r.get("failed"):
-        return [r["scenario"], str(r["conns"]), r["kind"], "FAILED: " + r["failed"][:60]] + [""] * 11
+        return [r["scenario"], str(r["conns"]), r["kind"], "FAILED: " + r["failed"][:60]] + [""] * (len(HEADER) - 4)
     lat = r["latency_ms"]
     srv = r["server"]
+    rat = r.get("ratios") or {"floor": ("n/a", "n/a"), "official": ("n/a", "n/a")}
     return [
         r["scenario"],
         str(r["conns"]),
         r["kind"],
         fmt_num(r["events_per_s"]),
-        fmt_num(r["calls_per_s"]),
         fmt_num(lat["p50"], 3),
-        fmt_num(lat["p90"], 3),
         fmt_num(lat["p99"], 3),
-        fmt_num(lat["max"], 3),
         fmt_num(srv["cpu_us_per_event"], 1),
-        fmt_num(srv.get("switches_per_event"), 2),
+        fmt_num(srv.get("ctx_per_event"), 2),
+        rat["floor"][0],
+        rat["official"][0],
+        rat["floor"][1],
+        rat["official"][1],
         fmt_num(r["loadgen"]["cpu_us_per_event"], 1),
         fmt_pair(srv["rss_kb_start"], srv["rss_kb_end"], fmt_mb),
-        fmt_pair(srv["fds_start"], srv["fds_end"], lambda x: "-" if x is None else str(x)),
         str(r["errors"]["total"]),
     ]
 
@@ -464,38 +618,6 @@ def text_table(header, rows):
     widths = [max(len(h), *(len(c[i]) for c in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(c) for c in rows])
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "n/a"
-    return "%.2f×" % (a / b)
-
-
-def ratio_rows(results, scenarios, conns_list):
-    by = {(r["scenario"], r["conns"], r["kind"]): r for r in results if not r.get("failed")}
-    rows = []
-    for sc in scenarios:
-        for c in conns_list:
-            ours = by.get((sc, c, "ours"))
-            cells = [sc, str(c)]
-            for other in ("official-thread", "official-gevent", "floor"):
-                o = by.get((sc, c, other))
-                cells.append(ratio(ours and ours["events_per_s"], o and o["events_per_s"]))
-            for other in ("official-thread", "official-gevent", "floor"):
-                o = by.get((sc, c, other))
-                cells.append(
-                    ratio(ours and ours["server"]["cpu_us_per_event"], o and o["server"]["cpu_us_per_event"])
-                )
-            rows.append(cells)
-    return rows
-
-
-RATIO_HEADER = [
-    "scenario", "conns",
-    "events/s ours/official-thread", "ours/official-gevent", "ours/floor",
-    "CPU/event ours/official-thread", "ours/official-gevent", "ours/floor",
-]
 
 
 # ---- docs -----------------------------------------------------------------------
@@ -539,15 +661,83 @@ DOC_INTRO = """# Benchmarks
 
 Numbers from `benches/run.py`: a Rust load generator (`benches/loadgen`) plays
 Kong's side of the external plugin protocol against a plugin server over its
-Unix socket. Regenerate with the command shown in each section. How the
-harness works and what it checks is described in "Method" at the end.
+Unix socket, the way Kong does it. Regenerate with the command shown in each
+section. How the harness works and what it checks is described in "Method"
+at the end.
+
+## Running it
+
+After `make release` (our package, optimised, in `.venv`), from the
+repository root:
+
+```sh
+make bench                                # the full table (builds first): .venv/bin/python benches/run.py
+.venv/bin/python benches/run.py           # the same without make: 4 scenarios × 1, 8, 64 connections × 6 servers, about 8 minutes; rewrites the table below
+.venv/bin/python benches/run.py --quick   # a check that everything works, about 2 minutes: hello and heavy at 8 and 64 connections, short windows; printed, this file untouched
+```
+
+The first run builds the load generator (`cargo`) and creates
+`benches/.venv-official` with the official `kong-pdk` from PyPI. Narrow a run
+with `--scenarios hello,exit`, `--conns 8`, `--servers ours,ours-async,floor`;
+`--pool own` gives each request its own connection instead of Kong's shared
+pool, `--kong-workers 1` uses one load-generator process instead of two,
+`--json-out FILE` keeps the raw numbers. `--leak N` and `--workers` run the
+exit-leak check and the worker-process table further down. Run on a quiet
+machine: anything else running moves rows by more than the differences
+between servers.
+
+## Reading the table
+
+Each row is one server, scenario and connection count, measured on a freshly
+started server.
+
+* **scenario**: `hello` (3 PDK calls per event), `heavy` (20 calls of many
+  kinds), `exit` (one call, `kong.response.exit`), `cpu` (about 1 ms of
+  Python work, then one call). An event is one run of the plugin's `access`
+  handler: a HandleEvent, then one Step per PDK call.
+* **conns**: requests Kong has in flight at once, over both simulated nginx
+  workers.
+* **server**: `ours` (plain `def` handlers, on our thread pool), `ours-async`
+  (the same PDK calls in `async def` handlers, awaited), `ours-g` (the plain
+  handlers with `-g`), `official` (the official `kong-pdk`, its default
+  threads), `official-g` (the official with `-g`), `floor` (a Rust server with
+  no Python that answers each scenario's calls: the protocol's own cost, and
+  the most this load generator can drive).
+* **events/s**: events completed in the measured window, all load-generator
+  processes together. **p50 / p99 ms**: an event's latency as Kong sees it,
+  from HandleEvent sent to the last answer.
+* **CPU µs/event**: the server's CPU time (user + system, every thread and
+  child process) over the window, divided by its events. This is what the
+  plugin server takes away from nginx on the same machine; it matters even
+  where events/s is capped by something else.
+* **ctx sw/event**: the server's context switches (voluntary and involuntary,
+  every thread and child process) per event. A thread that hands an event to
+  another thread, or sleeps waiting for Kong's next message, switches; a busy
+  single-threaded event loop (gevent, the floor) hardly ever does. Each switch
+  costs CPU and a wake-up that competes with nginx's workers for a core.
+* **ev/s ÷ floor, CPU ÷ floor**: the row against the floor of the same
+  scenario and conns: 0.5× events/s means half the floor's rate, 4× CPU means
+  four times the CPU of answering with no Python at all.
+* **ev/s ÷ official, CPU ÷ official**: the row against the official server
+  with the same execution model: `ours-g` against `official-g`, every other
+  row against `official` (threads, its default); `-` on that reference row
+  itself. events/s above 1× and CPU below 1× favour the row.
+* **loadgen µs/event**: the load generators' CPU per event. The two share one
+  core, so when this times events/s comes near 1,000,000 the row is limited by
+  the load generator, not the server (usually the floor at 8 and 64).
+* **RSS MB** (`a→b` when it grew over the window) and **errors** (must be 0:
+  every event's calls are checked against the scenario).
+
+Compare rows of one run (the ratios), not runs of different days.
 """
 
 DOC_METHOD = """## Method
 
 * **Servers.** `ours`: this package (`python benches/plugins/<scenario>.py
-  --kong-prefix DIR --socket-name bench-<scenario>.socket`).
-  `official-thread` / `official-gevent`: the same plugin files under the
+  --kong-prefix DIR --socket-name bench-<scenario>.socket`); `ours-async`:
+  `benches/plugins/<scenario>_async.py`, the same PDK calls awaited in an
+  `async def` handler under the same plugin name; `ours-g`: the plain plugin
+  with `-g`. `official` / `official-g`: the plain plugin files under the
   official `kong-pdk` from PyPI, installed in `benches/.venv-official`, in its
   default thread mode and with `-g`. `floor`: `benches/loadgen` `floor`, a
   single-threaded Rust server with no Python that knows each scenario's PDK
@@ -556,17 +746,24 @@ DOC_METHOD = """## Method
   count per event, calibrated once by the runner to about 1 ms (on a busy
   machine the calibration can be off by 10 % or so, so `cpu` ratios against
   the floor near 1 just mean "no visible overhead").
-* **Load.** `loadgen` sends one `plugin.StartInstance` (config as a JSON
-  string, with Kong's `__key__`/`__seq__`/`__plugin_id`), then runs `conns`
-  concurrent request coroutines, each doing HandleEvent followed by the Step
-  loop, one event after another, on one thread. Each RPC takes a connection
-  from a keep-alive pool; by default each coroutine keeps its own connection
-  (`--pool own`); `--pool shared` uses one LIFO pool for all coroutines as an
-  nginx worker does. Strings are encoded as Kong's encoder does (fixstr/str16),
-  a nil PDK result is a Step without `Data`, multimap results use the §6.1
-  encoding, and the Step method is chosen as Kong does (e.g. `StepMultiMap`
-  for `get_headers`/`get_query`). After a terminal `kong.response.exit` no Step
-  is sent.
+* **Load: Kong's pattern.** Each row runs two `loadgen` processes, as two
+  nginx workers (`--kong-workers`, default 2); the row's connections are
+  split between them (4 + 4 for 8; one process for 1). Each process sends its
+  own `plugin.StartInstance` (config as a JSON string, with Kong's
+  `__key__`/`__seq__`/`__plugin_id`), as each Kong worker does, then runs its
+  share of concurrent request coroutines, each doing HandleEvent followed by
+  the Step loop, one event after another, on one thread. Like a Kong worker,
+  each process has one keep-alive pool (`--pool shared`, the default): every
+  RPC checks a connection out of it (the most recently returned one, LIFO;
+  a new connection when it is empty) and puts it back after the answer, so
+  the Steps of one event may go over different connections. The pool keeps at
+  most `--pool-size` idle connections (default 256, Kong's
+  `lua_socket_pool_size`); beyond that, connections are closed after use.
+  `--pool own` gives each coroutine its own connection instead. Strings are
+  encoded as Kong's encoder does (fixstr/str16), a nil PDK result is a Step
+  without `Data`, multimap results use the §6.1 encoding, and the Step method
+  is chosen as Kong does (e.g. `StepMultiMap` for `get_headers`/`get_query`).
+  After a terminal `kong.response.exit` no Step is sent.
 * **Checks.** Every reply must be `[1, msgid, nil, {Data, EventId}]` with the
   request's msgid (notifications `[2, ...]` before it are skipped), the same
   EventId for all RPCs of one event, and no bytes after it. Every event's
@@ -575,22 +772,33 @@ DOC_METHOD = """## Method
   (`benches/loadgen/src/scenario.rs`), including the number of calls.
   `errors` counts mismatched events plus RPC error replies, I/O errors,
   malformed replies and RPCs slower than 10 s during the window.
-* **Measurement.** Warm-up, then a fixed window. events/s and PDK calls/s are
-  events completed in the window. Latency is per event (HandleEvent sent to
-  `"ret"` or exit received). CPU µs/event is the server's utime+stime
-  (`/proc/<pid>/stat`, all threads) over the window divided by events; RSS
-  (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled at the window's start
-  and end (`a→b` when they differ). Each row uses a freshly started server.
-  The server and the load generator are pinned to different cores with
-  `taskset` when there are at least two, except the `-m` servers
-  (`ours-m<N>`, `official-m`): their worker processes need every core, so
-  they run unpinned (the load generator stays pinned), and their CPU
-  µs/event counts the whole process tree (core plus workers), while RSS and
-  fds are those of the main process, which holds Kong's connections.
-* **loadgen µs/event** is the load generator's own CPU per event. When it
-  is near 1e6 ÷ events/s the load generator's core is saturated and the row
-  is bounded by it (the floor rows at 8 and 64 coroutines usually are), so
-  "ours/floor" understates how close a server comes to the floor there.
+* **Measurement.** Warm-up, then a fixed window that all load-generator
+  processes of a row start at the same instant (`loadgen --measure-at`).
+  events/s is the events completed in the window, summed over the processes.
+  Latency is per event (HandleEvent sent to `"ret"` or exit received); the
+  processes' histograms are merged before the percentiles are taken. CPU
+  µs/event is the utime+stime of the server and its child processes
+  (`/proc/<pid>/stat`) over the window, divided by all events; ctx sw/event
+  is the growth of `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` in
+  `/proc/<pid>/task/<tid>/status` of every thread of the server and its child
+  processes, per thread, divided by all events (a thread that ends inside the
+  window takes its switches with it: the kernel keeps no readable total, so
+  servers that start and end threads per connection are undercounted). Every
+  process measures the server over the same window; the runner averages
+  their readings. RSS (`VmRSS`) and open fds (`/proc/<pid>/fd`) are sampled
+  at the window's start and end (`a→b` when they differ). Each row uses a
+  freshly started server. The server and the load generators are pinned to
+  different cores with `taskset` when there are at least two (both load
+  generators share theirs), except the `-m` servers (`ours-m<N>`,
+  `official-m`): their worker processes need every core, so they run
+  unpinned, and their RSS and fds are those of the main process, which holds
+  Kong's connections. The exit-leak check runs one load-generator process.
+* **loadgen µs/event** is the load generators' own CPU per event, together.
+  When it is near 1e6 ÷ events/s their core is saturated and the row is
+  bounded by it (the floor rows at 8 and 64 coroutines usually are), so
+  "÷ floor" understates how close a server comes to the floor there; the two
+  processes then also take turns on that core, which adds scheduler slices
+  of a few ms to the floor's p99.
 * **Caveats.** The machine is small and shared: when other work runs on it,
   rows can move by much more than ±10 % between runs, so compare rows of one
   run (the ratios), not runs. With one core per side, 64 coroutines measure
@@ -641,6 +849,28 @@ def context_lines(args, pythons, official_ver, cores, extra_lines=()):
 # ---- modes ----------------------------------------------------------------------
 
 
+def window_extra(args):
+    return {
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "pool": args.pool,
+        "pool_size": args.pool_size,
+        "cpu_us": args.cpu_us,
+        "iterations": args.cpu_iterations,
+    }
+
+
+def load_description(args):
+    pool = (
+        "one shared LIFO keep-alive pool per process, checked out per RPC, at most %d idle" % args.pool_size
+        if args.pool == "shared"
+        else "one connection per coroutine"
+    )
+    if args.kong_workers == 1:
+        return "1 load-generator process (one nginx worker); %s" % pool
+    return "%d load-generator processes (nginx workers) sharing each row's connections; %s" % (args.kong_workers, pool)
+
+
 def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note):
     args.cpu_iterations = None
     if "cpu" in args.scenarios:
@@ -659,14 +889,9 @@ def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
                     results.append({"scenario": sc, "conns": conns, "kind": kind, "failed": err})
                     log("%s FAILED: %s" % (label, err))
                     continue
-                extra = {
-                    "warmup": args.warmup,
-                    "duration": args.duration,
-                    "pool": args.pool,
-                    "cpu_us": args.cpu_us,
-                    "iterations": args.cpu_iterations,
-                }
-                res, err = run_loadgen(srv, sc, conns, cores[0], extra, args.warmup + args.duration + 40)
+                res, err = run_loadgen(
+                    srv, sc, conns, cores[0], window_extra(args), args.warmup + args.duration + 40, args.kong_workers
+                )
                 died = not srv.alive()
                 if died:
                     srv.report_death("died during the run (status %s)" % srv.proc.returncode)
@@ -680,29 +905,24 @@ def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
                 results.append(res)
                 e = res["errors"]
                 log(
-                    "%s %9s ev/s  p99 %7s ms  cpu %7s µs/ev  %5s sw/ev  errors %s%s"
+                    "%s %9s ev/s  p99 %7s ms  cpu %7s µs/ev  ctx %6s /ev  errors %s%s"
                     % (
                         label,
                         fmt_num(res["events_per_s"]),
                         fmt_num(res["latency_ms"]["p99"], 3),
                         fmt_num(res["server"]["cpu_us_per_event"], 1),
-                        fmt_num(res["server"].get("switches_per_event"), 2),
+                        fmt_num(res["server"]["ctx_per_event"], 2),
                         e["total"],
                         ("  e.g. " + e["samples"][0]) if e["samples"] else "",
                     )
                 )
     elapsed = time.monotonic() - t_start
 
+    add_ratios(results)
     table_rows = [row_cells(r) for r in results]
     print()
     print(text_table(HEADER, table_rows))
-    print()
-    rr = ratio_rows(results, args.scenarios, args.conns)
-    if "ours" in servers:
-        print(text_table(RATIO_HEADER, rr))
-    else:
-        print("ratios: n/a, ours %s" % (ours_note or "not requested"))
-    print("\n(%d runs in %.0fs)" % (len(results), elapsed))
+    print("\n(%d runs in %.0fs; %s)" % (len(results), elapsed, load_description(args)))
 
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=1))
@@ -715,19 +935,15 @@ def main_matrix(args, servers, pythons, cores, workdir, official_ver, ours_note)
         official_ver,
         cores,
         [
-            "* Window: %.1f s warm-up + %.1f s measured per row; pool `%s`; servers: %s"
-            % (args.warmup, args.duration, args.pool, ", ".join(servers)),
+            "* Window: %.1f s warm-up + %.1f s measured per row; servers: %s"
+            % (args.warmup, args.duration, ", ".join(servers)),
+            "* Load: %s" % load_description(args),
             "* ours: %s" % ours_note,
             "* cpu scenario: %s loop iterations per event for every Python server (calibrated once to ≈%d µs)"
             % (args.cpu_iterations, args.cpu_us),
         ],
     )
-    lines += ["", md_table(HEADER, table_rows), ""]
-    lines += ["Ratios (ours ÷ other; events/s above 1 and CPU/event below 1 favour ours):", ""]
-    if "ours" in servers:
-        lines += [md_table(RATIO_HEADER, rr)]
-    else:
-        lines += ["n/a: ours %s" % (ours_note or "not requested")]
+    lines += ["", md_table(HEADER, table_rows)]
     write_doc("main", "\n".join(lines))
     return results
 
@@ -744,7 +960,7 @@ def leak_mode(args, servers, pythons, cores, workdir, official_ver, ours_note):
         log("leak: %s, %d exit events over %d conns ..." % (kind, n, conns))
         res, err = run_loadgen(
             srv, "exit", conns, cores[0],
-            {"events": n, "sample_every": 100000, "pool": args.pool, "max_server_rss_mb": args.leak_rss_limit_mb},
+            {"events": n, "sample_every": 100000, "pool": args.pool, "pool_size": args.pool_size, "max_server_rss_mb": args.leak_rss_limit_mb},
             timeout=max(300.0, n / 300.0),
         )
         died = not srv.alive()
@@ -821,14 +1037,9 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
                     log("%s FAILED: %s" % (label, err))
                     errors[(conns, kind)] = err
                     continue
-                extra = {
-                    "warmup": args.warmup,
-                    "duration": args.duration,
-                    "pool": args.pool,
-                    "cpu_us": args.cpu_us,
-                    "iterations": args.cpu_iterations,
-                }
-                res, err = run_loadgen(srv, "cpu", conns, None, extra, args.warmup + args.duration + 40)
+                res, err = run_loadgen(
+                    srv, "cpu", conns, None, window_extra(args), args.warmup + args.duration + 40, args.kong_workers
+                )
                 died = not srv.alive()
                 if died:
                     srv.report_death("died during the run (status %s)" % srv.proc.returncode)
@@ -859,6 +1070,7 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
         r = by.get((conns, kind))
         return r and r["events_per_s"]
 
+    add_ratios(results)
     header = HEADER + ["runs (events/s)"]
     rows = [row_cells(r) + [", ".join(fmt_num(x) for x in r.get("all_events_per_s", []))] for r in results]
     def per_round(conns, a, b):
@@ -869,7 +1081,7 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
                     "official -m ÷ official thread"]
     ratios = [[str(c), ratio(eps(c, "ours-m2"), eps(c, "ours-m1")), per_round(c, "ours-m2", "ours-m1"),
                ratio(eps(c, "ours-m2"), eps(c, "ours")), ratio(eps(c, "ours-m2"), eps(c, "official-m")),
-               ratio(eps(c, "official-m"), eps(c, "official-thread"))]
+               ratio(eps(c, "official-m"), eps(c, "official"))]
               for c in args.conns]
     print()
     print(text_table(header, rows))
@@ -886,6 +1098,7 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
          "rounds that interleave the servers; the median run is shown, all runs in the last column (in "
          "order)" % (args.warmup, args.duration, max(1, args.repeat)),
          "* cpu scenario: %s loop iterations per event (calibrated once to ≈%d µs)" % (args.cpu_iterations, args.cpu_us),
+         "* Load: %s" % load_description(args),
          "* Nothing is pinned: the workers need both cores, and so do the core process, the load "
          "generator and the official pool's parent, which all share them",
          "* CPU µs/event: the server's whole process tree; RSS and fds: its main process",
@@ -908,13 +1121,23 @@ def csv(s):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short windows (0.5 s warm-up + 1.5 s)")
-    p.add_argument("--scenarios", type=csv, default=ALL_SCENARIOS, help="comma list of %s" % ",".join(ALL_SCENARIOS))
-    p.add_argument("--conns", type=lambda s: [int(x) for x in csv(s)], default=[1, 8, 64])
+    p.add_argument("--quick", action="store_true",
+                   help="a check that everything works, in about 2 minutes: scenarios hello,heavy at 8 and 64 "
+                        "conns (unless given), 0.5 s warm-up + 1.5 s windows; prints only (implies --no-doc)")
+    p.add_argument("--scenarios", type=csv, help="comma list of %s (default all; quick hello,heavy)" % ",".join(ALL_SCENARIOS))
+    p.add_argument("--conns", type=lambda s: [int(x) for x in csv(s)],
+                   help="request coroutines per row, over all load-generator processes (default 1,8,64; quick 8,64)")
     p.add_argument("--servers", type=csv, default=ALL_SERVERS, help="comma list of %s" % ",".join(ALL_SERVERS))
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 1, quick 0.5)")
     p.add_argument("--duration", type=float, help="measured seconds (default 3, quick 1.5)")
-    p.add_argument("--pool", choices=["own", "shared"], default="own")
+    p.add_argument("--kong-workers", type=int, default=2,
+                   help="load-generator processes per row, like nginx workers, each with its own pool; a row's "
+                        "conns are split between them (default 2)")
+    p.add_argument("--pool", choices=["own", "shared"], default="shared",
+                   help="shared (default, Kong's pattern): one LIFO keep-alive pool per process, one checkout per "
+                        "RPC; own: each coroutine keeps one connection")
+    p.add_argument("--pool-size", type=int, default=256,
+                   help="idle connections a shared pool keeps, like lua_socket_pool_size (default 256, Kong's)")
     p.add_argument("--cpu-us", type=int, default=1000, help="work per event of the cpu scenario")
     p.add_argument("--leak", type=int, metavar="N", help="only run the exit-leak check: N exit events per server (over --conns if it is one value, else 8)")
     p.add_argument("--leak-rss-limit-mb", type=int, default=4096,
@@ -932,6 +1155,15 @@ def main():
                         "official thread / -m, nothing pinned, each row --repeat times (median)")
     p.add_argument("--repeat", type=int, default=3, help="--workers: runs per row (default 3)")
     args = p.parse_args()
+    if args.scenarios is None:
+        args.scenarios = ["hello", "heavy"] if args.quick else list(ALL_SCENARIOS)
+    if args.conns is None:
+        args.conns = [8, 64] if args.quick else [1, 8, 64]
+    if args.quick:
+        args.no_doc = True
+    if args.kong_workers < 1:
+        p.error("--kong-workers must be at least 1")
+    args.servers = [SERVER_ALIASES.get(s, s) for s in args.servers]
     if args.warmup is None:
         args.warmup = 0.5 if args.quick else 1.0
     if args.duration is None:
@@ -944,7 +1176,7 @@ def main():
         if args.conns == [1, 8, 64]:
             args.conns = [8]
         if args.servers == ALL_SERVERS:
-            args.servers = ["ours", "ours-m1", "ours-m2", "official-thread", "official-m"]
+            args.servers = ["ours", "ours-m1", "ours-m2", "official", "official-m"]
     for s in args.servers:
         if not known_server(s):
             p.error("unknown server %s (known: %s)" % (s, ", ".join(ALL_SERVERS + WORKER_SERVERS)))
@@ -975,6 +1207,9 @@ def main():
                 ours_note += " — DEBUG BUILD (unoptimised; rerun with --ours-release for real numbers)"
                 log("WARNING: ours is a debug build: %s" % info)
             log("ours: %s" % ours_note)
+            if "ours-g" in servers and not python_imports(args.ours_python, "gevent"):
+                log("ours-g: gevent does not import in %s (pip install 'kong_pdk[gevent]'); skipped" % args.ours_python)
+                servers.remove("ours-g")
     official_ver = None
     if any(s.startswith("official") for s in servers):
         py = official_python(args.official_spec)

@@ -1,13 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark scenario "heavy", async: the same calls from an ``async def`` handler
-(the event loop owns the socket).
-
-Scenario "heavy": 20 PDK calls per access event, a mix of
-request reads, multimap reads, logging, ctx.shared and header writes.
-
-The order must match HEAVY in benches/loadgen/src/scenario.rs, which the load
-generator checks every event against.
-"""
+"""Benchmark scenario "heavy" with an `async def` handler (ours only): the
+20 PDK calls of heavy.py, in the same order, awaited."""
 
 Schema = ({"message": {"type": "string"}},)
 version = "0.1.0"

@@ -1,22 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark scenario "hello", async: the same calls from an ``async def`` handler
-(the event loop owns the socket).
-
-Scenario "hello": read one request header, set two response
-headers (3 PDK calls per access event).
-
-Ours only (the official package runs no ``async def`` handlers); see
-hello.py. Run: python hello_async.py --kong-prefix DIR --socket-name bench-hello.socket
-"""
+"""Benchmark scenario "hello" with an `async def` handler (ours only): the
+PDK calls of hello.py, awaited on the server's asyncio loop."""
 
 Schema = ({"message": {"type": "string"}},)
 version = "0.1.0"
 priority = 0
-
-
-def _value(ret):
-    # Lua-style PDK calls return (value, error); others return the value.
-    return ret[0] if isinstance(ret, tuple) else ret
 
 
 class Plugin(object):
@@ -24,7 +12,7 @@ class Plugin(object):
         self.config = config
 
     async def access(self, kong):
-        host = _value(await kong.request.get_header("host"))
+        host, _ = await kong.request.get_header("host")
         await kong.response.set_header("x-hello", "hello %s" % host)
         await kong.response.set_header("x-two", "2")
 

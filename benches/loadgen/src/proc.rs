@@ -1,6 +1,7 @@
 //! Tiny readers for `/proc/<pid>/...`, used to attribute CPU time, memory and
 //! file descriptors to the server under test.
 
+use std::collections::HashMap;
 use std::fs;
 
 /// Clock ticks per second for `utime`/`stime` in `/proc/<pid>/stat`.
@@ -67,6 +68,67 @@ pub fn tree_cpu_ticks(pid: &str) -> Option<u64> {
         todo.extend(children(&child));
     }
     Some(total)
+}
+
+/// Context switches of every thread of a process and of its descendants,
+/// keyed by thread id: (voluntary, involuntary), from
+/// `/proc/<pid>/task/<tid>/status`. Thread ids are unique system-wide, so
+/// two snapshots give a per-thread difference; a thread that ended between
+/// them takes its switches with it (the kernel keeps no readable total).
+pub fn tree_ctx_switches(pid: &str) -> HashMap<u64, (u64, u64)> {
+    let mut out = HashMap::new();
+    let mut todo = vec![pid.to_string()];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break;
+        }
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if let Ok(status) = fs::read_to_string(task.path().join("status")) {
+                    out.insert(
+                        tid,
+                        (
+                            status_field(&status, "voluntary_ctxt_switches:"),
+                            status_field(&status, "nonvoluntary_ctxt_switches:"),
+                        ),
+                    );
+                }
+            }
+        }
+        todo.extend(children(&p));
+    }
+    out
+}
+
+/// Switches made between two `tree_ctx_switches` snapshots: for each thread
+/// alive at the end, its count minus its count at the start (0 if it started
+/// in between). Returns (voluntary, involuntary).
+pub fn ctx_switch_delta(
+    before: &HashMap<u64, (u64, u64)>,
+    after: &HashMap<u64, (u64, u64)>,
+) -> (u64, u64) {
+    after.iter().fold((0, 0), |(v, i), (tid, &(v1, i1))| {
+        let (v0, i0) = before.get(tid).copied().unwrap_or((0, 0));
+        (v + v1.saturating_sub(v0), i + i1.saturating_sub(i0))
+    })
+}
+
+fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_ascii_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Direct children of a process (of all its threads), from

@@ -11,10 +11,11 @@
 //! Prints one JSON line on stdout.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
@@ -56,6 +57,11 @@ struct Args {
     /// Warm-up seconds (not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Start the measured window at this wall-clock time (seconds since the
+    /// Unix epoch) instead of after `--warmup`: several load generators (one
+    /// per simulated nginx worker) then measure the same window.
+    #[arg(long)]
+    measure_at: Option<f64>,
     /// Measured window in seconds.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
@@ -592,7 +598,8 @@ struct ProcSnap {
     rss_kb: Option<u64>,
     fds: Option<u64>,
     threads: Option<u64>,
-    switches: Option<u64>,
+    /// Context switches of the server's threads and child processes.
+    ctx: HashMap<u64, (u64, u64)>,
     self_ticks: Option<u64>,
     at: Instant,
 }
@@ -603,7 +610,7 @@ fn proc_snap(pid: Option<&str>) -> ProcSnap {
         rss_kb: pid.and_then(proc::rss_kb),
         fds: pid.and_then(proc::fd_count),
         threads: pid.and_then(proc::threads),
-        switches: pid.and_then(proc::ctx_switches),
+        ctx: pid.map(proc::tree_ctx_switches).unwrap_or_default(),
         self_ticks: proc::cpu_ticks("self"),
         at: Instant::now(),
     }
@@ -710,7 +717,17 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     for _ in 0..args.conns {
         tokio::task::spawn_local(coroutine(sh.clone()));
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let warmup = match args.measure_at {
+        Some(at) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            (at - now).max(0.0)
+        }
+        None => args.warmup,
+    };
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
     let s0 = sh.c.snap();
     let p0 = proc_snap(pid.as_deref());
     sh.measuring.set(true);
@@ -735,9 +752,20 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / proc::clock_ticks() as f64),
         _ => None,
     };
+    let (ctx_vol, ctx_invol) = proc::ctx_switch_delta(&p0.ctx, &p1.ctx);
+    // Every recorded latency bucket as [ns, count], so that the runner can
+    // merge the histograms of several load generators into exact percentiles.
+    let hist_buckets: Vec<[u64; 2]> = h
+        .iter_recorded()
+        .map(|v| [v.value_iterated_to(), v.count_at_value()])
+        .collect();
+    let self_cpu_s = match (p0.self_ticks, p1.self_ticks) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / proc::clock_ticks() as f64),
+        _ => None,
+    };
     let mut out = base;
     out["mode"] = json!("window");
-    out["warmup_s"] = json!(args.warmup);
+    out["warmup_s"] = json!(round3(warmup));
     out["window_s"] = json!(round3(window));
     out["events"] = json!(events);
     out["events_per_s"] = json!(round3(events as f64 / window));
@@ -752,24 +780,25 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         "max": if h.is_empty() { None } else { Some(round3(h.max() as f64 / 1e6)) },
         "mean": if h.is_empty() { None } else { Some(round3(h.mean() / 1e6)) },
     });
+    out["latency_hist_ns"] = json!(hist_buckets);
     out["errors"] = errors_json(&s1, &s0, &sh);
     out["server"] = json!({
         "pid": args.server_pid,
         "cpu_us_per_event": per_event_us(p0.cpu_ticks, p1.cpu_ticks, events).map(round3),
         "cpu_util": server_cpu_s.map(|s| round3(s / window)),
+        "cpu_s": server_cpu_s,
+        "ctx_voluntary": pid.as_ref().map(|_| ctx_vol),
+        "ctx_involuntary": pid.as_ref().map(|_| ctx_invol),
         "rss_kb_start": p0.rss_kb,
         "rss_kb_end": p1.rss_kb,
         "fds_start": p0.fds,
         "fds_end": p1.fds,
         "threads_start": p0.threads,
         "threads_end": p1.threads,
-        "switches_per_event": match (p0.switches, p1.switches) {
-            (Some(a), Some(b)) if events > 0 => Some(round3(b.saturating_sub(a) as f64 / events as f64)),
-            _ => None,
-        },
     });
     out["loadgen"] = json!({
         "cpu_us_per_event": per_event_us(p0.self_ticks, p1.self_ticks, events).map(round3),
+        "cpu_s": self_cpu_s,
     });
     Ok(out)
 }
