@@ -735,7 +735,7 @@ DOC_METHOD = """## Method
 
 * **Servers.** `ours`: this package (`python benches/plugins/<scenario>.py
   --kong-prefix DIR --socket-name bench-<scenario>.socket`); `ours-async`:
-  `benches/plugins/<scenario>_async.py`, the same PDK calls awaited in an
+  `benches/plugins/hello_async.py` (one per scenario), the same PDK calls awaited in an
   `async def` handler under the same plugin name; `ours-g`: the plain plugin
   with `-g`. `official` / `official-g`: the plain plugin files under the
   official `kong-pdk` from PyPI, installed in `benches/.venv-official`, in its
