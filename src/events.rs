@@ -399,9 +399,6 @@ impl EventLink {
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), LinkError> {
-        // Kong's next HandleEvent may come as soon as it reads this, and the
-        // handler's code is over: this thread can take it.
-        crate::executor::pool::promise_idle();
         self.write_last(|out| {
             let _ = rmp::encode::write_map_len(out, 2);
             rpc::write_str(out, "Data");

@@ -19,6 +19,7 @@ mod instances;
 mod looped;
 mod pdk;
 mod pdk_table;
+mod phase;
 pub mod rpc;
 mod server;
 mod service;

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
@@ -26,8 +25,8 @@ use tokio::sync::oneshot;
 
 use crate::convert::{value_to_py, write_py, Unsendable};
 use crate::events::{Answer, EventLink, LinkError, Resume};
-use crate::executor::Phase;
 use crate::pdk_table::{FunctionInfo, PdkTable};
+use crate::phase::Phase;
 
 /// How a dotted PDK path behaves when called.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -145,17 +144,25 @@ const FINISHED: u8 = 3;
 pub enum Waiter {
     /// Thread model: the handler's OS thread blocks, detached from Python.
     Block,
-    /// A Python event loop (asyncio, gevent) runs the handler: the call hands
-    /// the loop a token that the loop resolves when the answer arrives.
-    Loop(Arc<LoopLink>),
+    /// A Python event loop (asyncio, gevent) runs the handler: the call
+    /// returns an awaitable that the loop completes when the answer arrives.
+    Loop(Arc<dyn LoopWait>),
 }
 
-/// What a loop-run event needs to wait for answers.
-pub struct LoopLink {
-    pub bridge: Arc<crate::executor::bridge::BridgeCore>,
-    /// The Python runner: `new_token()`, `wait(token)`, `resolve(...)`.
-    pub runner: Py<PyAny>,
-    pub runtime: tokio::runtime::Handle,
+/// How a loop-run event waits for Kong's answers; implemented by the
+/// executor that runs it (executor/bridge.rs), so that this proxy knows no
+/// waiting strategy of its own.
+pub trait LoopWait: Send + Sync {
+    /// The awaitable of a call whose answer arrives on `answered`.
+    fn awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        ctx: Arc<EventCtx>,
+        answered: oneshot::Receiver<Resume>,
+    ) -> PyResult<Bound<'py, PyAny>>;
+
+    /// An awaitable that raises `err` where it is awaited.
+    fn failed<'py>(&self, py: Python<'py>, err: PyErr) -> PyResult<Bound<'py, PyAny>>;
 }
 
 /// Per-event state shared by the `kong` objects of one event.
@@ -359,36 +366,13 @@ impl EventCtx {
                     Err(e) => Err(self.link_error(py, &method, e)),
                 }
             }
-            Waiter::Loop(link) => {
-                let runner = link.runner.bind(py);
-                let token = runner.call_method0(intern!(py, "new_token"))?;
-                let answered = match self.send_call(py, method, args) {
-                    Ok(answered) => answered,
-                    // Failed awaitable, not a raise at call time: a handler
-                    // that gathers two calls gets the error where it awaits,
-                    // and still awaits the call that went out.
-                    Err(e) => {
-                        let error = e.into_value(py).into_bound(py).into_any();
-                        runner.call_method1(
-                            intern!(py, "resolve"),
-                            (token.clone(), py.None(), error),
-                        )?;
-                        return runner.call_method1(intern!(py, "wait"), (token,));
-                    }
-                };
-                let bridge = Arc::clone(&link.bridge);
-                let ctx = Arc::clone(self);
-                let pending = token.clone().unbind();
-                link.runtime.spawn(async move {
-                    let answer = answered.await.ok();
-                    bridge.push(crate::executor::bridge::Delivery::Answer {
-                        ctx,
-                        token: pending,
-                        answer,
-                    });
-                });
-                runner.call_method1(intern!(py, "wait"), (token,))
-            }
+            Waiter::Loop(wait) => match self.send_call(py, method, args) {
+                Ok(answered) => wait.awaitable(py, Arc::clone(self), answered),
+                // A failed awaitable, not a raise at call time: a handler
+                // that gathers two calls gets the error where it awaits, and
+                // still awaits the call that went out.
+                Err(e) => wait.failed(py, e),
+            },
         }
     }
 }

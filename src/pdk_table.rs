@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value as Json;
 
-use crate::executor::Phase;
+use crate::phase::Phase;
 
 const DATA: &str = include_str!("../python/kong_pdk/pdk/pdk-api.json");
 

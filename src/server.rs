@@ -24,9 +24,10 @@ use crate::defaults;
 use crate::executor::bridge::LoopExecutor;
 use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
-use crate::executor::{Executor, Phase, PhaseRouter, SharedExecutor};
+use crate::executor::{Executor, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::looped;
+use crate::phase::Phase;
 use crate::service::{PluginMeta, Service, Settings};
 
 struct Running {

@@ -13,9 +13,10 @@ use rmpv::Value;
 
 use crate::convert::json_to_value;
 use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route};
-use crate::executor::{EventJob, Phase, PluginHandle, SharedExecutor};
+use crate::executor::{EventJob, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, InFlight, Instance, Instances};
+use crate::phase::Phase;
 use crate::rpc::{as_map, as_u64, field, map, Method, Request};
 use crate::writer::ConnWriter;
 

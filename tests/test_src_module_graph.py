@@ -125,12 +125,6 @@ def find_cycles(graph: dict[tuple[str, ...], set[tuple[str, ...]]]) -> list[list
     return cycles
 
 
-@pytest.mark.xfail(
-    reason="today pdk.rs, executor/mod.rs and executor/bridge.rs use each other (and through them "
-    "events.rs, pdk_table.rs, executor/pool.rs); src/ is being restructured to break the cycle "
-    "(the xfail is strict: remove it then)",
-    strict=True,
-)
 def test_src_modules_have_no_cycle() -> None:
     cycles = find_cycles(module_graph(SRC))
     assert not cycles, "modules in a dependency cycle: " + "; ".join(" <-> ".join(c) for c in cycles)

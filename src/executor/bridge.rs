@@ -19,14 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyOSError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use rmpv::Value;
+use tokio::sync::oneshot;
 
-use super::{new_instance, report, EventJob, Executor, Phase, PluginHandle, Running};
+use super::{new_instance, report, EventJob, Executor, PluginHandle, Running};
 use crate::events::Resume;
 use crate::instances::InFlight;
-use crate::pdk::{EventCtx, LoopLink, PdkProxy, Waiter};
+use crate::pdk::{EventCtx, LoopWait, PdkProxy, Waiter};
+use crate::phase::Phase;
 
 pub enum Delivery {
     Start(EventJob, Running),
@@ -55,6 +58,46 @@ impl BridgeCore {
         if !self.signaled.swap(true, Ordering::AcqRel) {
             let _ = (&self.writer).write(&[1]);
         }
+    }
+}
+
+/// What a loop-run event needs to wait for answers.
+pub struct LoopLink {
+    bridge: Arc<BridgeCore>,
+    /// The Python runner: `new_token()`, `wait(token)`, `resolve(...)`.
+    runner: Py<PyAny>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LoopWait for LoopLink {
+    fn awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        ctx: Arc<EventCtx>,
+        answered: oneshot::Receiver<Resume>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let runner = self.runner.bind(py);
+        let token = runner.call_method0(intern!(py, "new_token"))?;
+        let bridge = Arc::clone(&self.bridge);
+        let pending = token.clone().unbind();
+        // The answer crosses to the loop's thread through the bridge.
+        self.runtime.spawn(async move {
+            let answer = answered.await.ok();
+            bridge.push(Delivery::Answer {
+                ctx,
+                token: pending,
+                answer,
+            });
+        });
+        runner.call_method1(intern!(py, "wait"), (token,))
+    }
+
+    fn failed<'py>(&self, py: Python<'py>, err: PyErr) -> PyResult<Bound<'py, PyAny>> {
+        let runner = self.runner.bind(py);
+        let token = runner.call_method0(intern!(py, "new_token"))?;
+        let error = err.into_value(py).into_bound(py).into_any();
+        runner.call_method1(intern!(py, "resolve"), (token.clone(), py.None(), error))?;
+        runner.call_method1(intern!(py, "wait"), (token,))
     }
 }
 
@@ -122,7 +165,7 @@ impl LoopBridge {
             phase,
             link,
             self.lua_style,
-            Waiter::Loop(Arc::clone(&self.link)),
+            Waiter::Loop(Arc::clone(&self.link) as Arc<dyn LoopWait>),
         ));
         let plugin = instance.instance().handle.object(py)?;
         let handle = Bound::new(

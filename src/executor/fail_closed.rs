@@ -13,7 +13,7 @@
 //! runners.py), so that its exception text reaches Kong the same way.
 
 use crate::events::EventLink;
-use crate::executor::Phase;
+use crate::phase::Phase;
 use crate::rpc;
 
 /// `kong.log.err(message)`, then `kong.response.error(500)` or `"ret"`.

@@ -30,6 +30,7 @@ use crate::convert::value_to_py;
 use crate::events::EventLink;
 use crate::instances::InFlight;
 use crate::pdk::{event_abandoned_type, plugin_exit_type, EventCtx, PdkTarget};
+use crate::phase::Phase;
 
 /// What an executor keeps for one instance.
 pub enum PluginHandle {
@@ -75,49 +76,6 @@ impl PluginHandle {
                 "this instance lives in another process",
             )),
         }
-    }
-}
-
-/// The phases an external plugin can implement (docs/protocol.md §1.4, §5.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Certificate,
-    Rewrite,
-    Access,
-    Response,
-    Preread,
-    Log,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 6] = [
-        Phase::Certificate,
-        Phase::Rewrite,
-        Phase::Access,
-        Phase::Response,
-        Phase::Preread,
-        Phase::Log,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Certificate => "certificate",
-            Phase::Rewrite => "rewrite",
-            Phase::Access => "access",
-            Phase::Response => "response",
-            Phase::Preread => "preread",
-            Phase::Log => "log",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// Whether Kong can still send a response when the handler fails: a
-    /// failing handler then ends the request with a 500, like a Lua plugin.
-    pub fn can_respond(self) -> bool {
-        matches!(self, Phase::Rewrite | Phase::Access)
     }
 }
 

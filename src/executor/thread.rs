@@ -23,10 +23,11 @@ use rmpv::Value;
 use super::fail_closed::fail_closed;
 use super::pool::{promise_idle, Pool};
 use super::{new_instance, report, Running};
-use super::{EventJob, Executor, Phase, PluginHandle};
+use super::{EventJob, Executor, PluginHandle};
 use crate::convert::{write_py, Unsendable};
 use crate::events::EventLink;
 use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
+use crate::phase::Phase;
 
 /// The events whose handlers run now, for the watchdog.
 type Watched = Mutex<HashMap<u64, (Weak<EventCtx>, Phase)>>;
@@ -120,7 +121,12 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
         lock(w).remove(&ctx.event_id);
     }
     match result {
-        Ok(_) => ctx.finish(),
+        Ok(_) => {
+            // The handler's code is over, and Kong's next HandleEvent may
+            // come as soon as it reads "ret": this thread can take it.
+            promise_idle();
+            ctx.finish();
+        }
         Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e),
     }
     // The plugin's code is over (also after kong.response.exit, whose
@@ -134,6 +140,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
 /// Kong can still respond the request fails closed with a 500.
 fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
     let Some(message) = report(py, ctx, phase, plugin, err) else {
+        promise_idle();
         ctx.finish();
         return;
     };
@@ -148,6 +155,7 @@ fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err:
             return;
         }
     }
+    promise_idle();
     ctx.finish();
 }
 

@@ -18,9 +18,10 @@ use pyo3::prelude::*;
 
 use super::Core;
 use crate::events::{write_call_result, Answer};
-use crate::executor::{report_for, Phase, PluginHandle};
+use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
 use crate::pdk::{answer_to_py, event_abandoned, pdk_exception, plugin_exit, PdkTarget};
+use crate::phase::Phase;
 use crate::rpc;
 
 /// Where the reply to the RPC in flight goes: a connection and Kong's msgid.

@@ -18,8 +18,9 @@ use super::workers::{Load, Worker, WorkerState, WAIT_FOR_WORKER};
 use super::Inner;
 use crate::events::{Answer, EventLink};
 use crate::executor::fail_closed::fail_closed;
-use crate::executor::{EventJob, Phase, PluginHandle};
+use crate::executor::{EventJob, PluginHandle};
 use crate::pdk_table::PdkTable;
+use crate::phase::Phase;
 use crate::rpc::map;
 
 /// One event's line to its worker: every RPC of the event goes over the same
