@@ -89,3 +89,18 @@ def test_functions_newer_than_the_kong_version_are_unknown() -> None:
         call("access", "kong.service.request.clear_query_arg", "a", kong_version=(3, 8))
     res = call("access", "kong.service.request.clear_query_arg", "a", url="http://x/?a=1&b=2")
     assert res.service_request is not None and res.service_request.raw_query == "b=2"
+
+
+def test_phase_rules_are_the_data_files_as_the_core_reads_them() -> None:
+    # src/pdk_table.rs: external_phases, or no limit when phases is null. No overrides.
+    for fn in FUNCTIONS:
+        want = None if fn["phases"] is None else tuple(fn["external_phases"])
+        assert rules()[fn["name"]].phases == want, fn["name"]
+
+
+@pytest.mark.parametrize("method", ["kong.response.exit", "kong.response.error"])
+def test_exit_and_error_work_in_the_response_phase(method: str) -> None:
+    # Kong's code checks rewrite/access/response/header_filter for both (its docs omit response).
+    res = call("response", method, 502, "replaced")
+    assert res.events["response"].outcome in ("exit", "error") and not res.violations
+    assert res.client_response is not None and res.client_response.status == 502

@@ -1,11 +1,13 @@
 """Where Kong lets an external plugin call each PDK function.
 
-The phases come from pdk-api.json (``external_phases``; None means Kong checks
-no phase), with two corrections and one extra rule:
+The phases are read from pdk-api.json exactly as the native core reads them
+(``src/pdk_table.rs``, which embeds the same file): ``external_phases``, or no
+limit at all when ``phases`` is null (Kong checks no phase). Where Kong's code
+and its docs disagree the data file follows the code (``kong.response.exit`` /
+``error`` are allowed in ``response``: their ``check_phase`` includes it), so
+the kit and the core's warning never disagree. On top of that, two rules the
+core does not check:
 
-* ``kong.response.exit``/``error`` also work in ``response``: Kong's code
-  checks rewrite/access/response/header_filter, while the ldoc (and so the data
-  file) omits ``response``. Replacing the body in the response phase relies on it;
 * a function needs the edition and version of Kong that has it (Enterprise
   functions, ``clear_query_arg`` since 3.9); otherwise Kong answers "could not
   find pdk method";
@@ -25,11 +27,6 @@ from typing import Any
 from kong_pdk.testing.pdkapi import PDK_API_JSON
 
 __all__ = ["FunctionRule", "rules", "LOG_TIMER_OK", "phase_problem"]
-
-_EXTRA_PHASES = {
-    "kong.response.exit": ("response",),
-    "kong.response.error": ("response",),
-}
 
 LOG_TIMER_OK = frozenset(
     {
@@ -96,9 +93,9 @@ def rules() -> dict[str, FunctionRule]:
     out: dict[str, FunctionRule] = {}
     for fn in data["functions"]:
         name = fn["name"]
-        phases = fn.get("external_phases") if fn.get("phases") is not None else None
-        if phases is not None:
-            phases = tuple(phases) + _EXTRA_PHASES.get(name, ())
+        # As the core reads it: ``phases: null`` means Kong checks no phase.
+        listed = fn.get("external_phases")
+        phases = None if fn.get("phases") is None or listed is None else tuple(listed)
         versions = fn.get("in_lua_pdk") or {}
         since = until = None
         if versions.get("3.8.1") is False and versions.get("3.9.3"):
