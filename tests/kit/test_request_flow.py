@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from kit_helpers import CALLER, call, returned, runner
-from kong_pdk.testing.kit import PluginRunner
-from kong_pdk.testing.loader import load_plugin
-from kong_pdk.testing.result import KitFailure
-from kong_pdk.testing.schema import ConfigError
+from kong_pdk.testing import PluginRunner
+from kong_pdk.testing.kit.loader import load_plugin
+from kong_pdk.testing.kit.request_result import KitFailure
+from kong_pdk.testing.kit.schema import ConfigError
 
 HERE = Path(__file__).parent
 
@@ -174,7 +174,7 @@ SCHEMA = (
 
 @pytest.mark.parametrize(("config", "message"), CONFIG_CASES)
 def test_config_kong_would_refuse(config: dict[str, object], message: str) -> None:
-    from kong_pdk.testing.schema import validate_config
+    from kong_pdk.testing.kit.schema import validate_config
 
     with pytest.raises(ConfigError) as info:
         validate_config(SCHEMA, config)
@@ -182,8 +182,8 @@ def test_config_kong_would_refuse(config: dict[str, object], message: str) -> No
 
 
 def test_config_defaults_and_nulls_reach_the_plugin() -> None:
-    from kong_pdk.testing.lua import NULL
-    from kong_pdk.testing.schema import validate_config
+    from kong_pdk.testing.kong.lua import NULL
+    from kong_pdk.testing.kit.schema import validate_config
 
     assert validate_config(SCHEMA, {"count": 2}) == {
         "message": "hi",
