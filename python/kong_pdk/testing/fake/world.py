@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kong_pdk.testing.kong.lua import NULL
+from kong_pdk.testing.kong.versions import LATEST, KongVersion
 
 __all__ = ["World", "default_route", "default_service", "consumer", "kit_uuid"]
 
@@ -116,7 +117,7 @@ class World:
     node_id: str = field(default_factory=lambda: kit_uuid("node"))
     hostname: str = "kong-test-node"
     cluster_id: str | None = None
-    kong_version: tuple[int, int] = (3, 9)
+    kong_version: KongVersion = LATEST
     strict: bool = True
     enterprise: bool = False
     kong_headers: bool = True

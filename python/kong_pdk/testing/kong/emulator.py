@@ -7,7 +7,9 @@ is never bent to fit a server. The pieces live in their own modules:
 * ``pool``, ``connection``, ``rpc``: pooled connections and msgids (§2);
 * ``instance_config``/``cjson``: the ``Config`` JSON text of StartInstance (§6.5);
 * ``event_loop``, ``steps``, ``answers``: HandleEvent and the Step loop (§5, §6);
-* ``instances``: Kong's instance cache and its recovery from "no plugin instance" (§7).
+* ``instances``: Kong's instance cache and its recovery from "no plugin instance" (§7);
+* ``query``: the plugins Kong registers from a query command's output (§1.4);
+* ``versions``: what Kong's side does differently per version (§9).
 """
 
 from __future__ import annotations
@@ -25,8 +27,17 @@ from kong_pdk.testing.kong.connection import KongConnection
 from kong_pdk.testing.kong.errors import KongProtocolError, RpcError, TransportError
 from kong_pdk.testing.kong.event_loop import run_event
 from kong_pdk.testing.kong.instances import CachedInstance, InstanceCache
+from kong_pdk.testing.kong.query import DEFAULT_PROTOCOL, QueryResult, read_query_output
 from kong_pdk.testing.kong.event_result import EventResult
 from kong_pdk.testing.kong.rpc import RpcClient
+from kong_pdk.testing.kong.versions import (
+    LATEST,
+    KongVersion,
+    KongVersionLike,
+    parse_kong_version,
+    reset_scope,
+    resets_on_any_error,
+)
 from kong_pdk.testing.kong.wire import Notification, Reply
 
 __all__ = ["KongEmulator"]
@@ -37,8 +48,10 @@ class KongEmulator:
 
     ``answers`` maps PDK method names to answers (a value, a ``LuaMulti``, or a callable
     taking the Lua arguments); ``handle_event``/``run_phase`` accept per-call overrides.
-    ``kong_version`` selects version-dependent behaviour (§9): StepError and multiple
-    returns before 3.0, str raw bodies before 3.0, bookkeeping keys, reset scope.
+    ``kong_version`` (``"3.4"``, ``"3.4.2"`` or ``(3, 4)``; the latest, 3.9, by
+    default) selects Kong's version-dependent behaviour (§9, ``versions``): which
+    cached instances an error resets, which dumped plugins are registered,
+    ``__seq__`` and bookkeeping keys, StepError and str raw bodies before 3.0.
     """
 
     def __init__(
@@ -46,7 +59,7 @@ class KongEmulator:
         socket_path: str | os.PathLike[str],
         *,
         answers: AnswerTable | None = None,
-        kong_version: tuple[int, int] = (3, 9),
+        kong_version: KongVersionLike = LATEST,
         pool_size: int = 256,
         timeout: float = 60.0,
         idle_timeout: float = 60.0,
@@ -54,13 +67,16 @@ class KongEmulator:
     ) -> None:
         self.rpc: RpcClient = RpcClient(socket_path, pool_size=pool_size, timeout=timeout, idle_timeout=idle_timeout)
         self.answers: dict[str, object] = dict(answers or {})
-        self.kong_version: tuple[int, int] = kong_version
+        self.kong_version: KongVersion = parse_kong_version(kong_version)
         self.max_phase_tries: int = max_phase_tries
         self.instances: InstanceCache = InstanceCache()
         self._lock = threading.Lock()
         self._log: list[str] = []
         # __seq__: a shared counter from 1 on 3.6+, a per-worker counter from 0 before (§6.5).
-        self._seq = 0 if kong_version >= (3, 6) else -1
+        self._seq = 0 if self.kong_version >= (3, 6) else -1
+        # What the query command's output registered (register_plugins).
+        self.protocol: str = DEFAULT_PROTOCOL
+        self.plugins: dict[str, Mapping[str, object]] = {}
         self.rpc.pid_listeners.append(self._on_pid_change)
 
     # -- plumbing --------------------------------------------------------------------
@@ -124,7 +140,22 @@ class KongEmulator:
     ) -> None:
         self.close()
 
-    # -- instances -------------------------------------------------------------------
+    # -- plugins and instances -------------------------------------------------------
+
+    def register_plugins(self, query_output: str | bytes) -> QueryResult:
+        """Register the plugins of a query command's output (``--dump``) as this Kong does (§1.4).
+
+        The emulator speaks ``MsgPack:1`` only, so another ``Protocol`` is refused.
+        """
+        result = read_query_output(query_output, self.kong_version)
+        if result.protocol != DEFAULT_PROTOCOL:
+            raise ValueError(f"the emulator speaks {DEFAULT_PROTOCOL} only; the query output asks for {result.protocol}")
+        for line in result.log:
+            self.kong_log(line)
+        self.protocol = result.protocol
+        for info in result.plugins:
+            self.plugins.setdefault(str(info["Name"]), info)
+        return result
 
     def next_seq(self) -> int:
         with self._lock:
@@ -178,7 +209,7 @@ class KongEmulator:
             return None
 
     def forget_instances(self, plugin_name: str | None = None) -> None:
-        """Drop cached instance ids (without CloseInstance), like Kong's reset (§7.3)."""
+        """Drop cached instance ids (without CloseInstance): of one plugin, or all."""
         self.instances.forget(plugin_name=plugin_name)
 
     def _on_pid_change(self, old: object, new: object) -> None:
@@ -211,8 +242,10 @@ class KongEmulator:
 
         Starts the instance on first use and caches its id by plugin row id; a changed
         config starts a new instance and then closes the old one. On an error containing
-        "no plugin instance" the cached ids are forgotten and the phase retried; Kong
-        retries without bound, we give up after ``max_phase_tries`` attempts.
+        "no plugin instance" cached ids are forgotten (which ones depends on the version,
+        ``versions.reset_scope``) and the phase retried; Kong retries without bound, we
+        give up after ``max_phase_tries`` attempts. 3.5 and 3.6 also forget them on any
+        other error.
         """
         key = plugin_id or default_plugin_id(plugin_name)
         last: RpcError | None = None
@@ -228,17 +261,20 @@ class KongEmulator:
                     self.kong_log(f"{exc.message}; resetting instances of {plugin_name!r} and retrying")
                     self._reset_after_error(plugin_name, key)
                     continue
-                if (3, 5) <= self.kong_version < (3, 7):
-                    self._reset_after_error(plugin_name, key)  # 3.5 - 3.6 reset on any error (§7.3)
+                if resets_on_any_error(self.kong_version):
+                    self._reset_after_error(plugin_name, key)
                 raise
         assert last is not None
         raise last
 
     def _reset_after_error(self, plugin_name: str, key: str) -> None:
-        if self.kong_version >= (3, 5):
-            self.instances.forget(plugin_name=plugin_name)
-        else:
+        scope = reset_scope(self.kong_version)
+        if scope == "row":
             self.instances.forget(key=key)
+        elif scope == "server":
+            self.instances.forget()  # this emulator plays one server socket
+        else:
+            self.instances.forget(plugin_name=plugin_name)
 
     def _instance_for(self, plugin_name: str, config: Mapping[str, object], key: str) -> int:
         with self.instances.claim(key):

@@ -6,7 +6,8 @@ event start a new instance, store its id, and only then close the old one. While
 caller starts an instance for a key, others for the same key wait (Kong's "claim").
 
 After an error containing "no plugin instance" Kong forgets ids: that key only (<= 3.4),
-or every entry of that plugin name (3.5+). It never calls CloseInstance for them.
+every entry on the same server (3.5), or every entry of that plugin name (3.6+); see
+``versions.reset_scope``. It never calls CloseInstance for them.
 """
 
 from __future__ import annotations
