@@ -103,3 +103,16 @@ def test_exit_and_error_work_in_the_response_phase(method: str) -> None:
     res = call("response", method, 502, "replaced")
     assert res.events["response"].outcome in ("exit", "error") and not res.violations
     assert res.client_response is not None and res.client_response.status == 502
+
+
+def test_the_registry_lists_every_module_with_fakes_and_refuses_a_name_twice() -> None:
+    from pathlib import Path
+
+    from kong_pdk.testing.fake import registry
+
+    fake_dir = Path(registry.__file__).parent
+    defining = sorted(p.stem for p in fake_dir.glob("*.py") if "FUNCTIONS = FunctionTable()" in p.read_text())
+    assert sorted(m.__name__.rsplit(".", 1)[1] for m in registry.MODULES) == defining
+    assert sum(len(m.FUNCTIONS) for m in registry.MODULES) == len(IMPLS)
+    with pytest.raises(RuntimeError, match="implemented twice"):
+        registry.merged([registry.MODULES[0].FUNCTIONS, registry.MODULES[0].FUNCTIONS])

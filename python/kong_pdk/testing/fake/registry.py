@@ -10,18 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 
-from kong_pdk.testing.fake import (
-    client,
-    context,
-    enterprise,
-    kong_table,
-    log,
-    node,
-    request,
-    response,
-    service,
-    vault,
-)
+import kong_pdk.testing.fake.client as client
+import kong_pdk.testing.fake.context as context
+import kong_pdk.testing.fake.enterprise as enterprise
+import kong_pdk.testing.fake.kong_table as kong_table
+import kong_pdk.testing.fake.log as log
+import kong_pdk.testing.fake.node as node
+import kong_pdk.testing.fake.request as request
+import kong_pdk.testing.fake.response as response
+import kong_pdk.testing.fake.service as service
+import kong_pdk.testing.fake.vault as vault
 from kong_pdk.testing.fake.function_table import FunctionTable, Impl
 
 __all__ = ["MODULES", "IMPLS", "merged"]
