@@ -201,3 +201,15 @@ def test_config_defaults_and_nulls_reach_the_plugin() -> None:
 def test_hello_example_refuses_a_bad_config() -> None:
     with pytest.raises(ConfigError, match="expected a string"):
         PluginRunner(load_plugin(HERE.parent.parent / "examples" / "py-hello.py"), {"message": 1})
+
+
+@pytest.mark.parametrize("kong_version", [(3, 4), (3, 6), (3, 9)])
+def test_the_kong_version_of_the_world_is_the_emulators(kong_version: tuple[int, int]) -> None:
+    # World.kong_version picks the Kong that plays the request on the wire too
+    # (its instance cache, __seq__ and Config keys), not only the fake PDK and headers.
+    r = runner({"access": [["kong.request.get_method", []]]}, kong_version=kong_version)
+    res = r.http()
+    assert res.events["access"].outcome == "ret"
+    emu = r.server.emulator("http", kong_version)
+    assert emu.kong_version == kong_version
+    assert r.plugin_id in emu.instances.snapshot()  # this Kong started the instance

@@ -191,7 +191,7 @@ class PluginRunner:
         fake = FakePdk(ex, self.answers)
         result = Result(request=req, exchange=ex)
         srv = self.server
-        emu = srv.stream if subsystem == "stream" else srv.http
+        emu = srv.emulator(subsystem, world.kong_version)
         for phase in phases:
             if phase == "certificate" and not req.scheme == "https":
                 continue

@@ -3,9 +3,10 @@
 Each plugin under test gets a ``kong_pdk.serve.build_server`` server on a Unix
 socket in a private temporary directory, started once and reused for every test
 of that plugin in the process (starting is cheap, but reuse keeps hundreds of
-tests per second). Two ``KongEmulator``s talk to it: one plays the http
-subsystem and one the stream subsystem, which are separate Lua VMs in Kong
-with their own instances (protocol.md §5.4).
+tests per second). ``KongEmulator``s talk to it, one per subsystem and Kong
+version asked for (``World.kong_version``): the http and stream subsystems are
+separate Lua VMs in Kong with their own instances (protocol.md §5.4), and two
+Kong versions are two Kongs.
 
 The plugin class is served through a subclass whose phase methods record an
 exception before re-raising it, so the server behaves exactly the same (it logs
@@ -39,6 +40,7 @@ from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
 from kong_pdk.serve import build_server, lua_style_of
 from kong_pdk.testing.kong.emulator import KongEmulator
+from kong_pdk.testing.kong.versions import LATEST, KongVersion
 from kong_pdk.testing.kit.loader import PluginSpec
 
 __all__ = ["PluginError", "Served", "served", "shutdown_all", "Model", "MODELS"]
@@ -70,11 +72,28 @@ class Served:
     spec: PluginSpec
     server: Any
     directory: str
-    http: KongEmulator
-    stream: KongEmulator
+    socket_path: str
     errors: list[PluginError] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: Callable[[float], object] | None = None
+    emulators: dict[tuple[str, KongVersion], KongEmulator] = field(default_factory=dict)
+
+    def emulator(self, subsystem: str = "http", kong_version: KongVersion = LATEST) -> KongEmulator:
+        """The Kong worker (one per subsystem and version) that plays this plugin's requests."""
+        with self.lock:
+            key = (subsystem, kong_version)
+            emu = self.emulators.get(key)
+            if emu is None:
+                emu = self.emulators[key] = KongEmulator(self.socket_path, kong_version=kong_version)
+            return emu
+
+    @property
+    def http(self) -> KongEmulator:
+        return self.emulator("http")
+
+    @property
+    def stream(self) -> KongEmulator:
+        return self.emulator("stream")
 
     def take_errors(self) -> list[PluginError]:
         with self.lock:
@@ -82,8 +101,10 @@ class Served:
             return out
 
     def close(self) -> None:
-        self.http.close()
-        self.stream.close()
+        with self.lock:
+            emulators = list(self.emulators.values())
+        for emu in emulators:
+            emu.close()
         try:
             (self.stop or self.server.shutdown)(1.0)
         finally:
@@ -182,8 +203,7 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
             spec=spec,
             server=server,
             directory=directory,
-            http=KongEmulator(socket_path),
-            stream=KongEmulator(socket_path),
+            socket_path=socket_path,
             errors=errors,
             stop=stop,
         )
