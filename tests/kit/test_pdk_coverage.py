@@ -86,6 +86,8 @@ def test_enterprise_functions_are_unknown_on_kong_oss() -> None:
 def test_functions_newer_than_the_kong_version_are_unknown() -> None:
     with pytest.raises(KitFailure, match="could not find pdk method"):
         call("access", "kong.service.request.clear_query_arg", "a", kong_version=(3, 8))
+    with pytest.raises(KitFailure, match="could not find pdk method"):
+        call("access", "kong.service.request.clear_query_arg", "a", kong_version="3.8.1")
     res = call("access", "kong.service.request.clear_query_arg", "a", url="http://x/?a=1&b=2")
     assert res.service_request is not None and res.service_request.raw_query == "b=2"
 

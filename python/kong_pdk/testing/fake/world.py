@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kong_pdk.testing.kong.lua import NULL
-from kong_pdk.testing.kong.versions import LATEST, KongVersion
+from kong_pdk.testing.kong.versions import LATEST, KongVersion, parse_kong_version
 
 __all__ = ["World", "default_route", "default_service", "consumer", "kit_uuid"]
 
@@ -122,3 +122,7 @@ class World:
     enterprise: bool = False
     kong_headers: bool = True
     worker_pid: int = 4242
+
+    def __post_init__(self) -> None:
+        # Also "3.8" or "3.8.1", as KongEmulator takes it (kong.plugin(..., kong_version="3.8")).
+        self.kong_version = parse_kong_version(self.kong_version)
