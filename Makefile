@@ -1,7 +1,8 @@
 # Developer and CI commands. `make help` lists them.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+# The core embeds pdk-api.json at build time (src/pdk_table.rs): a change to it needs a rebuild.
+RUST_SRC := $(shell find src -name '*.rs') Cargo.toml Cargo.lock python/kong_pdk/pdk/pdk-api.json
 
 .DEFAULT_GOAL := help
 

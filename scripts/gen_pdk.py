@@ -16,8 +16,6 @@ described in ``docs/architecture.md``). Output, all of it generated and committe
   LuaStyleKong``) so that ``def access(self, kong: kong.kong)`` works as with
   the official package. ``kong.response.exit`` / ``error`` return ``NoReturn``
   in every style: they end the handler when called, and are never awaited.
-* ``python/kong_pdk/pdk/functions.py``: a plain literal table of the functions
-  that can be called over RPC (phases, terminal, parameters), read by the runtime.
 * ``docs/pdk/*.md``: one reference page per namespace and an index.
 
 The generator owns ``python/kong_pdk/pdk/kong/`` and ``docs/pdk/`` entirely:
@@ -48,7 +46,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DATA_REL = "python/kong_pdk/pdk/pdk-api.json"
 PKG_REL = "python/kong_pdk/pdk/kong"
-FUNCTIONS_REL = "python/kong_pdk/pdk/functions.py"
 DOCS_REL = "docs/pdk"
 # Directories the generator owns completely (stale files there are removed).
 OWNED_DIRS = (PKG_REL, DOCS_REL)
@@ -607,82 +604,6 @@ def fmt_all(names: list[str]) -> str:
     return "__all__ = [\n" + "".join(f'    "{n}",\n' for n in names) + "]\n"
 
 
-# --------------------------------------------------------------------------- function table
-
-
-def render_functions(data: dict[str, Any], root: Node) -> str:
-    fns = sorted((f for f in data["functions"] if f["rpc_callable"]), key=lambda f: f["name"])
-    not_callable = sorted((f for f in data["functions"] if not f["rpc_callable"]), key=lambda f: f["name"])
-    lines = [
-        f"# {GENERATED_MARK}\n",
-        '"""The Kong PDK functions an external plugin can call over RPC, as plain literals.\n'
-        "\n"
-        "FUNCTIONS maps each dotted method name to:\n"
-        "\n"
-        "* external_phases: the phases of an external plugin where Kong allows the call\n"
-        "  (a tuple; empty means never; None means Kong sets no phase limit);\n"
-        "* terminal: True for kong.response.exit / kong.response.error (Kong never answers);\n"
-        "* params: (name, optional) pairs for the positional parameters, in order;\n"
-        "* variadic: True when any number of extra arguments follow (the log functions).\n"
-        "\n"
-        "NAMESPACES lists every attribute path that is a namespace (kong.log is also a\n"
-        "function). NOT_RPC_CALLABLE maps functions that exist in Kong's Lua PDK but\n"
-        "cannot cross the RPC to the reason why. No runtime dependencies.\n"
-        '"""\n',
-        "\n",
-        "from __future__ import annotations\n",
-        "\n",
-        "from typing import Final, TypedDict\n",
-        "\n",
-        "__all__ = [\n",
-        '    "EXTERNAL_PLUGIN_PHASES",\n',
-        '    "FUNCTIONS",\n',
-        '    "FunctionInfo",\n',
-        '    "NAMESPACES",\n',
-        '    "NOT_RPC_CALLABLE",\n',
-        "]\n",
-        "\n\n",
-        "class FunctionInfo(TypedDict):\n",
-        '    """One row of FUNCTIONS."""\n',
-        "\n",
-        "    external_phases: tuple[str, ...] | None\n",
-        "    terminal: bool\n",
-        "    params: tuple[tuple[str, bool], ...]\n",
-        "    variadic: bool\n",
-        "\n\n",
-        "EXTERNAL_PLUGIN_PHASES: Final[tuple[str, ...]] = "
-        + fmt_tuple(quoted(data["external_plugin_phases"]), 0, 50)
-        + "\n\n",
-        "NAMESPACES: Final[tuple[str, ...]] = (\n",
-    ]
-    for node in sorted(root.walk(), key=lambda n: n.path):
-        lines.append(f'    "{node.path}",\n')
-    lines.append(")\n\n")
-    lines.append("FUNCTIONS: Final[dict[str, FunctionInfo]] = {\n")
-    for f in fns:
-        phases = f["external_phases"]
-        params = [p for p in f["params"] if not p.get("variadic")]
-        variadic = any(p.get("variadic") for p in f["params"])
-        ptxt = fmt_tuple([f'("{p["name"]}", {bool(p["optional"])})' for p in params], 8, 20)
-        lines += [
-            f'    "{f["name"]}": {{\n',
-            f'        "external_phases": {"None" if phases is None else fmt_tuple(quoted(phases), 8, 27)},\n',
-            f'        "terminal": {bool(f["terminal"])},\n',
-            f'        "params": {ptxt},\n',
-            f'        "variadic": {variadic},\n',
-            "    },\n",
-        ]
-    lines.append("}\n\n")
-    lines.append("NOT_RPC_CALLABLE: Final[dict[str, str]] = {\n")
-    for f in not_callable:
-        one = f'    "{f["name"]}": {json.dumps(not_callable_reason(f))},\n'
-        if len(one) > 100:
-            one = f'    "{f["name"]}": (\n        {json.dumps(not_callable_reason(f))}\n    ),\n'
-        lines.append(one)
-    lines.append("}\n")
-    return "".join(lines)
-
-
 def not_callable_reason(f: dict[str, Any]) -> str:
     if f.get("rpc_note"):
         return str(f["rpc_note"])
@@ -694,21 +615,6 @@ def not_callable_reason(f: dict[str, Any]) -> str:
     if "Callable" in types:
         return "takes a Lua function, which cannot be sent over RPC"
     return "its arguments or results cannot cross the RPC"
-
-
-def quoted(items: Iterable[str]) -> list[str]:
-    return [json.dumps(str(i)) for i in items]
-
-
-def fmt_tuple(items: list[str], indent: int, used: int) -> str:
-    """A tuple literal of already-rendered items, one per line if it would pass 99 columns."""
-    if len(items) == 1:
-        return f"({items[0]},)"
-    one = "(" + ", ".join(items) + ")"
-    if indent + used + len(one) <= 99:
-        return one
-    pad = " " * (indent + 4)
-    return "(\n" + "".join(f"{pad}{i},\n" for i in items) + " " * indent + ")"
 
 
 # --------------------------------------------------------------------------- docs
@@ -851,8 +757,7 @@ def doc_index(data: dict[str, Any], root: Node) -> str:
         out.append(f"| [`{node.path}`]({node.path}.md) | {count} | {SUMMARIES[node.path]} |\n")
     out.append("\n## Not callable from Python\n\n")
     out.append("These names are in `pdk-api.json` but cannot be called from Python over Kong's RPC, "
-               "so they have no typed method (and no row in `kong_pdk.pdk.functions.FUNCTIONS`; "
-               "they are listed in `NOT_RPC_CALLABLE`):\n\n")
+               "so they have no typed method:\n\n")
     for f in sorted((f for f in data["functions"] if not f["rpc_callable"]), key=lambda f: f["name"]):
         out.append(f"- `{f['name']}`: {not_callable_reason(f)}.\n")
     return "".join(out)
@@ -868,7 +773,6 @@ def render(data: dict[str, Any]) -> dict[str, str]:
     for node in root.walk():
         files[f"{PKG_REL}/{node.rel_file.removeprefix('kong/')}"] = render_module(node)
         files[f"{DOCS_REL}/{node.path}.md"] = doc_page(node)
-    files[FUNCTIONS_REL] = render_functions(data, root)
     files[f"{DOCS_REL}/README.md"] = doc_index(data, root)
     return dict(sorted(files.items()))
 
@@ -881,8 +785,6 @@ def existing_owned(root: Path) -> set[str]:
             for p in base.rglob("*"):
                 if p.is_file() and "__pycache__" not in p.parts:
                     found.add(p.relative_to(root).as_posix())
-    if (root / FUNCTIONS_REL).is_file():
-        found.add(FUNCTIONS_REL)
     return found
 
 

@@ -70,6 +70,17 @@ def test_hello_example_dump() -> None:
     assert info[0]["Phases"] == ["access"]
 
 
+@pytest.mark.parametrize("kong_version", ["3.4", "3.6", "3.9"])
+def test_every_kong_version_registers_the_dumped_plugin(kong_version: str) -> None:
+    # One plugin per file: 3.9's "first entry only" and older "every entry" agree.
+    from kong_pdk.testing import KongEmulator
+
+    dump = run(str(EXAMPLES / "py-hello.py"), "-dump").stdout
+    with KongEmulator("/nonexistent.socket", kong_version=kong_version) as kong:
+        assert kong.register_plugins(dump).names == ["py-hello"]
+        assert kong.plugins["py-hello"]["Version"] == "0.1.0" and kong.log == []
+
+
 def test_missing_prefix_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     out = run(str(PLUGINS / "behaviours.py"), "-p", str(tmp_path / "nope"))
     assert out.returncode == 1

@@ -73,3 +73,34 @@ def test_proxy_checks(serve: Callable[..., Served], tmp_path: Path) -> None:
         )
         emu.run_phase("proxy", {}, "log")
     served.wait_log("kong.request.get_raw_body called in the log phase")
+
+
+RESPONSE_EXIT_PLUGIN = '''
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def response(self, kong):
+        kong.response.exit(502, "replaced in the response phase")
+
+    def log(self, kong):
+        kong.request.get_raw_body()  # a real wrong-phase call: its warning shows the log is written
+
+
+from kong_pdk.cli import start_dedicated_server
+start_dedicated_server("late-exit", Plugin, "1.0")
+'''
+
+
+def test_exit_in_the_response_phase_is_not_warned(serve: Callable[..., Served], tmp_path: Path) -> None:
+    # Kong's check_phase for exit/error includes response; the core reads that from
+    # pdk-api.json, the same rule the test kit applies (tests/kit/test_pdk_coverage.py).
+    plugin = tmp_path / "late_exit.py"
+    plugin.write_text(RESPONSE_EXIT_PLUGIN)
+    served = serve(plugin)
+    with KongEmulator(served.socket) as emu:
+        result = emu.run_phase("late-exit", {}, "response")
+        assert result.outcome == "exit" and result.status == 502
+        emu.run_phase("late-exit", {}, "log")
+    log = served.wait_log("kong.request.get_raw_body called in the log phase")
+    assert "kong.response.exit called in" not in log

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from kong_pdk.plugin_check import PluginWarning, plugin_mistakes
-from kong_pdk.testing.kit import PluginRunner
-from kong_pdk.testing.loader import load_plugin
+from kong_pdk.testing import PluginRunner
+from kong_pdk.testing.kit.loader import load_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -40,8 +40,8 @@ def mini(sock_dir: Path) -> Iterator[MiniPluginServer]:
 
 
 @pytest.fixture
-def emu(mini: MiniPluginServer) -> Iterator[KongEmulator]:
-    with KongEmulator(mini.path, timeout=5) as emulator:
+def emu(mini: MiniPluginServer, kong_version: str) -> Iterator[KongEmulator]:
+    with KongEmulator(mini.path, kong_version=kong_version, timeout=5) as emulator:
         yield emulator
 
 
@@ -85,9 +85,11 @@ def test_config_is_cjson_text_with_bookkeeping(mini: MiniPluginServer, emu: Kong
     assert config["message"] == "a/b" and config["list"] == [] and "none" not in config
     assert config["route_id"] == "r-1" and "service_id" not in config
     assert config["__plugin_id"] == "11111111-2222-3333-4444-555555555555"
-    assert config["__seq__"] == 1 and config["plugin_instance_name"] is None
+    # __seq__: a shared counter from 1 on 3.6+, a per-worker one from 0 before (§6.5).
+    assert config["__seq__"] == (1 if emu.kong_version >= (3, 6) else 0)
+    assert config["plugin_instance_name"] is None
     assert config["__key__"].startswith("plugins:py-hello:r-1:")
-    assert "__ws_id" in config
+    assert ("__ws_id" in config) == (emu.kong_version >= (3, 9))
 
 
 def test_config_bookkeeping_follows_the_kong_version(mini: MiniPluginServer) -> None:
@@ -134,11 +136,11 @@ def test_close_instance_sends_a_bare_id(mini: MiniPluginServer, emu: KongEmulato
     ],
 )
 def test_step_method_and_data_per_pdk_function(
-    sock_dir: Path, method: str, answer: Any, step: str, wire_data: bytes
+    sock_dir: Path, method: str, answer: Any, step: str, wire_data: bytes, kong_version: str
 ) -> None:
     server = MiniPluginServer(sock_dir / "m.socket", {"access": one_call(method, [])})
     try:
-        with KongEmulator(server.path, timeout=5, answers={method: answer}) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5, answers={method: answer}) as emu:
             result = emu.handle_event(emu.start_instance("p", {}), "access")
         step_req = [r for r in server.requests if r.method.startswith("plugin.Step")][0]
         assert step_req.method == step
@@ -149,10 +151,10 @@ def test_step_method_and_data_per_pdk_function(
     assert not server.errors
 
 
-def test_nil_result_of_a_typed_function_keeps_its_step_method_without_data(sock_dir: Path) -> None:
+def test_nil_result_of_a_typed_function_keeps_its_step_method_without_data(sock_dir: Path, kong_version: str) -> None:
     server = MiniPluginServer(sock_dir / "m.socket", {"access": one_call("kong.client.get_consumer", [])})
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             emu.handle_event(emu.start_instance("p", {}), "access")
         step_req = [r for r in server.requests if r.method.startswith("plugin.Step")][0]
         assert step_req.method == "plugin.StepConsumer"
@@ -179,10 +181,10 @@ def test_kong_2_8_sends_step_error_and_str_bodies(sock_dir: Path) -> None:
         server.close()
 
 
-def test_kong_3_keeps_only_the_first_return_value(sock_dir: Path) -> None:
+def test_kong_3_keeps_only_the_first_return_value(sock_dir: Path, kong_version: str) -> None:
     server = MiniPluginServer(sock_dir / "m.socket", {"access": one_call("kong.request.get_header", ["x"])})
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             emu.handle_event(
                 emu.start_instance("p", {}), "access", {"kong.request.get_header": LuaMulti(None, "not found")}
             )
@@ -202,14 +204,16 @@ def test_kong_3_keeps_only_the_first_return_value(sock_dir: Path) -> None:
         (403, (403,)),  # not a table: the single argument
     ],
 )
-def test_terminal_calls_end_the_event_with_luas_arguments(sock_dir: Path, args: Any, seen: tuple[Any, ...]) -> None:
+def test_terminal_calls_end_the_event_with_luas_arguments(
+    sock_dir: Path, args: Any, seen: tuple[Any, ...], kong_version: str
+) -> None:
     def phase(config: dict[str, Any]) -> Gen:
         yield ("kong.response.exit", args)
         yield ("kong.log.err", ["must never be seen"])
 
     server = MiniPluginServer(sock_dir / "m.socket", {"access": phase})
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             result = emu.handle_event(emu.start_instance("p", {}), "access")
             time.sleep(0.1)
         assert result.outcome == "exit"
@@ -222,10 +226,10 @@ def test_terminal_calls_end_the_event_with_luas_arguments(sock_dir: Path, args: 
         server.close()
 
 
-def test_response_error_is_terminal_too(sock_dir: Path) -> None:
+def test_response_error_is_terminal_too(sock_dir: Path, kong_version: str) -> None:
     server = MiniPluginServer(sock_dir / "m.socket", {"access": one_call("kong.response.error", [500, "boom"])})
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             result = emu.handle_event(emu.start_instance("p", {}), "access")
         assert result.outcome == "error" and result.status == 500 and result.body == "boom"
         assert not any(m.startswith("plugin.Step") for m in server.methods())
@@ -233,10 +237,10 @@ def test_response_error_is_terminal_too(sock_dir: Path) -> None:
         server.close()
 
 
-def test_unknown_method_is_logged_and_answered_with_plain_step(sock_dir: Path) -> None:
+def test_unknown_method_is_logged_and_answered_with_plain_step(sock_dir: Path, kong_version: str) -> None:
     server = MiniPluginServer(sock_dir / "m.socket", {"access": one_call("kong.nginx.shared.get", ["k"])})
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             result = emu.handle_event(emu.start_instance("p", {}), "access")
             assert any("could not find pdk method" in line for line in emu.log)
         assert result.unknown_methods == ["kong.nginx.shared.get"]
@@ -247,14 +251,15 @@ def test_unknown_method_is_logged_and_answered_with_plain_step(sock_dir: Path) -
         server.close()
 
 
-def test_callable_answers_get_luas_arguments_and_overrides_win(mini: MiniPluginServer) -> None:
+def test_callable_answers_get_luas_arguments_and_overrides_win(mini: MiniPluginServer, kong_version: str) -> None:
     seen: list[tuple[Any, ...]] = []
 
     def header(*args: Any) -> str:
         seen.append(args)
         return "callable.example"
 
-    with KongEmulator(mini.path, timeout=5, answers={"kong.request.get_header": "table.example"}) as emu:
+    answers = {"kong.request.get_header": "table.example"}
+    with KongEmulator(mini.path, kong_version=kong_version, timeout=5, answers=answers) as emu:
         iid = emu.start_instance("p", {"message": "m"})
         assert emu.handle_event(iid, "access").calls[1].args == ("x-hello", "m table.example")
         result = emu.handle_event(iid, "access", {"kong.request.get_header": header})
@@ -295,7 +300,7 @@ def test_config_change_starts_new_then_closes_old(mini: MiniPluginServer, emu: K
     assert methods[second_start + 1] == "plugin.CloseInstance"
     assert mini.closed_instances == [0]
     seqs = [json.loads(r.params[0]["Config"])["__seq__"] for r in mini.requests if r.method == "plugin.StartInstance"]
-    assert seqs == [1, 2]
+    assert seqs == ([1, 2] if emu.kong_version >= (3, 6) else [0, 1])
 
 
 def test_no_plugin_instance_forgets_and_retries(mini: MiniPluginServer, emu: KongEmulator) -> None:
@@ -307,7 +312,53 @@ def test_no_plugin_instance_forgets_and_retries(mini: MiniPluginServer, emu: Kon
     assert "plugin.CloseInstance" not in mini.methods()  # Kong never closes forgotten ids
 
 
-def test_no_plugin_instance_retries_are_bounded(sock_dir: Path) -> None:
+# Three plugin rows on one server socket: two of py-hello, one of another plugin.
+ROWS = (("py-hello", "row-a"), ("py-hello", "row-b"), ("other", "row-c"))
+
+
+@pytest.mark.parametrize(
+    ("version", "kept"),
+    [
+        ("3.4", {"row-b", "row-c"}),  # reset_instance: that row only
+        ("3.5", set()),  # every instance on the same server (RPC object)
+        ("3.6", {"row-c"}),  # reset_instances_for_plugin: every row of the plugin
+        ("3.9.3", {"row-c"}),
+    ],
+)
+def test_no_plugin_instance_forgets_what_each_kong_version_forgets(
+    mini: MiniPluginServer, version: str, kept: set[str]
+) -> None:
+    with KongEmulator(mini.path, kong_version=version, timeout=5) as emu:
+        for name, row in ROWS:
+            emu.run_phase(name, {}, "access", plugin_id=row)
+        lost = emu.instances.get("row-a")
+        assert lost is not None
+        mini.instances.pop(lost.instance_id)  # the server no longer knows row-a's instance
+        assert emu.run_phase("py-hello", {}, "access", plugin_id="row-a").outcome == "ret"
+        assert set(emu.instances.snapshot()) == kept | {"row-a"}  # row-a was started again
+        assert any("no plugin instance" in line for line in emu.log)
+
+
+def test_other_errors_reset_instances_only_on_3_5_and_3_6(sock_dir: Path, kong_version: str) -> None:
+    def script(conn: PeerConn) -> None:
+        while (req := conn.read_request()) is not None:
+            if req.method == "plugin.StartInstance":
+                conn.reply(req.msgid, None, {"Id": 7})
+            else:
+                conn.reply(req.msgid, "boom", None)
+
+    server = ScriptedServer(sock_dir / "s.socket", script)
+    try:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
+            with pytest.raises(RpcError, match="boom"):
+                emu.run_phase("p", {}, "access")
+            forgotten = not emu.instances.snapshot()
+            assert forgotten == (kong_version == "3.6")  # 3.5 - 3.6 post the reset on any error
+    finally:
+        server.close()
+
+
+def test_no_plugin_instance_retries_are_bounded(sock_dir: Path, kong_version: str) -> None:
     def script(conn: PeerConn) -> None:
         while (req := conn.read_request()) is not None:
             if req.method == "plugin.StartInstance":
@@ -317,7 +368,7 @@ def test_no_plugin_instance_retries_are_bounded(sock_dir: Path) -> None:
 
     server = ScriptedServer(sock_dir / "s.socket", script)
     try:
-        with KongEmulator(server.path, timeout=5, max_phase_tries=3) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5, max_phase_tries=3) as emu:
             with pytest.raises(RpcError, match="NO PLUGIN INSTANCE"):
                 emu.run_phase("p", {}, "access")
     finally:
@@ -342,27 +393,27 @@ def test_pid_change_forgets_cached_instances(mini: MiniPluginServer, emu: KongEm
     "result",
     [{"EventId": 0}, {"Data": "done", "EventId": 0}, {"Data": {"Args": []}, "EventId": 0}, 5],
 )
-def test_malformed_event_replies_are_lua_errors(sock_dir: Path, result: Any) -> None:
+def test_malformed_event_replies_are_lua_errors(sock_dir: Path, result: Any, kong_version: str) -> None:
     def script(conn: PeerConn) -> None:
         while (req := conn.read_request()) is not None:
             conn.send(msgpack.packb([1, req.msgid, None, result]))
 
     server = ScriptedServer(sock_dir / "s.socket", script)
     try:
-        with KongEmulator(server.path, timeout=5) as emu, pytest.raises(KongProtocolError):
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu, pytest.raises(KongProtocolError):
             emu.handle_event(0, "access")
     finally:
         server.close()
 
 
-def test_nil_result_ends_the_event_as_success(sock_dir: Path) -> None:
+def test_nil_result_ends_the_event_as_success(sock_dir: Path, kong_version: str) -> None:
     def script(conn: PeerConn) -> None:
         while (req := conn.read_request()) is not None:
             conn.send(msgpack.packb([1, req.msgid, None, None]))
 
     server = ScriptedServer(sock_dir / "s.socket", script)
     try:
-        with KongEmulator(server.path, timeout=5) as emu:
+        with KongEmulator(server.path, kong_version=kong_version, timeout=5) as emu:
             result = emu.handle_event(0, "access")
         assert result.outcome == "ret" and result.nil_reply
     finally:

@@ -8,8 +8,8 @@ import msgpack
 import pytest
 
 from kong_pdk.testing import NULL, AsMap, Bin, pack
-from kong_pdk.testing.cjson import cjson_encode
-from kong_pdk.testing.multimap import kong_multimap
+from kong_pdk.testing.kong.cjson import cjson_encode
+from kong_pdk.testing.kong.multimap import kong_multimap
 
 
 def s(text: str) -> bytes:

@@ -18,14 +18,14 @@ Script = Callable[[PeerConn], None]
 
 
 @pytest.fixture
-def serve(sock_dir: Path) -> Iterator[Callable[[Script], KongEmulator]]:
+def serve(sock_dir: Path, kong_version: str) -> Iterator[Callable[[Script], KongEmulator]]:
     servers: list[ScriptedServer] = []
     emulators: list[KongEmulator] = []
 
     def start(script: Script) -> KongEmulator:
         path = sock_dir / f"s{len(servers)}.socket"
         servers.append(ScriptedServer(path, script))
-        emu = KongEmulator(path, timeout=5)
+        emu = KongEmulator(path, kong_version=kong_version, timeout=5)
         emulators.append(emu)
         return emu
 
@@ -61,7 +61,7 @@ def test_pool_reuses_one_connection_for_sequential_calls(serve: Callable[[Script
     assert emu.rpc.pool.idle_count() == 1
 
 
-def test_pool_keeps_at_most_pool_size_idle_connections(sock_dir: Path) -> None:
+def test_pool_keeps_at_most_pool_size_idle_connections(sock_dir: Path, kong_version: str) -> None:
     gate = threading.Barrier(4)
 
     def slow(conn: PeerConn) -> None:
@@ -71,7 +71,7 @@ def test_pool_keeps_at_most_pool_size_idle_connections(sock_dir: Path) -> None:
 
     server = ScriptedServer(sock_dir / "p.socket", slow)
     try:
-        with KongEmulator(sock_dir / "p.socket", pool_size=2, timeout=5) as emu:
+        with KongEmulator(sock_dir / "p.socket", kong_version=kong_version, pool_size=2, timeout=5) as emu:
             threads = [threading.Thread(target=emu.call, args=("plugin.GetStatus", [])) for _ in range(4)]
             for t in threads:
                 t.start()
@@ -233,8 +233,11 @@ def test_server_closing_mid_call_is_a_transport_error(serve: Callable[[Script], 
         emu.call("plugin.GetStatus", [])
 
 
-def test_missing_socket_is_a_transport_error(sock_dir: Path) -> None:
-    with KongEmulator(sock_dir / "absent.socket") as emu, pytest.raises(TransportError, match="connect"):
+def test_missing_socket_is_a_transport_error(sock_dir: Path, kong_version: str) -> None:
+    with (
+        KongEmulator(sock_dir / "absent.socket", kong_version=kong_version) as emu,
+        pytest.raises(TransportError, match="connect"),
+    ):
         emu.call("plugin.GetStatus", [])
 
 

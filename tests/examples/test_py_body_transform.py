@@ -7,7 +7,7 @@ import json
 import pytest
 
 from example_paths import EXAMPLES
-from kong_pdk.testing.kit import PluginRunner
+from kong_pdk.testing import PluginRunner
 from kong_pdk.testing.pytest_plugin import KongKit
 
 

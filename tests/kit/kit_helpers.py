@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kong_pdk.testing.kit import PluginRunner
-from kong_pdk.testing.loader import PluginSpec, load_plugin
-from kong_pdk.testing.result import Result
+from kong_pdk.testing import PluginRunner
+from kong_pdk.testing.kit.loader import PluginSpec, load_plugin
+from kong_pdk.testing.kit.request_result import Result
 
 HERE = Path(__file__).parent
 CALLER: PluginSpec = load_plugin(HERE / "plugins" / "caller.py")

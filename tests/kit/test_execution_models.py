@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kong_pdk.testing.kit import PluginRunner
-from kong_pdk.testing.result import KitFailure
+from kong_pdk.testing import PluginRunner
+from kong_pdk.testing.kit.request_result import KitFailure
 from suite_tools import suite_module
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "py-hello.py"

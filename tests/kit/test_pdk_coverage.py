@@ -10,11 +10,10 @@ import json
 import pytest
 
 from kit_helpers import call
-from kong_pdk.testing.fake import FakePdk  # noqa: F401  (registers the fakes)
-from kong_pdk.testing.fake_registry import IMPLS
-from kong_pdk.testing.pdkapi import PDK_API_JSON
-from kong_pdk.testing.phase_rules import LOG_TIMER_OK, rules
-from kong_pdk.testing.result import KitFailure
+from kong_pdk.testing.fake.registry import IMPLS
+from kong_pdk.testing.kong.pdk_facts import PDK_API_JSON
+from kong_pdk.testing.fake.phase_rules import LOG_TIMER_OK, rules
+from kong_pdk.testing.kit.request_result import KitFailure
 
 FUNCTIONS = json.loads(PDK_API_JSON.read_text())["functions"]
 CALLABLE = sorted(f["name"] for f in FUNCTIONS if f["rpc_callable"])
@@ -87,5 +86,35 @@ def test_enterprise_functions_are_unknown_on_kong_oss() -> None:
 def test_functions_newer_than_the_kong_version_are_unknown() -> None:
     with pytest.raises(KitFailure, match="could not find pdk method"):
         call("access", "kong.service.request.clear_query_arg", "a", kong_version=(3, 8))
+    with pytest.raises(KitFailure, match="could not find pdk method"):
+        call("access", "kong.service.request.clear_query_arg", "a", kong_version="3.8.1")
     res = call("access", "kong.service.request.clear_query_arg", "a", url="http://x/?a=1&b=2")
     assert res.service_request is not None and res.service_request.raw_query == "b=2"
+
+
+def test_phase_rules_are_the_data_files_as_the_core_reads_them() -> None:
+    # src/pdk_table.rs: external_phases, or no limit when phases is null. No overrides.
+    for fn in FUNCTIONS:
+        want = None if fn["phases"] is None else tuple(fn["external_phases"])
+        assert rules()[fn["name"]].phases == want, fn["name"]
+
+
+@pytest.mark.parametrize("method", ["kong.response.exit", "kong.response.error"])
+def test_exit_and_error_work_in_the_response_phase(method: str) -> None:
+    # Kong's code checks rewrite/access/response/header_filter for both (its docs omit response).
+    res = call("response", method, 502, "replaced")
+    assert res.events["response"].outcome in ("exit", "error") and not res.violations
+    assert res.client_response is not None and res.client_response.status == 502
+
+
+def test_the_registry_lists_every_module_with_fakes_and_refuses_a_name_twice() -> None:
+    from pathlib import Path
+
+    from kong_pdk.testing.fake import registry
+
+    fake_dir = Path(registry.__file__).parent
+    defining = sorted(p.stem for p in fake_dir.glob("*.py") if "FUNCTIONS = FunctionTable()" in p.read_text())
+    assert sorted(m.__name__.rsplit(".", 1)[1] for m in registry.MODULES) == defining
+    assert sum(len(m.FUNCTIONS) for m in registry.MODULES) == len(IMPLS)
+    with pytest.raises(RuntimeError, match="implemented twice"):
+        registry.merged([registry.MODULES[0].FUNCTIONS, registry.MODULES[0].FUNCTIONS])

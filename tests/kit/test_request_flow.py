@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from kit_helpers import CALLER, call, returned, runner
-from kong_pdk.testing.kit import PluginRunner
-from kong_pdk.testing.loader import load_plugin
-from kong_pdk.testing.result import KitFailure
-from kong_pdk.testing.schema import ConfigError
+from kong_pdk.testing import PluginRunner
+from kong_pdk.testing.kit.loader import load_plugin
+from kong_pdk.testing.kit.request_result import KitFailure
+from kong_pdk.testing.kit.schema import ConfigError
 
 HERE = Path(__file__).parent
 
@@ -174,7 +174,7 @@ SCHEMA = (
 
 @pytest.mark.parametrize(("config", "message"), CONFIG_CASES)
 def test_config_kong_would_refuse(config: dict[str, object], message: str) -> None:
-    from kong_pdk.testing.schema import validate_config
+    from kong_pdk.testing.kit.schema import validate_config
 
     with pytest.raises(ConfigError) as info:
         validate_config(SCHEMA, config)
@@ -182,8 +182,8 @@ def test_config_kong_would_refuse(config: dict[str, object], message: str) -> No
 
 
 def test_config_defaults_and_nulls_reach_the_plugin() -> None:
-    from kong_pdk.testing.lua import NULL
-    from kong_pdk.testing.schema import validate_config
+    from kong_pdk.testing.kong.lua import NULL
+    from kong_pdk.testing.kit.schema import validate_config
 
     assert validate_config(SCHEMA, {"count": 2}) == {
         "message": "hi",
@@ -201,3 +201,15 @@ def test_config_defaults_and_nulls_reach_the_plugin() -> None:
 def test_hello_example_refuses_a_bad_config() -> None:
     with pytest.raises(ConfigError, match="expected a string"):
         PluginRunner(load_plugin(HERE.parent.parent / "examples" / "py-hello.py"), {"message": 1})
+
+
+@pytest.mark.parametrize("kong_version", [(3, 4), (3, 6), (3, 9)])
+def test_the_kong_version_of_the_world_is_the_emulators(kong_version: tuple[int, int]) -> None:
+    # World.kong_version picks the Kong that plays the request on the wire too
+    # (its instance cache, __seq__ and Config keys), not only the fake PDK and headers.
+    r = runner({"access": [["kong.request.get_method", []]]}, kong_version=kong_version)
+    res = r.http()
+    assert res.events["access"].outcome == "ret"
+    emu = r.server.emulator("http", kong_version)
+    assert emu.kong_version == kong_version
+    assert r.plugin_id in emu.instances.snapshot()  # this Kong started the instance

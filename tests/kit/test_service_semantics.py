@@ -8,7 +8,7 @@ import pytest
 
 from kit_helpers import call, returned, runner
 from kong_pdk.testing.http import Response, ServiceRequest
-from kong_pdk.testing.world import default_route, default_service
+from kong_pdk.testing.fake.world import default_route, default_service
 
 
 def upstream_of(*calls: list[Any], **options: Any) -> ServiceRequest:
@@ -127,12 +127,11 @@ def test_setter_arguments_are_checked() -> None:
 def test_service_response_getters_read_the_upstream_response() -> None:
     # For an external plugin Kong refuses these in the log timer (protocol.md §5.4;
     # test_pdk_coverage checks that), so their values are checked on the exchange.
-    from kong_pdk.testing.exchange import Exchange
-    from kong_pdk.testing.fake import FakePdk  # noqa: F401  (registers the fakes)
-    from kong_pdk.testing.fake_registry import IMPLS
+    from kong_pdk.testing.fake.exchange import Exchange
+    from kong_pdk.testing.fake.registry import IMPLS
     from kong_pdk.testing.http import Request
-    from kong_pdk.testing.lua import LuaMulti
-    from kong_pdk.testing.world import World
+    from kong_pdk.testing.kong.lua import LuaMulti
+    from kong_pdk.testing.fake.world import World
 
     ex = Exchange.begin(Request(), World())
     assert IMPLS["kong.service.response.get_status"](ex) is None

@@ -7,8 +7,7 @@
   ``kong.PythonStyleKong``, ``kong.AsyncLuaStyleKong``,
   ``kong.AsyncPythonStyleKong``) with the Lua parameter names and the return
   type the data says crosses the bridge (wrapped in ``Awaitable`` for the async
-  classes, ``NoReturn`` for terminal calls in every style), and
-  ``functions.FUNCTIONS`` agrees with the data row by row.
+  classes, ``NoReturn`` for terminal calls in every style).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 GEN = REPO / "scripts" / "gen_pdk.py"
 DATA = REPO / "python" / "kong_pdk" / "pdk" / "pdk-api.json"
 OWNED_DIRS = ("python/kong_pdk/pdk/kong", "docs/pdk")
-TABLE = "python/kong_pdk/pdk/functions.py"
 
 
 def generated_tree(root: Path) -> dict[str, str]:
@@ -41,8 +39,6 @@ def generated_tree(root: Path) -> dict[str, str]:
             for p in sorted(base.rglob("*")):
                 if p.is_file() and "__pycache__" not in p.parts:
                     files[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8")
-    if (root / TABLE).is_file():
-        files[TABLE] = (root / TABLE).read_text(encoding="utf-8")
     return files
 
 
@@ -57,7 +53,7 @@ def test_committed_files_equal_fresh_generation(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     fresh = generated_tree(tmp_path)
     committed = generated_tree(REPO)
-    assert TABLE in fresh and "python/kong_pdk/pdk/kong/__init__.py" in fresh
+    assert "python/kong_pdk/pdk/kong/__init__.py" in fresh
     missing = sorted(set(fresh) - set(committed))
     stale = sorted(set(committed) - set(fresh))
     differ = sorted(rel for rel in set(fresh) & set(committed) if fresh[rel] != committed[rel])
@@ -100,11 +96,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import kong_pdk.pdk.kong as kong
-from kong_pdk.pdk import functions
 
 data = json.load(open(sys.argv[1], encoding="utf-8"))
 callable_fns = [f for f in data["functions"] if f["rpc_callable"]]
-names = {f["name"] for f in callable_fns}
 assert kong.kong is kong.LuaStyleKong, "kong.kong must be the lua-style class"
 ROOTS = {
     "LuaStyle": kong.LuaStyleKong,
@@ -114,9 +108,6 @@ ROOTS = {
 }
 assert all(isinstance(root, type) for root in ROOTS.values())
 assert set(kong.__all__) == {p + "Kong" for p in ROOTS} | {"kong"}, kong.__all__
-assert set(functions.FUNCTIONS) == names, set(functions.FUNCTIONS) ^ names
-assert set(functions.NOT_RPC_CALLABLE) == {f["name"] for f in data["functions"]} - names
-assert tuple(functions.EXTERNAL_PLUGIN_PHASES) == tuple(data["external_plugin_phases"])
 ns = {"Any": Any, "NoReturn": NoReturn, "Mapping": Mapping, "Sequence": Sequence,
       "Awaitable": Awaitable}
 
@@ -141,13 +132,6 @@ def resolve(root, dotted):
 
 
 for f in callable_fns:
-    row = functions.FUNCTIONS[f["name"]]
-    ext = f["external_phases"]
-    assert row["external_phases"] == (None if ext is None else tuple(ext)), f["name"]
-    assert row["terminal"] is f["terminal"], f["name"]
-    fixed = [p for p in f["params"] if not p.get("variadic")]
-    assert row["params"] == tuple((p["name"], p["optional"]) for p in fixed), f["name"]
-    assert row["variadic"] is (len(fixed) != len(f["params"])), f["name"]
     for prefix, root in ROOTS.items():
         lua, aio = "Lua" in prefix, prefix.startswith("Async")
         owner, method = resolve(root, f["name"])

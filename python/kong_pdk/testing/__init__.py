@@ -1,15 +1,22 @@
-"""Test tools for plugin servers: a wire-level Kong emulator.
+"""Test tools for plugin servers: a wire-level Kong emulator and a plugin test kit.
 
-``KongEmulator`` plays Kong over the server's Unix socket, following
-docs/protocol.md to the letter: Kong's MessagePack encoding (``luapack``), its
-reader, its connection pool, the StartInstance/HandleEvent/Step loop and its instance
-cache. Replies are decoded with the stock ``msgpack`` package (``pip install
-'kong-pdk-native[testing]'``), so a server is never checked by our own decoder.
+The sub-packages, each importing only from those before it:
 
-The emulator does not import ``kong_pdk._core``: it talks to a server over a socket only.
-The plugin test kit built on it (``PluginRunner``, ``load_plugin``, ``Request``,
-``Response``, ``World``; see docs/testing.md) serves plugins in-process. Every
-name is imported on first use.
+* ``kong``: Kong's side of the wire. ``KongEmulator`` plays a Kong worker over
+  the server's Unix socket, following docs/protocol.md to the letter. It
+  talks to a server over a socket only, and never imports the native core;
+* ``http``: the HTTP model (``Request``, ``Response``, headers, arguments, bodies);
+* ``fake``: the fake Kong PDK that answers the emulator's PDK calls from one
+  request's state, inside a ``World``;
+* ``kit``: the plugin test kit (``PluginRunner``, ``load_plugin``; see
+  docs/testing.md), which serves plugins in-process with the native core.
+
+At this level only entry points that must import without the testing extra:
+this module (its names load on first use), ``pytest_plugin`` (pytest's entry
+point, imported in every session) and ``run`` (``kong-pdk run``). The
+documented module paths ``kong_pdk.testing.schema``, ``.loader`` and
+``.world`` still work. ``tests/emulator/test_package_boundaries.py`` checks
+all of this by reading the imports.
 
 Example::
 
@@ -29,57 +36,74 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kong_pdk.testing.answers import Answer, AnswerTable
-    from kong_pdk.testing.connection import KongConnection
-    from kong_pdk.testing.emulator import KongEmulator
-    from kong_pdk.testing.errors import KongProtocolError, LuaError, RpcError, TransportError
+    from kong_pdk.testing.fake import World
     from kong_pdk.testing.http import Request, Response
-    from kong_pdk.testing.kit import PluginRunner
-    from kong_pdk.testing.loader import load_plugin
-    from kong_pdk.testing.lua import NULL, LuaMulti
-    from kong_pdk.testing.luapack import AsMap, Bin, pack
-    from kong_pdk.testing.result import KitFailure
-    from kong_pdk.testing.results import EventResult, Outcome, PdkCall, TerminalCall
-    from kong_pdk.testing.schema import ConfigError
-    from kong_pdk.testing.wire import Notification, Reply
-    from kong_pdk.testing.world import World
+    from kong_pdk.testing.kit import ConfigError, KitFailure, PluginRunner, load_plugin
+    from kong_pdk.testing.kong import (
+        NULL,
+        Answer,
+        AnswerTable,
+        AsMap,
+        Bin,
+        EventResult,
+        KongConnection,
+        KongEmulator,
+        KongProtocolError,
+        LuaError,
+        LuaMulti,
+        Notification,
+        Outcome,
+        PdkCall,
+        Reply,
+        RpcError,
+        TerminalCall,
+        TransportError,
+        pack,
+    )
 
-# Every name is loaded on first use (PEP 562): importing a submodule such as
-# ``kong_pdk.testing.pytest_plugin`` (which pytest does in every session, as an
-# entry point) must not need msgpack, nor the native core.
-_WHERE = {
-    "KongEmulator": "emulator",
-    "KongConnection": "connection",
-    "EventResult": "results",
-    "PdkCall": "results",
-    "TerminalCall": "results",
-    "Outcome": "results",
-    "Reply": "wire",
-    "Notification": "wire",
-    "RpcError": "errors",
-    "TransportError": "errors",
-    "KongProtocolError": "errors",
-    "LuaError": "errors",
-    "NULL": "lua",
-    "LuaMulti": "lua",
-    "Bin": "luapack",
-    "AsMap": "luapack",
-    "Answer": "answers",
-    "AnswerTable": "answers",
-    "pack": "luapack",
-    "PluginRunner": "kit",
-    "load_plugin": "loader",
-    "Request": "http",
-    "Response": "http",
-    "World": "world",
-    "KitFailure": "result",
-    "ConfigError": "schema",
-}
-__all__ = list(_WHERE)
+__all__ = [
+    # kong_pdk.testing.kong
+    "KongEmulator",
+    "KongConnection",
+    "EventResult",
+    "PdkCall",
+    "TerminalCall",
+    "Outcome",
+    "Reply",
+    "Notification",
+    "RpcError",
+    "TransportError",
+    "KongProtocolError",
+    "LuaError",
+    "NULL",
+    "LuaMulti",
+    "Bin",
+    "AsMap",
+    "Answer",
+    "AnswerTable",
+    "pack",
+    # kong_pdk.testing.http
+    "Request",
+    "Response",
+    # kong_pdk.testing.fake
+    "World",
+    # kong_pdk.testing.kit
+    "PluginRunner",
+    "load_plugin",
+    "KitFailure",
+    "ConfigError",
+]
+
+# In layer order: a name of the emulator never loads the kit (nor the native core).
+_SUBPACKAGES = ("kong", "http", "fake", "kit")
 
 
 def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kong_pdk.testing' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kong_pdk.testing.{module}"), name)
+    # Loaded on first use (PEP 562): importing ``kong_pdk.testing.pytest_plugin``,
+    # which pytest does in every session, must need neither msgpack nor the core.
+    if name in __all__:
+        for sub in _SUBPACKAGES:
+            package = importlib.import_module(f"kong_pdk.testing.{sub}")
+            if name in package.__all__:
+                return getattr(package, name)
+    raise AttributeError(f"module 'kong_pdk.testing' has no attribute {name!r}")

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from kong_pdk.testing.kit import PluginRunner
-    from kong_pdk.testing.loader import PluginSpec
+    from kong_pdk.testing.kit.runner import PluginRunner
+    from kong_pdk.testing.kit.loader import PluginSpec
 
 __all__ = ["KongKit", "kong", "MISSING_EXTRA"]
 
@@ -56,7 +56,7 @@ class KongKit:
 
     def load(self, path: str | Path, name: str | None = None) -> PluginSpec:
         """The ``PluginSpec`` of a plugin file (imported once per session and path)."""
-        from kong_pdk.testing.loader import load_plugin
+        from kong_pdk.testing.kit.loader import load_plugin
 
         resolved = self.path(path).resolve()
         key = resolved if name is None else resolved / name
@@ -71,7 +71,7 @@ class KongKit:
         **options: Any,
     ) -> PluginRunner:
         """A runner for a plugin file, spec or class, with ``config`` validated by its Schema."""
-        from kong_pdk.testing.kit import PluginRunner
+        from kong_pdk.testing.kit.runner import PluginRunner
 
         if isinstance(plugin, (str, Path)):
             plugin = self.load(plugin)
@@ -84,7 +84,7 @@ _SESSION_SPECS: dict[Path, PluginSpec] = {}
 
 @pytest.fixture
 def kong(request: pytest.FixtureRequest) -> KongKit:
-    """The plugin test kit (see ``kong_pdk.testing.kit``)."""
+    """The plugin test kit (see ``kong_pdk.testing.kit.runner``)."""
     from kong_pdk.install_check import warn_if_mixed
 
     warn_if_mixed()

@@ -74,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs the request ``args`` describe; returns the exit status."""
     import warnings
 
-    from kong_pdk.testing.kit import PluginRunner
-    from kong_pdk.testing.loader import load_plugin
+    from kong_pdk.testing.kit.runner import PluginRunner
+    from kong_pdk.testing.kit.loader import load_plugin
     from kong_pdk.plugin_check import PluginWarning
-    from kong_pdk.testing.result import KitFailure
-    from kong_pdk.testing.schema import ConfigError
+    from kong_pdk.testing.kit.request_result import KitFailure
+    from kong_pdk.testing.kit.schema import ConfigError
 
     try:
         config = json.loads(args.config)
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verbose(res: object) -> None:
-    from kong_pdk.testing.result import Result
+    from kong_pdk.testing.kit.request_result import Result
 
     if not isinstance(res, Result):
         return

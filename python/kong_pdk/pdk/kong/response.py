@@ -63,7 +63,7 @@ class LuaStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.error(status, message=None, headers=None)
 
-        Phases: rewrite, access.
+        Phases: rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
@@ -80,7 +80,7 @@ class LuaStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.exit(status, body=None, headers=None)
 
-        Phases: preread, rewrite, access.
+        Phases: preread, rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
@@ -232,7 +232,7 @@ class PythonStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.error(status, message=None, headers=None)
 
-        Phases: rewrite, access.
+        Phases: rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
@@ -249,7 +249,7 @@ class PythonStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.exit(status, body=None, headers=None)
 
-        Phases: preread, rewrite, access.
+        Phases: preread, rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
@@ -401,7 +401,7 @@ class AsyncLuaStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.error(status, message=None, headers=None)
 
-        Phases: rewrite, access.
+        Phases: rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
@@ -418,7 +418,7 @@ class AsyncLuaStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.exit(status, body=None, headers=None)
 
-        Phases: preread, rewrite, access.
+        Phases: preread, rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
@@ -587,7 +587,7 @@ class AsyncPythonStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.error(status, message=None, headers=None)
 
-        Phases: rewrite, access.
+        Phases: rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
@@ -604,7 +604,7 @@ class AsyncPythonStyleResponse(Protocol):
     ) -> NoReturn:
         """kong.response.exit(status, body=None, headers=None)
 
-        Phases: preread, rewrite, access.
+        Phases: preread, rewrite, access, response.
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
