@@ -20,6 +20,23 @@ from serving import PLUGINS, Served, wait_for_socket
 from helpers import case, headers, status, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
 
+# The models whose lifecycle is served differently: threads (the core's I/O
+# threads serve the socket) and the looped model, where the event loop's
+# thread does (all-async plugins, and -g).
+LIFECYCLE_MODELS = {
+    "thread": ("behaviours.py", ()),
+    "asyncio": ("behaviours_async.py", ()),
+    "gevent": ("behaviours.py", ("-g",)),
+}
+
+
+@pytest.fixture(params=list(LIFECYCLE_MODELS))
+def model(request: pytest.FixtureRequest) -> tuple[str, tuple[str, ...]]:
+    """The plugin file and extra flags of one execution model."""
+    if request.param == "gevent":
+        pytest.importorskip("gevent", reason="gevent is an optional extra")
+    return LIFECYCLE_MODELS[request.param]
+
 
 def test_64_events_in_flight_on_64_connections_all_progress(serve: Callable[..., Served]) -> None:
     served = serve("behaviours.py")
@@ -68,8 +85,10 @@ def test_abandoned_event_is_reclaimed_and_its_handler_unwinds(serve: Callable[..
         assert emu.handle_event(iid, "access", answers=case("plain")).outcome == "ret"
 
 
-def test_idle_instances_expire_and_kong_recovers(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py", "--instance-ttl", "0.3")
+def test_idle_instances_expire_and_kong_recovers(
+    serve: Callable[..., Served], model: tuple[str, tuple[str, ...]]
+) -> None:
+    served = serve(model[0], "--instance-ttl", "0.3", *model[1], name="behaviours")
     with KongEmulator(served.socket) as emu:
         first = emu.run_phase("behaviours", {}, "access", answers=case("plain"))
         deadline = time.monotonic() + 10
@@ -81,8 +100,10 @@ def test_idle_instances_expire_and_kong_recovers(serve: Callable[..., Served]) -
         assert again.outcome == "ret" and again.instance_id != first.instance_id
 
 
-def test_an_instance_with_an_event_in_flight_never_expires(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py", "--instance-ttl", "0.1")
+def test_an_instance_with_an_event_in_flight_never_expires(
+    serve: Callable[..., Served], model: tuple[str, tuple[str, ...]]
+) -> None:
+    served = serve(model[0], "--instance-ttl", "0.1", *model[1], name="behaviours")
     with KongEmulator(served.socket) as emu:
         iid = emu.start_instance("behaviours", {})
         first = emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
@@ -109,8 +130,10 @@ def test_ids_are_never_reused_across_restarts(serve: Callable[..., Served]) -> N
         assert err.value.is_no_plugin_instance
 
 
-def test_sigterm_drains_events_in_flight_then_removes_the_socket(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py")
+def test_sigterm_drains_events_in_flight_then_removes_the_socket(
+    serve: Callable[..., Served], model: tuple[str, tuple[str, ...]]
+) -> None:
+    served = serve(model[0], *model[1], name="behaviours")
     with KongEmulator(served.socket) as emu:
         iid = emu.start_instance("behaviours", {})
         first = emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
@@ -133,8 +156,10 @@ def test_sigterm_drains_events_in_flight_then_removes_the_socket(serve: Callable
     assert not os.path.exists(served.socket)
 
 
-def test_sigterm_with_a_stuck_event_exits_after_the_drain_timeout(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py", "--drain-timeout", "0.5")
+def test_sigterm_with_a_stuck_event_exits_after_the_drain_timeout(
+    serve: Callable[..., Served], model: tuple[str, tuple[str, ...]]
+) -> None:
+    served = serve(model[0], "--drain-timeout", "0.5", *model[1], name="behaviours")
     with KongEmulator(served.socket) as emu:
         iid = emu.start_instance("behaviours", {})
         emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
@@ -163,14 +188,15 @@ def test_stale_socket_file_is_replaced(serve: Callable[..., Served], tmp_path: P
     raise AssertionError(second.log())
 
 
-def test_server_exits_when_its_parent_dies(tmp_path: Path) -> None:
+def test_server_exits_when_its_parent_dies(tmp_path: Path, model: tuple[str, tuple[str, ...]]) -> None:
     # A middle process starts the server and dies; the server is reparented.
     prefix = tmp_path / "orphan"
     prefix.mkdir()
     log_path = tmp_path / "server.log"
     script = (
         "import subprocess, sys, os\n"
-        f"p = subprocess.Popen([sys.executable, {str(PLUGINS / 'behaviours.py')!r}, '-p', {str(prefix)!r}, '-v'],"
+        f"p = subprocess.Popen([sys.executable, {str(PLUGINS / model[0])!r}, '-p', {str(prefix)!r}, '-v',"
+        f" *{list(model[1])!r}],"
         f" stdout=subprocess.DEVNULL, stderr=open({str(log_path)!r}, 'wb'))\n"
         "print(p.pid, flush=True)\n"
         "import time\n"
@@ -194,8 +220,10 @@ def test_server_exits_when_its_parent_dies(tmp_path: Path) -> None:
     assert not os.path.exists(sock)
 
 
-def test_thousands_of_events_ending_every_way_leave_nothing_behind(serve: Callable[..., Served]) -> None:
-    served = serve("behaviours.py", "--event-timeout", "0.3")
+def test_thousands_of_events_ending_every_way_leave_nothing_behind(
+    serve: Callable[..., Served], model: tuple[str, tuple[str, ...]]
+) -> None:
+    served = serve(model[0], "--event-timeout", "0.3", *model[1], name="behaviours")
     endings = {"plain": "ret", "exit": "exit", "raise": "error", "log-anything": "ret"}
     per_way = 600
     with KongEmulator(served.socket) as emu:
