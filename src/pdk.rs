@@ -3,7 +3,7 @@
 //! `kong.request.get_header("host")` walks attribute names down a process-wide
 //! tree of dotted paths (each path is resolved and interned once) and the call
 //! becomes one `{Method, Args}` reply to Kong, written through the event's
-//! `EventLink` (events.rs). The handler then waits for Kong's Step with the GIL
+//! `EventLink` (events/link.rs). The handler then waits for Kong's Step with the GIL
 //! released (docs/architecture.md, "Design rules": the GIL is held only while Python runs), or, on an
 //! event loop, gets a token the loop resolves later.
 //!

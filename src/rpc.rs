@@ -120,6 +120,28 @@ pub fn parse_request(frame: Value) -> Result<Request, (Value, String)> {
     })
 }
 
+/// The argument of a `plugin.Step*`: `{EventId, Data}`. Read in one place
+/// for the I/O task (`service.rs`), a handler reading its lent connection
+/// (`events/lent.rs`) and the looped model.
+pub struct StepArgs {
+    pub event_id: u64,
+    /// `None` when Kong sent no `Data` (the PDK function returned nil).
+    pub data: Option<Value>,
+}
+
+impl StepArgs {
+    pub fn parse(arg: Option<&Value>) -> Result<StepArgs, &'static str> {
+        let entries = arg.and_then(as_map).ok_or("Step expects {EventId, Data}")?;
+        let event_id = field(entries, "EventId")
+            .and_then(as_u64)
+            .ok_or("Step expects an integer EventId")?;
+        Ok(StepArgs {
+            event_id,
+            data: field(entries, "Data").cloned(),
+        })
+    }
+}
+
 /// Appends `[1, msgid, nil, ` — the result is to be written after it.
 pub fn write_ok_prefix(out: &mut Vec<u8>, msgid: u64) {
     write_header(out, msgid);

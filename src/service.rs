@@ -17,7 +17,7 @@ use crate::executor::{EventJob, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, InFlight, Instance, Instances};
 use crate::phase::Phase;
-use crate::rpc::{as_map, as_u64, field, map, Method, Request};
+use crate::rpc::{as_map, as_u64, field, map, Method, Request, StepArgs};
 use crate::writer::ConnWriter;
 
 /// What the server knows about the plugin it serves.
@@ -64,7 +64,7 @@ pub type Reply = Result<Encoded, String>;
 /// A result to encode, or none because the handler replies itself.
 pub enum Encoded {
     Value(Value),
-    /// The event's handler writes this reply itself (see `events.rs`).
+    /// The event's handler writes this reply itself (see `events/link.rs`).
     Deferred,
 }
 
@@ -271,11 +271,7 @@ impl Service {
     }
 
     fn step(&self, arg: &Value, is_error: bool, route: Route) -> Reply {
-        let entries = as_map(arg).ok_or("Step expects {EventId, Data}")?;
-        let id = field(entries, "EventId")
-            .and_then(as_u64)
-            .ok_or("Step expects an integer EventId")?;
-        let data = field(entries, "Data").cloned();
+        let StepArgs { event_id: id, data } = StepArgs::parse(Some(arg))?;
         let parked = self
             .events
             .take(id)

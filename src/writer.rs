@@ -3,7 +3,7 @@
 //! The reply to a `HandleEvent` or `Step` is the handler's next output, so the
 //! handler's own thread writes it instead of handing it back to the I/O task.
 //! In the thread model the handler also *borrows* the connection while it
-//! waits for Kong's next Step (see `events.rs`, `Lend`), reading it directly.
+//! waits for Kong's next Step (see `events/lent.rs`), reading it directly.
 //! This object owns the connection's one descriptor; the I/O task watches it
 //! through tokio (`AsyncFd`), so a connection costs one descriptor.
 //!

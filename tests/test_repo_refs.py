@@ -10,7 +10,7 @@ How a citation is resolved:
 * a Markdown link target ``[text](path)`` is resolved as a browser or MkDocs
   would, relative to the citing file;
 * any other mention is accepted when some tracked file's path ends with it
-  (``events.rs`` is ``src/events.rs``, ``kong_pdk/cli.py`` is
+  (``service.rs`` is ``src/service.rs``, ``kong_pdk/cli.py`` is
   ``python/kong_pdk/cli.py``).
 
 Only names with an extension of our own kinds of files are citations; names of
@@ -174,9 +174,9 @@ def test_cited_protocol_sections_exist() -> None:
 
 def test_the_checks_can_fail(tmp_path: Path) -> None:
     """The matchers find what they must: a dead mention, a dead link, a live one."""
-    assert MENTION.findall("see design.md and src/events.rs, not example.com") == ["design.md", "src/events.rs"]
+    assert MENTION.findall("see design.md and src/service.rs, not example.com") == ["design.md", "src/service.rs"]
     assert LINK.findall("[a](docs/x.md#part) [b](https://e.org/y.md)") == ["docs/x.md", "https://e.org/y.md"]
-    assert exists_by_suffix("events.rs") and exists_by_suffix("kong_pdk/cli.py")
+    assert exists_by_suffix("service.rs") and exists_by_suffix("kong_pdk/cli.py")
     assert not exists_by_suffix("design.md") and not exists_by_suffix("reference/protocol.md")
     assert exists_relative("docs/testing.md", "pdk/README.md")
     assert not exists_relative("README.md", "pdk/README.md")

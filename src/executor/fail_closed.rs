@@ -9,7 +9,7 @@
 //!
 //! This is the routine for events whose handler is gone or out of reach, run
 //! on the async runtime with no Python. A handler that raised on its own
-//! thread or loop does the same through its `kong` object (thread.rs,
+//! thread or loop does the same through its `kong` object (executor/thread/mod.rs,
 //! runners.py), so that its exception text reaches Kong the same way.
 
 use crate::events::EventLink;

@@ -4,7 +4,7 @@
 //! [`Executor`] to create a plugin object for a config and to run one event,
 //! handing it the event's [`EventLink`], through which the handler's side
 //! answers Kong. Each execution model is one implementation of this seam; the
-//! PDK proxy (`pdk.rs`) and the event protocol (`events.rs`) are shared by all.
+//! PDK proxy (`pdk.rs`) and the event protocol (`events/`) are shared by all.
 //!
 //! The GIL rule: an executor holds the GIL only while Python code runs. A PDK
 //! call waits for Kong detached (see `pdk.rs`).
@@ -16,7 +16,6 @@
 
 pub mod bridge;
 pub mod fail_closed;
-pub mod pool;
 pub mod process;
 pub mod thread;
 

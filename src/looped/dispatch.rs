@@ -132,8 +132,7 @@ fn step(
     is_error: bool,
     route: Route,
 ) -> Result<Encoded, String> {
-    let id = event_id(arg, "Step")?;
-    let data = as_map(arg).and_then(|m| field(m, "Data")).cloned();
+    let rpc::StepArgs { event_id: id, data } = rpc::StepArgs::parse(Some(arg))?;
     let event = core
         .events
         .get(id)

@@ -25,7 +25,7 @@ use crate::rpc::map;
 
 /// One event's line to its worker: every RPC of the event goes over the same
 /// connection. While a thread-model handler waits for its next Step it reads
-/// the connection that carried its last reply (events.rs `Lend`), so the
+/// the connection that carried its last reply (`events/lent.rs`), so the
 /// Step arrives right where it is awaited. The connection goes back to the
 /// pool when the event ends.
 struct Session {

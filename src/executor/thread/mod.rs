@@ -11,9 +11,11 @@
 //! `--handler-timeout` a watchdog fails closed every event whose handler has
 //! held Kong's request too long (the thread may stay stuck; the event ends).
 
-use std::collections::HashMap;
+mod pool;
+mod watchdog;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -21,16 +23,12 @@ use pyo3::IntoPyObjectExt;
 use rmpv::Value;
 
 use super::fail_closed::fail_closed;
-use super::pool::{promise_idle, Pool};
-use super::{new_instance, report, Running};
-use super::{EventJob, Executor, PluginHandle};
+use super::{new_instance, report, EventJob, Executor, PluginHandle, Running};
 use crate::convert::{write_py, Unsendable};
-use crate::events::EventLink;
 use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
 use crate::phase::Phase;
-
-/// The events whose handlers run now, for the watchdog.
-type Watched = Mutex<HashMap<u64, (Weak<EventCtx>, Phase)>>;
+use pool::{promise_idle, Pool};
+use watchdog::{watchdog, Watched};
 
 pub struct ThreadExecutor {
     pool: Pool,
@@ -108,7 +106,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
     } = job;
     let ctx = Arc::new(EventCtx::new(phase, link, lua_style, Waiter::Block));
     if let Some(w) = &watched {
-        lock(w).insert(ctx.event_id, (Arc::downgrade(&ctx), phase));
+        w.watch(&ctx, phase);
     }
     let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
         instance
@@ -118,7 +116,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
             .call_method1(phase.name(), (kong,))
     });
     if let Some(w) = &watched {
-        lock(w).remove(&ctx.event_id);
+        w.unwatch(ctx.event_id);
     }
     match result {
         Ok(_) => {
@@ -166,36 +164,4 @@ fn encode<'py, T: IntoPyObject<'py>>(py: Python<'py>, arg: T) -> PyResult<Vec<u8
     let _ = rmp::encode::write_array_len(&mut out, 1);
     write_py(&mut out, &arg, Unsendable::Stringify)?;
     Ok(out)
-}
-
-fn lock(watched: &Watched) -> std::sync::MutexGuard<'_, HashMap<u64, (Weak<EventCtx>, Phase)>> {
-    watched.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Fails closed every event whose handler has held Kong's request for
-/// `limit`; ends with the executor.
-async fn watchdog(watched: Weak<Watched>, limit: Duration, runtime: tokio::runtime::Handle) {
-    let period = (limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(watched) = watched.upgrade() else {
-            return;
-        };
-        let stuck: Vec<(EventLink, Phase)> = lock(&watched)
-            .values()
-            .filter_map(|(ctx, phase)| {
-                let ctx = ctx.upgrade()?;
-                ctx.take_stuck(limit).map(|link| (link, *phase))
-            })
-            .collect();
-        for (link, phase) in stuck {
-            let message = format!(
-                "{} handler timed out: it ran {:.1} s without answering Kong (--handler-timeout)",
-                link.label,
-                limit.as_secs_f64()
-            );
-            log::error!("event {}: {message}", link.event_id);
-            runtime.spawn(async move { fail_closed(&link, phase, &message).await });
-        }
-    }
 }

@@ -1,0 +1,207 @@
+//! The handler's side of one event: it writes each output as the reply to
+//! the RPC Kong has in flight, parking the event before a PDK call.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::registry::{Answer, Events, Parked, Resume};
+use super::route::{Lend, Route};
+use crate::rpc;
+use crate::wake::Wake;
+use crate::writer::ConnWriter;
+
+/// The handler side of one event: writes its outputs as replies to Kong.
+pub struct EventLink {
+    pub event_id: u64,
+    pub label: Arc<str>,
+    pub(super) events: Arc<Events>,
+    /// The RPC in flight, and since when the handler has had it: `None` while
+    /// a PDK call waits for Kong, and once the event has ended.
+    route: Mutex<Option<(Route, Instant)>>,
+}
+
+/// Why an output could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// The event can no longer reach Kong (its connection is gone, or it ended).
+    Unreachable,
+    /// Another PDK call of this event is still waiting for Kong's answer:
+    /// Kong runs one call of an event at a time.
+    Busy,
+}
+
+impl EventLink {
+    pub fn new(event_id: u64, label: Arc<str>, events: Arc<Events>, route: Route) -> Self {
+        EventLink {
+            event_id,
+            label,
+            events,
+            route: Mutex::new(Some((route, Instant::now()))),
+        }
+    }
+
+    fn route(&self) -> MutexGuard<'_, Option<(Route, Instant)>> {
+        self.route.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the RPC in flight away from a handler that has held it for at
+    /// least `limit` without answering: a new link on the same event, for
+    /// whoever answers Kong in its place. The handler's own link is left
+    /// without a route, so nothing it sends later reaches Kong.
+    pub fn take_stuck(&self, limit: Duration) -> Option<EventLink> {
+        let mut route = self.route();
+        if route
+            .as_ref()
+            .is_none_or(|(_, since)| since.elapsed() < limit)
+        {
+            return None;
+        }
+        let (route, _) = route.take()?;
+        Some(EventLink::new(
+            self.event_id,
+            Arc::clone(&self.label),
+            Arc::clone(&self.events),
+            route,
+        ))
+    }
+
+    /// Writes the reply to the RPC in flight on `route`; returns the route's
+    /// lend, if any. `result` appends the encoded result to the reply.
+    fn write_to(
+        &self,
+        route: Route,
+        result: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(Arc<ConnWriter>, Option<Lend>), LinkError> {
+        let mut out = Vec::with_capacity(64);
+        rpc::write_ok_prefix(&mut out, route.msgid);
+        result(&mut out);
+        match route.writer.write_all(&out) {
+            Ok(()) => Ok((route.writer, route.lend)),
+            Err(e) => {
+                log::debug!("event {}: reply not written: {e}", self.event_id);
+                Err(LinkError::Unreachable)
+            }
+        }
+    }
+
+    /// Writes the event's last output.
+    fn write_last(&self, result: impl FnOnce(&mut Vec<u8>)) -> Result<(), LinkError> {
+        let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
+        self.write_to(route, result).map(drop)
+    }
+
+    /// Sends a PDK call; Kong's answer arrives on the returned receiver.
+    pub fn call(&self, method: &str, args: &[u8]) -> Result<oneshot::Receiver<Resume>, LinkError> {
+        self.send(method, args, None).map(|(resumed, _)| resumed)
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(super) fn send(
+        &self,
+        method: &str,
+        args: &[u8],
+        wake: Option<Arc<Wake>>,
+    ) -> Result<(oneshot::Receiver<Resume>, Option<(Arc<ConnWriter>, Lend)>), LinkError> {
+        // Taken before parking: a second call while one waits must not
+        // replace the first one's place in the registry.
+        let (route, _) = self.route().take().ok_or(LinkError::Busy)?;
+        let (resume, resumed) = oneshot::channel();
+        // Parked before the reply is written: Kong's Step may follow at once.
+        self.events.park(
+            self.event_id,
+            Parked::new(resume, Arc::clone(&self.label), wake),
+        );
+        match self.write_to(route, |out| {
+            write_call_result(out, self.event_id, method, args)
+        }) {
+            Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
+            Err(e) => {
+                drop(self.events.take(self.event_id));
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends a terminal call: Kong never answers it (docs/protocol.md §5.2.3).
+    pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
+        self.write_last(|out| write_call_result(out, self.event_id, method, args))
+    }
+
+    /// The handler returned: `"ret"`.
+    pub fn done(&self) -> Result<(), LinkError> {
+        self.write_last(|out| {
+            let _ = rmp::encode::write_map_len(out, 2);
+            rpc::write_str(out, "Data");
+            rpc::write_str(out, "ret");
+            rpc::write_str(out, "EventId");
+            let _ = rmp::encode::write_uint(out, self.event_id);
+        })
+    }
+
+    /// Takes Kong's answer and the route for the next reply.
+    pub fn resume(&self, resume: Resume) -> Answer {
+        *self.route() = Some((resume.route, Instant::now()));
+        resume.answer
+    }
+}
+
+/// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around
+/// already encoded args.
+pub fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_map_len(out, 2);
+    rpc::write_str(out, "Data");
+    let _ = rmp::encode::write_map_len(out, 2);
+    rpc::write_str(out, "Method");
+    rpc::write_str(out, method);
+    rpc::write_str(out, "Args");
+    out.extend_from_slice(args);
+    rpc::write_str(out, "EventId");
+    let _ = rmp::encode::write_uint(out, event_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::IdAllocator;
+
+    #[test]
+    fn a_link_parks_before_it_writes_and_unparks_when_it_cannot() {
+        let events = Arc::new(Events::new(IdAllocator::starting_at(1)));
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let writer = Arc::new(ConnWriter::new(a, 1 << 20).expect("writer"));
+        let link = EventLink::new(
+            5,
+            Arc::from("t"),
+            Arc::clone(&events),
+            Route {
+                writer,
+                msgid: 9,
+                lend: None,
+            },
+        );
+        let _resumed = link
+            .call("kong.request.get_header", &[0x91, 0xa1, b'x'])
+            .expect("written");
+        assert_eq!(events.len(), 1);
+        let mut buf = [0u8; 128];
+        let n = std::io::Read::read(&mut b, &mut buf).expect("read");
+        let reply = rmpv::decode::read_value(&mut &buf[..n]).expect("msgpack");
+        assert_eq!(reply[1].as_u64(), Some(9));
+        assert_eq!(
+            reply[3]["Data"]["Method"].as_str(),
+            Some("kong.request.get_header")
+        );
+        // No route until Kong steps again: a second call is refused and
+        // leaves the first one parked.
+        assert_eq!(
+            link.call("kong.log.err", &[0x90]).err(),
+            Some(LinkError::Busy)
+        );
+        assert_eq!(events.len(), 1);
+    }
+
+    use std::os::unix::net::UnixStream;
+}

@@ -1,0 +1,33 @@
+//! The event registry, and how an event's outputs reach Kong.
+//!
+//! An event is one run of one phase handler (docs/protocol.md §5). Its handler runs
+//! elsewhere (an executor); each of its outputs answers the RPC Kong is
+//! waiting on: a PDK call `{Method, Args}`, a terminal call, or `"ret"`. The
+//! handler's side writes that reply itself through the event's [`Route`] (the
+//! connection and msgid of the RPC in flight). Before writing a PDK call it
+//! *parks* the event here, keyed by the server-wide event id and never by
+//! connection: Kong's next `Step` may come on any pooled connection (§2). The
+//! Step takes the event out and hands the handler Kong's answer together with
+//! the route of the new RPC.
+//!
+//! An event leaves the registry on every ending: `ret`, a terminal call, an
+//! exception, the Kong-side deadline, or shutdown. Dropping a parked entry
+//! drops its resume sender, which wakes the handler with an error, so no
+//! handler waits forever.
+//!
+//! The rooms:
+//! * `registry.rs`: the events waiting for Kong, by id, and Kong's answers;
+//! * `route.rs`: where a reply goes (a connection and a msgid), and the
+//!   connection's reading lent to a handler;
+//! * `link.rs`: the handler's side of one event, which writes its outputs;
+//! * `lent.rs`: the thread model's fast path: a blocked handler reads its
+//!   next Step straight off the connection it was lent.
+
+mod lent;
+mod link;
+mod registry;
+mod route;
+
+pub use link::{write_call_result, EventLink, LinkError};
+pub use registry::{step_answer, Answer, Events, Resume};
+pub use route::{Lend, Route};
