@@ -95,18 +95,6 @@ impl PdkPath {
             || Arc::new(PdkPath::new(&full, function)),
         )))
     }
-
-    /// Resolves a full dotted name known to exist (the executor's own calls).
-    pub fn resolve(dotted: &str) -> Arc<PdkPath> {
-        let mut node = Arc::clone(Self::root());
-        for part in dotted.split('.').skip(1) {
-            node = match node.child(part) {
-                Ok(child) => child,
-                Err(_) => Arc::new(PdkPath::new(dotted, None)),
-            };
-        }
-        node
-    }
 }
 
 /// Logs a call made in a phase where Kong does not allow it, once per pair.
@@ -307,12 +295,13 @@ impl EventCtx {
         }
     }
 
-    /// The handler watchdog's move: when the handler has held Kong's RPC for
-    /// `limit` without answering, takes the RPC away (a link for whoever
-    /// answers Kong in its place); the handler's later calls raise
+    /// Takes the RPC in flight away from the handler when it has held it
+    /// for at least `held_for` (the watchdog), or at once (`ZERO`: a handler
+    /// that raised): a link for whoever answers Kong in its place
+    /// (`executor/fail_closed.rs`). The handler's later calls raise
     /// `EventAbandoned` and its return sends nothing.
-    pub fn take_stuck(&self, limit: std::time::Duration) -> Option<EventLink> {
-        let link = self.link.take_stuck(limit)?;
+    pub fn take_over(&self, held_for: std::time::Duration) -> Option<EventLink> {
+        let link = self.link.take_stuck(held_for)?;
         self.state.store(ABANDONED, Ordering::Release);
         Some(link)
     }
@@ -323,16 +312,6 @@ impl EventCtx {
             self.state
                 .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
         self.ended_error(py)
-    }
-
-    /// Sends one PDK call and waits, detached, for Kong's answer (thread model).
-    pub fn call(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<Answer> {
-        if !self.is_running() {
-            return Err(self.ended_error(py));
-        }
-        py.detach(|| self.link.call_blocking(&method, &args))
-            .map(|resume| self.link.resume(resume))
-            .map_err(|e| self.link_error(py, &method, e))
     }
 
     /// Kong's answer as the plugin sees it: `(value, err)` in lua style, the

@@ -112,13 +112,16 @@ def test_a_peer_that_never_reads_does_not_stall_the_others(served: Served, emu: 
 
 def test_two_pdk_calls_in_flight_in_one_event(serve: Callable[..., Served]) -> None:
     # asyncio.gather(kong.a(), kong.b()): the first call goes to Kong, the
-    # second raises at once; Kong's side stays consistent (its Step for the
-    # first call gets "ret": the handler ended meanwhile).
+    # second fails where it is awaited, and the handler raises with it. Kong's
+    # side stays consistent: the Step for the first call, which nobody awaits
+    # any more, is answered by failing the event closed (kong.log.err, 500).
     served = serve("behaviours_async.py", name="behaviours")
     with KongEmulator(served.socket) as emu:
         result = emu.run_phase("behaviours", {}, "access", answers=case("gather"))
-        assert result.outcome == "ret"
+        assert result.outcome == "error", result
         assert [c.args for c in result.calls_to("kong.request.get_header")] == [("x-case",), ("x-a",)]
+        (logged,) = result.calls_to("kong.log.err")
+        assert "already waiting for Kong" in str(logged.args[0])
         assert "a PDK call is already waiting for Kong's answer" in served.wait_log("already waiting")
         assert wait_idle(emu)["Events"] == {"Waiting": 0, "Running": 0}
         assert emu.run_phase("behaviours", {}, "access", answers=case("plain")).outcome == "ret"

@@ -24,7 +24,6 @@ runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -79,25 +78,17 @@ class LoopCore(Protocol):
 
 
 class EventHandle(Protocol):
-    """One event the core handed a runner; ``can_respond``: Kong can still send the client a response."""
-
-    can_respond: bool
+    """One event the core handed a runner."""
 
     def finish(self) -> None:
-        """Tells the core the handler has ended (however it ended)."""
+        """Tells the core the handler has returned."""
         ...
 
-    def report(self, exc: BaseException) -> str | None:
-        """Hands the core the handler's exception; returns the message to log, or None."""
+    def fail(self, exc: BaseException) -> None:
+        """Tells the core the handler raised ``exc``: the core logs it and, like a
+        Lua plugin that errors, fails the event closed (``kong.log.err``, then a
+        500 where Kong can still respond; src/executor/fail_closed.rs)."""
         ...
-
-
-def _fail_closed(kong: Any, handle: EventHandle) -> None:
-    """Like a Lua plugin that errors: a 500 where Kong can still respond."""
-    if handle.can_respond:
-        # Terminal: raises PluginExit once the call is sent.
-        with contextlib.suppress(BaseException):
-            kong.response.error(500)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -206,13 +197,10 @@ class AsyncioRunner:
             if asyncio.iscoroutine(result):
                 await result
         except BaseException as exc:  # every ending must reach Kong
-            message = handle.report(exc)
-            if message is not None:
-                with contextlib.suppress(BaseException):
-                    await kong.log.err(message)
-                _fail_closed(kong, handle)
-        finally:
+            handle.fail(exc)
+        else:
             handle.finish()
+        finally:
             task = asyncio.current_task(self.loop)
             if task is not None:
                 self._tasks.discard(task)
@@ -338,12 +326,8 @@ class GeventRunner:
         try:
             handler(kong)
         except BaseException as exc:  # every ending must reach Kong
-            message = handle.report(exc)
-            if message is not None:
-                with contextlib.suppress(BaseException):
-                    kong.log.err(message)
-                _fail_closed(kong, handle)
-        finally:
+            handle.fail(exc)
+        else:
             handle.finish()
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
@@ -172,6 +173,7 @@ impl LoopBridge {
             py,
             EventHandle {
                 ctx: Arc::clone(&ctx),
+                runtime: self.link.runtime.clone(),
                 phase,
                 plugin_name: self.plugin_name.clone(),
                 alive: Mutex::new(Some((instance, running))),
@@ -203,6 +205,7 @@ impl LoopBridge {
 #[pyclass(frozen, module = "kong_pdk._core")]
 pub struct EventHandle {
     ctx: Arc<EventCtx>,
+    runtime: tokio::runtime::Handle,
     phase: Phase,
     plugin_name: String,
     alive: Mutex<Option<(InFlight<PluginHandle>, Running)>>,
@@ -216,17 +219,19 @@ impl EventHandle {
         drop(self.alive.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
-    /// Logs the exception that ended the handler; returns the text to send to
-    /// Kong's error log, or None when there is nothing to report.
-    fn report(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> Option<String> {
+    /// The handler raised `exc`: logs it, and unless it was the unwinding of
+    /// `kong.response.exit` or of an abandoned event, fails the event closed
+    /// (`fail_closed.rs`); otherwise as `finish`.
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
         let err = PyErr::from_value(exc);
-        report(py, &self.ctx, self.phase, &self.plugin_name, &err)
-    }
-
-    /// Whether a failing handler should answer with a 500 (rewrite, access).
-    #[getter]
-    fn can_respond(&self) -> bool {
-        self.phase.can_respond() && self.ctx.is_running()
+        let message = report(py, &self.ctx, self.phase, &self.plugin_name, &err);
+        match message.and_then(|m| self.ctx.take_over(Duration::ZERO).map(|link| (link, m))) {
+            Some((link, message)) => {
+                super::fail_closed::spawn(&self.runtime, link, self.phase, message);
+                drop(self.alive.lock().unwrap_or_else(|p| p.into_inner()).take());
+            }
+            None => self.finish(),
+        }
     }
 }
 

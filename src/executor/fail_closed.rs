@@ -7,14 +7,21 @@
 //! request ends with a 500; elsewhere the event returns. An auth plugin that
 //! fails must never let the request through.
 //!
-//! This is the routine for events whose handler is gone or out of reach, run
-//! on the async runtime with no Python. A handler that raised on its own
-//! thread or loop does the same through its `kong` object (executor/thread/mod.rs,
-//! runners.py), so that its exception text reaches Kong the same way.
+//! This is the one routine for it, run on the async runtime with no Python:
+//! the thread model and the bridge hand it the event as soon as the handler
+//! raised (so the handler's thread is free at once), the watchdog, the pool
+//! and the worker-process relay when the handler cannot answer. The looped
+//! model, which has no async runtime, runs the same two steps on its loop
+//! (`looped/event.rs`, `fail_closed`).
 
 use crate::events::EventLink;
 use crate::phase::Phase;
 use crate::rpc;
+
+/// Runs [`fail_closed`] in the background.
+pub fn spawn(runtime: &tokio::runtime::Handle, link: EventLink, phase: Phase, message: String) {
+    runtime.spawn(async move { fail_closed(&link, phase, &message).await });
+}
 
 /// `kong.log.err(message)`, then `kong.response.error(500)` or `"ret"`.
 pub async fn fail_closed(link: &EventLink, phase: Phase, message: &str) {

@@ -142,6 +142,16 @@ fn step(
             ("Data", Value::from("ret")),
             ("EventId", Value::from(id)),
         ]))),
+        Stepped::Call { method, args } => Ok(Encoded::Value(rpc::map(vec![
+            (
+                "Data",
+                rpc::map(vec![
+                    ("Method", Value::from(method)),
+                    ("Args", Value::Array(args)),
+                ]),
+            ),
+            ("EventId", Value::from(id)),
+        ]))),
         Stepped::Resume(token) => {
             let answer = event.answer(py, step_answer(data, is_error));
             core.resolve(py, token.bind(py), answer);

@@ -45,8 +45,11 @@ enum Stage {
 struct State {
     stage: Stage,
     route: Option<Route>,
-    /// The loop's token of the PDK call waiting for Kong's Step.
-    pending: Option<Py<PyAny>>,
+    /// The PDK call waiting for Kong's Step.
+    pending: Option<Pending>,
+    /// The handler raised while a call was pending: what to send to Kong's
+    /// error log once that call's Step comes.
+    failing: Option<String>,
     /// When `pending` was set.
     since: Instant,
     handler_done: bool,
@@ -108,6 +111,14 @@ impl Registry {
     }
 }
 
+/// A PDK call waiting for Kong's Step.
+enum Pending {
+    /// The handler's: the loop's token (an asyncio future, a gevent waiter).
+    Token(Py<PyAny>),
+    /// The `kong.log.err` of an event failing closed: its Step gets the 500.
+    FailClosed,
+}
+
 /// What a Step does to its event.
 pub enum Stepped {
     /// Resume the handler: resolve this token with Kong's answer.
@@ -115,6 +126,11 @@ pub enum Stepped {
     /// The handler is gone (it returned without awaiting its call): the
     /// Step is answered with "ret" by the caller.
     Ret,
+    /// The Step is answered with this call (failing the event closed).
+    Call {
+        method: &'static str,
+        args: Vec<rmpv::Value>,
+    },
 }
 
 impl LoopedEvent {
@@ -135,6 +151,7 @@ impl LoopedEvent {
                 stage: Stage::Running,
                 route: Some(route),
                 pending: None,
+                failing: None,
                 since: Instant::now(),
                 handler_done: false,
                 instance: Some(instance),
@@ -211,20 +228,81 @@ impl LoopedEvent {
     /// Kong's Step for this event arrived on `route`.
     pub fn step(&self, route: Route) -> Result<Stepped, String> {
         let mut s = self.lock();
-        let Some(token) = s.pending.take() else {
+        let Some(pending) = s.pending.take() else {
             return Err(format!(
                 "event {} is not waiting for a Step (no PDK call in flight)",
                 self.id
             ));
         };
-        if s.handler_done {
-            drop(s);
-            drop(token);
+        let stepped = match pending {
+            Pending::Token(token) if !s.handler_done => {
+                s.route = Some(route);
+                return Ok(Stepped::Resume(token));
+            }
+            // The handler raised while this call was pending: now the event
+            // can fail closed.
+            Pending::Token(_) if s.failing.is_some() => {
+                let message = s.failing.take().unwrap_or_default();
+                s.pending = Some(Pending::FailClosed);
+                s.since = Instant::now();
+                return Ok(log_err(message));
+            }
+            Pending::Token(_) => Stepped::Ret,
+            Pending::FailClosed if self.phase.can_respond() => Stepped::Call {
+                method: "kong.response.error",
+                args: vec![rmpv::Value::from(500)],
+            },
+            Pending::FailClosed => Stepped::Ret,
+        };
+        drop(s);
+        self.forget();
+        Ok(stepped)
+    }
+
+    /// The handler raised: Kong's error log gets `message` through
+    /// `kong.log.err`, then, where Kong can still respond, the request ends
+    /// with a 500 (as `executor/fail_closed.rs` does for the other models,
+    /// here on the loop's own thread).
+    pub fn fail_closed(&self, py: Python<'_>, message: String) {
+        let (route, instance) = {
+            let mut s = self.lock();
+            if s.stage != Stage::Running {
+                drop(s);
+                return self.finish(py);
+            }
+            s.stage = Stage::Finished;
+            s.handler_done = true;
+            let instance = s.instance.take();
+            if s.pending.is_some() {
+                // Continued by that call's Step.
+                s.failing = Some(message);
+                (None, instance)
+            } else {
+                let route = s.route.take();
+                if route.is_some() {
+                    s.pending = Some(Pending::FailClosed);
+                    s.since = Instant::now();
+                }
+                (route.map(|r| (r, message)), instance)
+            }
+        };
+        drop(instance);
+        let Some((route, message)) = route else {
+            return;
+        };
+        let Stepped::Call { method, args } = log_err(message) else {
+            return;
+        };
+        let id = self.id;
+        let mut encoded = Vec::new();
+        rpc::write_value(&mut encoded, &rmpv::Value::Array(args));
+        let sent = self.send(py, route, |out| {
+            write_call_result(out, id, method, &encoded)
+        });
+        if !sent {
+            self.lock().pending = None;
             self.forget();
-            return Ok(Stepped::Ret);
         }
-        s.route = Some(route);
-        Ok(Stepped::Resume(token))
     }
 
     /// Kong's answer, as the handler sees it.
@@ -242,7 +320,10 @@ impl LoopedEvent {
                 s.stage = Stage::Abandoned;
             }
             s.route = None;
-            let token = s.pending.take();
+            let token = match s.pending.take() {
+                Some(Pending::Token(token)) => Some(token),
+                _ => None,
+            };
             (token, s.handler_done)
         };
         if remove {
@@ -263,6 +344,14 @@ impl LoopedEvent {
                  (asyncio.gather over PDK calls is not supported)",
             self.id
         ))
+    }
+}
+
+/// The Step answer that sends `message` to Kong's error log.
+fn log_err(message: String) -> Stepped {
+    Stepped::Call {
+        method: "kong.log.err",
+        args: vec![rmpv::Value::from(message)],
     }
 }
 
@@ -354,7 +443,7 @@ impl PdkTarget for LoopedEvent {
                 return Err(self.ended_error(py));
             };
             // Pending before the write: the Step may be read right after.
-            s.pending = Some(token.clone().unbind());
+            s.pending = Some(Pending::Token(token.clone().unbind()));
             s.since = Instant::now();
             route
         };
@@ -390,22 +479,21 @@ impl LoopedEventHandle {
         self.event.finish(py);
     }
 
-    /// Logs the exception that ended the handler; returns the text to send to
-    /// Kong's error log, or None when there is nothing to report.
-    fn report(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> Option<String> {
+    /// The handler raised `exc`: logs it, and unless it was the unwinding of
+    /// `kong.response.exit` or of an abandoned event, fails the event closed;
+    /// otherwise as `finish`.
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
         let err = PyErr::from_value(exc);
-        report_for(
+        let message = report_for(
             py,
             self.event.as_ref(),
             self.event.phase,
             &self.plugin_name,
             &err,
-        )
-    }
-
-    /// Whether a failing handler should answer with a 500 (rewrite, access).
-    #[getter]
-    fn can_respond(&self) -> bool {
-        self.event.phase.can_respond() && self.event.is_running()
+        );
+        match message {
+            Some(message) => self.event.fail_closed(py, message),
+            None => self.event.finish(py),
+        }
     }
 }

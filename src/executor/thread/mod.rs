@@ -19,13 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use rmpv::Value;
 
-use super::fail_closed::fail_closed;
+use super::fail_closed::{self, fail_closed};
 use super::{new_instance, report, EventJob, Executor, PluginHandle, Running};
-use crate::convert::{write_py, Unsendable};
-use crate::pdk::{EventCtx, PdkPath, PdkProxy, Waiter};
+use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
 use pool::{promise_idle, Pool};
 use watchdog::{watchdog, Watched};
@@ -74,8 +72,10 @@ impl Executor for ThreadExecutor {
         let running = Running::new(&self.running);
         let lua_style = self.lua_style;
         let watched = self.watched.clone();
+        let runtime = self.runtime.clone();
         let sent = self.pool.execute((job, running), move |(job, _running)| {
-            let attached = Python::try_attach(|py| run_handler(py, job, lua_style, watched));
+            let attached =
+                Python::try_attach(|py| run_handler(py, job, lua_style, watched, runtime));
             if attached.is_none() {
                 log::warn!("event dropped: the Python interpreter is shutting down");
             }
@@ -98,7 +98,13 @@ impl Executor for ThreadExecutor {
     }
 }
 
-fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<Arc<Watched>>) {
+fn run_handler(
+    py: Python<'_>,
+    job: EventJob,
+    lua_style: bool,
+    watched: Option<Arc<Watched>>,
+    runtime: tokio::runtime::Handle,
+) {
     let EventJob {
         phase,
         instance,
@@ -125,7 +131,7 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
             promise_idle();
             ctx.finish();
         }
-        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e),
+        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e, &runtime),
     }
     // The plugin's code is over (also after kong.response.exit, whose
     // `finally:` blocks have run by now): the thread can take the next event.
@@ -134,34 +140,21 @@ fn run_handler(py: Python<'_>, job: EventJob, lua_style: bool, watched: Option<A
 }
 
 /// A handler raised. Like a Lua plugin that errors: the traceback goes to our
-/// stderr, the text to Kong's error log through `kong.log.err`, and where
-/// Kong can still respond the request fails closed with a 500.
-fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
-    let Some(message) = report(py, ctx, phase, plugin, err) else {
-        promise_idle();
-        ctx.finish();
-        return;
-    };
-    if let Ok(args) = encode(py, message) {
-        // The answer does not matter; a failure here means the event is gone.
-        let _ = ctx.call(py, PdkPath::resolve("kong.log.err").name.clone(), args);
-    }
-    if phase.can_respond() && ctx.is_running() {
-        if let Ok(args) = encode(py, 500) {
-            promise_idle();
-            ctx.terminal(PdkPath::resolve("kong.response.error").name.clone(), args);
-            return;
-        }
-    }
+/// stderr, and the event fails closed (`fail_closed.rs`: the text to Kong's
+/// error log through `kong.log.err`, then a 500 where Kong can still
+/// respond), on the async runtime: this thread is free at once.
+fn on_exception(
+    py: Python<'_>,
+    ctx: &EventCtx,
+    phase: Phase,
+    plugin: &str,
+    err: &PyErr,
+    runtime: &tokio::runtime::Handle,
+) {
+    let message = report(py, ctx, phase, plugin, err);
     promise_idle();
-    ctx.finish();
-}
-
-/// Encodes a one-argument call's argument list.
-fn encode<'py, T: IntoPyObject<'py>>(py: Python<'py>, arg: T) -> PyResult<Vec<u8>> {
-    let arg = arg.into_bound_py_any(py)?;
-    let mut out = Vec::new();
-    let _ = rmp::encode::write_array_len(&mut out, 1);
-    write_py(&mut out, &arg, Unsendable::Stringify)?;
-    Ok(out)
+    match message.and_then(|m| ctx.take_over(Duration::ZERO).map(|link| (link, m))) {
+        Some((link, message)) => fail_closed::spawn(runtime, link, phase, message),
+        None => ctx.finish(),
+    }
 }

@@ -45,7 +45,7 @@ pub async fn watchdog(watched: Weak<Watched>, limit: Duration, runtime: tokio::r
             .values()
             .filter_map(|(ctx, phase)| {
                 let ctx = ctx.upgrade()?;
-                ctx.take_stuck(limit).map(|link| (link, *phase))
+                ctx.take_over(limit).map(|link| (link, *phase))
             })
             .collect();
         for (link, phase) in stuck {
