@@ -223,15 +223,8 @@ impl Connection {
                     Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
                     Ok(Encoded::Deferred) => {}
                     Err(e) => {
-                        log::log!(
-                            if e.starts_with("no plugin instance") {
-                                log::Level::Info
-                            } else {
-                                log::Level::Warn
-                            },
-                            "{method}: {e}"
-                        );
-                        rpc::write_error(&mut out, msgid, &e);
+                        log::log!(e.log_level(), "{method}: {e}");
+                        rpc::write_error(&mut out, msgid, &e.to_string());
                     }
                 }
             }

@@ -21,6 +21,7 @@ mod pdk;
 mod pdk_table;
 mod phase;
 pub mod rpc;
+mod rpc_error;
 mod server;
 mod service;
 mod wake;

@@ -18,6 +18,7 @@ use crate::ids::IdAllocator;
 use crate::instances::{unix_now, InFlight, Instance, Instances};
 use crate::phase::Phase;
 use crate::rpc::{as_map, as_u64, field, map, Method, Request, StepArgs};
+use crate::rpc_error::RpcError;
 use crate::writer::ConnWriter;
 
 /// What the server knows about the plugin it serves.
@@ -58,8 +59,8 @@ pub struct AcceptedEvent {
     pub label: Arc<str>,
 }
 
-/// A reply to encode: a result value or an error string.
-pub type Reply = Result<Encoded, String>;
+/// A reply to encode: a result value or an error (`rpc_error.rs`).
+pub type Reply = Result<Encoded, RpcError>;
 
 /// A result to encode, or none because the handler replies itself.
 pub enum Encoded {
@@ -129,10 +130,7 @@ impl Service {
             .and_then(|m| field(m, "EventId"))
             .and_then(as_u64)
             .ok_or("AbandonEvent expects {EventId}")?;
-        let parked = self
-            .events
-            .take(id)
-            .ok_or_else(|| format!("event id {id} not found"))?;
+        let parked = self.events.take(id).ok_or(RpcError::UnknownEvent(id))?;
         log::info!("event {id} abandoned by the core process");
         drop(parked);
         Ok(Encoded::Value(Value::from("ok")))
@@ -143,14 +141,14 @@ impl Service {
         let arg = arg.clone();
         tokio::task::spawn_blocking(move || this.start_instance_now(&arg))
             .await
-            .map_err(|e| format!("starting instance: {e}"))?
+            .map_err(|e| RpcError::InstanceRefused(e.to_string()))?
     }
 
     /// `StartInstance` on the calling thread (blocking: it runs the plugin's
     /// constructor through the executor).
     pub fn start_instance_now(&self, arg: &Value) -> Reply {
         if self.is_draining() {
-            return Err("plugin server is shutting down".into());
+            return Err(RpcError::ShuttingDown);
         }
         let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
         let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
@@ -158,12 +156,13 @@ impl Service {
             return Err(format!(
                 "no plugin named '{name}' (this server serves '{}')",
                 self.plugin.name
-            ));
+            )
+            .into());
         }
         let config = self.plugin_config(field(entries, "Config").unwrap_or(&Value::Nil))?;
         let handle = self.executor.start_instance(&config).map_err(|e| {
             log::error!("starting an instance of {name} failed: {e}");
-            format!("starting instance: {e}")
+            RpcError::InstanceRefused(e)
         })?;
         let instance = self.instances.insert(name.to_string(), config, handle);
         log::info!("started instance #{} of {}", instance.id, instance.name);
@@ -226,7 +225,7 @@ impl Service {
     }
 
     /// Checks a `HandleEvent` and gives its event an id; the caller runs it.
-    pub fn accept_event(&self, arg: &Value) -> Result<AcceptedEvent, String> {
+    pub fn accept_event(&self, arg: &Value) -> Result<AcceptedEvent, RpcError> {
         let entries = as_map(arg).ok_or("HandleEvent expects {InstanceId, EventName}")?;
         let id = field(entries, "InstanceId")
             .and_then(as_u64)
@@ -235,7 +234,7 @@ impl Service {
             .and_then(Value::as_str)
             .unwrap_or("");
         if self.is_draining() {
-            return Err("plugin server is shutting down".into());
+            return Err(RpcError::ShuttingDown);
         }
         let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
         let phase = Phase::parse(phase_name)
@@ -272,10 +271,7 @@ impl Service {
 
     fn step(&self, arg: &Value, is_error: bool, route: Route) -> Reply {
         let StepArgs { event_id: id, data } = StepArgs::parse(Some(arg))?;
-        let parked = self
-            .events
-            .take(id)
-            .ok_or_else(|| format!("event id {id} not found (it has ended or was abandoned)"))?;
+        let parked = self.events.take(id).ok_or(RpcError::UnknownEvent(id))?;
         let answer = step_answer(data, is_error);
         match parked.resume(Resume { answer, route }) {
             Ok(()) => Ok(Encoded::Deferred),
@@ -333,7 +329,9 @@ impl Service {
 
     fn plugin_info(&self, arg: &Value) -> Reply {
         match arg.as_str() {
-            Some(name) if name != self.plugin.name => Err(format!("no plugin named '{name}'")),
+            Some(name) if name != self.plugin.name => {
+                Err(format!("no plugin named '{name}'").into())
+            }
             _ => Ok(Encoded::Value(self.plugin.info.clone())),
         }
     }
@@ -383,11 +381,10 @@ fn instance_id_arg(arg: &Value) -> Result<u64, String> {
 fn set_plugin_dir(first: &Value) -> Reply {
     match first.as_str() {
         Some(dir) if std::path::Path::new(dir).is_dir() => Ok(Encoded::Value(Value::from("ok"))),
-        _ => Err(format!("{first} is not a directory")),
+        _ => Err(format!("{first} is not a directory").into()),
     }
 }
 
-/// The only wording that makes Kong start the instance again (docs/protocol.md §7.1).
-fn no_instance(id: u64) -> String {
-    format!("no plugin instance #{id}")
+fn no_instance(id: u64) -> RpcError {
+    RpcError::NoInstance(id)
 }

@@ -18,31 +18,34 @@ use super::Core;
 use crate::events::step_answer;
 use crate::pdk::PdkProxy;
 use crate::rpc::{self, as_map, as_u64, field, parse_request, Method};
+use crate::rpc_error::RpcError;
 use crate::service::Encoded;
 
 pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
     let frame = match incoming {
         Incoming::Frame(frame) => frame,
-        Incoming::Bad(msgid, e) => return reply_error(core, py, conn, &msgid, "", &e.to_string()),
+        Incoming::Bad(msgid, e) => return reply_error(core, py, conn, &msgid, "", e.to_string()),
     };
     let req = match parse_request(frame) {
         Ok(req) => req,
-        Err((msgid, e)) => return reply_error(core, py, conn, &msgid, "", &e),
+        Err((msgid, e)) => return reply_error(core, py, conn, &msgid, "", e),
     };
     let route = Route {
         conn,
         msgid: req.msgid,
     };
     let first = req.params.first().unwrap_or(&Value::Nil);
-    let outcome = Method::parse(&req.method).and_then(|method| match method {
-        Method::HandleEvent => start_event(core, py, first, route),
-        Method::Step { error } => step(core, py, first, error, route),
-        Method::AbandonEvent => abandon_event(core, py, first),
-        other => core
-            .service
-            .answer_now(other, first)
-            .unwrap_or_else(|| Err(format!("method {} not served here", req.method))),
-    });
+    let outcome =
+        Method::parse(&req.method)
+            .map_err(RpcError::from)
+            .and_then(|method| match method {
+                Method::HandleEvent => start_event(core, py, first, route),
+                Method::Step { error } => step(core, py, first, error, route),
+                Method::AbandonEvent => abandon_event(core, py, first),
+                other => core.service.answer_now(other, first).unwrap_or_else(|| {
+                    Err(format!("method {} not served here", req.method).into())
+                }),
+            });
     match outcome {
         Ok(Encoded::Value(v)) => {
             let mut out = Vec::with_capacity(64);
@@ -50,23 +53,27 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
             core.send(py, conn, &out);
         }
         Ok(Encoded::Deferred) => {}
-        Err(e) => reply_error(core, py, conn, &Value::from(req.msgid), &req.method, &e),
+        Err(e) => reply_error(core, py, conn, &Value::from(req.msgid), &req.method, e),
     }
 }
 
-fn reply_error(core: &Core, py: Python<'_>, conn: u64, msgid: &Value, method: &str, e: &str) {
-    let level = if e.starts_with("no plugin instance") {
-        log::Level::Info
-    } else {
-        log::Level::Warn
-    };
+fn reply_error(
+    core: &Core,
+    py: Python<'_>,
+    conn: u64,
+    msgid: &Value,
+    method: &str,
+    e: impl Into<RpcError>,
+) {
+    let e = e.into();
+    let level = e.log_level();
     if method.is_empty() {
         log::log!(level, "{e}");
     } else {
         log::log!(level, "{method}: {e}");
     }
     let mut out = Vec::with_capacity(64);
-    rpc::write_error_raw(&mut out, msgid, e);
+    rpc::write_error_raw(&mut out, msgid, &e.to_string());
     core.send(py, conn, &out);
 }
 
@@ -75,7 +82,7 @@ fn start_event(
     py: Python<'_>,
     arg: &Value,
     route: Route,
-) -> Result<Encoded, String> {
+) -> Result<Encoded, RpcError> {
     let accepted = core.service.accept_event(arg)?;
     let plugin = accepted
         .instance
@@ -131,12 +138,9 @@ fn step(
     arg: &Value,
     is_error: bool,
     route: Route,
-) -> Result<Encoded, String> {
+) -> Result<Encoded, RpcError> {
     let rpc::StepArgs { event_id: id, data } = rpc::StepArgs::parse(Some(arg))?;
-    let event = core
-        .events
-        .get(id)
-        .ok_or_else(|| format!("event id {id} not found (it has ended or was abandoned)"))?;
+    let event = core.events.get(id).ok_or(RpcError::UnknownEvent(id))?;
     match event.step(route)? {
         Stepped::Ret => Ok(Encoded::Value(rpc::map(vec![
             ("Data", Value::from("ret")),
@@ -162,12 +166,9 @@ fn step(
 
 /// Ends a parked event as the deadline does (sent by the worker-process core
 /// when Kong abandoned the event there).
-fn abandon_event(core: &Arc<Core>, py: Python<'_>, arg: &Value) -> Result<Encoded, String> {
+fn abandon_event(core: &Arc<Core>, py: Python<'_>, arg: &Value) -> Result<Encoded, RpcError> {
     let id = event_id(arg, "AbandonEvent")?;
-    let event = core
-        .events
-        .get(id)
-        .ok_or_else(|| format!("event id {id} not found"))?;
+    let event = core.events.get(id).ok_or(RpcError::UnknownEvent(id))?;
     log::info!("event {id} abandoned by the core process");
     event.abandon(py, "abandoned by the core process");
     Ok(Encoded::Value(Value::from("ok")))

@@ -17,6 +17,7 @@ use super::client::Failure;
 use super::workers::{Worker, WorkerState};
 use super::{lock, Inner};
 use crate::rpc::{as_map, as_u64, field, map};
+use crate::rpc_error::RpcError;
 
 /// One of Kong's instances: its config and its id in each worker.
 pub(super) struct Entry {
@@ -83,13 +84,9 @@ impl Inner {
             .call(st, "plugin.StartInstance", &params, self.max_frame)
             .await
             .map_err(|e| match e {
-                // The worker says "starting instance: ..." itself; the core's
-                // service adds that once more.
-                Failure::Remote(msg) => Failure::Remote(
-                    msg.strip_prefix("starting instance: ")
-                        .unwrap_or(&msg)
-                        .to_string(),
-                ),
+                // The worker's refusal already reads as one; the core's
+                // service words it again.
+                Failure::Remote(msg) => Failure::Remote(RpcError::refusal_reason(&msg).to_string()),
                 other => other,
             })?;
         let id = as_map(&result)
@@ -123,7 +120,7 @@ impl Inner {
                 Ok(Ok(())) => created += 1,
                 // A worker being stopped (SIGTERM from outside) is replaced
                 // and gets the instance then.
-                Ok(Err(Failure::Remote(e))) if e.contains("shutting down") => other = Some(e),
+                Ok(Err(Failure::Remote(e))) if RpcError::ShuttingDown.names(&e) => other = Some(e),
                 Ok(Err(Failure::Remote(e))) => refused = Some(e),
                 Ok(Err(e)) => other = Some(e.to_string()),
                 Err(e) => other = Some(e.to_string()),

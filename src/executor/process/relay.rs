@@ -22,6 +22,7 @@ use crate::executor::{EventJob, PluginHandle};
 use crate::pdk_table::PdkTable;
 use crate::phase::Phase;
 use crate::rpc::map;
+use crate::rpc_error::RpcError;
 
 /// One event's line to its worker: every RPC of the event goes over the same
 /// connection. While a thread-model handler waits for its next Step it reads
@@ -199,7 +200,7 @@ impl Inner {
                 ("EventName", Value::from(phase.name())),
             ])];
             match session.call("plugin.HandleEvent", &params).await {
-                Err(Failure::Remote(e)) if !retried && e.contains("no plugin instance") => {
+                Err(Failure::Remote(e)) if !retried && RpcError::NoInstance(0).names(&e) => {
                     retried = true;
                     entry.forget(&w, st, id).await;
                 }
