@@ -4,10 +4,10 @@
 //! [`Executor`] to create a plugin object for a config and to run one event,
 //! handing it the event's [`EventLink`], through which the handler's side
 //! answers Kong. Each execution model is one implementation of this seam; the
-//! PDK proxy (`pdk.rs`) and the event protocol (`events/`) are shared by all.
+//! PDK proxy (`pdk/`) and the event protocol (`events/`) are shared by all.
 //!
 //! The GIL rule: an executor holds the GIL only while Python code runs. A PDK
-//! call waits for Kong detached (see `pdk.rs`).
+//! call waits for Kong detached (see `pdk/event.rs`).
 //!
 //! Every event ends in exactly one of: "ret", a terminal call, or abandonment
 //! (no Step from Kong in time). An event context dropped without an ending

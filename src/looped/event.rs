@@ -336,7 +336,7 @@ impl LoopedEvent {
     }
 
     fn concurrent_call(&self, _py: Python<'_>) -> PyErr {
-        // The same error as the thread model's (pdk.rs): a mistake in the
+        // The same error as the thread model's (pdk/event.rs): a mistake in the
         // plugin, not an answer from Kong.
         pyo3::exceptions::PyRuntimeError::new_err(format!(
             "event {}: a PDK call is already waiting for Kong's answer; Kong takes one \
