@@ -20,7 +20,8 @@ use crate::phase::Phase;
 use crate::rpc::{as_map, as_u64, field, map, Method, Request};
 use crate::writer::ConnWriter;
 
-/// What the server knows about the plugin it serves.
+/// What the server knows about one plugin it serves (a dedicated server
+/// serves one, `kong-python-pluginserver -d DIR` one per file of the folder).
 pub struct PluginMeta {
     pub name: String,
     pub phases: Vec<Phase>,
@@ -32,6 +33,37 @@ pub struct PluginMeta {
     pub load_time: f64,
 }
 
+impl PluginMeta {
+    /// Decodes Kong's `Config` JSON text and removes Kong's own keys that
+    /// this plugin does not declare.
+    fn config(&self, raw: &Value) -> Result<Value, String> {
+        let config = match raw {
+            Value::String(s) => {
+                let json: serde_json::Value = serde_json::from_slice(s.as_bytes())
+                    .map_err(|e| format!("Config is not valid JSON: {e}"))?;
+                json_to_value(json)
+            }
+            Value::Nil => Value::Map(Vec::new()),
+            // Tolerated for tools that send a map instead of JSON text.
+            other => other.clone(),
+        };
+        let entries = match config {
+            Value::Map(entries) => entries,
+            Value::Array(items) if items.is_empty() => Vec::new(),
+            _ => return Err("Config must be a JSON object".into()),
+        };
+        Ok(Value::Map(
+            entries
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.as_str()
+                        .is_none_or(|k| !k.starts_with("__") && !self.config_exclude.contains(k))
+                })
+                .collect(),
+        ))
+    }
+}
+
 pub struct Settings {
     /// How long an event may wait for Kong's next Step (docs/protocol.md §5.2.5).
     pub event_timeout: Duration,
@@ -40,7 +72,9 @@ pub struct Settings {
 }
 
 pub struct Service {
-    pub plugin: PluginMeta,
+    /// Every plugin served on this socket; Kong names one in each
+    /// StartInstance, and an instance's events run its plugin's handlers.
+    pub plugins: Vec<PluginMeta>,
     pub settings: Settings,
     pub instances: Instances<PluginHandle>,
     pub events: Arc<Events>,
@@ -69,15 +103,30 @@ pub enum Encoded {
 }
 
 impl Service {
-    pub fn new(plugin: PluginMeta, settings: Settings, executor: SharedExecutor) -> Self {
+    pub fn new(plugins: Vec<PluginMeta>, settings: Settings, executor: SharedExecutor) -> Self {
         Service {
-            plugin,
+            plugins,
             settings,
             instances: Instances::new(IdAllocator::from_clock()),
             events: Arc::new(Events::new(IdAllocator::from_clock())),
             executor,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The plugin named `name`.
+    fn plugin(&self, name: &str) -> Option<&PluginMeta> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+
+    /// The plugins' names, quoted, for error messages.
+    fn plugin_names(&self) -> String {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .map(|p| format!("'{}'", p.name))
+            .collect();
+        names.join(", ")
     }
 
     pub fn start_draining(&self) {
@@ -154,14 +203,14 @@ impl Service {
         }
         let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
         let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
-        if name != self.plugin.name {
-            return Err(format!(
-                "no plugin named '{name}' (this server serves '{}')",
-                self.plugin.name
-            ));
-        }
-        let config = self.plugin_config(field(entries, "Config").unwrap_or(&Value::Nil))?;
-        let handle = self.executor.start_instance(&config).map_err(|e| {
+        let plugin = self.plugin(name).ok_or_else(|| {
+            format!(
+                "no plugin named '{name}' (this server serves {})",
+                self.plugin_names()
+            )
+        })?;
+        let config = plugin.config(field(entries, "Config").unwrap_or(&Value::Nil))?;
+        let handle = self.executor.start_instance(name, &config).map_err(|e| {
             log::error!("starting an instance of {name} failed: {e}");
             format!("starting instance: {e}")
         })?;
@@ -173,35 +222,6 @@ impl Service {
             ("Config", instance.config.clone()),
             ("StartTime", Value::F64(instance.start_time)),
         ])))
-    }
-
-    /// Decodes Kong's `Config` JSON text and removes Kong's own keys.
-    fn plugin_config(&self, raw: &Value) -> Result<Value, String> {
-        let config = match raw {
-            Value::String(s) => {
-                let json: serde_json::Value = serde_json::from_slice(s.as_bytes())
-                    .map_err(|e| format!("Config is not valid JSON: {e}"))?;
-                json_to_value(json)
-            }
-            Value::Nil => Value::Map(Vec::new()),
-            // Tolerated for tools that send a map instead of JSON text.
-            other => other.clone(),
-        };
-        let entries = match config {
-            Value::Map(entries) => entries,
-            Value::Array(items) if items.is_empty() => Vec::new(),
-            _ => return Err("Config must be a JSON object".into()),
-        };
-        Ok(Value::Map(
-            entries
-                .into_iter()
-                .filter(|(k, _)| {
-                    k.as_str().is_none_or(|k| {
-                        !k.starts_with("__") && !self.plugin.config_exclude.contains(k)
-                    })
-                })
-                .collect(),
-        ))
     }
 
     fn close_instance(&self, arg: &Value) -> Reply {
@@ -238,13 +258,14 @@ impl Service {
             return Err("plugin server is shutting down".into());
         }
         let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
+        let plugin_name = &instance.instance().name;
         let phase = Phase::parse(phase_name)
-            .filter(|p| self.plugin.phases.contains(p))
+            .filter(|p| {
+                self.plugin(plugin_name)
+                    .is_some_and(|m| m.phases.contains(p))
+            })
             .ok_or_else(|| {
-                format!(
-                    "plugin {} has no handler for phase '{phase_name}'",
-                    self.plugin.name
-                )
+                format!("plugin {plugin_name} has no handler for phase '{phase_name}'")
             })?;
         let label: Arc<str> = Arc::from(format!("{} {}", instance.instance().name, phase.name()));
         Ok(AcceptedEvent {
@@ -292,31 +313,40 @@ impl Service {
     }
 
     pub fn status(&self) -> Value {
-        let instances: Vec<Value> = self
-            .instances
-            .snapshot()
-            .iter()
-            .map(|i| instance_status(i))
-            .collect();
+        let all = self.instances.snapshot();
         let opt = |v: &std::sync::Mutex<Option<f64>>| {
             v.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .map_or(Value::Nil, Value::F64)
         };
-        let plugin = map(vec![
-            ("Name", Value::from(self.plugin.name.as_str())),
-            ("Modtime", Value::F64(self.plugin.load_time)),
-            ("LoadTime", Value::F64(self.plugin.load_time)),
-            ("Instances", Value::Array(instances)),
-            ("LastStartInstance", opt(&self.instances.last_start)),
-            ("LastCloseInstance", opt(&self.instances.last_close)),
-        ]);
+        // The registry keeps one last start and close time for all plugins.
+        let (last_start, last_close) = (
+            opt(&self.instances.last_start),
+            opt(&self.instances.last_close),
+        );
+        let plugins = self
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let instances = all
+                    .iter()
+                    .filter(|i| i.name == plugin.name)
+                    .map(|i| instance_status(i))
+                    .collect();
+                let entry = map(vec![
+                    ("Name", Value::from(plugin.name.as_str())),
+                    ("Modtime", Value::F64(plugin.load_time)),
+                    ("LoadTime", Value::F64(plugin.load_time)),
+                    ("Instances", Value::Array(instances)),
+                    ("LastStartInstance", last_start.clone()),
+                    ("LastCloseInstance", last_close.clone()),
+                ]);
+                (Value::from(plugin.name.as_str()), entry)
+            })
+            .collect();
         let mut status = vec![
             ("Pid", Value::from(std::process::id())),
-            (
-                "Plugins",
-                Value::Map(vec![(Value::from(self.plugin.name.as_str()), plugin)]),
-            ),
+            ("Plugins", Value::Map(plugins)),
             // Ours: what is in flight, to check that nothing leaks.
             (
                 "Events",
@@ -335,11 +365,24 @@ impl Service {
         map(status)
     }
 
+    /// `GetPluginInfo [name]`; without a name, the only plugin's.
     fn plugin_info(&self, arg: &Value) -> Reply {
-        match arg.as_str() {
-            Some(name) if name != self.plugin.name => Err(format!("no plugin named '{name}'")),
-            _ => Ok(Encoded::Value(self.plugin.info.clone())),
-        }
+        let plugin = match (arg.as_str(), self.plugins.as_slice()) {
+            (Some(name), _) => self.plugin(name).ok_or_else(|| {
+                format!(
+                    "no plugin named '{name}' (this server serves {})",
+                    self.plugin_names()
+                )
+            })?,
+            (None, [only]) => only,
+            (None, _) => {
+                return Err(format!(
+                    "GetPluginInfo needs a plugin name: this server serves {}",
+                    self.plugin_names()
+                ))
+            }
+        };
+        Ok(Encoded::Value(plugin.info.clone()))
     }
 
     fn instance_status(&self, arg: &Value) -> Reply {

@@ -21,8 +21,9 @@ use pyo3::IntoPyObjectExt;
 use rmpv::Value;
 
 use super::fail_closed::fail_closed;
+use super::plugins::PluginClasses;
 use super::pool::{promise_idle, Pool};
-use super::{new_instance, report, Running};
+use super::{report, Running};
 use super::{EventJob, Executor, PluginHandle};
 use crate::convert::{write_py, Unsendable};
 use crate::events::EventLink;
@@ -34,8 +35,7 @@ type Watched = Mutex<HashMap<u64, (Weak<EventCtx>, Phase)>>;
 
 pub struct ThreadExecutor {
     pool: Pool,
-    plugin_class: Py<PyAny>,
-    lua_style: bool,
+    plugins: Arc<PluginClasses>,
     running: Arc<AtomicUsize>,
     runtime: tokio::runtime::Handle,
     /// Present when `--handler-timeout` is set.
@@ -44,8 +44,7 @@ pub struct ThreadExecutor {
 
 impl ThreadExecutor {
     pub fn new(
-        plugin_class: Py<PyAny>,
-        lua_style: bool,
+        plugins: Arc<PluginClasses>,
         max_threads: usize,
         handler_timeout: Option<Duration>,
         runtime: tokio::runtime::Handle,
@@ -57,8 +56,7 @@ impl ThreadExecutor {
         });
         ThreadExecutor {
             pool: Pool::new(max_threads, Duration::from_secs(30)),
-            plugin_class,
-            lua_style,
+            plugins,
             running: Arc::new(AtomicUsize::new(0)),
             runtime,
             watched,
@@ -67,14 +65,13 @@ impl ThreadExecutor {
 }
 
 impl Executor for ThreadExecutor {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
-            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
-        let lua_style = self.lua_style;
+        let lua_style = self.plugins.lua_style(&job.instance.instance().name);
         let watched = self.watched.clone();
         let sent = self.pool.execute((job, running), move |(job, _running)| {
             let attached = Python::try_attach(|py| run_handler(py, job, lua_style, watched));
