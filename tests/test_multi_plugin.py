@@ -270,6 +270,8 @@ def test_a_plugin_file_that_fails_to_import_fails_the_dump_and_the_server(tmp_pa
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("kong_pdk: error: cannot load plugin file ")
     assert "broken.py" in last and "No module named 'a_module_that_is_not_there'" in last
+    # The traceback starts at the plugin file's own line, not in the loader.
+    assert 'broken.py", line 1, in <module>' in out.stderr and "plugin_folder.py" not in out.stderr
     # The plugin info of a neighbour still works (one Kong 3.9 entry per plugin).
     assert run("-d", str(directory), "--dump-plugin-info", "alpha").returncode == 0
     serving = run("-d", str(directory), "-p", str(tmp_path))

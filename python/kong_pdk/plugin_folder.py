@@ -71,7 +71,7 @@ def load_plugin_file(path: Path) -> LoadedPlugin:
         raise
     except BaseException as e:  # SystemExit too: a file that exits when imported is broken
         raise PluginLoadError(
-            f"cannot load plugin file {path}: {type(e).__name__}: {e}", traceback.format_exc()
+            f"cannot load plugin file {path}: {type(e).__name__}: {e}", _traceback_from(e, path)
         ) from None
     cls = getattr(module, "Plugin", None)
     if not isinstance(cls, type):
@@ -88,6 +88,17 @@ def load_plugin_file(path: Path) -> LoadedPlugin:
         schema=schema,
     )
     return LoadedPlugin(definition, path, plugin_mistakes(cls, version, schema))
+
+
+def _traceback_from(e: BaseException, path: Path) -> str:
+    """The traceback from the plugin file's own frame on (the importing frames are noise)."""
+    tb = e.__traceback__
+    own = str(path.resolve())
+    while tb is not None and tb.tb_frame.f_code.co_filename != own:
+        tb = tb.tb_next
+    if tb is None:  # never ran (a SyntaxError): the error shows the file's line itself
+        return "".join(traceback.format_exception_only(type(e), e))
+    return "".join(traceback.format_exception(type(e), e, tb))
 
 
 def load_folder(directory: Path) -> list[LoadedPlugin]:
