@@ -438,3 +438,147 @@ fn set_plugin_dir(first: &Value) -> Reply {
 fn no_instance(id: u64) -> String {
     format!("no plugin instance #{id}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::executor::{Executor, RemoteKey};
+
+    /// Records which plugin each instance was created for.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Executor for Recorder {
+        fn start_instance(&self, plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
+            let mut created = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            created.push(plugin.to_string());
+            Ok(PluginHandle::Remote(RemoteKey::new(
+                created.len() as u64,
+                |_| {},
+            )))
+        }
+
+        fn run_event(&self, _job: EventJob) {}
+
+        fn running(&self) -> usize {
+            0
+        }
+    }
+
+    fn meta(name: &str, phases: &[Phase], exclude: &[&str]) -> PluginMeta {
+        PluginMeta {
+            name: name.to_string(),
+            phases: phases.to_vec(),
+            info: map(vec![("Name", Value::from(name))]),
+            config_exclude: exclude.iter().map(|k| k.to_string()).collect(),
+            load_time: 0.0,
+        }
+    }
+
+    fn two_plugins() -> (Service, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let service = Service::new(
+            vec![
+                meta("alpha", &[Phase::Access], &["route_id"]),
+                meta("beta", &[Phase::Rewrite, Phase::Log], &[]),
+            ],
+            Settings {
+                event_timeout: Duration::from_secs(1),
+                instance_ttl: Duration::from_secs(1),
+            },
+            Arc::clone(&recorder) as SharedExecutor,
+        );
+        (service, recorder)
+    }
+
+    fn start(service: &Service, name: &str) -> Reply {
+        let config = Value::from(r#"{"route_id": "r", "__seq__": 1, "x": 1}"#);
+        service.start_instance_now(&map(vec![("Name", Value::from(name)), ("Config", config)]))
+    }
+
+    fn value(reply: Reply) -> Value {
+        match reply {
+            Ok(Encoded::Value(v)) => v,
+            Ok(Encoded::Deferred) => panic!("deferred"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn id_of(started: &Value) -> u64 {
+        as_map(started)
+            .and_then(|m| field(m, "Id"))
+            .and_then(as_u64)
+            .expect("an Id")
+    }
+
+    #[test]
+    fn each_instance_is_created_and_run_as_its_own_plugin() {
+        let (service, recorder) = two_plugins();
+        let alpha = value(start(&service, "alpha"));
+        let beta = value(start(&service, "beta"));
+        assert_eq!(
+            *recorder.0.lock().unwrap_or_else(|p| p.into_inner()),
+            ["alpha", "beta"]
+        );
+        // Each plugin's own bookkeeping keys are removed; `__` keys always.
+        let keys = |v: &Value| -> Vec<String> {
+            let config = as_map(v).and_then(|m| field(m, "Config")).expect("Config");
+            as_map(config)
+                .expect("a map")
+                .iter()
+                .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(keys(&alpha), ["x"]);
+        assert_eq!(keys(&beta), ["route_id", "x"]);
+        let event = |id: u64, phase: &str| {
+            service.accept_event(&map(vec![
+                ("InstanceId", Value::from(id)),
+                ("EventName", Value::from(phase)),
+            ]))
+        };
+        assert!(event(id_of(&alpha), "access").is_ok());
+        assert!(event(id_of(&beta), "rewrite").is_ok());
+        let refused = event(id_of(&alpha), "rewrite").err();
+        assert_eq!(
+            refused.as_deref(),
+            Some("plugin alpha has no handler for phase 'rewrite'")
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_refused_naming_the_plugins_served() {
+        let (service, _) = two_plugins();
+        assert_eq!(
+            start(&service, "gamma").err().as_deref(),
+            Some("no plugin named 'gamma' (this server serves 'alpha', 'beta')")
+        );
+        assert!(service.plugin_info(&Value::Nil).is_err());
+        let beta = value(service.plugin_info(&Value::from("beta")));
+        assert_eq!(
+            as_map(&beta).and_then(|m| field(m, "Name")),
+            Some(&Value::from("beta"))
+        );
+    }
+
+    #[test]
+    fn status_lists_every_plugin_with_its_own_instances() {
+        let (service, _) = two_plugins();
+        value(start(&service, "beta"));
+        let status = service.status();
+        let plugins = as_map(&status)
+            .and_then(|m| field(m, "Plugins"))
+            .and_then(as_map)
+            .expect("Plugins");
+        let count = |name: &str| {
+            field(plugins, name)
+                .and_then(as_map)
+                .and_then(|p| field(p, "Instances"))
+                .and_then(Value::as_array)
+                .map(Vec::len)
+        };
+        assert_eq!((count("alpha"), count("beta")), (Some(0), Some(1)));
+    }
+}
