@@ -7,7 +7,8 @@
 //! When every handler runs on a Python event loop (all `async def`, or
 //! gevent), `looped` replaces `connection` and the executors: the loop's own
 //! thread serves the socket and runs the handlers.
-//! Only `convert`, `pdk`, `executor`, `looped` and `server` touch Python.
+//! Only `convert`, `pdk`, `executor`, `looped`, `plugin_entry` and `server`
+//! touch Python.
 
 mod connection;
 mod convert;
@@ -20,6 +21,7 @@ mod looped;
 mod pdk;
 mod pdk_table;
 mod phase;
+mod plugin_entry;
 pub mod rpc;
 mod rpc_error;
 mod server;
@@ -34,6 +36,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use crate::pdk::PdkProxy;
+    #[pymodule_export]
+    use crate::plugin_entry::PluginEntry;
     #[pymodule_export]
     use crate::server::{init_logging, PluginServer};
 

@@ -8,7 +8,7 @@
 //! while draining), then drop whatever is left (their handlers are woken with
 //! `EventAbandoned`), stop the listener and connections, remove the socket.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,15 +19,16 @@ use tokio::net::UnixListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use crate::convert::{json_to_value, value_to_py};
+use crate::convert::value_to_py;
 use crate::defaults;
 use crate::executor::bridge::LoopExecutor;
+use crate::executor::plugins::PluginClasses;
 use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
 use crate::executor::{Executor, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::looped;
-use crate::phase::Phase;
+use crate::plugin_entry::PluginEntry;
 use crate::service::{PluginMeta, Service, Settings};
 
 struct Running {
@@ -55,12 +56,10 @@ impl FileId {
 
 #[pyclass(frozen, module = "kong_pdk._core")]
 pub struct PluginServer {
-    name: String,
-    plugin_class: Py<PyAny>,
-    phases: Vec<Phase>,
-    info: rmpv::Value,
+    /// The plugins served on this socket, in the order given; Kong names
+    /// one in each StartInstance.
+    plugins: Vec<Py<PluginEntry>>,
     socket_path: PathBuf,
-    lua_style: bool,
     settings: (Duration, Duration),
     max_frame: usize,
     backlog: i32,
@@ -68,10 +67,9 @@ pub struct PluginServer {
     max_handler_threads: usize,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
-    config_exclude: HashSet<String>,
-    /// A Python event-loop runner (`kong_pdk/runners.py`) and the phases it runs.
+    /// A Python event-loop runner (`kong_pdk/runners.py`); each plugin
+    /// entry says which of its phases run there.
     runner: Option<Py<PyAny>>,
-    loop_phases: Vec<Phase>,
     /// Worker processes (`-m`): each one's command line and private socket.
     /// Empty: handlers run in this process.
     workers: Vec<(Vec<String>, PathBuf)>,
@@ -88,23 +86,19 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 impl PluginServer {
     #[new]
     #[pyo3(signature = (
-        name, plugin_class, phases, info_json, socket_path, *,
-        lua_style = true, event_timeout = defaults::EVENT_TIMEOUT,
+        plugins, socket_path, *,
+        event_timeout = defaults::EVENT_TIMEOUT,
         instance_ttl = defaults::INSTANCE_TTL, max_frame = defaults::MAX_FRAME,
         listen_backlog = defaults::LISTEN_BACKLOG, async_threads = defaults::IO_THREADS,
         max_handler_threads = defaults::MAX_HANDLER_THREADS,
-        handler_timeout = defaults::HANDLER_TIMEOUT, config_exclude = Vec::new(),
-        runner = None, loop_phases = Vec::new(), workers = Vec::new(),
+        handler_timeout = defaults::HANDLER_TIMEOUT,
+        runner = None, workers = Vec::new(),
         worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        name: String,
-        plugin_class: Py<PyAny>,
-        phases: Vec<String>,
-        info_json: &str,
+        plugins: Vec<Py<PluginEntry>>,
         socket_path: PathBuf,
-        lua_style: bool,
         event_timeout: f64,
         instance_ttl: f64,
         max_frame: usize,
@@ -112,36 +106,30 @@ impl PluginServer {
         async_threads: usize,
         max_handler_threads: usize,
         handler_timeout: f64,
-        config_exclude: Vec<String>,
         runner: Option<Py<PyAny>>,
-        loop_phases: Vec<String>,
         workers: Vec<(Vec<String>, PathBuf)>,
         worker_startup_timeout: f64,
     ) -> PyResult<Self> {
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
         }
-        let loop_phases = loop_phases
-            .iter()
-            .map(|p| {
-                Phase::parse(p).ok_or_else(|| PyValueError::new_err(format!("unknown phase {p:?}")))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let phases = phases
-            .iter()
-            .map(|p| {
-                Phase::parse(p).ok_or_else(|| PyValueError::new_err(format!("unknown phase {p:?}")))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let info: serde_json::Value = serde_json::from_str(info_json)
-            .map_err(|e| PyValueError::new_err(format!("info_json: {e}")))?;
+        if plugins.is_empty() {
+            return Err(PyValueError::new_err(
+                "a plugin server needs at least one plugin",
+            ));
+        }
+        let mut names = HashSet::new();
+        for plugin in &plugins {
+            if !names.insert(plugin.get().name.as_str()) {
+                return Err(PyValueError::new_err(format!(
+                    "two plugins are named '{}'",
+                    plugin.get().name
+                )));
+            }
+        }
         Ok(PluginServer {
-            name,
-            plugin_class,
-            phases,
-            info: json_to_value(info),
+            plugins,
             socket_path,
-            lua_style,
             settings: (
                 secs("event_timeout", event_timeout)?,
                 secs("instance_ttl", instance_ttl)?,
@@ -152,9 +140,7 @@ impl PluginServer {
             max_handler_threads: max_handler_threads.max(1),
             handler_timeout: Some(secs("handler_timeout", handler_timeout)?)
                 .filter(|t| !t.is_zero()),
-            config_exclude: config_exclude.into_iter().collect(),
             runner,
-            loop_phases,
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
             running: Mutex::new(None),
@@ -193,7 +179,11 @@ impl PluginServer {
         } else {
             self.start_workers(py, runtime.handle())?
         };
-        let service = Arc::new(Service::new(self.meta(), self.service_settings(), executor));
+        let service = Arc::new(Service::new(
+            self.metas(),
+            self.service_settings(),
+            executor,
+        ));
         let listener = {
             let _guard = runtime.enter();
             UnixListener::from_std(self.listen()?)?
@@ -318,14 +308,24 @@ impl PluginServer {
 }
 
 impl PluginServer {
-    fn meta(&self) -> PluginMeta {
-        PluginMeta {
-            name: self.name.clone(),
-            phases: self.phases.clone(),
-            info: self.info.clone(),
-            config_exclude: self.config_exclude.clone(),
-            load_time: unix_now(),
-        }
+    fn metas(&self) -> Vec<PluginMeta> {
+        let now = unix_now();
+        self.plugins.iter().map(|p| p.get().meta(now)).collect()
+    }
+
+    /// Every plugin's class and error style, for the executors.
+    fn classes(&self, py: Python<'_>) -> Arc<PluginClasses> {
+        Arc::new(PluginClasses::new(
+            self.plugins
+                .iter()
+                .map(|p| (p.get().name.clone(), p.get().code(py))),
+        ))
+    }
+
+    /// The plugins' names, for logs.
+    fn names(&self) -> String {
+        let names: Vec<&str> = self.plugins.iter().map(|p| p.get().name.as_str()).collect();
+        names.join(", ")
     }
 
     fn service_settings(&self) -> Settings {
@@ -346,29 +346,29 @@ impl PluginServer {
 
     fn log_serving(&self) {
         log::info!(
-            "serving plugin {} on {} (pid {})",
-            self.name,
+            "serving plugin{} {} on {} (pid {})",
+            if self.plugins.len() > 1 { "s" } else { "" },
+            self.names(),
             self.socket_path.display(),
             std::process::id()
         );
     }
 
-    /// The looped model (`looped/`), when every phase runs on the runner's
-    /// loop (all `async def`, or gevent) in this process. A plugin that mixes
-    /// sync and `async def` phases keeps the bridged loop
+    /// The looped model (`looped/`), when every phase of every plugin runs
+    /// on the runner's loop (all `async def`, or gevent) in this process. A
+    /// plugin that mixes sync and `async def` phases keeps the bridged loop
     /// (`executor/bridge.rs`): its sync phases need the threads anyway.
     fn looped_setup(&self, py: Python<'_>) -> Option<looped::LoopedSetup> {
         let runner = self.runner.as_ref()?;
-        let all = self.phases.iter().all(|p| self.loop_phases.contains(p));
+        let all = self.plugins.iter().all(|p| p.get().all_on_loop());
         if !all || !self.workers.is_empty() {
             return None;
         }
         Some(looped::LoopedSetup {
             runner: runner.clone_ref(py),
-            plugin_class: self.plugin_class.clone_ref(py),
-            lua_style: self.lua_style,
+            plugins: self.classes(py),
             max_frame: self.max_frame,
-            meta: self.meta(),
+            metas: self.metas(),
             settings: self.service_settings(),
         })
     }
@@ -388,9 +388,8 @@ impl PluginServer {
                 socket: socket.clone(),
             })
             .collect();
-        let executor =
-            ProcessExecutor::start(self.name.clone(), runtime.clone(), self.max_frame, specs)
-                .map_err(|e| PyOSError::new_err(format!("cannot start worker processes: {e}")))?;
+        let executor = ProcessExecutor::start(runtime.clone(), self.max_frame, specs)
+            .map_err(|e| PyOSError::new_err(format!("cannot start worker processes: {e}")))?;
         let timeout = self.worker_startup_timeout;
         let ready = py.detach(|| executor.wait_ready(timeout));
         if let Err(e) = ready {
@@ -408,9 +407,9 @@ impl PluginServer {
         py: Python<'_>,
         runtime: &tokio::runtime::Handle,
     ) -> PyResult<SharedExecutor> {
+        let classes = self.classes(py);
         let threads: SharedExecutor = Arc::new(ThreadExecutor::new(
-            self.plugin_class.clone_ref(py),
-            self.lua_style,
+            Arc::clone(&classes),
             self.max_handler_threads,
             self.handler_timeout,
             runtime.clone(),
@@ -421,14 +420,17 @@ impl PluginServer {
         let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
             py,
             runner.clone_ref(py),
-            self.plugin_class.clone_ref(py),
-            &self.name,
-            self.lua_style,
+            classes,
             runtime.clone(),
         )?);
+        let loop_phases: HashMap<String, Vec<_>> = self
+            .plugins
+            .iter()
+            .map(|p| (p.get().name.clone(), p.get().loop_phases.clone()))
+            .collect();
         Ok(Arc::new(PhaseRouter {
             default: threads,
-            looped: Some((looped, self.loop_phases.clone())),
+            looped: Some((looped, loop_phases)),
         }))
     }
 }

@@ -21,7 +21,8 @@ use crate::rpc::{as_map, as_u64, field, map, Method, Request, StepArgs};
 use crate::rpc_error::RpcError;
 use crate::writer::ConnWriter;
 
-/// What the server knows about the plugin it serves.
+/// What the server knows about one plugin it serves (a dedicated server
+/// serves one, `kong-python-pluginserver -d DIR` one per file of the folder).
 pub struct PluginMeta {
     pub name: String,
     pub phases: Vec<Phase>,
@@ -33,6 +34,37 @@ pub struct PluginMeta {
     pub load_time: f64,
 }
 
+impl PluginMeta {
+    /// Decodes Kong's `Config` JSON text and removes Kong's own keys that
+    /// this plugin does not declare.
+    fn config(&self, raw: &Value) -> Result<Value, String> {
+        let config = match raw {
+            Value::String(s) => {
+                let json: serde_json::Value = serde_json::from_slice(s.as_bytes())
+                    .map_err(|e| format!("Config is not valid JSON: {e}"))?;
+                json_to_value(json)
+            }
+            Value::Nil => Value::Map(Vec::new()),
+            // Tolerated for tools that send a map instead of JSON text.
+            other => other.clone(),
+        };
+        let entries = match config {
+            Value::Map(entries) => entries,
+            Value::Array(items) if items.is_empty() => Vec::new(),
+            _ => return Err("Config must be a JSON object".into()),
+        };
+        Ok(Value::Map(
+            entries
+                .into_iter()
+                .filter(|(k, _)| {
+                    k.as_str()
+                        .is_none_or(|k| !k.starts_with("__") && !self.config_exclude.contains(k))
+                })
+                .collect(),
+        ))
+    }
+}
+
 pub struct Settings {
     /// How long an event may wait for Kong's next Step (docs/protocol.md §5.2.5).
     pub event_timeout: Duration,
@@ -41,7 +73,9 @@ pub struct Settings {
 }
 
 pub struct Service {
-    pub plugin: PluginMeta,
+    /// Every plugin served on this socket; Kong names one in each
+    /// StartInstance, and an instance's events run its plugin's handlers.
+    pub plugins: Vec<PluginMeta>,
     pub settings: Settings,
     pub instances: Instances<PluginHandle>,
     pub events: Arc<Events>,
@@ -70,15 +104,30 @@ pub enum Encoded {
 }
 
 impl Service {
-    pub fn new(plugin: PluginMeta, settings: Settings, executor: SharedExecutor) -> Self {
+    pub fn new(plugins: Vec<PluginMeta>, settings: Settings, executor: SharedExecutor) -> Self {
         Service {
-            plugin,
+            plugins,
             settings,
             instances: Instances::new(IdAllocator::from_clock()),
             events: Arc::new(Events::new(IdAllocator::from_clock())),
             executor,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The plugin named `name`.
+    fn plugin(&self, name: &str) -> Option<&PluginMeta> {
+        self.plugins.iter().find(|p| p.name == name)
+    }
+
+    /// The plugins' names, quoted, for error messages.
+    fn plugin_names(&self) -> String {
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .map(|p| format!("'{}'", p.name))
+            .collect();
+        names.join(", ")
     }
 
     pub fn start_draining(&self) {
@@ -152,15 +201,14 @@ impl Service {
         }
         let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
         let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
-        if name != self.plugin.name {
-            return Err(format!(
-                "no plugin named '{name}' (this server serves '{}')",
-                self.plugin.name
+        let plugin = self.plugin(name).ok_or_else(|| {
+            format!(
+                "no plugin named '{name}' (this server serves {})",
+                self.plugin_names()
             )
-            .into());
-        }
-        let config = self.plugin_config(field(entries, "Config").unwrap_or(&Value::Nil))?;
-        let handle = self.executor.start_instance(&config).map_err(|e| {
+        })?;
+        let config = plugin.config(field(entries, "Config").unwrap_or(&Value::Nil))?;
+        let handle = self.executor.start_instance(name, &config).map_err(|e| {
             log::error!("starting an instance of {name} failed: {e}");
             RpcError::InstanceRefused(e)
         })?;
@@ -172,35 +220,6 @@ impl Service {
             ("Config", instance.config.clone()),
             ("StartTime", Value::F64(instance.start_time)),
         ])))
-    }
-
-    /// Decodes Kong's `Config` JSON text and removes Kong's own keys.
-    fn plugin_config(&self, raw: &Value) -> Result<Value, String> {
-        let config = match raw {
-            Value::String(s) => {
-                let json: serde_json::Value = serde_json::from_slice(s.as_bytes())
-                    .map_err(|e| format!("Config is not valid JSON: {e}"))?;
-                json_to_value(json)
-            }
-            Value::Nil => Value::Map(Vec::new()),
-            // Tolerated for tools that send a map instead of JSON text.
-            other => other.clone(),
-        };
-        let entries = match config {
-            Value::Map(entries) => entries,
-            Value::Array(items) if items.is_empty() => Vec::new(),
-            _ => return Err("Config must be a JSON object".into()),
-        };
-        Ok(Value::Map(
-            entries
-                .into_iter()
-                .filter(|(k, _)| {
-                    k.as_str().is_none_or(|k| {
-                        !k.starts_with("__") && !self.plugin.config_exclude.contains(k)
-                    })
-                })
-                .collect(),
-        ))
     }
 
     fn close_instance(&self, arg: &Value) -> Reply {
@@ -237,13 +256,14 @@ impl Service {
             return Err(RpcError::ShuttingDown);
         }
         let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
+        let plugin_name = &instance.instance().name;
         let phase = Phase::parse(phase_name)
-            .filter(|p| self.plugin.phases.contains(p))
+            .filter(|p| {
+                self.plugin(plugin_name)
+                    .is_some_and(|m| m.phases.contains(p))
+            })
             .ok_or_else(|| {
-                format!(
-                    "plugin {} has no handler for phase '{phase_name}'",
-                    self.plugin.name
-                )
+                format!("plugin {plugin_name} has no handler for phase '{phase_name}'")
             })?;
         let label: Arc<str> = Arc::from(format!("{} {}", instance.instance().name, phase.name()));
         Ok(AcceptedEvent {
@@ -284,31 +304,40 @@ impl Service {
     }
 
     pub fn status(&self) -> Value {
-        let instances: Vec<Value> = self
-            .instances
-            .snapshot()
-            .iter()
-            .map(|i| instance_status(i))
-            .collect();
+        let all = self.instances.snapshot();
         let opt = |v: &std::sync::Mutex<Option<f64>>| {
             v.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .map_or(Value::Nil, Value::F64)
         };
-        let plugin = map(vec![
-            ("Name", Value::from(self.plugin.name.as_str())),
-            ("Modtime", Value::F64(self.plugin.load_time)),
-            ("LoadTime", Value::F64(self.plugin.load_time)),
-            ("Instances", Value::Array(instances)),
-            ("LastStartInstance", opt(&self.instances.last_start)),
-            ("LastCloseInstance", opt(&self.instances.last_close)),
-        ]);
+        // The registry keeps one last start and close time for all plugins.
+        let (last_start, last_close) = (
+            opt(&self.instances.last_start),
+            opt(&self.instances.last_close),
+        );
+        let plugins = self
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let instances = all
+                    .iter()
+                    .filter(|i| i.name == plugin.name)
+                    .map(|i| instance_status(i))
+                    .collect();
+                let entry = map(vec![
+                    ("Name", Value::from(plugin.name.as_str())),
+                    ("Modtime", Value::F64(plugin.load_time)),
+                    ("LoadTime", Value::F64(plugin.load_time)),
+                    ("Instances", Value::Array(instances)),
+                    ("LastStartInstance", last_start.clone()),
+                    ("LastCloseInstance", last_close.clone()),
+                ]);
+                (Value::from(plugin.name.as_str()), entry)
+            })
+            .collect();
         let mut status = vec![
             ("Pid", Value::from(std::process::id())),
-            (
-                "Plugins",
-                Value::Map(vec![(Value::from(self.plugin.name.as_str()), plugin)]),
-            ),
+            ("Plugins", Value::Map(plugins)),
             // Ours: what is in flight, to check that nothing leaks.
             (
                 "Events",
@@ -327,13 +356,25 @@ impl Service {
         map(status)
     }
 
+    /// `GetPluginInfo [name]`; without a name, the only plugin's.
     fn plugin_info(&self, arg: &Value) -> Reply {
-        match arg.as_str() {
-            Some(name) if name != self.plugin.name => {
-                Err(format!("no plugin named '{name}'").into())
+        let plugin = match (arg.as_str(), self.plugins.as_slice()) {
+            (Some(name), _) => self.plugin(name).ok_or_else(|| {
+                format!(
+                    "no plugin named '{name}' (this server serves {})",
+                    self.plugin_names()
+                )
+            })?,
+            (None, [only]) => only,
+            (None, _) => {
+                return Err(format!(
+                    "GetPluginInfo needs a plugin name: this server serves {}",
+                    self.plugin_names()
+                )
+                .into())
             }
-            _ => Ok(Encoded::Value(self.plugin.info.clone())),
-        }
+        };
+        Ok(Encoded::Value(plugin.info.clone()))
     }
 
     fn instance_status(&self, arg: &Value) -> Reply {
@@ -387,4 +428,151 @@ fn set_plugin_dir(first: &Value) -> Reply {
 
 fn no_instance(id: u64) -> RpcError {
     RpcError::NoInstance(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::executor::{Executor, RemoteKey};
+
+    /// Records which plugin each instance was created for.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Executor for Recorder {
+        fn start_instance(&self, plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
+            let mut created = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            created.push(plugin.to_string());
+            Ok(PluginHandle::Remote(RemoteKey::new(
+                created.len() as u64,
+                |_| {},
+            )))
+        }
+
+        fn run_event(&self, _job: EventJob) {}
+
+        fn running(&self) -> usize {
+            0
+        }
+    }
+
+    fn meta(name: &str, phases: &[Phase], exclude: &[&str]) -> PluginMeta {
+        PluginMeta {
+            name: name.to_string(),
+            phases: phases.to_vec(),
+            info: map(vec![("Name", Value::from(name))]),
+            config_exclude: exclude.iter().map(|k| k.to_string()).collect(),
+            load_time: 0.0,
+        }
+    }
+
+    fn two_plugins() -> (Service, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let service = Service::new(
+            vec![
+                meta("alpha", &[Phase::Access], &["route_id"]),
+                meta("beta", &[Phase::Rewrite, Phase::Log], &[]),
+            ],
+            Settings {
+                event_timeout: Duration::from_secs(1),
+                instance_ttl: Duration::from_secs(1),
+            },
+            Arc::clone(&recorder) as SharedExecutor,
+        );
+        (service, recorder)
+    }
+
+    fn start(service: &Service, name: &str) -> Reply {
+        let config = Value::from(r#"{"route_id": "r", "__seq__": 1, "x": 1}"#);
+        service.start_instance_now(&map(vec![("Name", Value::from(name)), ("Config", config)]))
+    }
+
+    fn value(reply: Reply) -> Value {
+        match reply {
+            Ok(Encoded::Value(v)) => v,
+            Ok(Encoded::Deferred) => panic!("deferred"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn id_of(started: &Value) -> u64 {
+        as_map(started)
+            .and_then(|m| field(m, "Id"))
+            .and_then(as_u64)
+            .expect("an Id")
+    }
+
+    #[test]
+    fn each_instance_is_created_and_run_as_its_own_plugin() {
+        let (service, recorder) = two_plugins();
+        let alpha = value(start(&service, "alpha"));
+        let beta = value(start(&service, "beta"));
+        assert_eq!(
+            *recorder.0.lock().unwrap_or_else(|p| p.into_inner()),
+            ["alpha", "beta"]
+        );
+        // Each plugin's own bookkeeping keys are removed; `__` keys always.
+        let keys = |v: &Value| -> Vec<String> {
+            let config = as_map(v).and_then(|m| field(m, "Config")).expect("Config");
+            as_map(config)
+                .expect("a map")
+                .iter()
+                .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(keys(&alpha), ["x"]);
+        assert_eq!(keys(&beta), ["route_id", "x"]);
+        let event = |id: u64, phase: &str| {
+            service.accept_event(&map(vec![
+                ("InstanceId", Value::from(id)),
+                ("EventName", Value::from(phase)),
+            ]))
+        };
+        assert!(event(id_of(&alpha), "access").is_ok());
+        assert!(event(id_of(&beta), "rewrite").is_ok());
+        let refused = event(id_of(&alpha), "rewrite").err().map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("plugin alpha has no handler for phase 'rewrite'")
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_refused_naming_the_plugins_served() {
+        let (service, _) = two_plugins();
+        assert_eq!(
+            start(&service, "gamma")
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("no plugin named 'gamma' (this server serves 'alpha', 'beta')")
+        );
+        assert!(service.plugin_info(&Value::Nil).is_err());
+        let beta = value(service.plugin_info(&Value::from("beta")));
+        assert_eq!(
+            as_map(&beta).and_then(|m| field(m, "Name")),
+            Some(&Value::from("beta"))
+        );
+    }
+
+    #[test]
+    fn status_lists_every_plugin_with_its_own_instances() {
+        let (service, _) = two_plugins();
+        value(start(&service, "beta"));
+        let status = service.status();
+        let plugins = as_map(&status)
+            .and_then(|m| field(m, "Plugins"))
+            .and_then(as_map)
+            .expect("Plugins");
+        let count = |name: &str| {
+            field(plugins, name)
+                .and_then(as_map)
+                .and_then(|p| field(p, "Instances"))
+                .and_then(Value::as_array)
+                .map(Vec::len)
+        };
+        assert_eq!((count("alpha"), count("beta")), (Some(0), Some(1)));
+    }
 }

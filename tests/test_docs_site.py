@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kong_pdk.cli import build_parser
+from kong_pdk.cli import build_parser, build_server_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +77,18 @@ def test_cli_page_lists_every_flag_with_its_default() -> None:
         if isinstance(default, (int, float)) and not isinstance(default, bool) and action.nargs != 0:
             assert f"`{default}`" in row, f"default {default!r} of {action.option_strings[0]} not in: {row}"
     assert "`/usr/local/kong`" in text
+
+
+def test_cli_page_lists_every_flag_of_kong_python_pluginserver() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = text[text.index("## `kong-python-pluginserver`") :]
+    own = [line for line in section.splitlines() if line.startswith("| `")]
+    shared = {action.dest for action in build_parser("my-plugin")._actions}
+    for action in build_server_parser()._actions:
+        if action.help == argparse.SUPPRESS or (action.dest in shared and action.dest != "socket_name"):
+            continue  # the shared flags are in the dedicated server's table, checked above
+        row = next((r for r in own if f"`{action.option_strings[0]} " in r or f"`{action.option_strings[0]}`" in r), None)
+        assert row is not None, f"{action.option_strings[0]} is not in the kong-python-pluginserver section"
+        for option in action.option_strings:
+            assert re.search(rf"`{re.escape(option)}[ `]", row.split(" | ")[0]), f"{option} missing from: {row}"
+    assert "`python_pluginserver.sock`" in section

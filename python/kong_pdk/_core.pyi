@@ -8,8 +8,8 @@ __version__: Final[str]
 DEFAULTS: Final[dict[str, float]]
 
 @final
-class PluginServer:
-    """One plugin served on one Unix socket (see ``src/server.rs``)."""
+class PluginEntry:
+    """One plugin of a server: its class, phases, info JSON and how it runs (``src/plugin_entry.rs``)."""
 
     def __init__(
         self,
@@ -17,9 +17,23 @@ class PluginServer:
         plugin_class: type,
         phases: list[str],
         info_json: str,
-        socket_path: str | PathLike[str],
         *,
         lua_style: bool = True,
+        config_exclude: list[str] = [],
+        loop_phases: list[str] = [],
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+
+@final
+class PluginServer:
+    """The plugins of ``plugins`` served on one Unix socket (see ``src/server.rs``)."""
+
+    def __init__(
+        self,
+        plugins: list[PluginEntry],
+        socket_path: str | PathLike[str],
+        *,
         event_timeout: float = 60.0,
         instance_ttl: float = 600.0,
         max_frame: int = 67108864,
@@ -27,9 +41,7 @@ class PluginServer:
         async_threads: int = 1,
         max_handler_threads: int = 512,
         handler_timeout: float = 0.0,
-        config_exclude: list[str] = [],
         runner: object | None = None,
-        loop_phases: list[str] = [],
         workers: list[tuple[list[str], str]] = [],
         worker_startup_timeout: float = 60.0,
     ) -> None: ...

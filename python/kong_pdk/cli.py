@@ -1,10 +1,15 @@
-"""Command line of a plugin file: ``python my_plugin.py [--dump] [-p PREFIX] ...``.
+"""Command lines of the plugin servers.
 
-A plugin file ends with ``start_dedicated_server("name", Plugin, version,
-priority, Schema)``; Kong runs the file as ``pluginserver_<name>_start_cmd``
-(to serve) and with ``--dump`` / ``-dump`` as its query command (docs/protocol.md
-§1.1, §1.4). Flags follow the official ``kong-pdk`` package. Logs go to
-stderr; stdout carries nothing but the dump.
+* A plugin file, ``python my_plugin.py [--dump] [-p PREFIX] ...``: the file ends
+  with ``start_dedicated_server("name", Plugin, version, priority, Schema)``;
+  Kong runs it as ``pluginserver_<name>_start_cmd`` (to serve) and with
+  ``--dump`` / ``-dump`` as its query command (docs/protocol.md §1.1, §1.4).
+* ``kong-python-pluginserver -d DIR [--dump-all-plugins] ...``
+  (``start_server``): every plugin file of a folder on one socket
+  (``kong_pdk.plugin_folder``).
+
+Flags follow the official ``kong-pdk`` package. Logs go to stderr; stdout
+carries nothing but the dump.
 """
 
 from __future__ import annotations
@@ -19,17 +24,28 @@ import threading
 import time
 import types
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from kong_pdk import _core
 from kong_pdk.logs import setup_logging
 from kong_pdk.plugin_check import plugin_mistakes
 from kong_pdk.plugin_info import plugin_info
-from kong_pdk.serve import build_server
+from kong_pdk.serve import PluginDefinition, build_plugins_server
 
-__all__ = ["start_dedicated_server", "build_parser", "DEFAULT_PREFIX"]
+__all__ = [
+    "start_dedicated_server",
+    "start_server",
+    "build_parser",
+    "build_server_parser",
+    "DEFAULT_PREFIX",
+    "DEFAULT_SERVER_SOCKET",
+]
 
 DEFAULT_PREFIX = "/usr/local/kong"
+#: The socket of ``kong-python-pluginserver``: the official package's name, which
+#: kong.conf must give Kong (``pluginserver_<n>_socket``), see docs/migrating.md.
+DEFAULT_SERVER_SOCKET = "python_pluginserver.sock"
 # Every other default lives in the core (src/defaults.rs).
 DEFAULTS: dict[str, float] = _core.DEFAULTS
 log: logging.Logger = logging.getLogger("kong_pdk")
@@ -44,6 +60,53 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         prog=name,
         description=f"Kong plugin server for the Python plugin '{name}'.",
     )
+    _add_server_flags(p, f"{name}.socket, Kong's default")
+    p.add_argument(
+        "--dump",
+        "-dump",
+        dest="dump",
+        action="store_true",
+        help="print the plugin info JSON for Kong's query command and exit",
+    )
+    return p
+
+
+def build_server_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``kong-python-pluginserver``: the plugins of a folder."""
+    p = argparse.ArgumentParser(
+        prog="kong-python-pluginserver",
+        description="Kong plugin server for every Python plugin file of a folder, on one socket.",
+    )
+    p.add_argument(
+        "-d",
+        "--plugins-directory",
+        "-plugins-directory",
+        dest="plugins_directory",
+        required=True,
+        metavar="DIR",
+        help="the folder of plugin files (each NAME.py is the plugin NAME)",
+    )
+    p.add_argument(
+        "--dump-all-plugins",
+        "-dump-all-plugins",
+        dest="dump_all",
+        action="store_true",
+        help="print the info JSON of every plugin for Kong's query command (Kong 2.x - 3.8) and exit",
+    )
+    p.add_argument(
+        "--dump-plugin-info",
+        "-dump-plugin-info",
+        dest="dump_one",
+        default=None,
+        metavar="NAME",
+        help="print the info JSON of the plugin NAME alone (a Kong 3.9 query command) and exit",
+    )
+    _add_server_flags(p, f"{DEFAULT_SERVER_SOCKET}, the official package's")
+    return p
+
+
+def _add_server_flags(p: argparse.ArgumentParser, socket_default: str) -> None:
+    """The flags every server has: socket, logs, style, execution model, limits."""
     p.add_argument(
         "-p",
         "--kong-prefix",
@@ -55,7 +118,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--socket-name",
         default=None,
-        help=f"socket file name inside the prefix (default: {name}.socket, Kong's default)",
+        help=f"socket file name inside the prefix (default: {socket_default})",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv for debug)")
     p.add_argument("--version", action="version", version=f"kong_pdk {_core.__version__}")
@@ -67,13 +130,6 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         dest="lua_style",
         action="store_false",
         help="PDK calls return the value and raise PDKException, instead of (value, err)",
-    )
-    p.add_argument(
-        "--dump",
-        "-dump",
-        dest="dump",
-        action="store_true",
-        help="print the plugin info JSON for Kong's query command and exit",
     )
     p.add_argument(
         "--event-timeout",
@@ -138,7 +194,6 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     # socket, thread model, logs tagged "worker <index>").
     p.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    return p
 
 
 def _fail(message: str) -> NoReturn:
@@ -163,32 +218,103 @@ def start_dedicated_server(
         for mistake in plugin_mistakes(plugin, version, schema):
             print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
-        sys.stdout.write(json.dumps([info]))
-        sys.stdout.flush()
-        raise SystemExit(0)
+        _dump([info])
+    if args.gevent and args.worker_socket is None:
+        _check_models(args)
+        _enable_gevent(list(sys.argv[1:] if argv is None else argv))
+    _serve(args, [PluginDefinition(name, plugin, version, priority, schema)], f"{name}.socket", None)
+
+
+def start_server(argv: Sequence[str] | None = None) -> None:
+    """``kong-python-pluginserver``: serves every plugin file of ``-d DIR`` on one
+    socket (the official package's multi-plugin server). Returns only through
+    ``SystemExit``.
+
+    A plugin file that cannot be loaded stops it with status 1 and a line
+    naming the file on stderr, also under ``--dump-all-plugins`` (whose stdout
+    then stays empty): Kong would otherwise register a silently partial list.
+    """
+    from kong_pdk.plugin_folder import PluginLoadError, load_folder, load_plugin_file
+
+    args = build_server_parser().parse_args(argv)
+    worker = args.worker_socket is not None
+    if args.gevent and not worker:
+        _check_models(args)
+        # Before the plugin files are imported: their own imports must get
+        # gevent's blocking I/O (no re-exec needed, unlike a plugin file).
+        _patch_for_gevent()
+    directory = Path(args.plugins_directory)
+    try:
+        if args.dump_one is not None:
+            plugins = [load_plugin_file(_plugin_file(directory, args.dump_one))]
+        else:
+            plugins = load_folder(directory)
+    except PluginLoadError as e:
+        # Kong never reads stderr; this is for whoever runs the command by hand.
+        print(e.details, file=sys.stderr, end="")
+        _fail(str(e))
+    if not worker:
+        for loaded in plugins:
+            for mistake in loaded.mistakes:
+                print(f"kong_pdk: warning: {loaded.name}: {mistake}", file=sys.stderr)
+    if args.dump_all or args.dump_one is not None:
+        _dump([_info(loaded.definition) for loaded in plugins])
+    launcher = [sys.executable, "-m", "kong_pdk.cli", "-d", str(directory.resolve())]
+    _serve(args, [loaded.definition for loaded in plugins], DEFAULT_SERVER_SOCKET, launcher)
+
+
+def _plugin_file(directory: Path, name: str) -> Path:
+    from kong_pdk.plugin_folder import PluginLoadError, plugin_files
+
+    for path in plugin_files(directory):
+        if path.stem == name:
+            return path
+    raise PluginLoadError(f"no plugin named {name!r} in {str(directory)!r} (no file {name}.py)")
+
+
+def _info(plugin: PluginDefinition) -> dict[str, Any]:
+    return plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema)
+
+
+def _dump(infos: list[dict[str, Any]]) -> NoReturn:
+    """Writes the query command's JSON (docs/protocol.md §1.4) and exits."""
+    try:
+        text = json.dumps(infos)
+    except (TypeError, ValueError) as e:
+        _fail(f"the plugin info cannot be written as JSON: {e}")
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    raise SystemExit(0)
+
+
+def _check_models(args: argparse.Namespace) -> None:
+    if args.processes is not None and args.gevent:
+        _fail("-m (worker processes) and -g (gevent) cannot be combined")
+
+
+def _serve(
+    args: argparse.Namespace,
+    plugins: list[PluginDefinition],
+    default_socket: str,
+    worker_command: list[str] | None,
+) -> NoReturn:
+    """Serves ``plugins`` until SIGTERM/SIGINT or the parent's death, then drains."""
     worker = args.worker_socket is not None
     setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
-    if processes is not None and args.gevent:
-        _fail("-m (worker processes) and -g (gevent) cannot be combined")
+    _check_models(args)
     if processes is not None and processes < 0:
         _fail(f"-m needs a positive number of worker processes, not {processes}")
-    if args.gevent and not worker:
-        _enable_gevent(list(sys.argv[1:] if argv is None else argv))
     prefix = args.kong_prefix
     if not os.path.isdir(prefix):
         _fail(f"Kong prefix {prefix!r} does not exist (set it with -p/--kong-prefix)")
     if not os.access(prefix, os.W_OK | os.X_OK):
         _fail(f"Kong prefix {prefix!r} is not writable by this user")
-    socket_path = args.worker_socket if worker else os.path.join(prefix, args.socket_name or f"{name}.socket")
+    socket_path = args.worker_socket if worker else os.path.join(prefix, args.socket_name or default_socket)
     try:
-        server = build_server(
-            name,
-            plugin,
+        server = build_plugins_server(
+            plugins,
             socket_path,
-            version=version,
-            priority=priority,
-            schema=schema,
             lua_style=args.lua_style,
             event_timeout=args.event_timeout,
             instance_ttl=args.instance_ttl,
@@ -199,6 +325,7 @@ def start_dedicated_server(
             async_threads=args.io_threads,
             gevent=args.gevent and not worker,
             processes=processes,
+            worker_command=worker_command,
             worker_args=["-v"] * args.verbose,
         )
     except (TypeError, ValueError) as e:
@@ -216,6 +343,16 @@ def start_dedicated_server(
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
     raise SystemExit(0)
+
+
+def _patch_for_gevent() -> None:
+    """Patches blocking I/O for ``-g`` before any plugin file is imported."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        _fail("-g needs gevent: pip install 'kong-pdk-native[gevent]'")
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
 
 
 def _enable_gevent(argv: list[str]) -> None:
@@ -262,3 +399,9 @@ def _wait_for_stop() -> None:
         if os.getppid() != parent:
             log.warning("parent process %d is gone, stopping", parent)
             return
+
+
+if __name__ == "__main__":
+    # How the worker processes of ``kong-python-pluginserver -m`` start
+    # (``python -m kong_pdk.cli -d DIR --worker-socket ...``).
+    start_server()

@@ -1,7 +1,8 @@
-"""Building a native plugin server for a plugin class.
+"""Building a native plugin server for one plugin class, or for several on one socket.
 
-Shared by the command line (``kong_pdk.cli``) and the test kit, so that a plugin
-runs the same way in tests as in Kong.
+Shared by the command line (``kong_pdk.cli``: a dedicated server, and
+``kong-python-pluginserver -d DIR``) and the test kit, so that a plugin runs the
+same way in tests as in Kong.
 """
 
 from __future__ import annotations
@@ -14,12 +15,24 @@ import sys
 import tempfile
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kong_pdk import _core
 from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
 
-__all__ = ["build_server", "lua_style_of"]
+__all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of"]
+
+
+@dataclass(frozen=True)
+class PluginDefinition:
+    """One plugin to serve: its name (Kong's), its class and its file's facts."""
+
+    name: str
+    cls: type
+    version: Any = None
+    priority: Any = 0
+    schema: Any = ()
 
 
 def _annotation_style(plugin: type) -> bool | None:
@@ -92,43 +105,99 @@ def build_server(
     ``options`` are the core's tuning knobs (``event_timeout``, ``instance_ttl``,
     ``max_frame``, ``listen_backlog``, ``max_handler_threads``, ``handler_timeout``).
     """
-    info = plugin_info(name, plugin, version, priority, schema)
-    if not info["Phases"]:
-        raise ValueError(f"plugin class {plugin.__name__} defines none of the phases {', '.join(PHASES)}")
-    declared = schema_field_names(schema)
-    coroutines = async_phases(plugin)
+    return build_plugins_server(
+        [PluginDefinition(name, plugin, version, priority, schema)],
+        socket_path,
+        lua_style=lua_style,
+        gevent=gevent,
+        processes=processes,
+        worker_command=None,
+        worker_args=worker_args,
+        **options,
+    )
+
+
+def build_plugins_server(
+    plugins: Sequence[PluginDefinition],
+    socket_path: str | os.PathLike[str],
+    *,
+    lua_style: bool = True,
+    gevent: bool = False,
+    processes: int | None = None,
+    worker_command: Sequence[str] | None = None,
+    worker_args: Sequence[str] = (),
+    **options: Any,
+) -> _core.PluginServer:
+    """A server for every plugin of ``plugins`` on one socket, as :func:`build_server`.
+
+    Kong names the plugin in each StartInstance, and an instance's events run
+    its plugin's handlers. The execution model is the server's: under
+    ``gevent`` no plugin may have ``async def`` handlers; otherwise each
+    plugin's ``async def`` phases share one asyncio loop. With ``processes``,
+    ``worker_command`` starts a worker that serves the same plugins (flags are
+    added to it); by default, the only plugin's file run again.
+    """
+    if not plugins:
+        raise ValueError("no plugin to serve")
     runner: object = None
-    loop_phases: list[str] = []
+    loop_phases: dict[str, list[str]] = {}
     workers: list[tuple[list[str], str]] = []
     if processes is not None:
         if gevent:
             raise ValueError("-m (worker processes) and -g (gevent) cannot be combined")
-        workers = worker_commands(plugin, os.fspath(socket_path), processes, lua_style, options, worker_args)
-    elif gevent:
-        if coroutines:
+        if worker_command is None:
+            if len(plugins) != 1:
+                raise ValueError("worker processes for several plugins need the command that serves them")
+            launcher: type | Sequence[str] = plugins[0].cls
+        else:
+            launcher = worker_command
+        workers = worker_commands(launcher, os.fspath(socket_path), processes, lua_style, options, worker_args)
+    for plugin in plugins:
+        coroutines = async_phases(plugin.cls)
+        if gevent and coroutines and processes is None:
             raise ValueError(
-                f"async def handlers ({', '.join(coroutines)}) cannot run under gevent (-g); "
-                "use plain def handlers or drop -g"
+                f"async def handlers ({', '.join(coroutines)}) of plugin {plugin.name} cannot run under "
+                "gevent (-g); use plain def handlers or drop -g"
             )
+        if processes is not None:
+            continue
+        if gevent:
+            loop_phases[plugin.name] = phases_of(plugin.cls)
+        elif coroutines:
+            loop_phases[plugin.name] = coroutines
+    if loop_phases and gevent:
         from kong_pdk.runners import GeventRunner
 
-        runner, loop_phases = GeventRunner(), phases_of(plugin)
-    elif coroutines:
+        runner = GeventRunner()
+    elif loop_phases:
         from kong_pdk.runners import AsyncioRunner
 
-        runner, loop_phases = AsyncioRunner(), coroutines
+        runner = AsyncioRunner()
     return _core.PluginServer(
-        name,
-        plugin,
-        phases_of(plugin),
-        json.dumps(info),
+        [_entry(plugin, lua_style, loop_phases.get(plugin.name, [])) for plugin in plugins],
         os.fspath(socket_path),
-        lua_style=lua_style_of(plugin, lua_style),
-        config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
         runner=runner,
-        loop_phases=loop_phases,
         workers=workers,
         **options,
+    )
+
+
+def _entry(plugin: PluginDefinition, lua_style: bool, loop_phases: list[str]) -> _core.PluginEntry:
+    """The core's description of one plugin; ValueError when it has no phase."""
+    info = plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema)
+    if not info["Phases"]:
+        raise ValueError(
+            f"plugin {plugin.name}: class {plugin.cls.__name__} defines none of the phases {', '.join(PHASES)}"
+        )
+    declared = schema_field_names(plugin.schema)
+    return _core.PluginEntry(
+        plugin.name,
+        plugin.cls,
+        phases_of(plugin.cls),
+        json.dumps(info),
+        lua_style=lua_style_of(plugin.cls, lua_style),
+        config_exclude=[k for k in BOOKKEEPING_KEYS if k not in declared],
+        loop_phases=loop_phases,
     )
 
 
@@ -146,32 +215,40 @@ def worker_socket_path(socket_path: str, index: int) -> str:
     """A worker's private socket, next to Kong's: ``.<name>.w<i>``.
 
     Falls back to the temporary directory when that path would not fit in a
-    Unix socket address (107 bytes).
+    Unix socket address (107 bytes), with the ``.<pid>.tmp`` the core binds
+    under first (src/server.rs, ``bind``).
     """
     folder, base = os.path.split(socket_path)
     path = os.path.join(folder, f".{base}.w{index}")
-    if len(os.fsencode(path)) <= 100:
+    if len(os.fsencode(path)) <= 94:
         return path
     digest = hashlib.sha256(os.fsencode(os.path.abspath(socket_path))).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), f"kong_pdk-{os.getuid()}-{digest}.w{index}")
 
 
 def worker_commands(
-    plugin: type,
+    launcher: type | Sequence[str],
     socket_path: str,
     processes: int,
     lua_style: bool,
     options: dict[str, Any],
     extra: Sequence[str],
 ) -> list[tuple[list[str], str]]:
-    """Command line and socket of each worker: the plugin file, run again."""
+    """Command line and socket of each worker: ``launcher`` with the worker's flags.
+
+    ``launcher`` is a plugin class (its file is run again) or the command that
+    serves the same plugins (``kong-python-pluginserver -d DIR``'s).
+    """
     count = processes or os.cpu_count() or 1
     if count < 1:
         raise ValueError(f"-m needs at least one worker process, not {processes}")
-    try:
-        plugin_file = os.path.abspath(inspect.getfile(plugin))
-    except TypeError as e:
-        raise ValueError(f"worker processes need the file that defines {plugin.__name__}: {e}") from None
+    if isinstance(launcher, type):
+        try:
+            base = [sys.executable, os.path.abspath(inspect.getfile(launcher))]
+        except TypeError as e:
+            raise ValueError(f"worker processes need the file that defines {launcher.__name__}: {e}") from None
+    else:
+        base = list(launcher)
     prefix = os.path.dirname(socket_path) or "."
     flags = [
         "--event-timeout",
@@ -190,6 +267,6 @@ def worker_commands(
     commands = []
     for i in range(count):
         sock = worker_socket_path(socket_path, i)
-        argv = [sys.executable, plugin_file, "-p", prefix, "--worker-socket", sock, "--worker-index", str(i)]
+        argv = [*base, "-p", prefix, "--worker-socket", sock, "--worker-index", str(i)]
         commands.append((argv + flags + list(extra), sock))
     return commands

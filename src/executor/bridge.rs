@@ -26,7 +26,8 @@ use pyo3::types::PyString;
 use rmpv::Value;
 use tokio::sync::oneshot;
 
-use super::{new_instance, report, EventJob, Executor, PluginHandle, Running};
+use super::plugins::PluginClasses;
+use super::{report, EventJob, Executor, PluginHandle, Running};
 use crate::events::Resume;
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopWait, PdkProxy, Waiter};
@@ -108,8 +109,7 @@ pub struct LoopBridge {
     core: Arc<BridgeCore>,
     reader: UnixStream,
     link: Arc<LoopLink>,
-    plugin_name: String,
-    lua_style: bool,
+    plugins: Arc<PluginClasses>,
 }
 
 #[pymethods]
@@ -162,10 +162,11 @@ impl LoopBridge {
             link,
         } = job;
         let event_id = link.event_id;
+        let plugin_name = instance.instance().name.clone();
         let ctx = Arc::new(EventCtx::new(
             phase,
             link,
-            self.lua_style,
+            self.plugins.lua_style(&plugin_name),
             Waiter::Loop(Arc::clone(&self.link) as Arc<dyn LoopWait>),
         ));
         let plugin = instance.instance().handle.object(py)?;
@@ -175,7 +176,7 @@ impl LoopBridge {
                 ctx: Arc::clone(&ctx),
                 runtime: self.link.runtime.clone(),
                 phase,
-                plugin_name: self.plugin_name.clone(),
+                plugin_name,
                 alive: Mutex::new(Some((instance, running))),
             },
         )?;
@@ -238,7 +239,7 @@ impl EventHandle {
 /// An executor whose handlers run on a Python event loop.
 pub struct LoopExecutor {
     core: Arc<BridgeCore>,
-    plugin_class: Py<PyAny>,
+    plugins: Arc<PluginClasses>,
     running: Arc<AtomicUsize>,
 }
 
@@ -247,9 +248,7 @@ impl LoopExecutor {
     pub fn attach(
         py: Python<'_>,
         runner: Py<PyAny>,
-        plugin_class: Py<PyAny>,
-        plugin_name: &str,
-        lua_style: bool,
+        plugins: Arc<PluginClasses>,
         runtime: tokio::runtime::Handle,
     ) -> PyResult<LoopExecutor> {
         let (reader, writer) =
@@ -271,24 +270,22 @@ impl LoopExecutor {
                 runner: runner.clone_ref(py),
                 runtime,
             }),
-            plugin_name: plugin_name.to_string(),
-            lua_style,
+            plugins: Arc::clone(&plugins),
         };
         runner
             .bind(py)
             .call_method1("attach", (Bound::new(py, bridge)?,))?;
         Ok(LoopExecutor {
             core,
-            plugin_class,
+            plugins,
             running: Arc::new(AtomicUsize::new(0)),
         })
     }
 }
 
 impl Executor for LoopExecutor {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
-            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {

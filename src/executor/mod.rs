@@ -16,9 +16,11 @@
 
 pub mod bridge;
 pub mod fail_closed;
+pub mod plugins;
 pub mod process;
 pub mod thread;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -88,9 +90,9 @@ pub struct EventJob {
 }
 
 pub trait Executor: Send + Sync {
-    /// Creates the plugin object for one config. Blocking: the caller runs it
-    /// off the async threads.
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String>;
+    /// Creates the object of the plugin `plugin` for one config. Blocking:
+    /// the caller runs it off the async threads.
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String>;
 
     /// Starts one event; its handler answers Kong through `job.link`.
     fn run_event(&self, job: EventJob);
@@ -137,17 +139,24 @@ pub fn new_instance(
 /// asyncio loop, the rest to the default (threads or gevent).
 pub struct PhaseRouter {
     pub default: SharedExecutor,
-    pub looped: Option<(SharedExecutor, Vec<Phase>)>,
+    /// The loop's executor and, by plugin name, the phases it runs.
+    pub looped: Option<(SharedExecutor, HashMap<String, Vec<Phase>>)>,
 }
 
 impl Executor for PhaseRouter {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        self.default.start_instance(config)
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.default.start_instance(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {
         match &self.looped {
-            Some((exec, phases)) if phases.contains(&job.phase) => exec.run_event(job),
+            Some((exec, phases))
+                if phases
+                    .get(&job.instance.instance().name)
+                    .is_some_and(|p| p.contains(&job.phase)) =>
+            {
+                exec.run_event(job)
+            }
             _ => self.default.run_event(job),
         }
     }

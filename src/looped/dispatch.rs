@@ -91,6 +91,7 @@ fn start_event(
         .object(py)
         .map_err(|e| crate::executor::describe(py, &e))?;
     let phase = accepted.phase;
+    let plugin_name = accepted.instance.instance().name.clone();
     let event = Arc::new(LoopedEvent::new(
         accepted.id,
         phase,
@@ -105,7 +106,7 @@ fn start_event(
             py,
             LoopedEventHandle {
                 event: Arc::clone(&event),
-                plugin_name: core.plugin_name.clone(),
+                plugin_name,
             },
         )?;
         core.runner.bind(py).call_method1(

@@ -60,6 +60,8 @@ pub struct LoopedEvent {
     pub id: u64,
     phase: Phase,
     pub label: Arc<str>,
+    /// The error style of the instance's plugin.
+    lua_style: bool,
     core: Weak<Core>,
     state: Mutex<State>,
 }
@@ -142,10 +144,12 @@ impl LoopedEvent {
         route: Route,
         instance: InFlight<PluginHandle>,
     ) -> Self {
+        let lua_style = core.plugins.lua_style(&instance.instance().name);
         LoopedEvent {
             id,
             phase,
             label,
+            lua_style,
             core: Arc::downgrade(core),
             state: Mutex::new(State {
                 stage: Stage::Running,
@@ -307,8 +311,7 @@ impl LoopedEvent {
 
     /// Kong's answer, as the handler sees it.
     pub fn answer<'py>(&self, py: Python<'py>, answer: Answer) -> PyResult<Bound<'py, PyAny>> {
-        let lua_style = self.core().is_none_or(|c| c.lua_style);
-        answer_to_py(py, answer, lua_style)
+        answer_to_py(py, answer, self.lua_style)
     }
 
     /// Kong will not answer (deadline, AbandonEvent, shutdown): the pending

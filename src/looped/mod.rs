@@ -35,7 +35,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use rmpv::Value;
 
-use crate::executor::{new_instance, EventJob, Executor, PluginHandle};
+use crate::executor::plugins::PluginClasses;
+use crate::executor::{EventJob, Executor, PluginHandle};
 use crate::service::{PluginMeta, Service, Settings};
 use conns::{Conns, Queued};
 use event::Registry;
@@ -55,8 +56,8 @@ pub struct Core {
     /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
     /// call returns its token as is, and resolving one sets its result here.
     futures: bool,
-    pub lua_style: bool,
-    plugin_name: String,
+    /// Every plugin's class and error style.
+    pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
     conns: Mutex<Conns>,
     pub events: Arc<Registry>,
@@ -298,14 +299,13 @@ impl LoopCore {
 /// The service's executor in the looped model: instances are created on
 /// the loop's thread (the caller); events never come through here.
 struct LoopedExecutor {
-    plugin_class: Py<PyAny>,
+    plugins: Arc<PluginClasses>,
     events: Arc<Registry>,
 }
 
 impl Executor for LoopedExecutor {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
-            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {
@@ -329,10 +329,9 @@ impl Executor for LoopedExecutor {
 /// What a looped server needs to start.
 pub struct LoopedSetup {
     pub runner: Py<PyAny>,
-    pub plugin_class: Py<PyAny>,
-    pub lua_style: bool,
+    pub plugins: Arc<PluginClasses>,
     pub max_frame: usize,
-    pub meta: PluginMeta,
+    pub metas: Vec<PluginMeta>,
     pub settings: Settings,
 }
 
@@ -341,15 +340,14 @@ pub struct LoopedSetup {
 pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
     listener.set_nonblocking(true)?;
     let events = Arc::new(Registry::default());
-    let plugin_name = setup.meta.name.clone();
     let tick_period = (setup.settings.event_timeout / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1))
         .as_secs_f64();
     let service = Arc::new(Service::new(
-        setup.meta,
+        setup.metas,
         setup.settings,
         Arc::new(LoopedExecutor {
-            plugin_class: setup.plugin_class,
+            plugins: Arc::clone(&setup.plugins),
             events: Arc::clone(&events),
         }),
     ));
@@ -366,8 +364,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         wait: runner.getattr("wait")?.unbind(),
         resolve: runner.getattr("resolve")?.unbind(),
         futures,
-        lua_style: setup.lua_style,
-        plugin_name,
+        plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
         conns: Mutex::new(Conns::new(
             setup.max_frame,

@@ -19,8 +19,10 @@ use super::{lock, Inner};
 use crate::rpc::{as_map, as_u64, field, map};
 use crate::rpc_error::RpcError;
 
-/// One of Kong's instances: its config and its id in each worker.
+/// One of Kong's instances: its plugin, its config and its id in each worker.
 pub(super) struct Entry {
+    /// The plugin's name: a worker serves the same plugins as the core.
+    plugin: String,
     config: Value,
     /// Per worker: `(generation, instance id there)`. A respawned worker has
     /// a new generation, so its slot is stale until recreated.
@@ -41,9 +43,10 @@ impl Entry {
 
 impl Inner {
     /// Registers a new instance with no copies yet; returns its key.
-    pub(super) fn add_entry(&self, config: &Value) -> (u64, Arc<Entry>) {
+    pub(super) fn add_entry(&self, plugin: &str, config: &Value) -> (u64, Arc<Entry>) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
+            plugin: plugin.to_string(),
             config: config.clone(),
             ids: self
                 .workers
@@ -75,7 +78,7 @@ impl Inner {
             }
         }
         let params = [map(vec![
-            ("Name", Value::from(self.plugin.as_str())),
+            ("Name", Value::from(entry.plugin.as_str())),
             // The config as the core decoded it (a map, which the worker
             // accepts as well as JSON text): no second JSON round trip.
             ("Config", entry.config.clone()),

@@ -1,7 +1,8 @@
 //! The worker-process model (`-m [N]`): handlers run in worker processes.
 //!
-//! A worker is an ordinary thread-model server of the same plugin file on a
-//! private socket (`cli.py --worker-socket`). This process, the core, keeps
+//! A worker is an ordinary thread-model server of the same plugin file (or
+//! plugin folder, `kong-python-pluginserver -d`) on a private socket (`cli.py
+//! --worker-socket`), so it serves the same plugins by name. This process, the core, keeps
 //! Kong's socket and the registries and runs no Python per event: it plays
 //! Kong towards the workers, with the same MessagePack-RPC (docs/protocol.md §3.1,
 //! §4). Each of Kong's instances is created once in every worker (never
@@ -49,7 +50,6 @@ pub struct ProcessExecutor {
 
 /// What the executor, the event relays and the supervisors share.
 struct Inner {
-    plugin: String,
     runtime: Handle,
     max_frame: usize,
     workers: Workers,
@@ -111,14 +111,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl ProcessExecutor {
     /// Spawns the workers (each under its own supervisor thread).
-    pub fn start(
-        plugin: String,
-        runtime: Handle,
-        max_frame: usize,
-        specs: Vec<WorkerSpec>,
-    ) -> io::Result<Self> {
+    pub fn start(runtime: Handle, max_frame: usize, specs: Vec<WorkerSpec>) -> io::Result<Self> {
         let inner = Arc::new(Inner {
-            plugin,
             runtime,
             max_frame,
             workers: Workers::new(specs),
@@ -175,9 +169,9 @@ impl Drop for ProcessExecutor {
 }
 
 impl Executor for ProcessExecutor {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
         let inner = &self.inner;
-        let (key, entry) = inner.add_entry(config);
+        let (key, entry) = inner.add_entry(plugin, config);
         let weak = Arc::downgrade(inner);
         let handle = PluginHandle::Remote(RemoteKey::new(key, move |key| {
             if let Some(inner) = weak.upgrade() {

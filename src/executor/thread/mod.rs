@@ -22,7 +22,8 @@ use pyo3::prelude::*;
 use rmpv::Value;
 
 use super::fail_closed::{self, fail_closed};
-use super::{new_instance, report, EventJob, Executor, PluginHandle, Running};
+use super::plugins::PluginClasses;
+use super::{report, EventJob, Executor, PluginHandle, Running};
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
 use pool::{promise_idle, Pool};
@@ -30,8 +31,7 @@ use watchdog::{watchdog, Watched};
 
 pub struct ThreadExecutor {
     pool: Pool,
-    plugin_class: Py<PyAny>,
-    lua_style: bool,
+    plugins: Arc<PluginClasses>,
     running: Arc<AtomicUsize>,
     runtime: tokio::runtime::Handle,
     /// Present when `--handler-timeout` is set.
@@ -40,8 +40,7 @@ pub struct ThreadExecutor {
 
 impl ThreadExecutor {
     pub fn new(
-        plugin_class: Py<PyAny>,
-        lua_style: bool,
+        plugins: Arc<PluginClasses>,
         max_threads: usize,
         handler_timeout: Option<Duration>,
         runtime: tokio::runtime::Handle,
@@ -53,8 +52,7 @@ impl ThreadExecutor {
         });
         ThreadExecutor {
             pool: Pool::new(max_threads, Duration::from_secs(30)),
-            plugin_class,
-            lua_style,
+            plugins,
             running: Arc::new(AtomicUsize::new(0)),
             runtime,
             watched,
@@ -63,14 +61,13 @@ impl ThreadExecutor {
 }
 
 impl Executor for ThreadExecutor {
-    fn start_instance(&self, config: &Value) -> Result<PluginHandle, String> {
-        Python::try_attach(|py| new_instance(py, &self.plugin_class, config))
-            .unwrap_or_else(|| Err("the Python interpreter is shutting down".into()))
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
-        let lua_style = self.lua_style;
+        let lua_style = self.plugins.lua_style(&job.instance.instance().name);
         let watched = self.watched.clone();
         let runtime = self.runtime.clone();
         let sent = self.pool.execute((job, running), move |(job, _running)| {
