@@ -46,9 +46,18 @@ lint: dev  ## cargo fmt --check, clippy, mypy --strict on the package and exampl
 test-rust:  ## Rust unit tests
 	cargo test -q
 
+# The official kong-pdk in a venv of its own, for the side-by-side emulator
+# tests (tests/emulator/test_against_official.py): our emulator must drive the
+# reference server exactly as it drives ours.
+OFFICIAL_VENV := .venv-official
+$(OFFICIAL_VENV)/.deps:
+	python3 -m venv $(OFFICIAL_VENV)
+	$(OFFICIAL_VENV)/bin/python -m pip install -q 'kong-pdk==0.36.*' gevent msgpack
+	touch $@
+
 .PHONY: test-py
-test-py: dev  ## pytest over the real socket
-	$(PY) -m pytest -q
+test-py: dev $(OFFICIAL_VENV)/.deps  ## pytest over the real socket (with the official kong-pdk beside ours)
+	KONG_PDK_OFFICIAL_PYTHON=$(CURDIR)/$(OFFICIAL_VENV)/bin/python $(PY) -m pytest -q
 
 .PHONY: test
 test: dev lint test-rust test-py  ## the whole test suite: lints, Rust tests, pytest incl. the strict docs build (sets up .venv on a fresh machine)
