@@ -14,6 +14,7 @@ mod convert;
 pub mod defaults;
 mod events;
 mod executor;
+mod handover;
 mod ids;
 mod instances;
 mod looped;

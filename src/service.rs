@@ -5,8 +5,9 @@
 //! executor does whatever needs the interpreter.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmpv::Value;
@@ -46,6 +47,12 @@ pub struct Service {
     pub events: Arc<Events>,
     pub executor: SharedExecutor,
     draining: AtomicBool,
+    /// Set when draining began after a newer server took the socket path
+    /// (`--reload`, or Kong starting a new server before the old one is
+    /// gone): new work is then sent on to it instead of refused (`handover.rs`).
+    successor: OnceLock<PathBuf>,
+    /// Connections open now (both serving models count them).
+    pub connections: AtomicUsize,
 }
 
 /// A `HandleEvent` that passed its checks.
@@ -77,6 +84,8 @@ impl Service {
             events: Arc::new(Events::new(IdAllocator::from_clock())),
             executor,
             draining: AtomicBool::new(false),
+            successor: OnceLock::new(),
+            connections: AtomicUsize::new(0),
         }
     }
 
@@ -86,6 +95,36 @@ impl Service {
 
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Drains as a server that a newer one replaced on the same socket path:
+    /// Kong's pooled connections still lead here, and each one passes the
+    /// new work on to the newer server (`handover.rs`); the Steps of the
+    /// events in flight are served here.
+    pub fn start_handing_over(&self, successor: &Path) {
+        let _ = self.successor.set(successor.to_path_buf());
+        self.start_draining();
+    }
+
+    /// The socket of the newer server, once this one was replaced.
+    pub fn successor(&self) -> Option<&Path> {
+        self.successor.get().map(PathBuf::as_path)
+    }
+
+    /// Connections a replaced server keeps serving after its last event:
+    /// Kong may still send new work on them, which is passed on to the newer
+    /// server. Closing them ourselves could cross a request Kong is writing,
+    /// so the server waits for Kong to close them (up to `--drain-timeout`).
+    pub fn lingering(&self) -> usize {
+        if self.is_replaced() {
+            self.connections.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
+
+    fn is_replaced(&self) -> bool {
+        self.successor.get().is_some()
     }
 
     /// Events that have not ended yet: waiting for Kong or running.

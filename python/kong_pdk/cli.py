@@ -211,7 +211,9 @@ def start_dedicated_server(
     server.begin_drain()
     # Waiting here, not inside the core, lets greenlets finish under -g.
     deadline = time.monotonic() + args.drain_timeout
-    while server.busy() and time.monotonic() < deadline:
+    # A server replaced by a newer one (--reload) also waits for Kong to leave
+    # its connections, so that it never closes one Kong is writing to.
+    while (server.busy() or server.lingering()) and time.monotonic() < deadline:
         time.sleep(0.01)
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
