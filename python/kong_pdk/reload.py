@@ -29,6 +29,7 @@ it again, docs/protocol.md §1.3).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -122,6 +123,8 @@ class Supervisor:
     def reload(self, changed: set[str]) -> None:
         names = ", ".join(sorted(os.path.relpath(p, os.path.dirname(self.plugin_file)) for p in changed))
         log.info("changed: %s; checking the new code", names)
+        for path in changed:
+            _forget_bytecode(path)
         problem, modules = _check(self.plugin_file)
         if problem is not None:
             self.broken = True
@@ -212,6 +215,19 @@ class Supervisor:
         _terminate(servers, self.drain_timeout)
         log.info("stopped")
         raise SystemExit(status)
+
+
+def _forget_bytecode(path: str) -> None:
+    """Removes the cached bytecode of a changed module.
+
+    Python trusts a ``.pyc`` whose recorded mtime (in whole seconds) and size
+    match the source: an edit within the same second that keeps the size (``"A"``
+    to ``"B"``) would load the old code.
+    """
+    try:
+        os.remove(importlib.util.cache_from_source(path))
+    except (OSError, ValueError, NotImplementedError):
+        pass
 
 
 def _check(plugin_file: str) -> tuple[str | None, list[str]]:
