@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::events::Lend;
 use crate::handover::{self, Upstream};
 use crate::rpc::{self, parse_request, Method, Request};
-use crate::service::{Encoded, Service};
+use crate::service::{Encoded, Service, HANDED_OVER};
 use crate::wire::{FrameDecoder, WireError};
 use crate::writer::{ConnWriter, STALLED_PEER};
 
@@ -215,7 +215,7 @@ impl Connection {
                 } else {
                     (None, None)
                 };
-                let reply = self.service.dispatch(req, &self.writer, lend).await;
+                let reply = self.service.dispatch(&req, &self.writer, lend).await;
                 if let Some(mut returned) = returned {
                     let mut stop = self.stop.clone();
                     self.decoder = loop {
@@ -234,6 +234,13 @@ impl Connection {
                             _ = stop.changed() => return Next::Close,
                         }
                     };
+                }
+                if matches!(&reply, Err(e) if e == HANDED_OVER) {
+                    if let Some(successor) = self.service.successor() {
+                        let successor = successor.to_path_buf();
+                        let out = self.forward(&successor, &req).await;
+                        return self.send(&out);
+                    }
                 }
                 match reply {
                     Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),

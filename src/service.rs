@@ -65,6 +65,11 @@ pub struct AcceptedEvent {
     pub label: Arc<str>,
 }
 
+/// How a server that a newer one replaced refuses new work that slipped past
+/// the connection's check (it began draining meanwhile): the connection
+/// passes the request on instead (`handover.rs`).
+pub const HANDED_OVER: &str = "plugin server was replaced by a newer one";
+
 /// A reply to encode: a result value or an error string.
 pub type Reply = Result<Encoded, String>;
 
@@ -123,6 +128,14 @@ impl Service {
         }
     }
 
+    fn refusal(&self) -> String {
+        if self.is_replaced() {
+            HANDED_OVER.into()
+        } else {
+            "plugin server is shutting down".into()
+        }
+    }
+
     fn is_replaced(&self) -> bool {
         self.successor.get().is_some()
     }
@@ -136,7 +149,7 @@ impl Service {
     /// of a HandleEvent or Step to keep while it waits (see `events::Lend`).
     pub async fn dispatch(
         self: &Arc<Self>,
-        req: Request,
+        req: &Request,
         writer: &Arc<ConnWriter>,
         lend: Option<Lend>,
     ) -> Reply {
@@ -189,7 +202,7 @@ impl Service {
     /// constructor through the executor).
     pub fn start_instance_now(&self, arg: &Value) -> Reply {
         if self.is_draining() {
-            return Err("plugin server is shutting down".into());
+            return Err(self.refusal());
         }
         let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
         let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
@@ -274,7 +287,7 @@ impl Service {
             .and_then(Value::as_str)
             .unwrap_or("");
         if self.is_draining() {
-            return Err("plugin server is shutting down".into());
+            return Err(self.refusal());
         }
         let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
         let phase = Phase::parse(phase_name)

@@ -19,7 +19,7 @@ use crate::events::step_answer;
 use crate::handover;
 use crate::pdk::PdkProxy;
 use crate::rpc::{self, as_map, as_u64, field, parse_request, Method};
-use crate::service::Encoded;
+use crate::service::{Encoded, HANDED_OVER};
 
 pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
     let frame = match incoming {
@@ -52,6 +52,14 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
             .answer_now(other, first)
             .unwrap_or_else(|| Err(format!("method {} not served here", req.method))),
     });
+    if let (Err(e), Some(successor)) = (&outcome, core.service.successor()) {
+        if e == HANDED_OVER {
+            // Draining began after the check above: passed on all the same.
+            let out = py.detach(|| core.forward(conn, successor, &req));
+            core.send(py, conn, &out);
+            return;
+        }
+    }
     match outcome {
         Ok(Encoded::Value(v)) => {
             let mut out = Vec::with_capacity(64);
