@@ -53,6 +53,8 @@ log: logging.Logger = logging.getLogger("kong_pdk.reload")
 # How long a changed file must stay quiet before a reload (ms): an editor's save
 # is often a write, a rename and a chmod in a row.
 QUIET_MS = 150
+# The watcher wakes up this often when nothing changes (ms).
+IDLE_MS = 300
 CHECK_TIMEOUT = 30.0
 # A new server has this long to take the socket path (-m starts its workers first).
 START_TIMEOUT = 30.0
@@ -81,6 +83,10 @@ class Supervisor:
         # Old servers draining after a reload, reaped as they exit.
         self.retiring: list[subprocess.Popen[bytes]] = []
         self.watched: set[str] = set(local_modules(self.plugin_file))
+        # The watched files as last loaded (or tried, when that failed): a change
+        # made before the watcher is set up is found by comparing with these,
+        # and a change reported twice is recognised.
+        self.seen: dict[str, tuple[int, int, int] | None] = {p: _signature(p) for p in self.watched}
         # After a failed check, any .py file in the watched folders may be the fix
         # (a new helper module that did not import).
         self.broken = False
@@ -121,11 +127,18 @@ class Supervisor:
         log.info("serving %s (server pid %d); watching %d file(s) for changes", self.plugin_file, proc.pid, len(self.watched))
 
     def reload(self, changed: set[str]) -> None:
+        # The same change may be reported twice (the watcher's catching up).
+        changed = {p for p in changed if p not in self.seen or _signature(p) != self.seen[p]}
+        if not changed:
+            return
         names = ", ".join(sorted(os.path.relpath(p, os.path.dirname(self.plugin_file)) for p in changed))
         log.info("changed: %s; checking the new code", names)
         for path in changed:
             _forget_bytecode(path)
+        # Taken before loading: an edit made while the check runs is a new change.
+        before = {p: _signature(p) for p in changed}
         problem, modules = _check(self.plugin_file)
+        self.seen.update(before)
         if problem is not None:
             self.broken = True
             log.error("reload skipped, the old version keeps serving: %s", problem)
@@ -140,6 +153,7 @@ class Supervisor:
             return
         self.current = new
         self.watched = set(modules)
+        self.seen = {p: self.seen[p] if p in self.seen else _signature(p) for p in self.watched}
         self.stop_watching.set()  # the watcher restarts on the new set of folders
         if old is not None and old.poll() is None:
             old.send_signal(signal.SIGTERM)
@@ -158,19 +172,29 @@ class Supervisor:
         """The watcher thread: queues each debounced batch of relevant changes."""
         import watchfiles
 
+        # It says "rust notify timeout, continuing" at each idle timeout.
+        logging.getLogger("watchfiles").setLevel(logging.INFO)
         while not self.stop.is_set():
             self.stop_watching.clear()
             folders = sorted({os.path.dirname(p) for p in self.watched})
+            caught_up = False
             try:
                 for batch in watchfiles.watch(
                     *folders,
                     recursive=False,
                     step=QUIET_MS,
+                    rust_timeout=IDLE_MS,
+                    yield_on_timeout=True,
                     stop_event=self.stop_watching,
                     raise_interrupt=False,
                     watch_filter=None,
                 ):
                     paths = {p for _, p in batch if self.relevant(p)}
+                    if not caught_up and not batch:
+                        # The first idle timeout: the watcher is surely set up by
+                        # now; what changed before it was is found by comparing.
+                        caught_up = True
+                        paths |= {p for p, sig in self.seen.items() if _signature(p) != sig}
                     if paths:
                         self.changes.put(paths)
                     if self.stop.is_set():
@@ -215,6 +239,14 @@ class Supervisor:
         _terminate(servers, self.drain_timeout)
         log.info("stopped")
         raise SystemExit(status)
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _forget_bytecode(path: str) -> None:
