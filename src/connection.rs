@@ -11,6 +11,8 @@
 //! peer that reads nothing for [`STALLED_PEER`].
 
 use std::io;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
@@ -18,7 +20,9 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::events::Lend;
-use crate::rpc::{self, parse_request, Method};
+use crate::handover::{self, Upstream};
+use crate::rpc::{self, parse_request, Method, Request};
+use crate::rpc_error::RpcError;
 use crate::service::{Encoded, Service};
 use crate::wire::{FrameDecoder, WireError};
 use crate::writer::{ConnWriter, STALLED_PEER};
@@ -54,8 +58,11 @@ pub async fn serve(
         stop,
         decoder: FrameDecoder::new(max_frame),
         greeted: false,
+        upstream: None,
     };
+    conn.service.connections.fetch_add(1, Ordering::AcqRel);
     conn.run().await;
+    conn.service.connections.fetch_sub(1, Ordering::AcqRel);
     // Handlers may still hold the writer: hang up now all the same, so the
     // peer sees the end and their late writes fail at once.
     conn.writer.close();
@@ -69,6 +76,8 @@ struct Connection {
     stop: watch::Receiver<bool>,
     decoder: FrameDecoder,
     greeted: bool,
+    /// Set once this server was replaced (`handover.rs`).
+    upstream: Option<Upstream>,
 }
 
 /// What to do after a frame.
@@ -183,6 +192,14 @@ impl Connection {
         let mut out = Vec::new();
         match parse_request(frame) {
             Ok(req) => {
+                if let Some(successor) = self.service.successor() {
+                    let events = &self.service.events;
+                    if !handover::served_here(&req, |id| events.contains(id)) {
+                        let successor = successor.to_path_buf();
+                        let out = self.forward(&successor, &req).await;
+                        return self.send(&out);
+                    }
+                }
                 let (msgid, method) = (req.msgid, req.method.clone());
                 // A HandleEvent or Step lends the connection's reading to the
                 // event's handler (events::Lend) until it gives it back.
@@ -199,7 +216,7 @@ impl Connection {
                 } else {
                     (None, None)
                 };
-                let reply = self.service.dispatch(req, &self.writer, lend).await;
+                let reply = self.service.dispatch(&req, &self.writer, lend).await;
                 if let Some(mut returned) = returned {
                     let mut stop = self.stop.clone();
                     self.decoder = loop {
@@ -219,6 +236,13 @@ impl Connection {
                         }
                     };
                 }
+                if matches!(&reply, Err(RpcError::HandedOver)) {
+                    if let Some(successor) = self.service.successor() {
+                        let successor = successor.to_path_buf();
+                        let out = self.forward(&successor, &req).await;
+                        return self.send(&out);
+                    }
+                }
                 match reply {
                     Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
                     Ok(Encoded::Deferred) => {}
@@ -234,6 +258,26 @@ impl Connection {
             }
         }
         self.send(&out)
+    }
+
+    /// Passes a request on to the server that replaced this one (`handover.rs`).
+    async fn forward(&mut self, successor: &Path, req: &Request) -> Vec<u8> {
+        if self.upstream.is_none() {
+            match Upstream::connect(successor, self.max_frame).await {
+                Ok(up) => self.upstream = Some(up),
+                Err(e) => return handover::failed(req.msgid, &e.to_string()),
+            }
+        }
+        let Some(up) = self.upstream.as_mut() else {
+            return handover::failed(req.msgid, "no connection");
+        };
+        match up.forward(req, self.service.settings.event_timeout).await {
+            Ok(out) => out,
+            Err(why) => {
+                self.upstream = None;
+                handover::failed(req.msgid, &why)
+            }
+        }
     }
 
     /// Answers a frame that could not be decoded.

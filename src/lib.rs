@@ -15,6 +15,7 @@ mod convert;
 pub mod defaults;
 mod events;
 mod executor;
+mod handover;
 mod ids;
 mod instances;
 mod looped;

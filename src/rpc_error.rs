@@ -14,6 +14,10 @@ pub enum RpcError {
     NoInstance(u64),
     /// The server is draining after SIGTERM: no new instance or event.
     ShuttingDown,
+    /// The server is draining because a newer one took its socket path: the
+    /// connection passes the request on to it (`handover.rs`) rather than
+    /// answering with this.
+    HandedOver,
     /// The plugin refused the config: the reason as the plugin gave it.
     InstanceRefused(String),
     /// A Step or AbandonEvent for an event that has ended.
@@ -30,7 +34,9 @@ impl RpcError {
     /// own, so they are news, not warnings.
     pub fn log_level(&self) -> log::Level {
         match self {
-            RpcError::NoInstance(_) | RpcError::ShuttingDown => log::Level::Info,
+            RpcError::NoInstance(_) | RpcError::ShuttingDown | RpcError::HandedOver => {
+                log::Level::Info
+            }
             _ => log::Level::Warn,
         }
     }
@@ -59,6 +65,7 @@ impl fmt::Display for RpcError {
         match self {
             RpcError::NoInstance(id) => write!(f, "no plugin instance #{id}"),
             RpcError::ShuttingDown => f.write_str("plugin server is shutting down"),
+            RpcError::HandedOver => f.write_str("plugin server was replaced by a newer one"),
             RpcError::InstanceRefused(reason) => write!(f, "{REFUSED}{reason}"),
             RpcError::UnknownEvent(id) => {
                 write!(f, "event id {id} not found (it has ended or was abandoned)")

@@ -208,6 +208,10 @@ impl PluginServer {
     }
 
     /// Stops taking new instances and events; events in flight go on.
+    ///
+    /// When a newer server has taken the socket path meanwhile (`--reload`,
+    /// or Kong starting the next server early), new work is handed over to
+    /// it instead of refused (`Service::start_handing_over`).
     fn begin_drain(&self) {
         if let Some(r) = self
             .running
@@ -215,7 +219,15 @@ impl PluginServer {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            r.service.start_draining();
+            if r.socket_id.is_some() && FileId::of(&self.socket_path) != r.socket_id {
+                log::info!(
+                    "{} belongs to a newer server: handing new work over to it",
+                    self.socket_path.display()
+                );
+                r.service.start_handing_over(&self.socket_path);
+            } else {
+                r.service.start_draining();
+            }
         }
     }
 
@@ -226,6 +238,16 @@ impl PluginServer {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |r| r.service.busy())
+    }
+
+    /// Connections a server replaced by a newer one still has open (0 when
+    /// it was not replaced): it lets Kong close them, or hands them over.
+    fn lingering(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |r| r.service.lingering())
     }
 
     /// Drains and stops; returns True when every event finished in time.
@@ -439,9 +461,10 @@ impl PluginServer {
 fn bind(path: &Path, backlog: i32) -> std::io::Result<std::os::unix::net::UnixListener> {
     use socket2::{Domain, SockAddr, Socket, Type};
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
-            std::fs::remove_file(path)?;
-        }
+        // A stale socket, or a server still serving there (`--reload` starts
+        // the next one first): the rename below replaces it in one step, so
+        // Kong never finds the path missing.
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {}
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,

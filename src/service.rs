@@ -5,8 +5,9 @@
 //! executor does whatever needs the interpreter.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmpv::Value;
@@ -81,6 +82,12 @@ pub struct Service {
     pub events: Arc<Events>,
     pub executor: SharedExecutor,
     draining: AtomicBool,
+    /// Set when draining began after a newer server took the socket path
+    /// (`--reload`, or Kong starting a new server before the old one is
+    /// gone): new work is then sent on to it instead of refused (`handover.rs`).
+    successor: OnceLock<PathBuf>,
+    /// Connections open now (both serving models count them).
+    pub connections: AtomicUsize,
 }
 
 /// A `HandleEvent` that passed its checks.
@@ -112,6 +119,8 @@ impl Service {
             events: Arc::new(Events::new(IdAllocator::from_clock())),
             executor,
             draining: AtomicBool::new(false),
+            successor: OnceLock::new(),
+            connections: AtomicUsize::new(0),
         }
     }
 
@@ -138,6 +147,47 @@ impl Service {
         self.draining.load(Ordering::Acquire)
     }
 
+    /// Drains as a server that a newer one replaced on the same socket path:
+    /// Kong's pooled connections still lead here, and each one passes the
+    /// new work on to the newer server (`handover.rs`); the Steps of the
+    /// events in flight are served here.
+    pub fn start_handing_over(&self, successor: &Path) {
+        let _ = self.successor.set(successor.to_path_buf());
+        self.start_draining();
+    }
+
+    /// The socket of the newer server, once this one was replaced.
+    pub fn successor(&self) -> Option<&Path> {
+        self.successor.get().map(PathBuf::as_path)
+    }
+
+    /// Connections a replaced server keeps serving after its last event:
+    /// Kong may still send new work on them, which is passed on to the newer
+    /// server. Closing them ourselves could cross a request Kong is writing,
+    /// so the server waits for Kong to close them (up to `--drain-timeout`).
+    pub fn lingering(&self) -> usize {
+        if self.is_replaced() {
+            self.connections.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
+
+    /// How a draining server refuses new work: a server that a newer one
+    /// replaced says so, and the connection passes the request on instead
+    /// (`handover.rs`).
+    fn refusal(&self) -> RpcError {
+        if self.is_replaced() {
+            RpcError::HandedOver
+        } else {
+            RpcError::ShuttingDown
+        }
+    }
+
+    fn is_replaced(&self) -> bool {
+        self.successor.get().is_some()
+    }
+
     /// Events that have not ended yet: waiting for Kong or running.
     pub fn busy(&self) -> usize {
         self.events.len() + self.executor.waiting() + self.executor.running()
@@ -147,7 +197,7 @@ impl Service {
     /// of a HandleEvent or Step to keep while it waits (see `events::Lend`).
     pub async fn dispatch(
         self: &Arc<Self>,
-        req: Request,
+        req: &Request,
         writer: &Arc<ConnWriter>,
         lend: Option<Lend>,
     ) -> Reply {
@@ -197,7 +247,7 @@ impl Service {
     /// constructor through the executor).
     pub fn start_instance_now(&self, arg: &Value) -> Reply {
         if self.is_draining() {
-            return Err(RpcError::ShuttingDown);
+            return Err(self.refusal());
         }
         let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
         let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
@@ -253,7 +303,7 @@ impl Service {
             .and_then(Value::as_str)
             .unwrap_or("");
         if self.is_draining() {
-            return Err(RpcError::ShuttingDown);
+            return Err(self.refusal());
         }
         let instance = self.instances.acquire(id).ok_or_else(|| no_instance(id))?;
         let plugin_name = &instance.instance().name;

@@ -253,3 +253,46 @@ def test_thousands_of_events_ending_every_way_leave_nothing_behind(
         assert [i["Id"] for i in st["Plugins"]["behaviours"]["Instances"]] == [iid]
         assert emu.discarded_bytes == 0
     assert served.stop() == 0
+
+
+# behaviours_async.py: every phase async, so the looped model serves the socket.
+@pytest.mark.parametrize("plugin", ["behaviours.py", "behaviours_async.py"])
+def test_a_server_replaced_on_its_path_passes_new_work_on_and_finishes_its_own(
+    serve: Callable[..., Served], plugin: str
+) -> None:
+    first = serve(plugin, name="handover")
+    with KongEmulator(first.socket) as emu:
+        iid = emu.start_instance("behaviours", {})
+        in_flight = emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
+        assert isinstance(in_flight, dict)
+        # A newer server takes the path (as --reload starts one): renamed over it.
+        second = serve(plugin, name="handover", prefix=first.prefix, wait=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with KongEmulator(second.socket, timeout=5) as fresh:
+                    if status(fresh)["Pid"] == second.proc.pid:
+                        break
+            except RpcError:
+                pass
+            time.sleep(0.02)
+        else:
+            raise AssertionError(second.log())
+        first.proc.send_signal(signal.SIGTERM)
+        first.wait_log("handing new work over")
+        # New work on Kong's pooled connection to the old server runs on the new one,
+        # whose serverPid makes Kong drop the old instance ids.
+        result = emu.run_phase("behaviours", {}, "access", answers=case("plain"))
+        assert result.outcome == "ret"
+        assert emu.server_pid == second.proc.pid
+        # The event in flight finishes on the old server.
+        step = emu.call("plugin.Step", [{"EventId": in_flight["EventId"], "Data": "plain"}])
+        assert isinstance(step, dict)
+        done = emu.call("plugin.Step", [{"EventId": in_flight["EventId"]}])
+        assert done == {"Data": "ret", "EventId": in_flight["EventId"]}
+    # Kong left its connections: the old server exits and leaves the socket alone.
+    assert first.proc.wait(15) == 0
+    assert "now belongs to another server" in first.log()
+    with KongEmulator(second.socket) as emu:
+        assert status(emu)["Pid"] == second.proc.pid
+    assert second.stop() == 0

@@ -51,6 +51,8 @@ class PluginServer:
         """Refuses new instances and events; events in flight go on."""
     def busy(self) -> int:
         """Events not finished yet."""
+    def lingering(self) -> int:
+        """Connections still open on a server that a newer one replaced (0 otherwise)."""
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:

@@ -190,6 +190,12 @@ def _add_server_flags(p: argparse.ArgumentParser, socket_default: str) -> None:
     p.add_argument(
         "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong-pdk-native[gevent]')"
     )
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the server when the plugin file or a module beside it changes "
+        "(pip install 'kong-pdk-native[reload]')",
+    )
     # Internal: how the -m core starts each worker (serve on exactly this
     # socket, thread model, logs tagged "worker <index>").
     p.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
@@ -214,7 +220,9 @@ def start_dedicated_server(
     official package's). Returns only through ``SystemExit``."""
     args = build_parser(name).parse_args(argv)
     info = plugin_info(name, plugin, version, priority, schema)
-    if args.worker_socket is None:  # the main process has said it already
+    # Said once: not by workers (their main process has), not by the --reload
+    # supervisor (its server will).
+    if args.worker_socket is None and not (args.reload and not args.dump):
         for mistake in plugin_mistakes(plugin, version, schema):
             print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
@@ -300,6 +308,13 @@ def _serve(
 ) -> NoReturn:
     """Serves ``plugins`` until SIGTERM/SIGINT or the parent's death, then drains."""
     worker = args.worker_socket is not None
+    if args.reload and not worker:
+        from kong_pdk.reload import supervise
+
+        setup_logging(args.verbose, "reload")
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        socket_path = os.path.join(args.kong_prefix, args.socket_name or f"{name}.socket")
+        supervise(main_file, list(sys.argv[1:] if argv is None else argv), socket_path, args.drain_timeout, _PARENT_PID)
     setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
     _check_models(args)
@@ -338,7 +353,9 @@ def _serve(
     server.begin_drain()
     # Waiting here, not inside the core, lets greenlets finish under -g.
     deadline = time.monotonic() + args.drain_timeout
-    while server.busy() and time.monotonic() < deadline:
+    # A server replaced by a newer one (--reload) also waits for Kong to leave
+    # its connections, so that it never closes one Kong is writing to.
+    while (server.busy() or server.lingering()) and time.monotonic() < deadline:
         time.sleep(0.01)
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")

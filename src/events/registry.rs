@@ -113,6 +113,11 @@ impl Events {
             .collect()
     }
 
+    /// Whether an event waits here for its next Step.
+    pub fn contains(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
+    }
+
     pub fn clear(&self) -> Vec<(u64, Parked)> {
         self.lock().drain().collect()
     }

@@ -16,6 +16,7 @@ use super::conns::Incoming;
 use super::event::{LoopedEvent, LoopedEventHandle, Route, Stepped};
 use super::Core;
 use crate::events::step_answer;
+use crate::handover;
 use crate::pdk::PdkProxy;
 use crate::rpc::{self, as_map, as_u64, field, parse_request, Method};
 use crate::rpc_error::RpcError;
@@ -30,6 +31,14 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
         Ok(req) => req,
         Err((msgid, e)) => return reply_error(core, py, conn, &msgid, "", e),
     };
+    if let Some(successor) = core.service.successor() {
+        if !handover::served_here(&req, |id| core.events.get(id).is_some()) {
+            // Blocking: this loop runs only the old server's own events now.
+            let out = py.detach(|| core.forward(conn, successor, &req));
+            core.send(py, conn, &out);
+            return;
+        }
+    }
     let route = Route {
         conn,
         msgid: req.msgid,
@@ -46,6 +55,14 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
                     Err(format!("method {} not served here", req.method).into())
                 }),
             });
+    if let (Err(e), Some(successor)) = (&outcome, core.service.successor()) {
+        if *e == RpcError::HandedOver {
+            // Draining began after the check above: passed on all the same.
+            let out = py.detach(|| core.forward(conn, successor, &req));
+            core.send(py, conn, &out);
+            return;
+        }
+    }
     match outcome {
         Ok(Encoded::Value(v)) => {
             let mut out = Vec::with_capacity(64);

@@ -24,9 +24,12 @@ mod conns;
 mod dispatch;
 mod event;
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -37,6 +40,8 @@ use rmpv::Value;
 
 use crate::executor::plugins::PluginClasses;
 use crate::executor::{EventJob, Executor, PluginHandle};
+use crate::handover::{self, BlockingUpstream};
+use crate::rpc::Request;
 use crate::service::{PluginMeta, Service, Settings};
 use conns::{Conns, Queued};
 use event::Registry;
@@ -62,6 +67,9 @@ pub struct Core {
     conns: Mutex<Conns>,
     pub events: Arc<Registry>,
     stopped: AtomicBool,
+    /// Once a newer server replaced this one: each connection's link to it.
+    upstreams: Mutex<HashMap<u64, BlockingUpstream>>,
+    max_frame: usize,
 }
 
 impl Core {
@@ -96,10 +104,36 @@ impl Core {
         }
     }
 
+    /// Passes a request on to the server that replaced this one, on this
+    /// connection's own link to it (`handover.rs`); blocks.
+    pub fn forward(&self, conn: u64, successor: &Path, req: &Request) -> Vec<u8> {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.service.settings.event_timeout;
+        let up = match upstreams.entry(conn) {
+            Entry::Occupied(up) => up.into_mut(),
+            Entry::Vacant(slot) => match BlockingUpstream::connect(successor, self.max_frame) {
+                Ok(up) => slot.insert(up),
+                Err(e) => return handover::failed(req.msgid, &e.to_string()),
+            },
+        };
+        match up.forward(req, timeout) {
+            Ok(out) => out,
+            Err(why) => {
+                upstreams.remove(&conn);
+                handover::failed(req.msgid, &why)
+            }
+        }
+    }
+
     /// Stops watching a connection, then closes it.
     fn close(&self, py: Python<'_>, conn: u64) {
         let stream = self.conns().remove(conn);
         if let Some(stream) = stream {
+            self.service.connections.fetch_sub(1, Ordering::AcqRel);
+            self.upstreams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&conn);
             if let Err(e) = self.runner_call(py, "forget", (stream.as_raw_fd(),)) {
                 log::error!("connection {conn}: cannot stop watching it: {e}");
             }
@@ -219,9 +253,11 @@ impl LoopCore {
             let added = self.core.conns().add(stream);
             match added {
                 Ok((conn, fd)) => {
+                    self.core.service.connections.fetch_add(1, Ordering::AcqRel);
                     if let Err(e) = self.core.runner_call(py, "watch", (fd, conn)) {
                         log::error!("cannot watch a new connection: {e}");
                         drop(self.core.conns().remove(conn));
+                        self.core.service.connections.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
                 Err(e) => log::warn!("connection dropped: {e}"),
@@ -372,6 +408,8 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         )),
         events,
         stopped: AtomicBool::new(false),
+        upstreams: Mutex::new(HashMap::new()),
+        max_frame: setup.max_frame,
     });
     let handle = Bound::new(
         py,

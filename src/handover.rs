@@ -1,0 +1,168 @@
+//! A server that a newer one replaced on its socket path (`--reload`) passes
+//! Kong's new work on to it.
+//!
+//! Kong keeps reusing its pooled connections to the old server
+//! (docs/protocol.md §2), and a server that closed them could cross a request
+//! Kong is writing at that moment: that request would be lost. So the old
+//! server keeps every connection open and, on each one, forwards to the newer
+//! server whatever is not a Step of its own events in flight: StartInstance,
+//! HandleEvent, the Steps of events the newer server runs. The newer server's
+//! `serverPid` notification goes back to Kong with the first forwarded reply,
+//! so Kong drops the instance ids of the old server (§2, "Notifications").
+//! The old server exits once its events have ended and Kong has closed its
+//! connections, or after `--drain-timeout`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::rpc::{self, as_map, as_u64, field, Method, Request};
+use crate::wire::FrameDecoder;
+
+/// Whether a request is served here (a Step of one of our own events in
+/// flight) rather than forwarded.
+pub fn served_here(req: &Request, is_ours: impl Fn(u64) -> bool) -> bool {
+    match Method::parse(&req.method) {
+        Ok(Method::Step { .. }) => req
+            .params
+            .first()
+            .and_then(as_map)
+            .and_then(|m| field(m, "EventId"))
+            .and_then(as_u64)
+            .is_some_and(is_ours),
+        // Kong ignores CloseInstance answers; ours knows our ids.
+        Ok(Method::CloseInstance | Method::GetStatus | Method::GetPluginInfo) => true,
+        _ => false,
+    }
+}
+
+/// One connection's link to the newer server, opened on first use.
+pub struct Upstream {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl Upstream {
+    pub async fn connect(path: &Path, max_frame: usize) -> std::io::Result<Upstream> {
+        Ok(Upstream {
+            stream: UnixStream::connect(path).await?,
+            decoder: FrameDecoder::new(max_frame),
+        })
+    }
+
+    /// Sends one request and returns the bytes to pass back to Kong: the
+    /// newer server's notifications, then its reply.
+    pub async fn forward(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>, String> {
+        let bytes = encode_request(req)?;
+        let exchange = async {
+            self.stream
+                .write_all(&bytes)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                if take_frames(&mut self.decoder, &mut out)? {
+                    return Ok(out);
+                }
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err(CLOSED.to_string());
+                }
+                self.decoder.extend(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+    }
+}
+
+/// The same link for the looped model, whose loop thread blocks on it: that
+/// loop only runs the old server's own events by then.
+pub struct BlockingUpstream {
+    stream: std::os::unix::net::UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl BlockingUpstream {
+    pub fn connect(path: &Path, max_frame: usize) -> std::io::Result<BlockingUpstream> {
+        Ok(BlockingUpstream {
+            stream: std::os::unix::net::UnixStream::connect(path)?,
+            decoder: FrameDecoder::new(max_frame),
+        })
+    }
+
+    pub fn forward(&mut self, req: &Request, timeout: Duration) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Write};
+        let bytes = encode_request(req)?;
+        let deadline = std::time::Instant::now() + timeout;
+        self.stream.write_all(&bytes).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if take_frames(&mut self.decoder, &mut out)? {
+                return Ok(out);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!("no answer within {timeout:?}"));
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            let n = self.stream.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(CLOSED.to_string());
+            }
+            self.decoder.extend(&chunk[..n]);
+        }
+    }
+}
+
+const CLOSED: &str = "the newer server closed the connection";
+
+fn encode_request(req: &Request) -> Result<Vec<u8>, String> {
+    let request = Value::Array(vec![
+        Value::from(0),
+        Value::from(req.msgid),
+        Value::from(req.method.as_str()),
+        Value::Array(req.params.clone()),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &request).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Moves the whole frames decoded so far to `out`; true once the reply
+/// (after any notifications) is there.
+fn take_frames(decoder: &mut FrameDecoder, out: &mut Vec<u8>) -> Result<bool, String> {
+    while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+        let is_reply = matches!(&frame, Value::Array(items)
+            if items.first().and_then(Value::as_u64) == Some(1));
+        rmpv::encode::write_value(out, &frame).map_err(|e| e.to_string())?;
+        if is_reply {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The error reply when forwarding failed.
+pub fn failed(msgid: u64, why: &str) -> Vec<u8> {
+    log::warn!("forwarding to the newer plugin server failed: {why}");
+    let mut out = Vec::new();
+    rpc::write_error(
+        &mut out,
+        msgid,
+        &format!("forwarding to the newer plugin server failed: {why}"),
+    );
+    out
+}

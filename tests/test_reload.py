@@ -1,0 +1,232 @@
+"""``--reload`` (python/kong_pdk/reload.py): the server is replaced in place when
+the plugin's code changes, driven by the Kong emulator over the real socket.
+
+Each test serves a plugin file written into its own folder, edits it, and checks
+what Kong sees: the new behaviour without a Kong restart, a new ``serverPid``,
+no event lost, a broken edit ignored, a clean stop.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from serving import Served
+from kong_pdk.testing import KongEmulator, RpcError
+from kong_pdk.testing.kong.event_result import EventResult
+
+# A dev dependency (Makefile): a missing one fails here, never skips.
+import watchfiles  # noqa: F401
+
+PLUGIN = '''\
+import kong_pdk.pdk.kong as kong
+{imports}
+
+Schema = ({{"message": {{"type": "string"}}}},)
+version = "0.1.0"
+priority = 0
+
+
+class Plugin:
+    def __init__(self, config: dict[str, object]) -> None:
+        self.config = config
+
+    def access(self, kong: kong.kong) -> None:
+        kong.request.get_header("x-first")
+        kong.response.set_header("x-version", {value})
+
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+
+    start_dedicated_server("reloadme", Plugin, version, priority, Schema)
+'''
+
+
+def write_plugin(folder: Path, value: str, imports: str = "") -> Path:
+    path = folder / "reloadme.py"
+    # Written under another name and renamed, as many editors save.
+    tmp = folder / ".reloadme.py.swp"
+    tmp.write_text(PLUGIN.format(imports=imports, value=value))
+    os.replace(tmp, path)
+    return path
+
+
+def version_of(result: EventResult) -> object:
+    calls = result.calls_to("kong.response.set_header")
+    assert len(calls) == 1, result
+    return calls[0].args[1]
+
+
+def run_access(emu: KongEmulator) -> object:
+    return version_of(emu.run_phase("reloadme", {}, "access"))
+
+
+def wait_for_version(emu: KongEmulator, want: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen: object = None
+    while time.monotonic() < deadline:
+        seen = run_access(emu)
+        if seen == want:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"still {seen!r} after {timeout}s, want {want!r}")
+
+
+def pids(emu: KongEmulator) -> list[object]:
+    """The distinct serverPid values Kong was told, in order."""
+    out: list[object] = []
+    for note in emu.notifications:
+        if note.label == "serverPid" and (not out or out[-1] != note.args):
+            out.append(note.args)
+    return out
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "plugin"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def reloading(serve: Callable[..., Served], folder: Path) -> Iterator[Callable[[], Served]]:
+    """Serves folder/reloadme.py with --reload; stops it with SIGTERM afterwards."""
+    started: list[Served] = []
+
+    def start() -> Served:
+        served = serve(folder / "reloadme.py", "--reload", "--drain-timeout", "3")
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.proc.poll() is None:
+            served.stop(timeout=15)
+
+
+def test_an_edit_is_served_without_a_kong_restart(folder: Path, reloading: Callable[[], Served]) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+        write_plugin(folder, '"B"')
+        wait_for_version(emu, "B")
+        assert run_access(emu) == "B"
+        seen = pids(emu)
+        assert len(seen) == 2, seen
+        assert served.proc.pid not in seen  # the supervisor serves nothing itself
+        assert served.proc.poll() is None  # the process Kong started is still there
+        served.wait_log("reloaded")
+
+
+def test_no_event_is_lost_while_16_connections_loop_through_a_reload(
+    folder: Path, reloading: Callable[[], Served]
+) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    stop = threading.Event()
+    results: list[list[object]] = [[] for _ in range(16)]
+    errors: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        # One emulator per thread: its own pool, so its own connections.
+        with KongEmulator(served.socket, timeout=10) as emu:
+            try:
+                while not stop.is_set() or not results[index] or results[index][-1] != "B":
+                    results[index].append(run_access(emu))
+                    if len(results[index]) > 20000:
+                        raise AssertionError("never saw B")
+            except BaseException as e:
+                errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    write_plugin(folder, '"B"')
+    served.wait_log("reloaded", timeout=30)
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:3]
+    for seen in results:
+        # Every event answered with a version, A until the switch, then only B.
+        assert seen and seen[0] == "A" and seen[-1] == "B"
+        switch = seen.index("B")
+        assert set(seen[:switch]) == {"A"} and set(seen[switch:]) == {"B"}
+    # The old server passed Kong's new work on to the new one, finished its own
+    # events, and exited once Kong had left its connections.
+    log = served.wait_log("plugin server stopped", timeout=10)
+    assert "handing new work over" in log
+    assert "abandoning" not in log and "forwarding to the newer plugin server failed" not in log
+
+
+def test_a_broken_edit_keeps_the_old_version_serving(folder: Path, reloading: Callable[[], Served]) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+        write_plugin(folder, '"B"  (')  # a syntax error
+        served.wait_log("reload skipped")
+        assert "SyntaxError" in served.log()
+        assert run_access(emu) == "A"
+        write_plugin(folder, '"C"')
+        wait_for_version(emu, "C")
+
+
+def test_an_edited_helper_module_beside_the_plugin_reloads_it(
+    folder: Path, reloading: Callable[[], Served]
+) -> None:
+    (folder / "reload_helper.py").write_text('VALUE = "A"\n')
+    write_plugin(folder, "VALUE", imports="from reload_helper import VALUE")
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+        (folder / "reload_helper.py").write_text('VALUE = "B"\n')
+        wait_for_version(emu, "B")
+
+
+def test_sigterm_stops_the_supervisor_and_its_server(folder: Path, reloading: Callable[[], Served]) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+        write_plugin(folder, '"B"')
+        wait_for_version(emu, "B")
+        server_pid = pids(emu)[-1]
+    assert isinstance(server_pid, int)
+    assert served.stop(timeout=15) == 0
+    assert not os.path.exists(served.socket)
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+    with pytest.raises(RpcError):
+        KongEmulator(served.socket, timeout=2).call("plugin.GetStatus", [])
+    # The server drained on the supervisor's SIGTERM; nothing had to be killed.
+    assert "killing" not in served.log()
+
+
+def test_without_watchfiles_the_error_names_the_extra(folder: Path, tmp_path: Path) -> None:
+    plugin = write_plugin(folder, '"A"')
+    # As if watchfiles were not installed: its import fails.
+    script = (
+        "import runpy, sys\n"
+        "sys.modules['watchfiles'] = None\n"
+        f"sys.argv = [{str(plugin)!r}, '--reload', '-p', {str(tmp_path)!r}]\n"
+        f"runpy.run_path({str(plugin)!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "kong_pdk: error: --reload needs watchfiles: pip install 'kong-pdk-native[reload]'"
+    ]
+    assert not (tmp_path / "reloadme.socket").exists()
