@@ -227,6 +227,14 @@ def start_dedicated_server(
             print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
         _dump([info])
+    if args.reload and args.worker_socket is None:
+        # The process Kong started becomes the supervisor of the real server.
+        from kong_pdk.reload import supervise
+
+        setup_logging(args.verbose, "reload")
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        socket_path = os.path.join(args.kong_prefix, args.socket_name or f"{name}.socket")
+        supervise(main_file, list(sys.argv[1:] if argv is None else argv), socket_path, args.drain_timeout, _PARENT_PID)
     if args.gevent and args.worker_socket is None:
         _check_models(args)
         _enable_gevent(list(sys.argv[1:] if argv is None else argv))
@@ -246,6 +254,8 @@ def start_server(argv: Sequence[str] | None = None) -> None:
 
     args = build_server_parser().parse_args(argv)
     worker = args.worker_socket is not None
+    if args.reload:
+        _fail("--reload serves one plugin file; run each plugin file of the folder with --reload instead")
     if args.gevent and not worker:
         _check_models(args)
         # Before the plugin files are imported: their own imports must get
@@ -308,13 +318,6 @@ def _serve(
 ) -> NoReturn:
     """Serves ``plugins`` until SIGTERM/SIGINT or the parent's death, then drains."""
     worker = args.worker_socket is not None
-    if args.reload and not worker:
-        from kong_pdk.reload import supervise
-
-        setup_logging(args.verbose, "reload")
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        socket_path = os.path.join(args.kong_prefix, args.socket_name or f"{name}.socket")
-        supervise(main_file, list(sys.argv[1:] if argv is None else argv), socket_path, args.drain_timeout, _PARENT_PID)
     setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
     _check_models(args)
