@@ -1,6 +1,6 @@
 //! The default of every server setting, in one table.
 //!
-//! The core's constructor (`server.rs`) takes its defaults from here, and the
+//! The core's constructor (`server/mod.rs`) takes its defaults from here, and the
 //! command line (`cli.py`) and the worker processes (`serve.py`) read the same
 //! values as `kong_pdk._core.DEFAULTS`; a test checks that the type stubs
 //! (`_core.pyi`) spell the same numbers.

@@ -27,7 +27,7 @@ class PluginEntry:
 
 @final
 class PluginServer:
-    """The plugins of ``plugins`` served on one Unix socket (see ``src/server.rs``)."""
+    """The plugins of ``plugins`` served on one Unix socket (see ``src/server/mod.rs``)."""
 
     def __init__(
         self,

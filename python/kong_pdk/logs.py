@@ -1,6 +1,6 @@
 """One log format for the whole server process.
 
-The Rust core logs through its own logger (``src/server.rs``, ``init_logging``)
+The Rust core logs through its own logger (``src/server/logging.rs``, ``init_logging``)
 and the Python side through :mod:`logging`; both write to stderr, which Kong
 merges into its error log line by line. Both use this layout, so that the lines
 interleave as one log::

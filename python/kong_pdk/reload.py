@@ -10,7 +10,7 @@ writes several events) it replaces the server in place:
    query command would; a syntax error or a failing import is logged and the
    old server keeps serving.
 2. A new server starts on the same socket path. The core binds under a staging
-   name and renames it over the path (``src/server.rs``, ``bind``): Kong's next
+   name and renames it over the path (``src/server/socket_file.rs``, ``bind``): Kong's next
    connection reaches the new server while the old one still has its listening
    socket and its connections. A server that exits or does not take the path
    in time is logged and stopped; the old one keeps serving.

@@ -216,7 +216,7 @@ def worker_socket_path(socket_path: str, index: int) -> str:
 
     Falls back to the temporary directory when that path would not fit in a
     Unix socket address (107 bytes), with the ``.<pid>.tmp`` the core binds
-    under first (src/server.rs, ``bind``).
+    under first (src/server/socket_file.rs, ``bind``).
     """
     folder, base = os.path.split(socket_path)
     path = os.path.join(folder, f".{base}.w{index}")

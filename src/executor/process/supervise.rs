@@ -104,7 +104,7 @@ fn wait_serving(inner: &Inner, w: &Worker, child: &mut Child, born: Instant) -> 
             Ok(None) => {}
             Err(e) => log::warn!("worker {}: waiting for it: {e}", w.index),
         }
-        // The socket file appears only once the worker listens (server.rs
+        // The socket file appears only once the worker listens (server/socket_file.rs
         // `bind`); a probe that connects and closes is harmless (§1.3).
         if std::os::unix::net::UnixStream::connect(&w.spec.socket).is_ok() {
             return Startup::Serving;

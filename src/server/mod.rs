@@ -1,5 +1,9 @@
 //! The server process: runtime, listener, background reaper, shutdown.
 //!
+//! `socket_file.rs` binds the socket and knows whether the path is still
+//! ours, `tasks.rs` holds the runtime's accept loop and reaper, `logging.rs`
+//! the core's logger.
+//!
 //! Python owns the main thread and the signals (docs/architecture.md, "Signals and shutdown"): `cli.py` builds a
 //! [`PluginServer`], calls `start()`, waits on its own, and calls `shutdown()`
 //! on SIGTERM/SIGINT or when the parent Kong worker is gone. The shutdown order:
@@ -8,8 +12,12 @@
 //! while draining), then drop whatever is left (their handlers are woken with
 //! `EventAbandoned`), stop the listener and connections, remove the socket.
 
+mod logging;
+mod socket_file;
+mod tasks;
+
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +26,10 @@ use pyo3::prelude::*;
 use tokio::net::UnixListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
+
+pub use logging::init_logging;
+use socket_file::{bind, FileId};
+use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
 use crate::defaults;
@@ -39,19 +51,6 @@ struct Running {
     /// The socket file as we created it: at shutdown it is removed only if
     /// it is still ours (a newer server may have taken the path meanwhile).
     socket_id: Option<FileId>,
-}
-
-/// Device and inode of a file.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileId(u64, u64);
-
-impl FileId {
-    fn of(path: &Path) -> Option<FileId> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(path)
-            .ok()
-            .map(|m| FileId(m.dev(), m.ino()))
-    }
 }
 
 #[pyclass(frozen, module = "kong_pdk._core")]
@@ -455,138 +454,4 @@ impl PluginServer {
             looped: Some((looped, loop_phases)),
         }))
     }
-}
-
-/// Binds the Unix socket with the requested backlog, replacing a stale file.
-fn bind(path: &Path, backlog: i32) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use socket2::{Domain, SockAddr, Socket, Type};
-    match std::fs::symlink_metadata(path) {
-        // A stale socket, or a server still serving there (`--reload` starts
-        // the next one first): the rename below replaces it in one step, so
-        // Kong never finds the path missing.
-        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {}
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a socket is in the way",
-            ))
-        }
-        Err(_) => {}
-    }
-    // Bind and listen under a temporary name, then rename: the socket file
-    // appears only once connections are accepted, so a client that waits for
-    // the file never sees "connection refused".
-    let mut staging = path.as_os_str().to_owned();
-    staging.push(format!(".{}.tmp", std::process::id()));
-    let staging = PathBuf::from(staging);
-    let _ = std::fs::remove_file(&staging);
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.bind(&SockAddr::unix(&staging)?)?;
-    socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    if let Err(e) = std::fs::rename(&staging, path) {
-        let _ = std::fs::remove_file(&staging);
-        return Err(e);
-    }
-    Ok(std::os::unix::net::UnixListener::from(socket))
-}
-
-async fn accept_loop(
-    listener: UnixListener,
-    service: Arc<Service>,
-    max_frame: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut failures = FailureLog::default();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(crate::connection::serve(
-                        stream,
-                        Arc::clone(&service),
-                        max_frame,
-                        stop.clone(),
-                    ));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, and
-                    // say so once in a while, not 20 times a second.
-                    failures.record(&e);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Logs accept failures at most once per [`FailureLog::EVERY`], with how
-/// many were not logged.
-#[derive(Default)]
-struct FailureLog {
-    last: Option<Instant>,
-    unlogged: u64,
-}
-
-impl FailureLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn record(&mut self, e: &std::io::Error) {
-        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
-            self.unlogged += 1;
-            return;
-        }
-        let also = match self.unlogged {
-            0 => String::new(),
-            n => format!(" ({n} more since the last report)"),
-        };
-        log::error!(
-            "accept failed: {e}{also}; new connections wait (raise the open-files limit, ulimit -n)"
-        );
-        self.last = Some(Instant::now());
-        self.unlogged = 0;
-    }
-}
-
-async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
-    let period = (service.settings.event_timeout / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => service.reap(),
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Sets up stderr logging once; `level` is a `log` level name. `prefix`
-/// tags every line (a worker process: `worker 1`), since the workers share
-/// the core's stderr, which Kong merges into its error log (docs/protocol.md §1.3).
-#[pyfunction]
-#[pyo3(signature = (level, prefix = None))]
-pub fn init_logging(level: &str, prefix: Option<String>) -> PyResult<()> {
-    use std::io::Write;
-    let filter: log::LevelFilter = level
-        .parse()
-        .map_err(|_| PyValueError::new_err(format!("unknown log level {level:?}")))?;
-    let mut builder = env_logger::Builder::new();
-    builder
-        .filter_level(filter)
-        .target(env_logger::Target::Stderr);
-    // The same layout as the Python side's (kong_pdk/logs.py), so that the
-    // two interleave as one log.
-    let tag = prefix.map(|p| format!(" {p}")).unwrap_or_default();
-    builder.format(move |buf, record| {
-        writeln!(
-            buf,
-            "[{} {:<5}{tag}] {}",
-            buf.timestamp_seconds(),
-            record.level(),
-            record.args()
-        )
-    });
-    let _ = builder.try_init();
-    log::set_max_level(filter);
-    Ok(())
 }
