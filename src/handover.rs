@@ -19,20 +19,16 @@ use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::rpc::{self, as_map, as_u64, field, Method, Request};
+use crate::rpc::{self, Method, Request, StepArgs};
 use crate::wire::FrameDecoder;
 
 /// Whether a request is served here (a Step of one of our own events in
 /// flight) rather than forwarded.
 pub fn served_here(req: &Request, is_ours: impl Fn(u64) -> bool) -> bool {
     match Method::parse(&req.method) {
-        Ok(Method::Step { .. }) => req
-            .params
-            .first()
-            .and_then(as_map)
-            .and_then(|m| field(m, "EventId"))
-            .and_then(as_u64)
-            .is_some_and(is_ours),
+        Ok(Method::Step { .. }) => {
+            StepArgs::parse(req.params.first()).is_ok_and(|step| is_ours(step.event_id))
+        }
         // Kong ignores CloseInstance answers; ours knows our ids.
         Ok(Method::CloseInstance | Method::GetStatus | Method::GetPluginInfo) => true,
         _ => false,

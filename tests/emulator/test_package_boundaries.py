@@ -11,12 +11,12 @@ which plugin authors' test files import at collection.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from suite_tools import suite_module
 
 TESTING = Path(__file__).resolve().parents[2] / "python" / "kong_pdk" / "testing"
 
@@ -31,9 +31,9 @@ ENTRY_POINTS = ("__init__.py", "pytest_plugin.py", "run.py")
 
 # The checks that import need kong_pdk itself, whose __init__ loads the native core;
 # the emulator's tests otherwise run on an unbuilt tree too (conftest.py).
-needs_core = pytest.mark.skipif(
-    importlib.util.find_spec("kong_pdk._core") is None, reason="kong_pdk._core is not built (make dev)"
-)
+def needs_core() -> None:
+    """Skips, saying why, when the core is not built; a failure where it must be (suite_tools)."""
+    suite_module("kong_pdk._core", "make dev")
 
 
 def module_name(path: Path) -> str:
@@ -111,14 +111,14 @@ def loaded_after(code: str) -> list[str]:
     return found
 
 
-@needs_core
 def test_importing_the_entry_points_loads_no_sub_package() -> None:
+    needs_core()
     loaded = loaded_after("import kong_pdk.testing, kong_pdk.testing.pytest_plugin, kong_pdk.testing.run")
     assert loaded == ["kong_pdk.testing.pytest_plugin", "kong_pdk.testing.run"]
 
 
-@needs_core
 def test_config_error_and_the_emulator_import_without_msgpack() -> None:
+    needs_core()
     # msgpack is imported on the first read of a reply (kong/wire.py), so a plugin's
     # test file importing ConfigError collects in an install without the testing extra.
     loaded = loaded_after("from kong_pdk.testing.schema import ConfigError\nfrom kong_pdk.testing import KongEmulator")
@@ -126,8 +126,8 @@ def test_config_error_and_the_emulator_import_without_msgpack() -> None:
     assert "kong_pdk.testing.kit.schema" in loaded and "kong_pdk.testing.kong.emulator" in loaded
 
 
-@needs_core
 def test_every_public_name_resolves_from_its_sub_package() -> None:
+    needs_core()
     import kong_pdk.testing as testing
 
     for name in testing.__all__:
