@@ -27,14 +27,22 @@ import pytest
 
 from kong_pdk.testing import KongEmulator, RpcError
 
-OFFICIAL_PYTHON = os.environ.get("KONG_PDK_OFFICIAL_PYTHON", "")
+# `make test` installs the official package in .venv-official; a plain pytest
+# run in this tree finds it there too.
+_MAKEFILE_VENV = Path(__file__).resolve().parents[2] / ".venv-official" / "bin" / "python"
+OFFICIAL_PYTHON = os.environ.get("KONG_PDK_OFFICIAL_PYTHON", "") or (
+    str(_MAKEFILE_VENV) if _MAKEFILE_VENV.exists() else ""
+)
 # Our PYTHONPATH (python/ of this tree) would shadow the official package with ours.
 OFFICIAL_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def _official_missing() -> str:
     if not OFFICIAL_PYTHON:
-        return "KONG_PDK_OFFICIAL_PYTHON is not set (a Python with the official kong-pdk package)"
+        return (
+            "KONG_PDK_OFFICIAL_PYTHON is not set and .venv-official does not exist "
+            "(make test installs the official kong-pdk there)"
+        )
     probe = subprocess.run(
         [OFFICIAL_PYTHON, "-c", "import kong_pdk.cli, kong_pdk.listener, msgpack"],
         capture_output=True,
