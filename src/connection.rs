@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::events::Lend;
+use crate::events::{Lend, ServeLent};
 use crate::handover::{self, Upstream};
 use crate::rpc::{self, parse_request, Method, Request};
 use crate::rpc_error::RpcError;
@@ -35,12 +35,7 @@ pub async fn serve(
 ) {
     let opened = stream.into_std().and_then(|s| {
         let writer = Arc::new(ConnWriter::new(s, max_frame)?);
-        // SAFETY: the descriptor belongs to the `UnixStream` inside the
-        // writer, which closes it only when the last `Arc` is dropped; the
-        // `AsyncFd` holds one of those `Arc`s, so the descriptor stays open
-        // and is never replaced while it is registered (`close()` only shuts
-        // the socket down, it does not close the descriptor).
-        let fd = unsafe { AsyncFd::register(Arc::clone(&writer))? };
+        let fd = register(&writer)?;
         Ok((writer, fd))
     });
     let (writer, fd) = match opened {
@@ -52,7 +47,7 @@ pub async fn serve(
     };
     let mut conn = Connection {
         writer,
-        fd,
+        fd: Some(Arc::new(fd)),
         service,
         max_frame,
         stop,
@@ -68,9 +63,23 @@ pub async fn serve(
     conn.writer.close();
 }
 
+/// Registers the connection's descriptor with the runtime's reactor.
+fn register(writer: &Arc<ConnWriter>) -> io::Result<AsyncFd<Arc<ConnWriter>>> {
+    // SAFETY: the descriptor belongs to the `UnixStream` inside the writer,
+    // which closes it only when the last `Arc` is dropped; the `AsyncFd`
+    // holds one of those `Arc`s, so the descriptor stays open and is never
+    // replaced while it is registered (`close()` only shuts the socket down,
+    // it does not close the descriptor).
+    Ok(unsafe { AsyncFd::register(Arc::clone(writer)) }?)
+}
+
 struct Connection {
     writer: Arc<ConnWriter>,
-    fd: AsyncFd<Arc<ConnWriter>>,
+    /// The descriptor as registered with the reactor; `None` while the
+    /// connection's reading is lent to a handler's thread: the reactor would
+    /// otherwise wake this runtime's thread for every message that thread
+    /// reads itself.
+    fd: Option<Arc<AsyncFd<Arc<ConnWriter>>>>,
     service: Arc<Service>,
     max_frame: usize,
     stop: watch::Receiver<bool>,
@@ -114,8 +123,12 @@ impl Connection {
                 continue;
             }
             let mut stop = self.stop.clone();
+            let Ok(fd) = self.watched() else {
+                return;
+            };
+            let fd = &*fd;
             let read = tokio::select! {
-                ready = self.fd.readable() => match ready {
+                ready = fd.readable() => match ready {
                     Ok(mut guard) => guard.try_io(|w| w.get_ref().read_nonblocking(&mut chunk)),
                     Err(e) => Ok(Err(e)),
                 },
@@ -143,12 +156,14 @@ impl Connection {
 
     /// Writes what waits in the outbox as the peer reads it; fails when the
     /// connection is gone, the peer stalls, or the server stops.
-    async fn flush(&self) -> io::Result<()> {
+    async fn flush(&mut self) -> io::Result<()> {
         let mut stop = self.stop.clone();
+        let fd = self.watched()?;
+        let writer = Arc::clone(&self.writer);
         let drained = async {
             loop {
-                let mut guard = self.fd.writable().await?;
-                if self.writer.flush()? {
+                let mut guard = fd.writable().await?;
+                if writer.flush()? {
                     return Ok::<(), io::Error>(());
                 }
                 // The socket buffer is full again: wait for the peer to read.
@@ -170,6 +185,23 @@ impl Connection {
             },
             _ = stop.changed() => Err(io::ErrorKind::Interrupted.into()),
         }
+    }
+
+    /// The descriptor registered with the reactor (again, after a lend).
+    fn watched(&mut self) -> io::Result<Arc<AsyncFd<Arc<ConnWriter>>>> {
+        if self.fd.is_none() {
+            self.fd = Some(Arc::new(register(&self.writer)?));
+        }
+        self.fd
+            .clone()
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+
+    /// Takes the descriptor off the reactor while a handler's thread reads it.
+    fn unwatch(&mut self) {
+        // Dropping the last handle deregisters it; the descriptor stays open
+        // (the writer owns it).
+        self.fd = None;
     }
 
     /// Writes the `serverPid` notification once, before the first reply.
@@ -208,10 +240,11 @@ impl Connection {
                     Ok(Method::HandleEvent | Method::Step { .. })
                 );
                 let (lend, returned) = if lends {
-                    let (lend, returned) = Lend::new(std::mem::replace(
-                        &mut self.decoder,
-                        FrameDecoder::new(self.max_frame),
-                    ));
+                    self.unwatch();
+                    let (lend, returned) = Lend::new(
+                        std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
+                        Arc::clone(&self.service) as Arc<dyn ServeLent>,
+                    );
                     (Some(lend), Some(returned))
                 } else {
                     (None, None)

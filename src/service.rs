@@ -13,12 +13,12 @@ use std::time::Duration;
 use rmpv::Value;
 
 use crate::convert::json_to_value;
-use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route};
+use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route, ServeLent, Served};
 use crate::executor::{EventJob, PluginHandle, SharedExecutor};
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, InFlight, Instance, Instances};
 use crate::phase::Phase;
-use crate::rpc::{as_map, as_u64, field, map, Method, Request, StepArgs};
+use crate::rpc::{self, as_map, as_u64, field, map, Method, Request, StepArgs};
 use crate::rpc_error::RpcError;
 use crate::writer::ConnWriter;
 
@@ -211,8 +211,8 @@ impl Service {
         match method {
             Method::StartInstance => self.start_instance(first).await,
             Method::CloseInstance => self.close_instance(first),
-            Method::HandleEvent => self.handle_event(first, route),
-            Method::Step { error } => self.step(first, error, route),
+            Method::HandleEvent => self.handle_event(first, route).0,
+            Method::Step { error } => self.step(first, error, route).0,
             Method::GetStatus => Ok(Encoded::Value(self.status())),
             Method::GetPluginInfo => self.plugin_info(first),
             Method::InstanceStatus => self.instance_status(first),
@@ -283,14 +283,18 @@ impl Service {
         ])))
     }
 
-    fn handle_event(&self, arg: &Value, route: Route) -> Reply {
-        let event = self.accept_event(arg)?;
+    /// Starts an event; the route comes back with an error, for its reply.
+    fn handle_event(&self, arg: &Value, route: Route) -> (Reply, Option<Route>) {
+        let event = match self.accept_event(arg) {
+            Ok(event) => event,
+            Err(e) => return (Err(e), Some(route)),
+        };
         self.executor.run_event(EventJob {
             phase: event.phase,
             instance: event.instance,
             link: EventLink::new(event.id, event.label, Arc::clone(&self.events), route),
         });
-        Ok(Encoded::Deferred)
+        (Ok(Encoded::Deferred), None)
     }
 
     /// Checks a `HandleEvent` and gives its event an id; the caller runs it.
@@ -339,17 +343,27 @@ impl Service {
         })
     }
 
-    fn step(&self, arg: &Value, is_error: bool, route: Route) -> Reply {
-        let StepArgs { event_id: id, data } = StepArgs::parse(Some(arg))?;
-        let parked = self.events.take(id).ok_or(RpcError::UnknownEvent(id))?;
+    /// Resumes a parked event; the route comes back when the reply is the
+    /// caller's to write.
+    fn step(&self, arg: &Value, is_error: bool, route: Route) -> (Reply, Option<Route>) {
+        let StepArgs { event_id: id, data } = match StepArgs::parse(Some(arg)) {
+            Ok(step) => step,
+            Err(e) => return (Err(e.into()), Some(route)),
+        };
+        let Some(parked) = self.events.take(id) else {
+            return (Err(RpcError::UnknownEvent(id)), Some(route));
+        };
         let answer = step_answer(data, is_error);
         match parked.resume(Resume { answer, route }) {
-            Ok(()) => Ok(Encoded::Deferred),
+            Ok(()) => (Ok(Encoded::Deferred), None),
             // The handler is gone without ending its event: end it here.
-            Err(_) => Ok(Encoded::Value(map(vec![
-                ("Data", Value::from("ret")),
-                ("EventId", Value::from(id)),
-            ]))),
+            Err(resume) => (
+                Ok(Encoded::Value(map(vec![
+                    ("Data", Value::from("ret")),
+                    ("EventId", Value::from(id)),
+                ]))),
+                Some(resume.route),
+            ),
         }
     }
 
@@ -449,6 +463,54 @@ impl Service {
                 instance.name,
                 self.settings.instance_ttl
             );
+        }
+    }
+}
+
+/// A handler's thread serves the HandleEvents and Steps that come on the
+/// connection it reads (`events/lent.rs`, `executor/thread/linger.rs`), as
+/// the connection's I/O task would, without waking it.
+impl ServeLent for Service {
+    fn takes(&self, req: &Request) -> bool {
+        // A replaced server passes new work on from the I/O task (`handover.rs`).
+        self.successor().is_none()
+            && matches!(
+                Method::parse(&req.method),
+                Ok(Method::HandleEvent | Method::Step { .. })
+            )
+    }
+
+    fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served {
+        let first = req.params.first().unwrap_or(&Value::Nil);
+        let step = match Method::parse(&req.method) {
+            Ok(Method::HandleEvent) => None,
+            Ok(Method::Step { error }) => Some(error),
+            _ => return Served::GiveBack(lend),
+        };
+        let route = Route {
+            writer: Arc::clone(writer),
+            msgid: req.msgid,
+            lend: Some(lend),
+        };
+        let (reply, route) = match step {
+            None => self.handle_event(first, route),
+            Some(error) => self.step(first, error, route),
+        };
+        let mut out = Vec::new();
+        match reply {
+            Ok(Encoded::Deferred) => return Served::Passed,
+            Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, req.msgid, &v),
+            Err(e) => {
+                log::log!(e.log_level(), "{}: {e}", req.method);
+                rpc::write_error(&mut out, req.msgid, &e.to_string());
+            }
+        }
+        if writer.write_all(&out).is_err() {
+            log::debug!("connection closed before the reply was written");
+        }
+        match route.and_then(|r| r.lend) {
+            Some(lend) => Served::Kept(lend),
+            None => Served::Passed,
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The thread model's fast path: while a handler's thread waits for Kong's
-//! answer to a PDK call, it reads the connection that carried its last RPC
-//! itself (the connection's reading is lent to it, see `route.rs`). With
-//! Kong's keep-alive pool the next Step usually comes on that connection, and
-//! answering it on the handler's own thread saves two thread wake-ups per PDK
-//! call. Anything else on that connection (another event's RPC) makes the
-//! handler give the connection back, bytes intact, to its I/O task; a Step
-//! that comes on another connection rings the thread's wake-up descriptor.
+//! The thread model's fast path: the thread that runs a handler reads the
+//! connection it was lent (see `route.rs`) itself. While the handler waits
+//! for Kong's answer to a PDK call, the Step usually comes on that
+//! connection (Kong's keep-alive pool hands out the connection it got back
+//! last), and answering it on the handler's own thread saves two thread
+//! wake-ups per PDK call. Another event's HandleEvent or Step on that
+//! connection is served on this thread too (the event it starts or resumes
+//! takes the connection along); anything else makes the thread give the
+//! connection back, bytes intact, to its I/O task. A Step that comes on
+//! another connection rings the thread's wake-up descriptor.
 
 use std::sync::Arc;
 
@@ -13,11 +15,88 @@ use tokio::sync::oneshot;
 
 use super::link::{EventLink, LinkError};
 use super::registry::{step_answer, Answer, Resume};
-use super::route::{Lend, Route};
+use super::route::{Lend, Route, Served};
 use crate::rpc;
 use crate::wake::Wake;
 use crate::wire::FrameDecoder;
 use crate::writer::ConnWriter;
+
+/// What waiting on a lent connection ended with.
+pub enum Filled {
+    /// New bytes were read.
+    Data,
+    /// The thread's wake-up descriptor rang.
+    Woken,
+    /// Nothing within the time limit.
+    Quiet,
+    /// The connection is closed or failed: give it back, its task sees it too.
+    Closed,
+}
+
+impl Lend {
+    /// Waits up to `timeout_ms` for bytes on the lent connection or a ring
+    /// of `wake`, and reads what came.
+    pub fn fill(&mut self, writer: &ConnWriter, wake: &Wake, timeout_ms: i32) -> Filled {
+        let mut chunk = [0u8; 16 * 1024];
+        let Ok(ready) = crate::writer::poll(
+            &[
+                (writer.raw_fd(), libc::POLLIN),
+                (wake.raw_fd(), libc::POLLIN),
+            ],
+            timeout_ms,
+        ) else {
+            return Filled::Closed;
+        };
+        if ready.contains(&writer.raw_fd()) {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Filled::Closed;
+            };
+            return match writer.read_nonblocking(&mut chunk) {
+                Ok(0) => Filled::Closed,
+                Ok(n) => {
+                    decoder.extend(&chunk[..n]);
+                    Filled::Data
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Filled::Quiet,
+                Err(_) => Filled::Closed,
+            };
+        }
+        if ready.contains(&wake.raw_fd()) {
+            Filled::Woken
+        } else {
+            Filled::Quiet
+        }
+    }
+
+    /// Serves the next whole request on the connection on this thread when
+    /// it is one a handler's thread serves (`ServeLent::takes`).
+    pub fn serve_next(self, writer: &Arc<ConnWriter>) -> Served {
+        // A reply still waiting to be written holds the next request back
+        // (the I/O task flushes it as the peer reads).
+        if writer.pending() > 0 {
+            return Served::GiveBack(self);
+        }
+        let Some(decoder) = self.decoder.as_ref() else {
+            return Served::GiveBack(self);
+        };
+        let (frame, len) = match decoder.peek_frame() {
+            Ok(Some(found)) => found,
+            Ok(None) => return Served::Kept(self),
+            // A bad frame is the I/O task's to answer.
+            Err(_) => return Served::GiveBack(self),
+        };
+        let req = match rpc::parse_request(frame) {
+            Ok(req) if self.server.takes(&req) => req,
+            _ => return Served::GiveBack(self),
+        };
+        let mut lend = self;
+        if let Some(decoder) = lend.decoder.as_mut() {
+            decoder.consume(len);
+        }
+        let server = Arc::clone(&lend.server);
+        server.serve_lent(req, writer, lend)
+    }
+}
 
 impl EventLink {
     /// Sends a PDK call and waits for Kong's answer on this (blocking) thread,
@@ -40,7 +119,6 @@ impl EventLink {
         mut lend: Lend,
         wake: &Wake,
     ) -> Result<Resume, LinkError> {
-        let mut chunk = [0u8; 16 * 1024];
         loop {
             wake.clear();
             match resumed.try_recv() {
@@ -69,24 +147,25 @@ impl EventLink {
                         },
                     });
                 }
-                Own::Other => break,
+                // Another event's request: serve it here if it is one a
+                // handler's thread serves, and go on waiting.
+                Own::Other => match lend.serve_next(&writer) {
+                    Served::Kept(kept) => {
+                        lend = kept;
+                        continue;
+                    }
+                    Served::Passed => {
+                        return resumed.blocking_recv().map_err(|_| LinkError::Unreachable)
+                    }
+                    Served::GiveBack(back) => {
+                        lend = back;
+                        break;
+                    }
+                },
                 Own::Incomplete => {}
             }
-            let ready = crate::writer::poll(
-                &[
-                    (writer.raw_fd(), libc::POLLIN),
-                    (wake.raw_fd(), libc::POLLIN),
-                ],
-                1000,
-            )
-            .map_err(|_| LinkError::Unreachable)?;
-            if ready.contains(&writer.raw_fd()) {
-                match writer.read_nonblocking(&mut chunk) {
-                    Ok(0) => break, // closed: the I/O task will see it too
-                    Ok(n) => decoder.extend(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
-                }
+            if let Filled::Closed = lend.fill(&writer, wake, 1000) {
+                break; // the I/O task will see it too
             }
         }
         // Give the connection back and wait for our Step elsewhere.

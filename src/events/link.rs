@@ -1,6 +1,7 @@
 //! The handler's side of one event: it writes each output as the reply to
 //! the RPC Kong has in flight, parking the event before a PDK call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,11 @@ pub struct EventLink {
     /// The RPC in flight, and since when the handler has had it: `None` while
     /// a PDK call waits for Kong, and once the event has ended.
     route: Mutex<Option<(Route, Instant)>>,
+    /// Set by an executor whose thread goes on reading the connection after
+    /// the handler returned (`executor/thread/linger.rs`): the lend of the
+    /// last RPC is kept for it after `"ret"` instead of given back.
+    keep: AtomicBool,
+    kept: Mutex<Option<(Arc<ConnWriter>, Lend)>>,
 }
 
 /// Why an output could not be sent.
@@ -39,7 +45,19 @@ impl EventLink {
             label,
             events,
             route: Mutex::new(Some((route, Instant::now()))),
+            keep: AtomicBool::new(false),
+            kept: Mutex::new(None),
         }
+    }
+
+    /// Keeps the connection's reading after `"ret"` for [`take_connection`](Self::take_connection).
+    pub fn keep_connection(&self) {
+        self.keep.store(true, Ordering::Release);
+    }
+
+    /// The connection that carried `"ret"`, when it was lent and kept.
+    pub fn take_connection(&self) -> Option<(Arc<ConnWriter>, Lend)> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     fn route(&self) -> MutexGuard<'_, Option<(Route, Instant)>> {
@@ -131,13 +149,18 @@ impl EventLink {
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), LinkError> {
-        self.write_last(|out| {
+        let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
+        let (writer, lend) = self.write_to(route, |out| {
             let _ = rmp::encode::write_map_len(out, 2);
             rpc::write_str(out, "Data");
             rpc::write_str(out, "ret");
             rpc::write_str(out, "EventId");
             let _ = rmp::encode::write_uint(out, self.event_id);
-        })
+        })?;
+        if let (Some(lend), true) = (lend, self.keep.load(Ordering::Acquire)) {
+            *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some((writer, lend));
+        }
+        Ok(())
     }
 
     /// Takes Kong's answer and the route for the next reply.

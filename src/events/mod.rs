@@ -20,14 +20,16 @@
 //! * `route.rs`: where a reply goes (a connection and a msgid), and the
 //!   connection's reading lent to a handler;
 //! * `link.rs`: the handler's side of one event, which writes its outputs;
-//! * `lent.rs`: the thread model's fast path: a blocked handler reads its
-//!   next Step straight off the connection it was lent.
+//! * `lent.rs`: the thread model's fast path: a handler's thread reads the
+//!   connection it was lent, takes its own Steps off it and serves other
+//!   events' HandleEvents and Steps that come there.
 
 mod lent;
 mod link;
 mod registry;
 mod route;
 
+pub use lent::Filled;
 pub use link::{write_call_result, EventLink, LinkError};
 pub use registry::{step_answer, Answer, Events, Resume};
-pub use route::{Lend, Route};
+pub use route::{Lend, Route, ServeLent, Served};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::rpc::Request;
 use crate::wire::FrameDecoder;
 use crate::writer::ConnWriter;
 
@@ -19,25 +20,56 @@ pub struct Route {
 
 /// A connection's reading, lent to an event's handler.
 ///
-/// While a thread-model handler waits for Kong's next Step it reads the
-/// connection that carried its last RPC itself: with Kong's keep-alive pool
-/// the next Step usually comes on that same connection, and answering it on
-/// the handler's own thread saves two thread wake-ups per PDK call. Anything
-/// else that arrives (another event's RPC) makes the handler give the
-/// connection back, bytes intact, to its I/O task, which waits meanwhile.
-/// Dropping a `Lend` gives it back.
+/// In the thread model the thread that runs a handler reads the connection
+/// that carried the event's last RPC itself: while it waits for Kong's next
+/// Step (with Kong's keep-alive pool it usually comes on that connection),
+/// and after the handler returned, for the next event (`executor/thread/linger.rs`).
+/// The HandleEvents and Steps that come meanwhile are served on that thread
+/// ([`ServeLent`]); anything else makes it give the connection back, bytes
+/// intact, to its I/O task, which waits meanwhile. Dropping a `Lend` gives it
+/// back.
 pub struct Lend {
     pub(super) decoder: Option<FrameDecoder>,
     give_back: Option<oneshot::Sender<FrameDecoder>>,
+    pub(super) server: Arc<dyn ServeLent>,
+}
+
+/// Serves a request that came on a lent connection, on the thread that
+/// holds it (implemented by the service).
+pub trait ServeLent: Send + Sync {
+    /// Whether the thread holding the connection may serve `req`: a
+    /// HandleEvent or Step of this server. Everything else goes back to the
+    /// connection's I/O task.
+    fn takes(&self, req: &Request) -> bool;
+
+    /// Serves `req`, which [`takes`](ServeLent::takes) accepted and which is
+    /// already consumed from the lend's bytes.
+    fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served;
+}
+
+/// What became of a lent connection after a request was served on it.
+pub enum Served {
+    /// Answered here (an error, or nothing whole to serve yet): the caller
+    /// keeps reading.
+    Kept(Lend),
+    /// The request started or resumed an event, which took the connection's
+    /// reading with it.
+    Passed,
+    /// The connection's I/O task serves the next request: give it back.
+    GiveBack(Lend),
 }
 
 impl Lend {
-    pub fn new(decoder: FrameDecoder) -> (Lend, oneshot::Receiver<FrameDecoder>) {
+    pub fn new(
+        decoder: FrameDecoder,
+        server: Arc<dyn ServeLent>,
+    ) -> (Lend, oneshot::Receiver<FrameDecoder>) {
         let (give_back, returned) = oneshot::channel();
         (
             Lend {
                 decoder: Some(decoder),
                 give_back: Some(give_back),
+                server,
             },
             returned,
         )

@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 
 use super::answer::answer_to_py;
 use super::exceptions::{raise, EVENT_ABANDONED, PDK_EXCEPTION, PLUGIN_EXIT};
-use crate::events::{EventLink, LinkError, Resume};
+use crate::events::{EventLink, Lend, LinkError, Resume};
 use crate::phase::Phase;
+use crate::writer::ConnWriter;
 
 const RUNNING: u8 = 0;
 const EXITED: u8 = 1;
@@ -90,6 +91,12 @@ impl EventCtx {
         {
             let _ = self.link.done();
         }
+    }
+
+    /// The connection that carried `"ret"`, kept for the handler's thread
+    /// (`EventLink::keep_connection`).
+    pub fn take_connection(&self) -> Option<(Arc<ConnWriter>, Lend)> {
+        self.link.take_connection()
     }
 
     fn ended_error(&self, py: Python<'_>) -> PyErr {

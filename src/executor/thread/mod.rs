@@ -6,11 +6,17 @@
 //! handler runs). Each thread attaches to Python for the handler and detaches
 //! inside every PDK call.
 //!
+//! The thread that runs a handler also reads the connection the event came
+//! on: it takes its own Steps off it (`events/lent.rs`), and after the
+//! handler returned it reads the next HandleEvent there and runs it itself
+//! (`linger.rs`), so an event on a busy connection involves no other thread.
+//!
 //! Two things keep a stuck plugin from stalling Kong: an event that no thread
 //! can take is failed closed at once instead of queueing, and with
 //! `--handler-timeout` a watchdog fails closed every event whose handler has
 //! held Kong's request too long (the thread may stay stuck; the event ends).
 
+mod linger;
 mod pool;
 mod watchdog;
 
@@ -24,8 +30,10 @@ use rmpv::Value;
 use super::fail_closed::{self, fail_closed};
 use super::plugins::PluginClasses;
 use super::{report, EventJob, Executor, PluginHandle, Running};
+use crate::events::Lend;
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
+use crate::writer::ConnWriter;
 use pool::{promise_idle, Pool};
 use watchdog::{watchdog, Watched};
 
@@ -67,16 +75,21 @@ impl Executor for ThreadExecutor {
 
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
-        let lua_style = self.plugins.lua_style(&job.instance.instance().name);
-        let watched = self.watched.clone();
-        let runtime = self.runtime.clone();
-        let sent = self.pool.execute((job, running), move |(job, _running)| {
-            let attached =
-                Python::try_attach(|py| run_handler(py, job, lua_style, watched, runtime));
-            if attached.is_none() {
-                log::warn!("event dropped: the Python interpreter is shutting down");
-            }
-        });
+        // A HandleEvent read by a lingering handler thread runs on it.
+        let Some((job, running)) =
+            linger::offer_here(job, running, |wake| self.pool.claim_lingering(wake))
+        else {
+            return;
+        };
+        let this = Handlers {
+            pool: self.pool.clone(),
+            plugins: Arc::clone(&self.plugins),
+            watched: self.watched.clone(),
+            runtime: self.runtime.clone(),
+        };
+        let sent = self
+            .pool
+            .execute((job, running), move |first| this.run_from(first));
         if let Err(((job, running), exhausted)) = sent {
             let message = format!(
                 "{} handler not run: no handler thread free (all {} busy; --max-handler-threads)",
@@ -95,20 +108,51 @@ impl Executor for ThreadExecutor {
     }
 }
 
+/// What a pool thread needs to run handlers.
+struct Handlers {
+    pool: Pool,
+    plugins: Arc<PluginClasses>,
+    watched: Option<Arc<Watched>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Handlers {
+    /// Runs an event's handler, then the events that come on the connection
+    /// it answered on, for as long as they come (`linger.rs`).
+    fn run_from(self, first: (EventJob, Running)) {
+        let mut next = Some(first);
+        while let Some((job, running)) = next.take() {
+            let lua_style = self.plugins.lua_style(&job.instance.instance().name);
+            let kept = Python::try_attach(|py| {
+                run_handler(py, job, lua_style, self.watched.as_ref(), &self.runtime)
+            });
+            drop(running);
+            match kept {
+                Some(Some((writer, lend))) => next = linger::linger(&self.pool, writer, lend),
+                Some(None) => {}
+                None => log::warn!("event dropped: the Python interpreter is shutting down"),
+            }
+        }
+    }
+}
+
+/// Runs one event's handler; returns the connection that carried `"ret"`
+/// when this thread may go on reading it.
 fn run_handler(
     py: Python<'_>,
     job: EventJob,
     lua_style: bool,
-    watched: Option<Arc<Watched>>,
-    runtime: tokio::runtime::Handle,
-) {
+    watched: Option<&Arc<Watched>>,
+    runtime: &tokio::runtime::Handle,
+) -> Option<(Arc<ConnWriter>, Lend)> {
     let EventJob {
         phase,
         instance,
         link,
     } = job;
+    link.keep_connection();
     let ctx = Arc::new(EventCtx::new(phase, link, lua_style, Waiter::Block));
-    if let Some(w) = &watched {
+    if let Some(w) = watched {
         w.watch(&ctx, phase);
     }
     let result = Bound::new(py, PdkProxy::root(Arc::clone(&ctx))).and_then(|kong| {
@@ -118,7 +162,7 @@ fn run_handler(
             .object(py)?
             .call_method1(phase.name(), (kong,))
     });
-    if let Some(w) = &watched {
+    if let Some(w) = watched {
         w.unwatch(ctx.event_id);
     }
     match result {
@@ -128,12 +172,13 @@ fn run_handler(
             promise_idle();
             ctx.finish();
         }
-        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e, &runtime),
+        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e, runtime),
     }
     // The plugin's code is over (also after kong.response.exit, whose
     // `finally:` blocks have run by now): the thread can take the next event.
     promise_idle();
     drop(instance);
+    ctx.take_connection()
 }
 
 /// A handler raised. Like a Lua plugin that errors: the traceback goes to our

@@ -10,6 +10,13 @@
 //! its thread just before it writes the final reply ([`promise_idle`]), and a
 //! promised thread takes the next job as soon as it is done.
 //!
+//! A thread whose handler returned may *linger*: it goes on reading the
+//! connection that carried the event's last reply, so that the next event
+//! Kong sends there runs on it without a hand-off (`linger.rs`). A
+//! lingering thread counts as idle but is called for a job only when no
+//! other thread can be started: the job rings its wake-up descriptor, and
+//! it gives the connection back to take the job.
+//!
 //! The pool never queues without bound: a job that no thread can take (every
 //! thread up to `--max-handler-threads` busy, none promised) is handed back,
 //! and the executor fails that event closed at once.
@@ -18,6 +25,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+use crate::wake::Wake;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -29,6 +38,8 @@ struct State {
     /// and uncounts itself when it takes a job or exits.
     idle: usize,
     threads: usize,
+    /// Lingering threads (idle, reading a connection): their wake-ups.
+    lingering: Vec<Arc<Wake>>,
 }
 
 struct Inner {
@@ -44,6 +55,7 @@ impl Inner {
     }
 }
 
+#[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
 }
@@ -85,6 +97,7 @@ impl Pool {
                     queue: VecDeque::new(),
                     idle: 0,
                     threads: 0,
+                    lingering: Vec::new(),
                 }),
                 ready: Condvar::new(),
                 max_threads: max_threads.max(1),
@@ -103,15 +116,24 @@ impl Pool {
     ) -> Result<(), (T, Exhausted)> {
         let mut state = self.inner.lock();
         // Each queued job needs its own idle thread; start one when the idle
-        // ones are all spoken for.
-        let spawn = state.queue.len() >= state.idle;
+        // ones are all spoken for. Lingering threads are called only at the
+        // limit: each one called gives a connection back to its I/O task,
+        // where the next event would again need a thread.
+        let free = state.idle - state.lingering.len();
+        let spawn = state.queue.len() >= free;
         if spawn && state.threads >= self.inner.max_threads {
-            return Err((
-                data,
-                Exhausted {
-                    max_threads: self.inner.max_threads,
-                },
-            ));
+            let Some(wake) = state.lingering.pop() else {
+                return Err((
+                    data,
+                    Exhausted {
+                        max_threads: self.inner.max_threads,
+                    },
+                ));
+            };
+            state.queue.push_back(Box::new(move || job(data)));
+            drop(state);
+            wake.ring();
+            return Ok(());
         }
         state.queue.push_back(Box::new(move || job(data)));
         if spawn {
@@ -131,10 +153,63 @@ impl Pool {
                 state.idle -= 1;
             }
         } else {
+            // A waiting thread, or a promised one that takes it on its way.
             drop(state);
             self.inner.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// How long a thread stays without work before it ends.
+    pub fn keep_alive(&self) -> Duration {
+        self.inner.keep_alive
+    }
+
+    /// This thread's handler returned and it reads its connection for the
+    /// next event instead of waiting for a job: a job meant for it rings
+    /// `wake` from now on. `false` (do not linger) when jobs wait already.
+    pub fn start_lingering(&self, wake: &Arc<Wake>) -> bool {
+        let mut state = self.inner.lock();
+        if !state.queue.is_empty() {
+            return false;
+        }
+        state.lingering.push(Arc::clone(wake));
+        true
+    }
+
+    /// Whether this thread still lingers: `false` once a job called it.
+    pub fn still_lingering(&self, wake: &Arc<Wake>) -> bool {
+        let state = self.inner.lock();
+        state.lingering.iter().any(|w| Arc::ptr_eq(w, wake))
+    }
+
+    /// This thread stops lingering (no effect when a job called it).
+    pub fn stop_lingering(&self, wake: &Arc<Wake>) {
+        let mut state = self.inner.lock();
+        state.lingering.retain(|w| !Arc::ptr_eq(w, wake));
+    }
+
+    /// A lingering thread read an event it is to run itself: it leaves the
+    /// idle count as if it had taken a job. `false` when a job called it
+    /// already: the event then goes through the queue like any other.
+    pub fn claim_lingering(&self, wake: &Arc<Wake>) -> bool {
+        let mut state = self.inner.lock();
+        // No queued job counts on a thread that is still on the list.
+        let Some(at) = state.lingering.iter().position(|w| Arc::ptr_eq(w, wake)) else {
+            return false;
+        };
+        state.lingering.swap_remove(at);
+        let uncounted = MEMBER.with(|m| match m.borrow_mut().as_mut() {
+            Some((_, counted)) if *counted => {
+                *counted = false;
+                true
+            }
+            _ => false,
+        });
+        if uncounted {
+            state.idle -= 1;
+        }
+        true
     }
 
     /// Threads alive and threads counted idle (for tests and status).
@@ -288,5 +363,65 @@ mod tests {
         for _ in 0..300 {
             release_tx.send(()).expect("release");
         }
+    }
+
+    /// Waits up to 5 s for `wake` to ring.
+    fn rung(wake: &Wake) -> bool {
+        let ready = crate::writer::poll(&[(wake.raw_fd(), libc::POLLIN)], 5000).expect("poll");
+        !ready.is_empty()
+    }
+
+    #[test]
+    fn a_lingering_thread_is_called_only_at_the_limit() {
+        for max_threads in [1, 2] {
+            let pool = Pool::new(max_threads, Duration::from_secs(5));
+            let (lingering_tx, lingering_rx) = mpsc::channel();
+            let (called_tx, called_rx) = mpsc::channel();
+            let p = pool.clone();
+            pool.execute((), move |()| {
+                promise_idle();
+                let wake = Wake::for_this_thread().expect("eventfd");
+                wake.clear();
+                assert!(p.start_lingering(&wake));
+                lingering_tx.send(()).expect("send");
+                called_tx
+                    .send(rung(&wake) && !p.still_lingering(&wake))
+                    .expect("send");
+                p.stop_lingering(&wake);
+            })
+            .expect("a thread");
+            lingering_rx.recv().expect("lingering");
+            let (ran_tx, ran_rx) = mpsc::channel();
+            pool.execute((), move |()| ran_tx.send(()).expect("send"))
+                .expect("taken");
+            ran_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the job ran");
+            let called = called_rx.recv().expect("result");
+            // Below the limit a new thread took the job and the lingering
+            // one was left alone (it waited out its 5 s); at the limit the
+            // lingering thread was called for it.
+            assert_eq!(called, max_threads == 1, "max_threads {max_threads}");
+        }
+    }
+
+    #[test]
+    fn a_lingering_thread_claims_the_event_it_read() {
+        let pool = Pool::new(4, Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel();
+        let p = pool.clone();
+        pool.execute((), move |()| {
+            promise_idle();
+            let wake = Wake::for_this_thread().expect("eventfd");
+            assert!(p.start_lingering(&wake));
+            let idle_before = p.counts().1;
+            let claimed = p.claim_lingering(&wake);
+            let idle_after = p.counts().1;
+            // Claimed once: no longer on the list, so a second claim fails.
+            tx.send((claimed, idle_before - idle_after, p.claim_lingering(&wake)))
+                .expect("send");
+        })
+        .expect("a thread");
+        assert_eq!(rx.recv().expect("result"), (true, 1, false));
     }
 }
