@@ -117,6 +117,9 @@ class Plugin:
             kong.request is kong.request,
             getattr(kong, built) is kong.request,
             kong.request.get_header is kong.request.get_header,
+            # A new string object every time: past the proxy's cap on
+            # remembered names these take the slow path, still to one child.
+            all(getattr(kong, "".join(["req", "uest"])) is kong.request for _ in range(100)),
         ]
         kong.response.set_header("x-same", ",".join(str(s) for s in same))
         getattr(kong, built).get_header("host")
@@ -137,7 +140,7 @@ def test_a_proxy_hands_out_each_child_once_per_event(serve: Callable[..., Served
     with KongEmulator(served.socket) as emu:
         for _ in range(2):
             result = emu.run_phase("reuse", {}, "access", answers={"kong.request.get_header": "h"})
-            assert result.calls[0].args == ("x-same", "True,True,True")
+            assert result.calls[0].args == ("x-same", "True,True,True,True")
             assert [(c.method, c.args) for c in result.calls[1:]] == [
                 ("kong.request.get_header", ("host",)),
                 ("kong.request.get_header", ("host",)),

@@ -66,23 +66,30 @@ impl PdkProxy {
         let fresh = Bound::new(py, PdkProxy::new(Arc::clone(&self.ctx), path))?;
         let mut children = self.children();
         // The same name in another string object (built at run time), or
-        // another thread of the event first: the list keeps one per path.
+        // another thread of the event first: one child per path, and the
+        // new string as a second key for it, so that a handler whose first
+        // lookup used a built name still finds the literal one by pointer.
+        // A handler that builds a new string every time would add a key per
+        // call; past `MAX_KEYS` such lookups stay on this slower path.
         let same_path = children
             .iter()
             .find(|(_, child)| Arc::ptr_eq(&child.get().path, &fresh.get().path))
             .map(|(_, child)| child.clone_ref(py));
-        match same_path {
-            Some(child) => {
-                drop(children);
-                Ok(child.into_bound(py))
-            }
-            None => {
-                children.push((name.clone().unbind(), fresh.clone().unbind()));
-                Ok(fresh)
-            }
+        let child = match same_path {
+            Some(child) => child.into_bound(py),
+            None => fresh.clone(),
+        };
+        if children.len() < MAX_KEYS {
+            children.push((name.clone().unbind(), child.clone().unbind()));
         }
+        drop(children);
+        Ok(child)
     }
 }
+
+/// At most this many names are remembered per proxy (the widest PDK
+/// namespace, `kong.request`, has 22 functions).
+const MAX_KEYS: usize = 64;
 
 /// Lays keyword arguments out by the function's parameter names.
 fn bind_args<'py>(
