@@ -686,6 +686,15 @@ exit-leak check and the worker-process table further down. Run on a quiet
 machine: anything else running moves rows by more than the differences
 between servers.
 
+The cost of one PDK call on its own, per kind of call, comes from a second
+script (printed only, no table here; "Method" says what it counts):
+
+```sh
+.venv/bin/python benches/pdk_call.py           # def handler on a thread; --async: an async def handler
+.venv/bin/python benches/pdk_call.py --events 3 --reps 50 --under "valgrind --tool=callgrind \\
+    --callgrind-out-file=/tmp/pdk.out --toggle-collect='pyo3::impl_::trampoline::*'"
+```
+
 ## Reading the table
 
 Each row is one server, scenario and connection count, measured on a freshly
@@ -799,6 +808,20 @@ DOC_METHOD = """## Method
   "÷ floor" understates how close a server comes to the floor there; the two
   processes then also take turns on that core, which adds scheduler slices
   of a few ms to the floor's p99.
+* **Per-call cost (`benches/pdk_call.py`).** Our server runs
+  `benches/plugins/pdk_call.py`, driven over its socket by the Python Kong
+  emulator, one event at a time. Each event makes `--reps` calls of each
+  kind (attribute lookup alone, `get_path()`, `get_header("host")`,
+  `set_header`, `ctx.shared.set`, `log.debug`, `get_headers()` answered with
+  10 headers), and the handler times each kind with `time.thread_time_ns`:
+  the handler thread's CPU for resolving the attributes, checking and
+  encoding the call, writing it, reading Kong's Step (on the thread model
+  the handler's thread reads it itself) and converting the answer; blocked
+  time counts nothing. The script prints the median per kind and the whole
+  server's CPU per call. Times move with other load on the machine; for
+  comparing two builds, `--under` runs the server under callgrind, whose
+  instruction counts inside the proxy's entry points do not (build with
+  `maturin develop --profile profiling` to see function names).
 * **Caveats.** The machine is small and shared: when other work runs on it,
   rows can move by much more than ±10 % between runs, so compare rows of one
   run (the ratios), not runs. With one core per side, 64 coroutines measure

@@ -33,13 +33,7 @@ pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny
         },
         Value::F32(f) => PyFloat::new(py, f64::from(*f)).into_any(),
         Value::F64(f) => PyFloat::new(py, *f).into_any(),
-        Value::String(s) => match s.as_str() {
-            Some(text) => PyString::new(py, text).into_any(),
-            None => PyBytes::new(py, s.as_bytes()).call_method1(
-                intern!(py, "decode"),
-                (intern!(py, "utf-8"), intern!(py, "surrogateescape")),
-            )?,
-        },
+        Value::String(s) => lua_str_to_py(py, s.as_bytes())?,
         Value::Binary(b) => PyBytes::new(py, b).into_any(),
         Value::Array(items) => {
             let list = PyList::empty(py);
@@ -57,6 +51,28 @@ pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny
         }
         Value::Ext(_, data) => PyBytes::new(py, data).into_any(),
     })
+}
+
+/// A Lua string as `str`: UTF-8 decoded with `surrogateescape`, in one pass
+/// that both checks and decodes (valid UTF-8, the usual case, comes out as
+/// `PyString::new` would make it).
+fn lua_str_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| PyValueError::new_err("string too long"))?;
+    // SAFETY: `bytes` is valid for `len` bytes for the duration of the call
+    // and the error handler name is a NUL-terminated literal; the result is
+    // a new reference or NULL with an exception set, which
+    // `from_owned_ptr_or_err` takes over.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyUnicode_DecodeUTF8(
+                bytes.as_ptr().cast(),
+                len,
+                c"surrogateescape".as_ptr(),
+            ),
+        )
+    }
 }
 
 /// Map keys must be hashable: arrays become tuples, maps their repr.

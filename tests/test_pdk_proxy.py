@@ -104,3 +104,45 @@ def test_exit_in_the_response_phase_is_not_warned(serve: Callable[..., Served], 
         emu.run_phase("late-exit", {}, "log")
     log = served.wait_log("kong.request.get_raw_body called in the log phase")
     assert "kong.response.exit called in" not in log
+
+
+REUSE_PLUGIN = '''
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        built = "".join(["req", "uest"])  # a name that is not the interned one
+        same = [
+            kong.request is kong.request,
+            getattr(kong, built) is kong.request,
+            kong.request.get_header is kong.request.get_header,
+            # A new string object every time: past the proxy's cap on
+            # remembered names these take the slow path, still to one child.
+            all(getattr(kong, "".join(["req", "uest"])) is kong.request for _ in range(100)),
+        ]
+        kong.response.set_header("x-same", ",".join(str(s) for s in same))
+        getattr(kong, built).get_header("host")
+        kong.request.get_header("host")
+
+
+from kong_pdk.cli import start_dedicated_server
+start_dedicated_server("reuse", Plugin, "1.0")
+'''
+
+
+def test_a_proxy_hands_out_each_child_once_per_event(serve: Callable[..., Served], tmp_path: Path) -> None:
+    # The children cache (src/pdk/proxy.rs): one object per path, whichever
+    # string object names it, and calls through either reach Kong the same.
+    plugin = tmp_path / "reuse.py"
+    plugin.write_text(REUSE_PLUGIN)
+    served = serve(plugin)
+    with KongEmulator(served.socket) as emu:
+        for _ in range(2):
+            result = emu.run_phase("reuse", {}, "access", answers={"kong.request.get_header": "h"})
+            assert result.calls[0].args == ("x-same", "True,True,True,True")
+            assert [(c.method, c.args) for c in result.calls[1:]] == [
+                ("kong.request.get_header", ("host",)),
+                ("kong.request.get_header", ("host",)),
+            ]
+            assert result.outcome == "ret"

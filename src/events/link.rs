@@ -90,9 +90,10 @@ impl EventLink {
     fn write_to(
         &self,
         route: Route,
+        capacity: usize,
         result: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(Arc<ConnWriter>, Option<Lend>), LinkError> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(capacity);
         rpc::write_ok_prefix(&mut out, route.msgid);
         result(&mut out);
         match route.writer.write_all(&out) {
@@ -105,9 +106,13 @@ impl EventLink {
     }
 
     /// Writes the event's last output.
-    fn write_last(&self, result: impl FnOnce(&mut Vec<u8>)) -> Result<(), LinkError> {
+    fn write_last(
+        &self,
+        capacity: usize,
+        result: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), LinkError> {
         let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
-        self.write_to(route, result).map(drop)
+        self.write_to(route, capacity, result).map(drop)
     }
 
     /// Sends a PDK call; Kong's answer arrives on the returned receiver.
@@ -131,7 +136,7 @@ impl EventLink {
             self.event_id,
             Parked::new(resume, Arc::clone(&self.label), wake),
         );
-        match self.write_to(route, |out| {
+        match self.write_to(route, call_result_len(method, args), |out| {
             write_call_result(out, self.event_id, method, args)
         }) {
             Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
@@ -144,13 +149,15 @@ impl EventLink {
 
     /// Sends a terminal call: Kong never answers it (docs/protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
-        self.write_last(|out| write_call_result(out, self.event_id, method, args))
+        self.write_last(call_result_len(method, args), |out| {
+            write_call_result(out, self.event_id, method, args)
+        })
     }
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), LinkError> {
         let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
-        let (writer, lend) = self.write_to(route, |out| {
+        let (writer, lend) = self.write_to(route, 64, |out| {
             let _ = rmp::encode::write_map_len(out, 2);
             rpc::write_str(out, "Data");
             rpc::write_str(out, "ret");
@@ -168,6 +175,14 @@ impl EventLink {
         *self.route() = Some((resume.route, Instant::now()));
         resume.answer
     }
+}
+
+/// The bytes a reply carrying one PDK call takes, at most: the reply's
+/// header with its msgid (12), the two maps and four keys (28), the
+/// method's length (5) and the event id (9), plus the method and the args.
+/// Sized right, the reply is written without growing its buffer.
+fn call_result_len(method: &str, args: &[u8]) -> usize {
+    56 + method.len() + args.len()
 }
 
 /// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around

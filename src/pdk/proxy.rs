@@ -1,8 +1,13 @@
 //! The `kong` object and every `kong.<path>` below it: attribute access walks
 //! the path tree, a call binds and encodes its arguments and hands them to
 //! the event.
+//!
+//! Each proxy keeps the children it has handed out, so within one event
+//! `kong.request` is built once and the twentieth `kong.request.get_header`
+//! costs two pointer compares rather than two path lookups and two new
+//! Python objects (benches/pdk_call.py measures it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
@@ -18,16 +23,73 @@ use crate::convert::{write_py, Unsendable};
 pub struct PdkProxy {
     ctx: Arc<dyn PdkTarget>,
     path: Arc<PdkPath>,
+    /// The children handed out so far, by the attribute name they were
+    /// asked for (the interned string of the handler's code, so a pointer
+    /// compare finds them); a handful per proxy, hence a list.
+    children: Mutex<Vec<(Py<PyString>, Py<PdkProxy>)>>,
 }
 
 impl PdkProxy {
     pub fn root<T: PdkTarget + 'static>(ctx: Arc<T>) -> Self {
+        PdkProxy::new(ctx, Arc::clone(PdkPath::root()))
+    }
+
+    fn new(ctx: Arc<dyn PdkTarget>, path: Arc<PdkPath>) -> Self {
         PdkProxy {
             ctx,
-            path: Arc::clone(PdkPath::root()),
+            path,
+            children: Mutex::new(Vec::new()),
         }
     }
+
+    fn children(&self) -> MutexGuard<'_, Vec<(Py<PyString>, Py<PdkProxy>)>> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The child proxy for `name`: the one handed out before, or a new one.
+    /// No Python code runs while the list is locked (only reference counts
+    /// change), so a finalizer that touches this proxy cannot deadlock.
+    fn child<'py>(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PdkProxy>> {
+        let py = name.py();
+        let cached = self
+            .children()
+            .iter()
+            .find(|(key, _)| key.as_ptr() == name.as_ptr())
+            .map(|(_, child)| child.clone_ref(py));
+        if let Some(child) = cached {
+            return Ok(child.into_bound(py));
+        }
+        let path = self
+            .path
+            .child(name.to_str()?)
+            .map_err(PyAttributeError::new_err)?;
+        let fresh = Bound::new(py, PdkProxy::new(Arc::clone(&self.ctx), path))?;
+        let mut children = self.children();
+        // The same name in another string object (built at run time), or
+        // another thread of the event first: one child per path, and the
+        // new string as a second key for it, so that a handler whose first
+        // lookup used a built name still finds the literal one by pointer.
+        // A handler that builds a new string every time would add a key per
+        // call; past `MAX_KEYS` such lookups stay on this slower path.
+        let same_path = children
+            .iter()
+            .find(|(_, child)| Arc::ptr_eq(&child.get().path, &fresh.get().path))
+            .map(|(_, child)| child.clone_ref(py));
+        let child = match same_path {
+            Some(child) => child.into_bound(py),
+            None => fresh.clone(),
+        };
+        if children.len() < MAX_KEYS {
+            children.push((name.clone().unbind(), child.clone().unbind()));
+        }
+        drop(children);
+        Ok(child)
+    }
 }
+
+/// At most this many names are remembered per proxy (the widest PDK
+/// namespace, `kong.request`, has 22 functions).
+const MAX_KEYS: usize = 64;
 
 /// Lays keyword arguments out by the function's parameter names.
 fn bind_args<'py>(
@@ -139,16 +201,7 @@ impl PdkProxy {
                 )
             };
         }
-        let this = slf.get();
-        let path = this.path.child(text).map_err(PyAttributeError::new_err)?;
-        Ok(Bound::new(
-            slf.py(),
-            PdkProxy {
-                ctx: Arc::clone(&this.ctx),
-                path,
-            },
-        )?
-        .into_any())
+        Ok(slf.get().child(name)?.into_any())
     }
 
     /// Reached only when `__getattribute__` failed: gives the reason (an
@@ -160,10 +213,7 @@ impl PdkProxy {
             return Err(PyAttributeError::new_err(name.to_string()));
         }
         let path = self.path.child(name).map_err(PyAttributeError::new_err)?;
-        Ok(PdkProxy {
-            ctx: Arc::clone(&self.ctx),
-            path,
-        })
+        Ok(PdkProxy::new(Arc::clone(&self.ctx), path))
     }
 
     #[pyo3(signature = (*args, **kwargs))]
