@@ -24,6 +24,7 @@ runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -109,6 +110,9 @@ class AsyncioRunner:
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop = _new_loop()
+        #: A future for one PDK call's reply: made by the Future class itself
+        #: (C), not by a Python method, as there is one per PDK call.
+        self.new_token: Callable[[], asyncio.Future[Any]] = functools.partial(asyncio.Future, loop=self.loop)
         self._core_or_none: LoopCore | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,16 +170,14 @@ class AsyncioRunner:
         """Drains ``bridge`` from the loop whenever its fd is readable."""
         self.loop.call_soon_threadsafe(self.loop.add_reader, bridge.fileno(), bridge.drain)
 
-    def new_token(self) -> asyncio.Future[Any]:
-        """A future for one PDK call's reply."""
-        return asyncio.Future(loop=self.loop)
-
     def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """The awaitable a PDK call returns to an ``async def`` handler."""
         return token
 
     def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
-        """Completes a PDK call's future with its value or its error."""
+        """Completes a PDK call's future with its value or its error (the
+        looped core does this itself, resuming the task at once when it can:
+        src/looped/mod.rs)."""
         if token.done():  # the awaiting task was cancelled
             return
         if error is not None:
@@ -234,14 +236,25 @@ class GeventRunner:
         import gevent
         import gevent.hub
 
+        from kong_pdk._core import cache_stack_chunks
+
         self._gevent = gevent
-        self._waiter = gevent.hub.Waiter
+        self._new_greenlet = gevent.Greenlet
         self._getcurrent = gevent.getcurrent
         self._hub = gevent.get_hub()
+        #: A ``gevent.hub.Waiter`` per PDK call; the calling greenlet blocks
+        #: in its ``get`` until ``resolve`` switches back with the reply. Both
+        #: are the Waiter's own (compiled) functions: no Python frame per call.
+        self.new_token: Callable[[], Any] = gevent.hub.Waiter
+        self.wait: Callable[[Any], Any] = gevent.hub.Waiter.get
         self._core_or_none: LoopCore | None = None
         self._ticker: Any = None
         # fd -> its read watcher and write watcher (None: not watched).
         self._watchers: dict[int, list[Any]] = {}
+        # Each event's greenlet gets a fresh interpreter stack chunk and frees
+        # it when it ends: cached, not mmap'ed and munmap'ed per event
+        # (src/looped/chunk_cache.rs).
+        cache_stack_chunks()
 
     @property
     def _core(self) -> LoopCore:
@@ -295,14 +308,6 @@ class GeventRunner:
         self._unwatch(fd, 0)
         self._gevent.spawn_later(seconds, self._watch, fd, 0, self._core.accept)
 
-    def new_token(self) -> Any:
-        """A ``gevent.hub.Waiter`` for one PDK call's reply."""
-        return self._waiter()
-
-    def wait(self, token: Any) -> Any:
-        """Blocks the calling greenlet until the reply arrives; returns it or raises its error."""
-        return token.get()
-
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
         """Resumes the waiting greenlet with its reply.
 
@@ -318,8 +323,19 @@ class GeventRunner:
             self._hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
-        """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``."""
-        self._gevent.spawn(self._drive, getattr(plugin, phase), kong, handle)
+        """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``.
+
+        The greenlet (a ``gevent.Greenlet``, whose parent is the hub) is
+        entered at once from the hub, where Kong's HandleEvent was just read,
+        as ``Greenlet.start`` would have the hub do on its next round: the
+        handler runs up to its first PDK call before the hub goes on, and no
+        loop callback is scheduled for it.
+        """
+        worker = self._new_greenlet(self._drive, getattr(plugin, phase), kong, handle)
+        if self._getcurrent() is self._hub:
+            worker.switch()
+        else:
+            worker.start()
 
     @staticmethod
     def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:

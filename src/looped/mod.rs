@@ -20,6 +20,7 @@
 //! connection up to a bound (`conns.rs`). Python is never called while a lock
 //! is held: a gevent switch or an asyncio callback may come back in.
 
+mod chunk_cache;
 mod conns;
 mod dispatch;
 mod event;
@@ -43,6 +44,7 @@ use crate::executor::{EventJob, Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream};
 use crate::rpc::Request;
 use crate::service::{PluginMeta, Service, Settings};
+pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Queued};
 use event::Registry;
 
@@ -60,7 +62,7 @@ pub struct Core {
     resolve: Py<PyAny>,
     /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
     /// call returns its token as is, and resolving one sets its result here.
-    futures: bool,
+    futures: Option<AsyncioLoop>,
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
@@ -148,7 +150,7 @@ impl Core {
         py: Python<'py>,
         token: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if self.futures {
+        if self.futures.is_some() {
             return Ok(token);
         }
         self.wait.bind(py).call1((token,))
@@ -161,8 +163,8 @@ impl Core {
         token: &Bound<'_, PyAny>,
         answer: PyResult<Bound<'_, PyAny>>,
     ) {
-        let resolved = if self.futures {
-            resolve_future(token, answer)
+        let resolved = if let Some(asyncio) = &self.futures {
+            asyncio.resolve(token, answer)
         } else {
             let (value, error) = match answer {
                 Ok(v) => (v, py.None().into_bound(py)),
@@ -195,17 +197,82 @@ impl Core {
     }
 }
 
-/// Completes an asyncio future, unless its task was cancelled meanwhile.
-fn resolve_future(future: &Bound<'_, PyAny>, answer: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+/// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
+struct AsyncioLoop {
+    event_loop: Py<PyAny>,
+    /// `asyncio.current_task`.
+    current_task: Py<PyAny>,
+}
+
+impl AsyncioLoop {
+    /// Completes a PDK call's future, unless its task was cancelled meanwhile.
+    ///
+    /// Resolved from a loop callback (no task running: Kong's Step was just
+    /// read), the future's done callbacks -- the waiting task's wake-up --
+    /// run here and now, in their own contexts, rather than being scheduled
+    /// with `call_soon` for the loop's next round: the handler resumes
+    /// without a Handle, a loop iteration and an `epoll_wait` of its own.
+    /// From inside a task (a second concurrent call fails at once) asyncio's
+    /// own scheduling is kept, as a task cannot be entered from another.
+    fn resolve(
+        &self,
+        future: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = future.py();
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        let event_loop = self.event_loop.bind(py);
+        let inline = self.current_task.bind(py).call1((event_loop,))?.is_none();
+        let callbacks = if inline {
+            take_callbacks(future)?
+        } else {
+            Vec::new()
+        };
+        match answer {
+            Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
+            Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+        }?;
+        for (callback, context) in callbacks {
+            let ran = context.call_method1(intern!(py, "run"), (callback, future));
+            if let Err(e) = ran {
+                // As the loop does for a callback that raised.
+                log::error!(
+                    "resuming a handler: its callback raised: {}",
+                    crate::executor::describe(py, &e)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a pending future's done callbacks and returns them with their
+/// contexts (`Future._callbacks`, a pair per callback, as both asyncio's C
+/// and Python futures give it), to be run once the result is set. A future
+/// that lists them otherwise keeps them (scheduled by the loop as usual).
+fn take_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
+    let callbacks = list_callbacks(future).unwrap_or_default();
     let py = future.py();
-    if future.call_method0(intern!(py, "done"))?.is_truthy()? {
-        return Ok(());
+    for (callback, _) in &callbacks {
+        future.call_method1(intern!(py, "remove_done_callback"), (callback,))?;
     }
-    match answer {
-        Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
-        Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+    Ok(callbacks)
+}
+
+type Callbacks<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+fn list_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
+    let listed = future.getattr(intern!(future.py(), "_callbacks"))?;
+    if listed.is_none() {
+        return Ok(Vec::new());
     }
-    .map(drop)
+    let mut callbacks = Vec::new();
+    for pair in listed.try_iter()? {
+        callbacks.push(pair?.extract()?);
+    }
+    Ok(callbacks)
 }
 
 /// The core's side of a looped server, handed to the runner's `serve`.
@@ -390,8 +457,11 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
     let listen_fd = listener.as_raw_fd();
     let runner = setup.runner.bind(py);
     let futures = match runner.getattr_opt("awaitable_tokens")? {
-        Some(flag) => flag.is_truthy()?,
-        None => false,
+        Some(flag) if flag.is_truthy()? => Some(AsyncioLoop {
+            event_loop: runner.getattr("loop")?.unbind(),
+            current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
+        }),
+        _ => None,
     };
     let core = Arc::new(Core {
         service: Arc::clone(&service),
