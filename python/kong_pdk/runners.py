@@ -2,10 +2,11 @@
 
 When every phase of a plugin runs on the loop (all ``async def``, or ``-g``),
 the loop owns Kong's socket (src/looped/): the core calls ``serve(core)`` once,
-and the runner watches the listening socket and each connection on its loop,
-calling ``core.accept()``, ``core.readable(conn)`` and ``core.writable(conn)``
-when they are ready and ``core.tick()`` periodically. The core calls back
-``watch``, ``watch_writable``, ``unwatch_writable``, ``forget`` and
+and the runner watches one descriptor, ``core.poll_fd`` (an epoll set of the
+listening socket and every connection, src/looped/poller.rs), calling
+``core.ready()`` when it is readable, ``core.writable(conn)`` when a connection
+with buffered replies is writable and ``core.tick()`` periodically. The core
+calls back ``watch_writable``, ``unwatch_writable``, ``forget`` and
 ``pause_accepting`` to change what is watched, and ``start``, ``new_token``,
 ``wait`` and ``resolve`` to run handlers and their PDK calls, all on the loop's
 own thread: an event costs no thread switch.
@@ -48,8 +49,8 @@ class LoopCore(Protocol):
     """The core's side of a loop that owns the socket (src/looped/mod.rs)."""
 
     @property
-    def listen_fd(self) -> int:
-        """The listening socket, to watch for readability."""
+    def poll_fd(self) -> int:
+        """The descriptor to watch for readability (the listener and every connection)."""
         ...
 
     @property
@@ -57,12 +58,12 @@ class LoopCore(Protocol):
         """Seconds between two ``tick()`` calls."""
         ...
 
-    def accept(self) -> None:
-        """Accepts pending connections (the listener is readable)."""
+    def ready(self) -> None:
+        """Accepts pending connections and serves what the connections have sent."""
         ...
 
-    def readable(self, conn: int) -> None:
-        """Serves what connection ``conn`` has sent."""
+    def resume_accepting(self) -> None:
+        """Watches the listener again, after ``pause_accepting``."""
         ...
 
     def writable(self, conn: int) -> None:
@@ -136,16 +137,12 @@ class AsyncioRunner:
         return core
 
     def _begin(self) -> None:
-        self.loop.add_reader(self._core.listen_fd, self._core.accept)
+        self.loop.add_reader(self._core.poll_fd, self._core.ready)
         self._tick()
 
     def _tick(self) -> None:
         self._core.tick()
         self._ticker = self.loop.call_later(self._core.tick_period, self._tick)
-
-    def watch(self, fd: int, conn: int) -> None:
-        """Serves connection ``conn`` whenever ``fd`` is readable."""
-        self.loop.add_reader(fd, self._core.readable, conn)
 
     def watch_writable(self, fd: int, conn: int) -> None:
         """Flushes connection ``conn`` whenever ``fd`` is writable."""
@@ -161,10 +158,9 @@ class AsyncioRunner:
         self.loop.remove_writer(fd)
 
     def pause_accepting(self, seconds: float) -> None:
-        """Stops accepting for a while (accept failed: out of descriptors)."""
-        fd = self._core.listen_fd
-        self.loop.remove_reader(fd)
-        self.loop.call_later(seconds, self.loop.add_reader, fd, self._core.accept)
+        """Accept failed (out of descriptors): the core stopped watching the
+        listener; it resumes after ``seconds``."""
+        self.loop.call_later(seconds, self._core.resume_accepting)
 
     def attach(self, bridge: Bridge) -> None:
         """Drains ``bridge`` from the loop whenever its fd is readable."""
@@ -228,8 +224,9 @@ class AsyncioRunner:
 class GeventRunner:
     """Runs every handler in a greenlet on the calling thread's gevent hub.
 
-    The hub serves Kong's socket too (``serve``): I/O watchers on the listener
-    and each connection call into the core from the hub greenlet.
+    The hub serves Kong's socket too (``serve``): an I/O watcher on the
+    core's epoll set (the listener and every connection) calls into the core
+    from the hub greenlet.
     """
 
     def __init__(self) -> None:
@@ -266,7 +263,7 @@ class GeventRunner:
     def serve(self, core: LoopCore) -> None:
         """Serves Kong's socket from the hub (called on the hub's thread)."""
         self._core_or_none = core
-        self._watch(core.listen_fd, 0, core.accept)
+        self._watch(core.poll_fd, 0, core.ready)
         self._ticker = self._hub.loop.timer(core.tick_period, core.tick_period)
         self._ticker.start(core.tick)
 
@@ -284,10 +281,6 @@ class GeventRunner:
             slots[which].close()
             slots[which] = None
 
-    def watch(self, fd: int, conn: int) -> None:
-        """Serves connection ``conn`` whenever ``fd`` is readable."""
-        self._watch(fd, 0, self._core.readable, conn)
-
     def watch_writable(self, fd: int, conn: int) -> None:
         """Flushes connection ``conn`` whenever ``fd`` is writable."""
         self._watch(fd, 1, self._core.writable, conn)
@@ -303,10 +296,9 @@ class GeventRunner:
         self._watchers.pop(fd, None)
 
     def pause_accepting(self, seconds: float) -> None:
-        """Stops accepting for a while (accept failed: out of descriptors)."""
-        fd = self._core.listen_fd
-        self._unwatch(fd, 0)
-        self._gevent.spawn_later(seconds, self._watch, fd, 0, self._core.accept)
+        """Accept failed (out of descriptors): the core stopped watching the
+        listener; it resumes after ``seconds``."""
+        self._gevent.spawn_later(seconds, self._core.resume_accepting)
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
         """Resumes the waiting greenlet with its reply.

@@ -9,12 +9,13 @@
 //! is on the path of an event, so an event costs no context switch.
 //!
 //! The Python side is a runner (`kong_pdk/runners.py`) that owns the loop:
-//! the core calls `serve(core)` once, then `watch(fd, conn)`,
-//! `watch_writable(fd, conn)`, `unwatch_writable(fd)`, `forget(fd)`,
-//! `pause_accepting(seconds)`, `start(plugin, phase, kong, handle)`,
-//! `new_token()`, `wait(token)` and `resolve(token, value, error)`; the
-//! runner calls back [`LoopCore`]'s `accept`, `readable(conn)`,
-//! `writable(conn)`, `tick()` and, on shutdown, `stop()`.
+//! the core calls `serve(core)` once, then `watch_writable(fd, conn)`,
+//! `unwatch_writable(fd)`, `forget(fd)`, `pause_accepting(seconds)`,
+//! `start(plugin, phase, kong, handle)`, `new_token()`, `wait(token)` and
+//! `resolve(token, value, error)`; the runner watches one descriptor, an
+//! epoll set of the listener and every connection (`poller.rs`), and calls
+//! back [`LoopCore`]'s `ready()` when it is readable, `writable(conn)`,
+//! `resume_accepting()`, `tick()` and, on shutdown, `stop()`.
 //!
 //! Nothing here blocks: writes that the socket does not take are buffered per
 //! connection up to a bound (`conns.rs`). Python is never called while a lock
@@ -24,6 +25,7 @@ mod chunk_cache;
 mod conns;
 mod dispatch;
 mod event;
+mod poller;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -47,6 +49,10 @@ use crate::service::{PluginMeta, Service, Settings};
 pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Queued};
 use event::Registry;
+use poller::Poller;
+
+/// The listener's token in the poller (connection ids start at 1).
+const LISTENER: u64 = 0;
 
 /// Replies kept for a peer that does not read, at least: past this (or the
 /// largest message, if larger) the peer is disconnected.
@@ -66,6 +72,8 @@ pub struct Core {
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
+    /// The listener (token [`LISTENER`]) and every connection (its id).
+    poller: Poller,
     conns: Mutex<Conns>,
     pub events: Arc<Registry>,
     stopped: AtomicBool,
@@ -131,6 +139,7 @@ impl Core {
     fn close(&self, py: Python<'_>, conn: u64) {
         let stream = self.conns().remove(conn);
         if let Some(stream) = stream {
+            self.poller.remove(stream.as_raw_fd());
             self.service.connections.fetch_sub(1, Ordering::AcqRel);
             self.upstreams
                 .lock()
@@ -280,67 +289,44 @@ fn list_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
 pub struct LoopCore {
     core: Arc<Core>,
     listen_fd: RawFd,
+    poll_fd: RawFd,
     tick_period: f64,
 }
 
 #[pymethods]
 impl LoopCore {
-    /// The listening socket's descriptor, to watch for readability.
+    /// The descriptor to watch for readability: an epoll set of the
+    /// listener and every connection (`poller.rs`).
     #[getter]
-    fn listen_fd(&self) -> RawFd {
-        self.listen_fd
+    fn poll_fd(&self) -> RawFd {
+        self.poll_fd
+    }
+
+    /// Serves every connection (and the listener) that is ready.
+    fn ready(&self, py: Python<'_>) {
+        for token in self.core.poller.ready() {
+            if token == LISTENER {
+                self.accept(py);
+            } else {
+                self.readable(py, token);
+            }
+        }
+    }
+
+    /// Watches the listener again after `pause_accepting`.
+    fn resume_accepting(&self) {
+        let listener = self.core.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(listener) = &*listener {
+            if let Err(e) = self.core.poller.add(listener.as_raw_fd(), LISTENER) {
+                log::error!("cannot watch the listener again: {e}");
+            }
+        }
     }
 
     /// Seconds between two `tick()` calls.
     #[getter]
     fn tick_period(&self) -> f64 {
         self.tick_period
-    }
-
-    /// Accepts the pending connections and has the runner watch each.
-    fn accept(&self, py: Python<'_>) {
-        loop {
-            let accepted = match &*self.core.listener.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(listener) => listener.accept(),
-                None => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::error!("accept failed: {e}");
-                    if let Err(e) = self.core.runner_call(py, "pause_accepting", (0.05,)) {
-                        log::error!("cannot pause accepting: {e}");
-                    }
-                    return;
-                }
-            };
-            let added = self.core.conns().add(stream);
-            match added {
-                Ok((conn, fd)) => {
-                    self.core.service.connections.fetch_add(1, Ordering::AcqRel);
-                    if let Err(e) = self.core.runner_call(py, "watch", (fd, conn)) {
-                        log::error!("cannot watch a new connection: {e}");
-                        drop(self.core.conns().remove(conn));
-                        self.core.service.connections.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                Err(e) => log::warn!("connection dropped: {e}"),
-            }
-        }
-    }
-
-    /// Reads a readable connection and serves every whole request in it.
-    fn readable(&self, py: Python<'_>, conn: u64) {
-        let received = self.core.conns().read(conn);
-        for incoming in received.incoming {
-            dispatch::handle(&self.core, py, conn, incoming);
-        }
-        if received.ended || self.core.conns().is_closing(conn) {
-            self.core.close(py, conn);
-        }
     }
 
     /// Writes what a connection has buffered, now that it is writable.
@@ -392,9 +378,59 @@ impl LoopCore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(listener) = listener {
-            if let Err(e) = self.core.runner_call(py, "forget", (listener.as_raw_fd(),)) {
-                log::error!("cannot stop watching the listener: {e}");
+            self.core.poller.remove(listener.as_raw_fd());
+        }
+        if let Err(e) = self.core.runner_call(py, "forget", (self.poll_fd,)) {
+            log::error!("cannot stop watching the connections: {e}");
+        }
+    }
+}
+
+impl LoopCore {
+    /// Accepts the pending connections and watches each.
+    fn accept(&self, py: Python<'_>) {
+        loop {
+            let accepted = match &*self.core.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(listener) => listener.accept(),
+                None => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::error!("accept failed: {e}");
+                    self.core.poller.remove(self.listen_fd);
+                    if let Err(e) = self.core.runner_call(py, "pause_accepting", (0.05,)) {
+                        log::error!("cannot pause accepting: {e}");
+                    }
+                    return;
+                }
+            };
+            let added = self.core.conns().add(stream);
+            match added {
+                Ok((conn, fd)) => {
+                    if let Err(e) = self.core.poller.add(fd, conn) {
+                        log::error!("cannot watch a new connection: {e}");
+                        drop(self.core.conns().remove(conn));
+                    } else {
+                        self.core.service.connections.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                Err(e) => log::warn!("connection dropped: {e}"),
             }
+        }
+    }
+
+    /// Reads a readable connection and serves every whole request in it.
+    fn readable(&self, py: Python<'_>, conn: u64) {
+        let received = self.core.conns().read(conn);
+        for incoming in received.incoming {
+            dispatch::handle(&self.core, py, conn, incoming);
+        }
+        if received.ended || self.core.conns().is_closing(conn) {
+            self.core.close(py, conn);
         }
     }
 }
@@ -455,6 +491,9 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         }),
     ));
     let listen_fd = listener.as_raw_fd();
+    let poller = Poller::new()?;
+    poller.add(listen_fd, LISTENER)?;
+    let poll_fd = poller.fd();
     let runner = setup.runner.bind(py);
     let futures = match runner.getattr_opt("awaitable_tokens")? {
         Some(flag) if flag.is_truthy()? => Some(AsyncioLoop {
@@ -472,6 +511,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         futures,
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
+        poller,
         conns: Mutex::new(Conns::new(
             setup.max_frame,
             setup.max_frame.max(MIN_OUT_LIMIT),
@@ -486,6 +526,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         LoopCore {
             core,
             listen_fd,
+            poll_fd,
             tick_period,
         },
     )?;
