@@ -229,6 +229,10 @@ class GeventRunner:
     from the hub greenlet.
     """
 
+    #: A PDK call's token is a ``gevent.hub.Waiter``: the looped core resumes
+    #: it itself (``resolve`` below, done in Rust: no Python frame per call).
+    waiter_tokens = True
+
     def __init__(self) -> None:
         import gevent
         import gevent.hub
@@ -238,7 +242,8 @@ class GeventRunner:
         self._gevent = gevent
         self._new_greenlet = gevent.Greenlet
         self._getcurrent = gevent.getcurrent
-        self._hub = gevent.get_hub()
+        #: The hub: the core resumes a waiter directly when it runs on it.
+        self.hub = gevent.get_hub()
         #: A ``gevent.hub.Waiter`` per PDK call; the calling greenlet blocks
         #: in its ``get`` until ``resolve`` switches back with the reply. Both
         #: are the Waiter's own (compiled) functions: no Python frame per call.
@@ -264,13 +269,13 @@ class GeventRunner:
         """Serves Kong's socket from the hub (called on the hub's thread)."""
         self._core_or_none = core
         self._watch(core.poll_fd, 0, core.ready)
-        self._ticker = self._hub.loop.timer(core.tick_period, core.tick_period)
+        self._ticker = self.hub.loop.timer(core.tick_period, core.tick_period)
         self._ticker.start(core.tick)
 
     def _watch(self, fd: int, which: int, callback: Callable[..., None], *args: object) -> None:
         slots = self._watchers.setdefault(fd, [None, None])
         if slots[which] is None:
-            watcher = self._hub.loop.io(fd, 1 if which == 0 else 2)
+            watcher = self.hub.loop.io(fd, 1 if which == 0 else 2)
             watcher.start(callback, *args)
             slots[which] = watcher
 
@@ -301,7 +306,8 @@ class GeventRunner:
         self._gevent.spawn_later(seconds, self._core.resume_accepting)
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
-        """Resumes the waiting greenlet with its reply.
+        """Resumes the waiting greenlet with its reply (what the looped core
+        does itself, src/looped/mod.rs).
 
         From the hub (a watcher's callback: Kong's Step was just read) the
         switch is direct, as gevent's own watchers do it; from anywhere else
@@ -309,10 +315,10 @@ class GeventRunner:
         """
         resume = token.switch if error is None else token.throw
         arg = value if error is None else error
-        if self._getcurrent() is self._hub:
+        if self._getcurrent() is self.hub:
             resume(arg)
         else:
-            self._hub.loop.run_callback(resume, arg)
+            self.hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``.
@@ -324,7 +330,7 @@ class GeventRunner:
         loop callback is scheduled for it.
         """
         worker = self._new_greenlet(self._drive, getattr(plugin, phase), kong, handle)
-        if self._getcurrent() is self._hub:
+        if self._getcurrent() is self.hub:
             worker.switch()
         else:
             worker.start()

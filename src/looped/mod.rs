@@ -69,6 +69,9 @@ pub struct Core {
     /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
     /// call returns its token as is, and resolving one sets its result here.
     futures: Option<AsyncioLoop>,
+    /// The runner's tokens are gevent waiters (`waiter_tokens`): resolving
+    /// one switches to it here.
+    waiters: Option<GeventHub>,
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
@@ -174,6 +177,8 @@ impl Core {
     ) {
         let resolved = if let Some(asyncio) = &self.futures {
             asyncio.resolve(token, answer)
+        } else if let Some(gevent) = &self.waiters {
+            gevent.resolve(token, answer)
         } else {
             let (value, error) = match answer {
                 Ok(v) => (v, py.None().into_bound(py)),
@@ -252,6 +257,42 @@ impl AsyncioLoop {
                     crate::executor::describe(py, &e)
                 );
             }
+        }
+        Ok(())
+    }
+}
+
+/// The gevent hub of a runner with waiter tokens (`waiter_tokens`).
+struct GeventHub {
+    hub: Py<PyAny>,
+    /// `gevent.getcurrent`.
+    getcurrent: Py<PyAny>,
+}
+
+impl GeventHub {
+    /// Resumes the greenlet waiting on a PDK call's waiter with Kong's
+    /// answer. From the hub (Kong's Step was just read) the switch is direct,
+    /// as gevent's own watchers do it; from any other greenlet (shutdown, on
+    /// the main one) it waits for the hub's next round.
+    fn resolve(
+        &self,
+        waiter: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = waiter.py();
+        let (resume, arg) = match answer {
+            Ok(v) => (waiter.getattr(intern!(py, "switch"))?, v),
+            Err(e) => (
+                waiter.getattr(intern!(py, "throw"))?,
+                e.into_value(py).into_bound(py).into_any(),
+            ),
+        };
+        let hub = self.hub.bind(py);
+        if self.getcurrent.bind(py).call0()?.is(hub) {
+            resume.call1((arg,))?;
+        } else {
+            hub.getattr(intern!(py, "loop"))?
+                .call_method1(intern!(py, "run_callback"), (resume, arg))?;
         }
         Ok(())
     }
@@ -502,6 +543,13 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         }),
         _ => None,
     };
+    let waiters = match runner.getattr_opt("waiter_tokens")? {
+        Some(flag) if flag.is_truthy()? => Some(GeventHub {
+            hub: runner.getattr("hub")?.unbind(),
+            getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
+        }),
+        _ => None,
+    };
     let core = Arc::new(Core {
         service: Arc::clone(&service),
         runner: setup.runner.clone_ref(py),
@@ -509,6 +557,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         wait: runner.getattr("wait")?.unbind(),
         resolve: runner.getattr("resolve")?.unbind(),
         futures,
+        waiters,
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
         poller,
