@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -187,7 +188,16 @@ class AsyncioRunner:
         # waiting on Kong or on I/O could be garbage-collected mid-handler.
         # (_drive drops it when it ends: cheaper than a done callback, which
         # would cost the loop one more scheduled handle per event.)
-        self._tasks.add(self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle)))
+        drive = self._drive(getattr(plugin, phase), kong, handle)
+        if sys.version_info >= (3, 12):
+            # Eager: the task's first step runs now, in this loop callback
+            # (Kong's HandleEvent was just read), as the task it is
+            # (current_task() is valid), instead of on the loop's next round.
+            task = asyncio.Task(drive, loop=self.loop, eager_start=True)
+        else:
+            task = self.loop.create_task(drive)
+        if not task.done():  # an eager task may have ended already
+            self._tasks.add(task)
 
     async def _drive(self, handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
         try:
