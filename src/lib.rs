@@ -36,6 +36,8 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
+    use crate::looped::cache_stack_chunks;
+    #[pymodule_export]
     use crate::pdk::PdkProxy;
     #[pymodule_export]
     use crate::plugin_entry::PluginEntry;

@@ -70,3 +70,7 @@ class PdkProxy:
 def init_logging(level: str, prefix: str | None = None) -> None:
     """Routes the core's logs to stderr at ``level`` (error, warn, info, debug),
     each line tagged with ``prefix`` if given (a worker process)."""
+
+def cache_stack_chunks() -> None:
+    """Keeps a few freed interpreter stack chunks for reuse (for ``-g``, where
+    each event's greenlet would otherwise mmap and munmap one); once per process."""

@@ -2,10 +2,11 @@
 
 When every phase of a plugin runs on the loop (all ``async def``, or ``-g``),
 the loop owns Kong's socket (src/looped/): the core calls ``serve(core)`` once,
-and the runner watches the listening socket and each connection on its loop,
-calling ``core.accept()``, ``core.readable(conn)`` and ``core.writable(conn)``
-when they are ready and ``core.tick()`` periodically. The core calls back
-``watch``, ``watch_writable``, ``unwatch_writable``, ``forget`` and
+and the runner watches one descriptor, ``core.poll_fd`` (an epoll set of the
+listening socket and every connection, src/looped/poller.rs), calling
+``core.ready()`` when it is readable, ``core.writable(conn)`` when a connection
+with buffered replies is writable and ``core.tick()`` periodically. The core
+calls back ``watch_writable``, ``unwatch_writable``, ``forget`` and
 ``pause_accepting`` to change what is watched, and ``start``, ``new_token``,
 ``wait`` and ``resolve`` to run handlers and their PDK calls, all on the loop's
 own thread: an event costs no thread switch.
@@ -24,6 +25,8 @@ runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -47,8 +50,8 @@ class LoopCore(Protocol):
     """The core's side of a loop that owns the socket (src/looped/mod.rs)."""
 
     @property
-    def listen_fd(self) -> int:
-        """The listening socket, to watch for readability."""
+    def poll_fd(self) -> int:
+        """The descriptor to watch for readability (the listener and every connection)."""
         ...
 
     @property
@@ -56,12 +59,12 @@ class LoopCore(Protocol):
         """Seconds between two ``tick()`` calls."""
         ...
 
-    def accept(self) -> None:
-        """Accepts pending connections (the listener is readable)."""
+    def ready(self) -> None:
+        """Accepts pending connections and serves what the connections have sent."""
         ...
 
-    def readable(self, conn: int) -> None:
-        """Serves what connection ``conn`` has sent."""
+    def resume_accepting(self) -> None:
+        """Watches the listener again, after ``pause_accepting``."""
         ...
 
     def writable(self, conn: int) -> None:
@@ -109,6 +112,9 @@ class AsyncioRunner:
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop = _new_loop()
+        #: A future for one PDK call's reply: made by the Future class itself
+        #: (C), not by a Python method, as there is one per PDK call.
+        self.new_token: Callable[[], asyncio.Future[Any]] = functools.partial(asyncio.Future, loop=self.loop)
         self._core_or_none: LoopCore | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -132,16 +138,12 @@ class AsyncioRunner:
         return core
 
     def _begin(self) -> None:
-        self.loop.add_reader(self._core.listen_fd, self._core.accept)
+        self.loop.add_reader(self._core.poll_fd, self._core.ready)
         self._tick()
 
     def _tick(self) -> None:
         self._core.tick()
         self._ticker = self.loop.call_later(self._core.tick_period, self._tick)
-
-    def watch(self, fd: int, conn: int) -> None:
-        """Serves connection ``conn`` whenever ``fd`` is readable."""
-        self.loop.add_reader(fd, self._core.readable, conn)
 
     def watch_writable(self, fd: int, conn: int) -> None:
         """Flushes connection ``conn`` whenever ``fd`` is writable."""
@@ -157,25 +159,22 @@ class AsyncioRunner:
         self.loop.remove_writer(fd)
 
     def pause_accepting(self, seconds: float) -> None:
-        """Stops accepting for a while (accept failed: out of descriptors)."""
-        fd = self._core.listen_fd
-        self.loop.remove_reader(fd)
-        self.loop.call_later(seconds, self.loop.add_reader, fd, self._core.accept)
+        """Accept failed (out of descriptors): the core stopped watching the
+        listener; it resumes after ``seconds``."""
+        self.loop.call_later(seconds, self._core.resume_accepting)
 
     def attach(self, bridge: Bridge) -> None:
         """Drains ``bridge`` from the loop whenever its fd is readable."""
         self.loop.call_soon_threadsafe(self.loop.add_reader, bridge.fileno(), bridge.drain)
-
-    def new_token(self) -> asyncio.Future[Any]:
-        """A future for one PDK call's reply."""
-        return asyncio.Future(loop=self.loop)
 
     def wait(self, token: asyncio.Future[Any]) -> asyncio.Future[Any]:
         """The awaitable a PDK call returns to an ``async def`` handler."""
         return token
 
     def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
-        """Completes a PDK call's future with its value or its error."""
+        """Completes a PDK call's future with its value or its error (the
+        looped core does this itself, resuming the task at once when it can:
+        src/looped/mod.rs)."""
         if token.done():  # the awaiting task was cancelled
             return
         if error is not None:
@@ -189,7 +188,16 @@ class AsyncioRunner:
         # waiting on Kong or on I/O could be garbage-collected mid-handler.
         # (_drive drops it when it ends: cheaper than a done callback, which
         # would cost the loop one more scheduled handle per event.)
-        self._tasks.add(self.loop.create_task(self._drive(getattr(plugin, phase), kong, handle)))
+        drive = self._drive(getattr(plugin, phase), kong, handle)
+        if sys.version_info >= (3, 12):
+            # Eager: the task's first step runs now, in this loop callback
+            # (Kong's HandleEvent was just read), as the task it is
+            # (current_task() is valid), instead of on the loop's next round.
+            task = asyncio.Task(drive, loop=self.loop, eager_start=True)
+        else:
+            task = self.loop.create_task(drive)
+        if not task.done():  # an eager task may have ended already
+            self._tasks.add(task)
 
     async def _drive(self, handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
         try:
@@ -226,22 +234,39 @@ class AsyncioRunner:
 class GeventRunner:
     """Runs every handler in a greenlet on the calling thread's gevent hub.
 
-    The hub serves Kong's socket too (``serve``): I/O watchers on the listener
-    and each connection call into the core from the hub greenlet.
+    The hub serves Kong's socket too (``serve``): an I/O watcher on the
+    core's epoll set (the listener and every connection) calls into the core
+    from the hub greenlet.
     """
+
+    #: A PDK call's token is a ``gevent.hub.Waiter``: the looped core resumes
+    #: it itself (``resolve`` below, done in Rust: no Python frame per call).
+    waiter_tokens = True
 
     def __init__(self) -> None:
         import gevent
         import gevent.hub
 
+        from kong_pdk._core import cache_stack_chunks
+
         self._gevent = gevent
-        self._waiter = gevent.hub.Waiter
+        self._new_greenlet = gevent.Greenlet
         self._getcurrent = gevent.getcurrent
-        self._hub = gevent.get_hub()
+        #: The hub: the core resumes a waiter directly when it runs on it.
+        self.hub = gevent.get_hub()
+        #: A ``gevent.hub.Waiter`` per PDK call; the calling greenlet blocks
+        #: in its ``get`` until ``resolve`` switches back with the reply. Both
+        #: are the Waiter's own (compiled) functions: no Python frame per call.
+        self.new_token: Callable[[], Any] = gevent.hub.Waiter
+        self.wait: Callable[[Any], Any] = gevent.hub.Waiter.get
         self._core_or_none: LoopCore | None = None
         self._ticker: Any = None
         # fd -> its read watcher and write watcher (None: not watched).
         self._watchers: dict[int, list[Any]] = {}
+        # Each event's greenlet gets a fresh interpreter stack chunk and frees
+        # it when it ends: cached, not mmap'ed and munmap'ed per event
+        # (src/looped/chunk_cache.rs).
+        cache_stack_chunks()
 
     @property
     def _core(self) -> LoopCore:
@@ -253,14 +278,14 @@ class GeventRunner:
     def serve(self, core: LoopCore) -> None:
         """Serves Kong's socket from the hub (called on the hub's thread)."""
         self._core_or_none = core
-        self._watch(core.listen_fd, 0, core.accept)
-        self._ticker = self._hub.loop.timer(core.tick_period, core.tick_period)
+        self._watch(core.poll_fd, 0, core.ready)
+        self._ticker = self.hub.loop.timer(core.tick_period, core.tick_period)
         self._ticker.start(core.tick)
 
     def _watch(self, fd: int, which: int, callback: Callable[..., None], *args: object) -> None:
         slots = self._watchers.setdefault(fd, [None, None])
         if slots[which] is None:
-            watcher = self._hub.loop.io(fd, 1 if which == 0 else 2)
+            watcher = self.hub.loop.io(fd, 1 if which == 0 else 2)
             watcher.start(callback, *args)
             slots[which] = watcher
 
@@ -270,10 +295,6 @@ class GeventRunner:
             slots[which].stop()
             slots[which].close()
             slots[which] = None
-
-    def watch(self, fd: int, conn: int) -> None:
-        """Serves connection ``conn`` whenever ``fd`` is readable."""
-        self._watch(fd, 0, self._core.readable, conn)
 
     def watch_writable(self, fd: int, conn: int) -> None:
         """Flushes connection ``conn`` whenever ``fd`` is writable."""
@@ -290,21 +311,13 @@ class GeventRunner:
         self._watchers.pop(fd, None)
 
     def pause_accepting(self, seconds: float) -> None:
-        """Stops accepting for a while (accept failed: out of descriptors)."""
-        fd = self._core.listen_fd
-        self._unwatch(fd, 0)
-        self._gevent.spawn_later(seconds, self._watch, fd, 0, self._core.accept)
-
-    def new_token(self) -> Any:
-        """A ``gevent.hub.Waiter`` for one PDK call's reply."""
-        return self._waiter()
-
-    def wait(self, token: Any) -> Any:
-        """Blocks the calling greenlet until the reply arrives; returns it or raises its error."""
-        return token.get()
+        """Accept failed (out of descriptors): the core stopped watching the
+        listener; it resumes after ``seconds``."""
+        self._gevent.spawn_later(seconds, self._core.resume_accepting)
 
     def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
-        """Resumes the waiting greenlet with its reply.
+        """Resumes the waiting greenlet with its reply (what the looped core
+        does itself, src/looped/mod.rs).
 
         From the hub (a watcher's callback: Kong's Step was just read) the
         switch is direct, as gevent's own watchers do it; from anywhere else
@@ -312,14 +325,25 @@ class GeventRunner:
         """
         resume = token.switch if error is None else token.throw
         arg = value if error is None else error
-        if self._getcurrent() is self._hub:
+        if self._getcurrent() is self.hub:
             resume(arg)
         else:
-            self._hub.loop.run_callback(resume, arg)
+            self.hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
-        """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``."""
-        self._gevent.spawn(self._drive, getattr(plugin, phase), kong, handle)
+        """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``.
+
+        The greenlet (a ``gevent.Greenlet``, whose parent is the hub) is
+        entered at once from the hub, where Kong's HandleEvent was just read,
+        as ``Greenlet.start`` would have the hub do on its next round: the
+        handler runs up to its first PDK call before the hub goes on, and no
+        loop callback is scheduled for it.
+        """
+        worker = self._new_greenlet(self._drive, getattr(plugin, phase), kong, handle)
+        if self._getcurrent() is self.hub:
+            worker.switch()
+        else:
+            worker.start()
 
     @staticmethod
     def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:

@@ -9,20 +9,23 @@
 //! is on the path of an event, so an event costs no context switch.
 //!
 //! The Python side is a runner (`kong_pdk/runners.py`) that owns the loop:
-//! the core calls `serve(core)` once, then `watch(fd, conn)`,
-//! `watch_writable(fd, conn)`, `unwatch_writable(fd)`, `forget(fd)`,
-//! `pause_accepting(seconds)`, `start(plugin, phase, kong, handle)`,
-//! `new_token()`, `wait(token)` and `resolve(token, value, error)`; the
-//! runner calls back [`LoopCore`]'s `accept`, `readable(conn)`,
-//! `writable(conn)`, `tick()` and, on shutdown, `stop()`.
+//! the core calls `serve(core)` once, then `watch_writable(fd, conn)`,
+//! `unwatch_writable(fd)`, `forget(fd)`, `pause_accepting(seconds)`,
+//! `start(plugin, phase, kong, handle)`, `new_token()`, `wait(token)` and
+//! `resolve(token, value, error)`; the runner watches one descriptor, an
+//! epoll set of the listener and every connection (`poller.rs`), and calls
+//! back [`LoopCore`]'s `ready()` when it is readable, `writable(conn)`,
+//! `resume_accepting()`, `tick()` and, on shutdown, `stop()`.
 //!
 //! Nothing here blocks: writes that the socket does not take are buffered per
 //! connection up to a bound (`conns.rs`). Python is never called while a lock
 //! is held: a gevent switch or an asyncio callback may come back in.
 
+mod chunk_cache;
 mod conns;
 mod dispatch;
 mod event;
+mod poller;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -43,8 +46,13 @@ use crate::executor::{EventJob, Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream};
 use crate::rpc::Request;
 use crate::service::{PluginMeta, Service, Settings};
+pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Queued};
 use event::Registry;
+use poller::Poller;
+
+/// The listener's token in the poller (connection ids start at 1).
+const LISTENER: u64 = 0;
 
 /// Replies kept for a peer that does not read, at least: past this (or the
 /// largest message, if larger) the peer is disconnected.
@@ -60,10 +68,15 @@ pub struct Core {
     resolve: Py<PyAny>,
     /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
     /// call returns its token as is, and resolving one sets its result here.
-    futures: bool,
+    futures: Option<AsyncioLoop>,
+    /// The runner's tokens are gevent waiters (`waiter_tokens`): resolving
+    /// one switches to it here.
+    waiters: Option<GeventHub>,
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
+    /// The listener (token [`LISTENER`]) and every connection (its id).
+    poller: Poller,
     conns: Mutex<Conns>,
     pub events: Arc<Registry>,
     stopped: AtomicBool,
@@ -129,6 +142,7 @@ impl Core {
     fn close(&self, py: Python<'_>, conn: u64) {
         let stream = self.conns().remove(conn);
         if let Some(stream) = stream {
+            self.poller.remove(stream.as_raw_fd());
             self.service.connections.fetch_sub(1, Ordering::AcqRel);
             self.upstreams
                 .lock()
@@ -148,7 +162,7 @@ impl Core {
         py: Python<'py>,
         token: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if self.futures {
+        if self.futures.is_some() {
             return Ok(token);
         }
         self.wait.bind(py).call1((token,))
@@ -161,8 +175,10 @@ impl Core {
         token: &Bound<'_, PyAny>,
         answer: PyResult<Bound<'_, PyAny>>,
     ) {
-        let resolved = if self.futures {
-            resolve_future(token, answer)
+        let resolved = if let Some(asyncio) = &self.futures {
+            asyncio.resolve(token, answer)
+        } else if let Some(gevent) = &self.waiters {
+            gevent.resolve(token, answer)
         } else {
             let (value, error) = match answer {
                 Ok(v) => (v, py.None().into_bound(py)),
@@ -195,17 +211,118 @@ impl Core {
     }
 }
 
-/// Completes an asyncio future, unless its task was cancelled meanwhile.
-fn resolve_future(future: &Bound<'_, PyAny>, answer: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+/// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
+struct AsyncioLoop {
+    event_loop: Py<PyAny>,
+    /// `asyncio.current_task`.
+    current_task: Py<PyAny>,
+}
+
+impl AsyncioLoop {
+    /// Completes a PDK call's future, unless its task was cancelled meanwhile.
+    ///
+    /// Resolved from a loop callback (no task running: Kong's Step was just
+    /// read), the future's done callbacks -- the waiting task's wake-up --
+    /// run here and now, in their own contexts, rather than being scheduled
+    /// with `call_soon` for the loop's next round: the handler resumes
+    /// without a Handle, a loop iteration and an `epoll_wait` of its own.
+    /// From inside a task (a second concurrent call fails at once) asyncio's
+    /// own scheduling is kept, as a task cannot be entered from another.
+    fn resolve(
+        &self,
+        future: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = future.py();
+        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        let event_loop = self.event_loop.bind(py);
+        let inline = self.current_task.bind(py).call1((event_loop,))?.is_none();
+        let callbacks = if inline {
+            take_callbacks(future)?
+        } else {
+            Vec::new()
+        };
+        match answer {
+            Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
+            Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+        }?;
+        for (callback, context) in callbacks {
+            let ran = context.call_method1(intern!(py, "run"), (callback, future));
+            if let Err(e) = ran {
+                // As the loop does for a callback that raised.
+                log::error!(
+                    "resuming a handler: its callback raised: {}",
+                    crate::executor::describe(py, &e)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The gevent hub of a runner with waiter tokens (`waiter_tokens`).
+struct GeventHub {
+    hub: Py<PyAny>,
+    /// `gevent.getcurrent`.
+    getcurrent: Py<PyAny>,
+}
+
+impl GeventHub {
+    /// Resumes the greenlet waiting on a PDK call's waiter with Kong's
+    /// answer. From the hub (Kong's Step was just read) the switch is direct,
+    /// as gevent's own watchers do it; from any other greenlet (shutdown, on
+    /// the main one) it waits for the hub's next round.
+    fn resolve(
+        &self,
+        waiter: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = waiter.py();
+        let (resume, arg) = match answer {
+            Ok(v) => (waiter.getattr(intern!(py, "switch"))?, v),
+            Err(e) => (
+                waiter.getattr(intern!(py, "throw"))?,
+                e.into_value(py).into_bound(py).into_any(),
+            ),
+        };
+        let hub = self.hub.bind(py);
+        if self.getcurrent.bind(py).call0()?.is(hub) {
+            resume.call1((arg,))?;
+        } else {
+            hub.getattr(intern!(py, "loop"))?
+                .call_method1(intern!(py, "run_callback"), (resume, arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a pending future's done callbacks and returns them with their
+/// contexts (`Future._callbacks`, a pair per callback, as both asyncio's C
+/// and Python futures give it), to be run once the result is set. A future
+/// that lists them otherwise keeps them (scheduled by the loop as usual).
+fn take_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
+    let callbacks = list_callbacks(future).unwrap_or_default();
     let py = future.py();
-    if future.call_method0(intern!(py, "done"))?.is_truthy()? {
-        return Ok(());
+    for (callback, _) in &callbacks {
+        future.call_method1(intern!(py, "remove_done_callback"), (callback,))?;
     }
-    match answer {
-        Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
-        Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+    Ok(callbacks)
+}
+
+type Callbacks<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+fn list_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
+    let listed = future.getattr(intern!(future.py(), "_callbacks"))?;
+    if listed.is_none() {
+        return Ok(Vec::new());
     }
-    .map(drop)
+    let mut callbacks = Vec::new();
+    for pair in listed.try_iter()? {
+        callbacks.push(pair?.extract()?);
+    }
+    Ok(callbacks)
 }
 
 /// The core's side of a looped server, handed to the runner's `serve`.
@@ -213,67 +330,44 @@ fn resolve_future(future: &Bound<'_, PyAny>, answer: PyResult<Bound<'_, PyAny>>)
 pub struct LoopCore {
     core: Arc<Core>,
     listen_fd: RawFd,
+    poll_fd: RawFd,
     tick_period: f64,
 }
 
 #[pymethods]
 impl LoopCore {
-    /// The listening socket's descriptor, to watch for readability.
+    /// The descriptor to watch for readability: an epoll set of the
+    /// listener and every connection (`poller.rs`).
     #[getter]
-    fn listen_fd(&self) -> RawFd {
-        self.listen_fd
+    fn poll_fd(&self) -> RawFd {
+        self.poll_fd
+    }
+
+    /// Serves every connection (and the listener) that is ready.
+    fn ready(&self, py: Python<'_>) {
+        for token in self.core.poller.ready() {
+            if token == LISTENER {
+                self.accept(py);
+            } else {
+                self.readable(py, token);
+            }
+        }
+    }
+
+    /// Watches the listener again after `pause_accepting`.
+    fn resume_accepting(&self) {
+        let listener = self.core.listener.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(listener) = &*listener {
+            if let Err(e) = self.core.poller.add(listener.as_raw_fd(), LISTENER) {
+                log::error!("cannot watch the listener again: {e}");
+            }
+        }
     }
 
     /// Seconds between two `tick()` calls.
     #[getter]
     fn tick_period(&self) -> f64 {
         self.tick_period
-    }
-
-    /// Accepts the pending connections and has the runner watch each.
-    fn accept(&self, py: Python<'_>) {
-        loop {
-            let accepted = match &*self.core.listener.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(listener) => listener.accept(),
-                None => return,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::error!("accept failed: {e}");
-                    if let Err(e) = self.core.runner_call(py, "pause_accepting", (0.05,)) {
-                        log::error!("cannot pause accepting: {e}");
-                    }
-                    return;
-                }
-            };
-            let added = self.core.conns().add(stream);
-            match added {
-                Ok((conn, fd)) => {
-                    self.core.service.connections.fetch_add(1, Ordering::AcqRel);
-                    if let Err(e) = self.core.runner_call(py, "watch", (fd, conn)) {
-                        log::error!("cannot watch a new connection: {e}");
-                        drop(self.core.conns().remove(conn));
-                        self.core.service.connections.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                Err(e) => log::warn!("connection dropped: {e}"),
-            }
-        }
-    }
-
-    /// Reads a readable connection and serves every whole request in it.
-    fn readable(&self, py: Python<'_>, conn: u64) {
-        let received = self.core.conns().read(conn);
-        for incoming in received.incoming {
-            dispatch::handle(&self.core, py, conn, incoming);
-        }
-        if received.ended || self.core.conns().is_closing(conn) {
-            self.core.close(py, conn);
-        }
     }
 
     /// Writes what a connection has buffered, now that it is writable.
@@ -325,9 +419,59 @@ impl LoopCore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(listener) = listener {
-            if let Err(e) = self.core.runner_call(py, "forget", (listener.as_raw_fd(),)) {
-                log::error!("cannot stop watching the listener: {e}");
+            self.core.poller.remove(listener.as_raw_fd());
+        }
+        if let Err(e) = self.core.runner_call(py, "forget", (self.poll_fd,)) {
+            log::error!("cannot stop watching the connections: {e}");
+        }
+    }
+}
+
+impl LoopCore {
+    /// Accepts the pending connections and watches each.
+    fn accept(&self, py: Python<'_>) {
+        loop {
+            let accepted = match &*self.core.listener.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(listener) => listener.accept(),
+                None => return,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::error!("accept failed: {e}");
+                    self.core.poller.remove(self.listen_fd);
+                    if let Err(e) = self.core.runner_call(py, "pause_accepting", (0.05,)) {
+                        log::error!("cannot pause accepting: {e}");
+                    }
+                    return;
+                }
+            };
+            let added = self.core.conns().add(stream);
+            match added {
+                Ok((conn, fd)) => {
+                    if let Err(e) = self.core.poller.add(fd, conn) {
+                        log::error!("cannot watch a new connection: {e}");
+                        drop(self.core.conns().remove(conn));
+                    } else {
+                        self.core.service.connections.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                Err(e) => log::warn!("connection dropped: {e}"),
             }
+        }
+    }
+
+    /// Reads a readable connection and serves every whole request in it.
+    fn readable(&self, py: Python<'_>, conn: u64) {
+        let received = self.core.conns().read(conn);
+        for incoming in received.incoming {
+            dispatch::handle(&self.core, py, conn, incoming);
+        }
+        if received.ended || self.core.conns().is_closing(conn) {
+            self.core.close(py, conn);
         }
     }
 }
@@ -388,10 +532,23 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         }),
     ));
     let listen_fd = listener.as_raw_fd();
+    let poller = Poller::new()?;
+    poller.add(listen_fd, LISTENER)?;
+    let poll_fd = poller.fd();
     let runner = setup.runner.bind(py);
     let futures = match runner.getattr_opt("awaitable_tokens")? {
-        Some(flag) => flag.is_truthy()?,
-        None => false,
+        Some(flag) if flag.is_truthy()? => Some(AsyncioLoop {
+            event_loop: runner.getattr("loop")?.unbind(),
+            current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
+        }),
+        _ => None,
+    };
+    let waiters = match runner.getattr_opt("waiter_tokens")? {
+        Some(flag) if flag.is_truthy()? => Some(GeventHub {
+            hub: runner.getattr("hub")?.unbind(),
+            getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
+        }),
+        _ => None,
     };
     let core = Arc::new(Core {
         service: Arc::clone(&service),
@@ -400,8 +557,10 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         wait: runner.getattr("wait")?.unbind(),
         resolve: runner.getattr("resolve")?.unbind(),
         futures,
+        waiters,
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
+        poller,
         conns: Mutex::new(Conns::new(
             setup.max_frame,
             setup.max_frame.max(MIN_OUT_LIMIT),
@@ -416,6 +575,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         LoopCore {
             core,
             listen_fd,
+            poll_fd,
             tick_period,
         },
     )?;
