@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kong_pdk.testing import KongEmulator
@@ -34,3 +36,35 @@ def wait_idle(emu: KongEmulator, timeout: float = 10.0) -> dict[str, Any]:
         if st["Events"] == {"Waiting": 0, "Running": 0} or time.monotonic() > deadline:
             return st
         time.sleep(0.02)
+
+
+def voluntary_switches(pid: int) -> dict[tuple[str, str], int]:
+    """Voluntary context switches of each thread of ``pid``, by (thread id,
+    thread name): how often each went to sleep (preemptions by other
+    processes are the machine's noise)."""
+    counts: dict[tuple[str, str], int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except FileNotFoundError:  # the thread just exited
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        counts[(tid, fields["Name"].strip())] = int(fields["voluntary_ctxt_switches"])
+    return counts
+
+
+def switches_over_events(pid: int, emu: KongEmulator, n: int) -> tuple[dict[tuple[str, str], int], int]:
+    """Runs ``n`` plain events of behaviours.py one after another (one RPC at
+    a time) and returns each thread's voluntary switches meanwhile and the
+    number of RPCs."""
+    iid = emu.start_instance("behaviours", {})
+    answers = case("plain")
+    emu.handle_event(iid, "access", answers=answers)  # warm-up
+    before = voluntary_switches(pid)
+    rpcs = 0
+    for _ in range(n):
+        result = emu.handle_event(iid, "access", answers=answers)
+        assert result.outcome == "ret"
+        rpcs += 1 + len(result.calls)
+    after = voluntary_switches(pid)
+    return {key: after[key] - before.get(key, 0) for key in after}, rpcs

@@ -5,17 +5,15 @@ that never block the loop, one PDK call in flight per event."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import msgpack
 import pytest
 
 from serving import Served
-from helpers import case, wait_idle
+from helpers import case, switches_over_events, wait_idle
 from kong_pdk.testing import KongEmulator
 
 MODELS = {
@@ -38,20 +36,6 @@ def emu(served: Served) -> Iterator[KongEmulator]:
         yield e
 
 
-def switches_per_thread(pid: int) -> dict[str, int]:
-    """Voluntary context switches of each thread of ``pid``: how often each
-    went to sleep (preemptions by other processes are the machine's noise)."""
-    counts: dict[str, int] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-        except FileNotFoundError:  # the thread just exited
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        counts[tid] = int(fields["voluntary_ctxt_switches"])
-    return counts
-
-
 def test_no_thread_hand_off_per_pdk_call(served: Served, emu: KongEmulator) -> None:
     # The emulator drives events one RPC at a time, so the thread that serves
     # sleeps once per RPC waiting for the next: that one thread's switches
@@ -59,19 +43,9 @@ def test_no_thread_hand_off_per_pdk_call(served: Served, emu: KongEmulator) -> N
     # a hand-off (the bridged design woke an I/O thread and the loop thread
     # for every call: several switches per event on a second thread).
     n = 2000
-    iid = emu.start_instance("behaviours", {})
-    answers = case("plain")
-    emu.handle_event(iid, "access", answers=answers)  # warm-up
-    before = switches_per_thread(served.proc.pid)
-    rpcs = 0
-    for _ in range(n):
-        result = emu.handle_event(iid, "access", answers=answers)
-        assert result.outcome == "ret"
-        rpcs += 1 + len(result.calls)
-    after = switches_per_thread(served.proc.pid)
-    delta = {tid: after[tid] - before.get(tid, 0) for tid in after}
-    serving = max(delta, key=lambda tid: delta[tid])
-    others = sum(v for tid, v in delta.items() if tid != serving)
+    delta, rpcs = switches_over_events(served.proc.pid, emu, n)
+    serving = max(delta, key=lambda key: delta[key])
+    others = sum(v for key, v in delta.items() if key != serving)
     assert others / n < 0.5, f"switches of the other threads per event: {others / n:.2f} ({delta})"
     # About one sleep per RPC on the serving thread (it waits for Kong; an
     # event loop may wake once more now and then, e.g. for its timers).

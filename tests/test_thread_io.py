@@ -6,30 +6,14 @@ neither the runtime's I/O thread nor another handler thread."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from serving import Served
-from helpers import case
+from helpers import switches_over_events
 from kong_pdk.testing import KongConnection, KongEmulator, RpcError
-
-
-def switches_by_thread(pid: int) -> dict[tuple[str, str], int]:
-    """Voluntary context switches of each thread of ``pid`` by (id, name):
-    how often each went to sleep."""
-    counts: dict[tuple[str, str], int] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-        except FileNotFoundError:  # the thread just exited
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        counts[(tid, fields["Name"].strip())] = int(fields["voluntary_ctxt_switches"])
-    return counts
 
 
 @pytest.fixture
@@ -48,17 +32,7 @@ def test_events_on_one_connection_wake_no_other_thread(served: Served, emu: Kong
     # the connection itself, the runtime's I/O thread woke for every message
     # (3.4 times per event) and handed each new event to a pool thread.
     n = 2000
-    iid = emu.start_instance("behaviours", {})
-    answers = case("plain")
-    emu.handle_event(iid, "access", answers=answers)  # warm-up
-    before = switches_by_thread(served.proc.pid)
-    rpcs = 0
-    for _ in range(n):
-        result = emu.handle_event(iid, "access", answers=answers)
-        assert result.outcome == "ret"
-        rpcs += 1 + len(result.calls)
-    after = switches_by_thread(served.proc.pid)
-    delta = {key: after[key] - before.get(key, 0) for key in after}
+    delta, rpcs = switches_over_events(served.proc.pid, emu, n)
     handlers = {key: v for key, v in delta.items() if key[1].startswith("kong-pdk-handle")}
     others = sum(v for key, v in delta.items() if key not in handlers)
     assert others / n < 0.2, f"switches of the other threads per event: {others / n:.2f} ({delta})"
