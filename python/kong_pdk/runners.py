@@ -7,9 +7,10 @@ listening socket and every connection, src/looped/poller.rs), calling
 ``core.ready()`` when it is readable, ``core.writable(conn)`` when a connection
 with buffered replies is writable and ``core.tick()`` periodically. The core
 calls back ``watch_writable``, ``unwatch_writable``, ``forget`` and
-``pause_accepting`` to change what is watched, and ``start``, ``new_token``,
-``wait`` and ``resolve`` to run handlers and their PDK calls, all on the loop's
-own thread: an event costs no thread switch.
+``pause_accepting`` to change what is watched, and ``start``, ``new_token`` and
+``wait`` to run handlers and their PDK calls; it resumes a handler with Kong's
+answer itself (an asyncio future's result, a gevent waiter's switch), all on
+the loop's own thread: an event costs no thread switch.
 
 A plugin that mixes sync and ``async def`` phases keeps its socket on the
 core's I/O threads; the core then hands the asyncio runner a bridge
@@ -172,9 +173,9 @@ class AsyncioRunner:
         return token
 
     def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
-        """Completes a PDK call's future with its value or its error (the
-        looped core does this itself, resuming the task at once when it can:
-        src/looped/mod.rs)."""
+        """Completes a PDK call's future with its value or its error, for a
+        plugin that mixes sync and ``async def`` phases (src/executor/bridge.rs;
+        the looped core resolves its futures itself, src/looped/mod.rs)."""
         if token.done():  # the awaiting task was cancelled
             return
         if error is not None:
@@ -240,7 +241,8 @@ class GeventRunner:
     """
 
     #: A PDK call's token is a ``gevent.hub.Waiter``: the looped core resumes
-    #: it itself (``resolve`` below, done in Rust: no Python frame per call).
+    #: it itself (a switch from the hub, src/looped/mod.rs: no Python frame
+    #: per call).
     waiter_tokens = True
 
     def __init__(self) -> None:
@@ -255,7 +257,7 @@ class GeventRunner:
         #: The hub: the core resumes a waiter directly when it runs on it.
         self.hub = gevent.get_hub()
         #: A ``gevent.hub.Waiter`` per PDK call; the calling greenlet blocks
-        #: in its ``get`` until ``resolve`` switches back with the reply. Both
+        #: in its ``get`` until the core switches back with the reply. Both
         #: are the Waiter's own (compiled) functions: no Python frame per call.
         self.new_token: Callable[[], Any] = gevent.hub.Waiter
         self.wait: Callable[[Any], Any] = gevent.hub.Waiter.get
@@ -314,21 +316,6 @@ class GeventRunner:
         """Accept failed (out of descriptors): the core stopped watching the
         listener; it resumes after ``seconds``."""
         self._gevent.spawn_later(seconds, self._core.resume_accepting)
-
-    def resolve(self, token: Any, value: object, error: BaseException | None) -> None:
-        """Resumes the waiting greenlet with its reply (what the looped core
-        does itself, src/looped/mod.rs).
-
-        From the hub (a watcher's callback: Kong's Step was just read) the
-        switch is direct, as gevent's own watchers do it; from anywhere else
-        (shutdown, on the main greenlet) it waits for the hub's next round.
-        """
-        resume = token.switch if error is None else token.throw
-        arg = value if error is None else error
-        if self._getcurrent() is self.hub:
-            resume(arg)
-        else:
-            self.hub.loop.run_callback(resume, arg)
 
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` in a new greenlet; its ending is reported on ``handle``.

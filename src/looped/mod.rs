@@ -11,8 +11,8 @@
 //! The Python side is a runner (`kong_pdk/runners.py`) that owns the loop:
 //! the core calls `serve(core)` once, then `watch_writable(fd, conn)`,
 //! `unwatch_writable(fd)`, `forget(fd)`, `pause_accepting(seconds)`,
-//! `start(plugin, phase, kong, handle)`, `new_token()`, `wait(token)` and
-//! `resolve(token, value, error)`; the runner watches one descriptor, an
+//! `start(plugin, phase, kong, handle)`, `new_token()` and `wait(token)`,
+//! and resumes a handler itself ([`Tokens`]); the runner watches one descriptor, an
 //! epoll set of the listener and every connection (`poller.rs`), and calls
 //! back [`LoopCore`]'s `ready()` when it is readable, `writable(conn)`,
 //! `resume_accepting()`, `tick()` and, on shutdown, `stop()`.
@@ -61,17 +61,12 @@ const MIN_OUT_LIMIT: usize = 8 << 20;
 pub struct Core {
     pub service: Arc<Service>,
     pub runner: Py<PyAny>,
-    /// The runner's `new_token`, `wait` and `resolve`, looked up once (they
-    /// run for every PDK call).
+    /// The runner's `new_token` and `wait`, looked up once (they run for
+    /// every PDK call).
     pub new_token: Py<PyAny>,
     wait: Py<PyAny>,
-    resolve: Py<PyAny>,
-    /// The runner's tokens are asyncio futures (`awaitable_tokens`): a PDK
-    /// call returns its token as is, and resolving one sets its result here.
-    futures: Option<AsyncioLoop>,
-    /// The runner's tokens are gevent waiters (`waiter_tokens`): resolving
-    /// one switches to it here.
-    waiters: Option<GeventHub>,
+    /// What a PDK call's token is, and how this core resumes its handler.
+    tokens: Tokens,
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
@@ -162,10 +157,10 @@ impl Core {
         py: Python<'py>,
         token: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if self.futures.is_some() {
-            return Ok(token);
+        match self.tokens {
+            Tokens::Futures(_) => Ok(token),
+            Tokens::Waiters(_) => self.wait.bind(py).call1((token,)),
         }
-        self.wait.bind(py).call1((token,))
     }
 
     /// Resolves a PDK call's token: resumes the handler with Kong's answer.
@@ -175,19 +170,9 @@ impl Core {
         token: &Bound<'_, PyAny>,
         answer: PyResult<Bound<'_, PyAny>>,
     ) {
-        let resolved = if let Some(asyncio) = &self.futures {
-            asyncio.resolve(token, answer)
-        } else if let Some(gevent) = &self.waiters {
-            gevent.resolve(token, answer)
-        } else {
-            let (value, error) = match answer {
-                Ok(v) => (v, py.None().into_bound(py)),
-                Err(e) => (
-                    py.None().into_bound(py),
-                    e.into_value(py).into_bound(py).into_any(),
-                ),
-            };
-            self.resolve.bind(py).call1((token, value, error)).map(drop)
+        let resolved = match &self.tokens {
+            Tokens::Futures(asyncio) => asyncio.resolve(token, answer),
+            Tokens::Waiters(gevent) => gevent.resolve(token, answer),
         };
         if let Err(e) = resolved {
             log::error!(
@@ -209,6 +194,16 @@ impl Core {
             .map(drop)
             .map_err(|e| crate::executor::describe(py, &e))
     }
+}
+
+/// A PDK call's token, by runner.
+enum Tokens {
+    /// asyncio futures (`AsyncioRunner.awaitable_tokens`): a PDK call returns
+    /// its token as is, and resolving one sets its result here.
+    Futures(AsyncioLoop),
+    /// gevent waiters (`GeventRunner.waiter_tokens`): the handler's greenlet
+    /// blocks in the runner's `wait`, and resolving one switches to it here.
+    Waiters(GeventHub),
 }
 
 /// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
@@ -536,28 +531,33 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
     poller.add(listen_fd, LISTENER)?;
     let poll_fd = poller.fd();
     let runner = setup.runner.bind(py);
-    let futures = match runner.getattr_opt("awaitable_tokens")? {
-        Some(flag) if flag.is_truthy()? => Some(AsyncioLoop {
+    let flag = |name: &str| -> PyResult<bool> {
+        match runner.getattr_opt(name)? {
+            Some(flag) => flag.is_truthy(),
+            None => Ok(false),
+        }
+    };
+    let tokens = if flag("awaitable_tokens")? {
+        Tokens::Futures(AsyncioLoop {
             event_loop: runner.getattr("loop")?.unbind(),
             current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
-        }),
-        _ => None,
-    };
-    let waiters = match runner.getattr_opt("waiter_tokens")? {
-        Some(flag) if flag.is_truthy()? => Some(GeventHub {
+        })
+    } else if flag("waiter_tokens")? {
+        Tokens::Waiters(GeventHub {
             hub: runner.getattr("hub")?.unbind(),
             getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
-        }),
-        _ => None,
+        })
+    } else {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "a looped runner's tokens are asyncio futures (awaitable_tokens) or gevent waiters (waiter_tokens)",
+        ));
     };
     let core = Arc::new(Core {
         service: Arc::clone(&service),
         runner: setup.runner.clone_ref(py),
         new_token: runner.getattr("new_token")?.unbind(),
         wait: runner.getattr("wait")?.unbind(),
-        resolve: runner.getattr("resolve")?.unbind(),
-        futures,
-        waiters,
+        tokens,
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
         poller,
