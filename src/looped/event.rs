@@ -20,7 +20,7 @@ use super::Core;
 use crate::events::{write_call_result, Answer};
 use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
-use crate::pdk::{answer_to_py, event_abandoned, pdk_exception, plugin_exit, PdkTarget};
+use crate::pdk::{answer_to_py, ended_error, event_abandoned, Ending, PdkTarget};
 use crate::phase::Phase;
 use crate::rpc;
 
@@ -376,23 +376,12 @@ impl PdkTarget for LoopedEvent {
     }
 
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        let stage = self.lock().stage;
-        match stage {
-            Stage::Exited => plugin_exit(
-                py,
-                "the response was already sent with kong.response.exit/error".into(),
-            ),
-            Stage::Abandoned => {
-                event_abandoned(py, format!("event {} was abandoned by Kong", self.id))
-            }
-            _ => pdk_exception(
-                py,
-                format!(
-                    "event {} has ended; its kong object can no longer be used",
-                    self.id
-                ),
-            ),
-        }
+        let ending = match self.lock().stage {
+            Stage::Exited => Ending::Exited,
+            Stage::Abandoned => Ending::Abandoned,
+            _ => Ending::Over,
+        };
+        ended_error(py, ending, self.id)
     }
 
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {

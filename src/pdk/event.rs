@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
 use super::answer::answer_to_py;
-use super::exceptions::{raise, EVENT_ABANDONED, PDK_EXCEPTION, PLUGIN_EXIT};
+use super::exceptions::{ended_error, Ending};
 use crate::events::{EventLink, Lend, LinkError, Resume};
 use crate::phase::Phase;
 use crate::writer::ConnWriter;
@@ -100,29 +100,12 @@ impl EventCtx {
     }
 
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        match self.state.load(Ordering::Acquire) {
-            EXITED => raise(
-                py,
-                &PLUGIN_EXIT,
-                "PluginExit",
-                "the response was already sent with kong.response.exit/error".into(),
-            ),
-            ABANDONED => raise(
-                py,
-                &EVENT_ABANDONED,
-                "EventAbandoned",
-                format!("event {} was abandoned by Kong", self.event_id),
-            ),
-            _ => raise(
-                py,
-                &PDK_EXCEPTION,
-                "PDKException",
-                format!(
-                    "event {} has ended; its kong object can no longer be used",
-                    self.event_id
-                ),
-            ),
-        }
+        let ending = match self.state.load(Ordering::Acquire) {
+            EXITED => Ending::Exited,
+            ABANDONED => Ending::Abandoned,
+            _ => Ending::Over,
+        };
+        ended_error(py, ending, self.event_id)
     }
 
     /// Sends a terminal call and ends the event.

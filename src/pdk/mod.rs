@@ -28,6 +28,6 @@ mod proxy;
 pub use answer::answer_to_py;
 pub use event::{EventCtx, LoopWait, PdkTarget, Waiter};
 pub use exceptions::{
-    event_abandoned, event_abandoned_type, pdk_exception, plugin_exit, plugin_exit_type,
+    ended_error, event_abandoned, event_abandoned_type, plugin_exit_type, Ending,
 };
 pub use proxy::PdkProxy;

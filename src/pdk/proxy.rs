@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::event::PdkTarget;
-use super::exceptions::{raise, PLUGIN_EXIT};
+use super::exceptions::plugin_exit;
 use super::path::{warn_wrong_phase, CallKind, PdkPath};
 use crate::convert::{write_py, Unsendable};
 
@@ -241,10 +241,8 @@ impl PdkProxy {
         if self.path.kind == CallKind::Terminal {
             self.ctx
                 .terminal(py, Arc::clone(&self.path.name), encoded)?;
-            return Err(raise(
+            return Err(plugin_exit(
                 py,
-                &PLUGIN_EXIT,
-                "PluginExit",
                 format!("{} ended the request", self.path.name),
             ));
         }
