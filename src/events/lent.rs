@@ -79,30 +79,29 @@ impl Lend {
     /// Serves the next whole request on the connection on this thread when
     /// it is one a handler's thread serves (`ServeLent::takes`).
     pub fn serve_next(self, writer: &Arc<ConnWriter>) -> Served {
-        // A reply still waiting to be written holds the next request back
-        // (the I/O task flushes it as the peer reads).
-        if writer.pending() > 0 {
-            return Served::GiveBack(self);
-        }
         let Some(decoder) = self.decoder.as_ref() else {
             return Served::GiveBack(self);
         };
-        let (frame, len) = match decoder.peek_frame() {
-            Ok(Some(found)) => found,
-            Ok(None) => return Served::Kept(self),
-            // A bad frame is the I/O task's to answer.
-            Err(_) => return Served::GiveBack(self),
-        };
-        let req = match rpc::parse_request(frame) {
-            Ok(req) if self.server.takes(&req) => req,
-            _ => return Served::GiveBack(self),
-        };
-        let mut lend = self;
-        if let Some(decoder) = lend.decoder.as_mut() {
+        match peek_request(decoder) {
+            Peeked::Whole(req, len) => self.serve_request(req, len, writer),
+            Peeked::Incomplete => Served::Kept(self),
+            Peeked::Bad => Served::GiveBack(self),
+        }
+    }
+
+    /// Serves `req`, the next whole request (`len` bytes) on the connection,
+    /// on this thread when it is one a handler's thread serves.
+    fn serve_request(mut self, req: rpc::Request, len: usize, writer: &Arc<ConnWriter>) -> Served {
+        // A reply still waiting to be written holds the next request back
+        // (the I/O task flushes it as the peer reads).
+        if writer.pending() > 0 || !self.server.takes(&req) {
+            return Served::GiveBack(self);
+        }
+        if let Some(decoder) = self.decoder.as_mut() {
             decoder.consume(len);
         }
-        let server = Arc::clone(&lend.server);
-        server.serve_lent(req, writer, lend)
+        let server = Arc::clone(&self.server);
+        server.serve_lent(req, writer, self)
     }
 }
 
@@ -157,7 +156,8 @@ impl EventLink {
                 }
                 // Another event's request: serve it here if it is one a
                 // handler's thread serves, and go on waiting.
-                Own::Other => match lend.serve_next(&writer) {
+                Own::Other(None) => break,
+                Own::Other(Some((req, len))) => match lend.serve_request(req, len, &writer) {
                     Served::Kept(kept) => {
                         lend = kept;
                         continue;
@@ -182,31 +182,47 @@ impl EventLink {
     }
 }
 
+/// The next frame on a lent connection.
+enum Peeked {
+    /// A whole request, and its length in bytes.
+    Whole(rpc::Request, usize),
+    Incomplete,
+    /// Not a request: the I/O task answers it.
+    Bad,
+}
+
+fn peek_request(decoder: &FrameDecoder) -> Peeked {
+    match decoder.peek_frame() {
+        Ok(Some((frame, len))) => match rpc::parse_request(frame) {
+            Ok(req) => Peeked::Whole(req, len),
+            Err(_) => Peeked::Bad,
+        },
+        Ok(None) => Peeked::Incomplete,
+        Err(_) => Peeked::Bad,
+    }
+}
+
 enum Own {
     Mine(Answer, u64, usize),
-    Other,
+    /// Another request (decoded once, served from it), or a bad frame.
+    Other(Option<(rpc::Request, usize)>),
     Incomplete,
 }
 
 /// Whether the next whole frame on a lent connection is the Step of event
 /// `event_id`.
 fn own_step(event_id: u64, decoder: &FrameDecoder) -> Own {
-    let (frame, len) = match decoder.peek_frame() {
-        Ok(Some(found)) => found,
-        Ok(None) => return Own::Incomplete,
-        // A bad frame is the I/O task's to answer.
-        Err(_) => return Own::Other,
+    let (req, len) = match peek_request(decoder) {
+        Peeked::Whole(req, len) => (req, len),
+        Peeked::Incomplete => return Own::Incomplete,
+        Peeked::Bad => return Own::Other(None),
     };
-    let Ok(req) = rpc::parse_request(frame) else {
-        return Own::Other;
-    };
-    let Ok(rpc::Method::Step { error }) = rpc::Method::parse(&req.method) else {
-        return Own::Other;
-    };
-    match rpc::StepArgs::parse(req.params.first()) {
-        Ok(step) if step.event_id == event_id => {
-            Own::Mine(step_answer(step.data, error), req.msgid, len)
+    if let Ok(rpc::Method::Step { error }) = rpc::Method::parse(&req.method) {
+        if let Ok(step) = rpc::StepArgs::parse(req.params.first()) {
+            if step.event_id == event_id {
+                return Own::Mine(step_answer(step.data, error), req.msgid, len);
+            }
         }
-        _ => Own::Other,
     }
+    Own::Other(Some((req, len)))
 }
