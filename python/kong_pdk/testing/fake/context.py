@@ -17,22 +17,34 @@ from kong_pdk.testing.fake.nginx_vars import nginx_var
 FUNCTIONS = FunctionTable()
 
 
+# ctx.shared and ngx.ctx are both plain Lua tables keyed by tostring(key):
+# storing nil removes the key, as assigning nil does in Lua.
+
+
+def _table_get(table: dict[str, object], args: tuple[object, ...]) -> object:
+    return table.get(lua_tostring(opt_arg(args, 0)))
+
+
+def _table_set(table: dict[str, object], args: tuple[object, ...]) -> None:
+    key = lua_tostring(opt_arg(args, 0))
+    value = opt_arg(args, 1)
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
 # -- kong.ctx.shared -----------------------------------------------------------------
 
 
 @FUNCTIONS.define("kong.ctx.shared.get")
 def ctx_get(ex: Exchange, *args: object) -> object:
-    return ex.ctx_shared.get(lua_tostring(opt_arg(args, 0)))
+    return _table_get(ex.ctx_shared, args)
 
 
 @FUNCTIONS.define("kong.ctx.shared.set")
 def ctx_set(ex: Exchange, *args: object) -> None:
-    key = lua_tostring(opt_arg(args, 0))
-    value = opt_arg(args, 1)
-    if value is None:
-        ex.ctx_shared.pop(key, None)
-    else:
-        ex.ctx_shared[key] = value
+    _table_set(ex.ctx_shared, args)
 
 
 # -- kong.nginx ----------------------------------------------------------------------
@@ -45,17 +57,12 @@ def get_var(ex: Exchange, *args: object) -> object:
 
 @FUNCTIONS.define("kong.nginx.get_ctx")
 def get_ctx(ex: Exchange, *args: object) -> object:
-    return ex.ngx_ctx.get(lua_tostring(opt_arg(args, 0)))
+    return _table_get(ex.ngx_ctx, args)
 
 
 @FUNCTIONS.define("kong.nginx.set_ctx")
 def set_ctx(ex: Exchange, *args: object) -> None:
-    key = lua_tostring(opt_arg(args, 0))
-    value = opt_arg(args, 1)
-    if value is None:
-        ex.ngx_ctx.pop(key, None)
-    else:
-        ex.ngx_ctx[key] = value
+    _table_set(ex.ngx_ctx, args)
 
 
 @FUNCTIONS.define("kong.nginx.get_subsystem")

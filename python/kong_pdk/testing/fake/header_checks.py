@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.lua_args import lua_tostring
 
-__all__ = ["header_name", "header_values", "header_table"]
+__all__ = ["header_name", "header_values", "header_table", "plain_header_name"]
 
 
 def header_name(name: object) -> str:
@@ -20,6 +20,14 @@ def header_name(name: object) -> str:
         name = name.decode("utf-8", "surrogateescape")
     if not isinstance(name, str):
         raise LuaError(f"invalid header name {lua_tostring(name)!r}: got {_lua_type(name)}, expected string")
+    return name
+
+
+def plain_header_name(name: object) -> str:
+    """The name argument of ``get_header``/``clear_header``: a string, refused with
+    Kong's shorter message (the setters' check is ``header_name``)."""
+    if not isinstance(name, str):
+        raise LuaError("header name must be a string")
     return name
 
 

@@ -10,7 +10,7 @@ from kong_pdk.testing.kong.cjson import cjson_encode
 from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.kong.lua import is_lua_number
 
-__all__ = ["opt_arg", "need_str", "need_number", "need_table", "lua_tostring"]
+__all__ = ["opt_arg", "need_str", "need_bytes", "need_number", "need_table", "lua_tostring"]
 
 
 def opt_arg(args: tuple[object, ...], index: int) -> object:
@@ -21,6 +21,15 @@ def need_str(value: object, what: str) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     if not isinstance(value, str):
+        raise LuaError(f"{what} must be a string")
+    return value
+
+
+def need_bytes(value: object, what: str) -> bytes:
+    """A Lua string as the bytes it holds (a raw body): ``str`` is encoded back."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if not isinstance(value, bytes):
         raise LuaError(f"{what} must be a string")
     return value
 

@@ -21,6 +21,7 @@ from kong_pdk.testing.http.bodies import decode_body
 from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.function_table import FunctionTable
+from kong_pdk.testing.fake.header_checks import plain_header_name
 from kong_pdk.testing.fake.lua_args import need_number, need_str, opt_arg
 from kong_pdk.testing.fake.iptrust import is_trusted
 from kong_pdk.testing.kong.lua import LuaMulti
@@ -43,6 +44,11 @@ def limit(value: object, what: str, default: int = 100) -> int:
 
 def _trusted(ex: Exchange) -> bool:
     return is_trusted(ex.request.client_ip, ex.world.trusted_ips)
+
+
+def _trusted_header(ex: Exchange, name: str) -> str | None:
+    """An X-Forwarded-* header, or None when absent or the client is not trusted."""
+    return ex.headers.get(name) if _trusted(ex) else None
 
 
 def host_of(ex: Exchange) -> str:
@@ -72,11 +78,8 @@ def get_port(ex: Exchange) -> int:
 
 @FUNCTIONS.define("kong.request.get_forwarded_scheme")
 def get_forwarded_scheme(ex: Exchange) -> str:
-    if _trusted(ex):
-        proto = ex.headers.get("x-forwarded-proto")
-        if proto is not None:
-            return proto.lower()
-    return ex.request.scheme
+    proto = _trusted_header(ex, "x-forwarded-proto")
+    return proto.lower() if proto is not None else ex.request.scheme
 
 
 def _forwarded_host_part(ex: Exchange) -> str | None:
@@ -118,20 +121,14 @@ def get_forwarded_port(ex: Exchange) -> int:
 
 @FUNCTIONS.define("kong.request.get_forwarded_path")
 def get_forwarded_path(ex: Exchange) -> str:
-    if _trusted(ex):
-        path = ex.headers.get("x-forwarded-path")
-        if path is not None:
-            return path
-    return normalize_path(ex.request.raw_path)
+    path = _trusted_header(ex, "x-forwarded-path")
+    return path if path is not None else normalize_path(ex.request.raw_path)
 
 
 @FUNCTIONS.define("kong.request.get_forwarded_prefix")
 def get_forwarded_prefix(ex: Exchange) -> str | None:
-    if _trusted(ex):
-        prefix = ex.headers.get("x-forwarded-prefix")
-        if prefix is not None:
-            return prefix
-    return ex.forwarded_prefix
+    prefix = _trusted_header(ex, "x-forwarded-prefix")
+    return prefix if prefix is not None else ex.forwarded_prefix
 
 
 @FUNCTIONS.define("kong.request.get_http_version")
@@ -182,10 +179,7 @@ def get_query(ex: Exchange, *args: object) -> object:
 
 @FUNCTIONS.define("kong.request.get_header")
 def get_header(ex: Exchange, *args: object) -> str | None:
-    name = opt_arg(args, 0)
-    if not isinstance(name, str):
-        raise LuaError("header name must be a string")
-    return ex.headers.get(name)
+    return ex.headers.get(plain_header_name(opt_arg(args, 0)))
 
 
 @FUNCTIONS.define("kong.request.get_headers")

@@ -13,9 +13,9 @@ from __future__ import annotations
 from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange, LogEntry
 from kong_pdk.testing.fake.function_table import FunctionTable
-from kong_pdk.testing.fake.lua_args import opt_arg
+from kong_pdk.testing.fake.lua_args import need_bytes, opt_arg
 from kong_pdk.testing.fake.request import limit
-from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values
+from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
 from kong_pdk.testing.kong.lua import is_lua_number
 
 FUNCTIONS = FunctionTable()
@@ -40,10 +40,7 @@ def get_status(ex: Exchange) -> int:
 
 @FUNCTIONS.define("kong.response.get_header")
 def get_header(ex: Exchange, *args: object) -> str | None:
-    name = opt_arg(args, 0)
-    if not isinstance(name, str):
-        raise LuaError("header name must be a string")
-    return ex.response_headers.get(name)
+    return ex.response_headers.get(plain_header_name(opt_arg(args, 0)))
 
 
 @FUNCTIONS.define("kong.response.get_headers")
@@ -90,10 +87,7 @@ def add_header(ex: Exchange, *args: object) -> None:
 
 @FUNCTIONS.define("kong.response.clear_header")
 def clear_header(ex: Exchange, *args: object) -> None:
-    name = opt_arg(args, 0)
-    if not isinstance(name, str):
-        raise LuaError("header name must be a string")
-    ex.response_headers.remove(response_name(name))
+    ex.response_headers.remove(response_name(plain_header_name(opt_arg(args, 0))))
 
 
 @FUNCTIONS.define("kong.response.set_headers")
@@ -113,9 +107,4 @@ def get_raw_body(ex: Exchange) -> object:
 
 @FUNCTIONS.define("kong.response.set_raw_body")
 def set_raw_body(ex: Exchange, *args: object) -> None:
-    body = opt_arg(args, 0)
-    if isinstance(body, str):
-        body = body.encode("utf-8", "surrogateescape")
-    if not isinstance(body, bytes):
-        raise LuaError("body must be a string")
-    ex.response_body = body
+    ex.response_body = need_bytes(opt_arg(args, 0), "body")

@@ -13,9 +13,9 @@ from kong_pdk.testing.http.bodies import decode_body, encode_body
 from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.function_table import FunctionTable
-from kong_pdk.testing.fake.lua_args import need_number, need_str, opt_arg
+from kong_pdk.testing.fake.lua_args import need_bytes, need_number, need_str, opt_arg
 from kong_pdk.testing.fake.request import limit
-from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values
+from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
 from kong_pdk.testing.kong.lua import LuaMulti
 
 FUNCTIONS = FunctionTable()
@@ -200,12 +200,7 @@ def _set_body(ex: Exchange, body: bytes) -> None:
 
 @FUNCTIONS.define("kong.service.request.set_raw_body")
 def set_raw_body(ex: Exchange, *args: object) -> None:
-    body = opt_arg(args, 0)
-    if isinstance(body, str):
-        body = body.encode("utf-8", "surrogateescape")
-    if not isinstance(body, bytes):
-        raise LuaError("body must be a string")
-    _set_body(ex, body)
+    _set_body(ex, need_bytes(opt_arg(args, 0), "body"))
 
 
 @FUNCTIONS.define("kong.service.request.set_body")
@@ -253,9 +248,7 @@ def get_headers(ex: Exchange, *args: object) -> object:
 
 @FUNCTIONS.define("kong.service.response.get_header")
 def get_header(ex: Exchange, *args: object) -> object:
-    name = opt_arg(args, 0)
-    if not isinstance(name, str):
-        raise LuaError("header name must be a string")
+    name = plain_header_name(opt_arg(args, 0))
     return ex.upstream_response.headers.get(name) if ex.upstream_response else None
 
 

@@ -199,26 +199,24 @@ def _pack_bin(out: bytearray, data: bytes) -> None:
     out += data
 
 
-def _pack_array(out: bytearray, items: list[object], depth: int) -> None:
-    n = len(items)
+def _pack_table_header(out: bytearray, n: int, fix: int, code16: bytes, code32: bytes) -> None:
+    """An array's or a map's length: the fix form below 16 entries, else 16 or 32 bits."""
     if n < 16:
-        out.append(0x90 | n)
+        out.append(fix | n)
     elif n <= 0xFFFF:
-        out += b"\xdc" + struct.pack(">H", n)
+        out += code16 + struct.pack(">H", n)
     else:
-        out += b"\xdd" + struct.pack(">I", n)
+        out += code32 + struct.pack(">I", n)
+
+
+def _pack_array(out: bytearray, items: list[object], depth: int) -> None:
+    _pack_table_header(out, len(items), 0x90, b"\xdc", b"\xdd")
     for item in items:
         _pack_into(out, item, depth + 1)
 
 
 def _pack_map(out: bytearray, entries: list[tuple[object, object]], depth: int) -> None:
-    n = len(entries)
-    if n < 16:
-        out.append(0x80 | n)
-    elif n <= 0xFFFF:
-        out += b"\xde" + struct.pack(">H", n)
-    else:
-        out += b"\xdf" + struct.pack(">I", n)
+    _pack_table_header(out, len(entries), 0x80, b"\xde", b"\xdf")
     for key, item in entries:
         _pack_into(out, key, depth + 1)
         _pack_into(out, item, depth + 1)
