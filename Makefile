@@ -97,3 +97,7 @@ docs-serve: $(VENV)/.deps  ## serve the documentation site on http://127.0.0.1:8
 .PHONY: bench
 bench: release  ## benchmark table against the official kong-pdk (see benches/)
 	$(PY) benches/run.py
+
+.PHONY: bench-nginx
+bench-nginx: release  ## the same servers behind a real nginx driving them as Kong's Lua does (installs nginx, its Lua module and wrk with apt-get)
+	$(PY) benches/nginx_bench.py
