@@ -74,3 +74,24 @@ def test_actionlint() -> None:
         pytest.skip("actionlint is not installed (neither PyPI nor Debian provide it here)")
     out = subprocess.run([exe, str(WORKFLOW)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
+
+
+def test_ci_workflow_runs_the_ci_entry_point() -> None:
+    """Every push to main and every pull request runs .ci/run, with the four
+    Pythons its wheel check asks for and a Rust toolchain with the lints."""
+    data = yaml.safe_load(CI_WORKFLOW.read_text(encoding="utf-8"))
+    # YAML 1.1 reads the key `on` as True.
+    triggers = data.get("on", data.get(True))
+    assert "pull_request" in triggers and triggers["push"]["branches"] == ["main"]
+    steps = data["jobs"]["test"]["steps"]
+    runs = [s["run"] for s in steps if "run" in s]
+    assert runs == ["bash .ci/run"]
+    assert (ROOT / ".ci" / "run").exists()
+    pythons = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
+    assert sorted(pythons["with"]["python-version"].split()) == ["3.10", "3.11", "3.12", "3.13"]
+    assert "MIN_PYTHONS=4" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    rust = next(s for s in steps if str(s.get("uses", "")).startswith("dtolnay/rust-toolchain@"))
+    assert set(rust["with"]["components"].replace(",", " ").split()) == {"rustfmt", "clippy"}
