@@ -37,10 +37,15 @@ fmt:  ## format Rust
 	cargo fmt --all
 
 .PHONY: lint
-lint: dev  ## cargo fmt --check, clippy, mypy --strict on the package and examples
+lint: dev gen-check  ## cargo fmt --check, clippy, mypy --strict on the package and examples, stubtest of the core's stubs against the built core
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	$(PY) -m mypy --strict python/kong_pdk examples
+	$(PY) -m mypy.stubtest kong_pdk._core
+
+.PHONY: gen-check
+gen-check: $(VENV)/.deps  ## the generated PDK modules and docs/pdk/ match pdk-api.json (scripts/gen_pdk.py --check)
+	$(PY) scripts/gen_pdk.py --check
 
 .PHONY: test-rust
 test-rust:  ## Rust unit tests

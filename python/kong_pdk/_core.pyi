@@ -3,6 +3,18 @@
 from os import PathLike
 from typing import Any, Final, final
 
+from typing_extensions import Self
+
+__all__ = [
+    "DEFAULTS",
+    "PdkProxy",
+    "PluginEntry",
+    "PluginServer",
+    "__version__",
+    "cache_stack_chunks",
+    "init_logging",
+]
+
 __version__: Final[str]
 # The default of every server setting, keyed by PluginServer parameter (src/defaults.rs).
 DEFAULTS: Final[dict[str, float]]
@@ -11,17 +23,17 @@ DEFAULTS: Final[dict[str, float]]
 class PluginEntry:
     """One plugin of a server: its class, phases, info JSON and how it runs (``src/plugin_entry.rs``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str,
         plugin_class: type,
         phases: list[str],
         info_json: str,
         *,
         lua_style: bool = True,
-        config_exclude: list[str] = [],
-        loop_phases: list[str] = [],
-    ) -> None: ...
+        config_exclude: list[str] = ...,
+        loop_phases: list[str] = ...,
+    ) -> Self: ...
     @property
     def name(self) -> str: ...
 
@@ -29,22 +41,23 @@ class PluginEntry:
 class PluginServer:
     """The plugins of ``plugins`` served on one Unix socket (see ``src/server/mod.rs``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         plugins: list[PluginEntry],
         socket_path: str | PathLike[str],
         *,
-        event_timeout: float = 60.0,
-        instance_ttl: float = 600.0,
-        max_frame: int = 67108864,
-        listen_backlog: int = 1024,
-        async_threads: int = 1,
-        max_handler_threads: int = 512,
-        handler_timeout: float = 0.0,
+        # Defaults: DEFAULTS above (the core's src/defaults.rs).
+        event_timeout: float = ...,
+        instance_ttl: float = ...,
+        max_frame: int = ...,
+        listen_backlog: int = ...,
+        async_threads: int = ...,
+        max_handler_threads: int = ...,
+        handler_timeout: float = ...,
         runner: object | None = None,
-        workers: list[tuple[list[str], str]] = [],
-        worker_startup_timeout: float = 60.0,
-    ) -> None: ...
+        workers: list[tuple[list[str], str]] = ...,
+        worker_startup_timeout: float = ...,
+    ) -> Self: ...
     def start(self) -> None:
         """Binds the socket (replacing a stale one) and starts serving in the background."""
     def begin_drain(self) -> None:
@@ -64,7 +77,9 @@ class PluginServer:
 class PdkProxy:
     """The ``kong`` object a handler receives; typed by ``kong_pdk.pdk.kong``."""
 
-    def __getattr__(self, name: str) -> PdkProxy: ...
+    # The core implements attribute lookup in the type's getattro slot, which
+    # Python shows as __getattribute__; stubtest compares that.
+    def __getattribute__(self, name: str, /) -> PdkProxy: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 def init_logging(level: str, prefix: str | None = None) -> None:
