@@ -271,7 +271,9 @@ DOC_METHOD = """How the nginx rows are measured (`benches/nginx_bench.py`): a re
 plugin-server Lua does (a keep-alive cosocket pool per worker with one checkout
 per RPC, lua-MessagePack, one RPC per PDK call, the PDK functions done on the
 live request); wrk sends C keep-alive HTTP connections. The plugin server is
-pinned to one core, nginx's workers and wrk to the other. "÷ floor" divides by
+pinned to one core, nginx's workers and wrk to the other; with `--no-pin` all
+share every core, as Kong and its plugin server do in production, so that the
+server's CPU per request costs nginx throughput. "÷ floor" divides by
 the Python-free Rust server of `benches/loadgen` (same calls, same nginx);
 "÷ official" by the official kong-pdk's default server. CPU and switches are per
 HTTP request, read from /proc over the measured window; each row is the best of
@@ -291,6 +293,9 @@ def main():
     p.add_argument("--cpu-us", type=int, default=1000)
     p.add_argument("--ours-python", default=sys.executable)
     p.add_argument("--official-spec", default="kong-pdk")
+    p.add_argument("--no-pin", action="store_true",
+                   help="let nginx, wrk and the server share every core, as Kong and its plugin server do in production "
+                        "(then the server's CPU per request is taken from nginx's)")
     p.add_argument("--no-doc", action="store_true")
     args = p.parse_args()
     if args.quick:
@@ -315,7 +320,7 @@ def main():
         pythons["official"] = bench.official_python(args.official_spec)
         if pythons["official"] is None:
             raise SystemExit("the official kong-pdk could not be installed (%s)" % args.official_spec)
-    cores = bench.pick_cores(False)
+    cores = bench.pick_cores(args.no_pin)
     workdir = Path(tempfile.mkdtemp(prefix="nginx-bench-"))
     results = []
     try:
@@ -335,10 +340,12 @@ def main():
     print(bench.text_table(header, rows))
     if not args.no_doc:
         body = "\n".join([
-            "## Through a real nginx",
+            "## Through a real nginx" + (" (nothing pinned)" if cores[0] is None else ""),
             "",
-            "%s; commit %s; %d nginx workers; %d round(s) of %g s, best kept; %s." % (
+            "%s; commit %s; %d nginx workers; %s; %d round(s) of %g s, best kept; %s." % (
                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), bench.git_commit(), args.nginx_workers,
+                "nothing pinned" if cores[0] is None else "server on CPU %s, nginx and wrk on CPU %s" % (
+                    cores[1], cores[0]),
                 args.rounds, args.duration, "{nproc} cores ({cpu}), Linux {kernel}".format(**bench.machine_info())),
             "",
             bench.md_table(header, rows),
@@ -346,7 +353,8 @@ def main():
             DOC_METHOD,
         ])
         text = bench.DOC.read_text() if bench.DOC.exists() else bench.DOC_INTRO
-        bench.DOC.write_text(bench.replace_section(text, "nginx", body))
+        section = "nginx-unpinned" if cores[0] is None else "nginx"
+        bench.DOC.write_text(bench.replace_section(text, section, body))
         bench.log("wrote %s" % bench.DOC)
 
 
