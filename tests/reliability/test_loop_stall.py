@@ -72,3 +72,16 @@ def test_a_stalled_handler_past_the_timeout_fails_closed_once_it_yields(
     assert "timed out" in log
     assert len(stall_warnings(served)) == 1, log
     assert blocking_line(plugin) in log, log
+
+
+def test_an_awaiting_handler_past_the_timeout_fails_closed_without_a_stall(serve: Callable[..., Served]) -> None:
+    # The loop turns (nothing to warn of), but the handler holds Kong's request.
+    served = serve("blocks_loop_async.py", "--handler-timeout", "1")
+    with KongEmulator(served.socket, timeout=10) as emu:
+        iid = emu.start_instance("blocks_loop_async", {"seconds": 1.5, "await": True})
+        result = emu.handle_event(iid, "access")
+    assert result.methods == ["kong.log.err", "kong.response.error"], result.methods
+    assert "timed out" in str(result.calls[0].args[0])
+    assert result.outcome == "error" and result.status == 500
+    log = served.wait_log("EventAbandoned after the block", timeout=2)
+    assert stall_warnings(served) == [], log
