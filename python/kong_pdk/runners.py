@@ -5,7 +5,9 @@ the loop owns Kong's socket (src/looped/): the core calls ``serve(core)`` once,
 and the runner watches one descriptor, ``core.poll_fd`` (an epoll set of the
 listening socket and every connection, src/looped/poller.rs), calling
 ``core.ready()`` when it is readable, ``core.writable(conn)`` when a connection
-with buffered replies is writable and ``core.tick()`` periodically. The core
+with buffered replies is writable, ``core.tick()`` periodically and
+``core.beat()`` every ``core.beat_period`` (what the core's stall watchdog
+reads to see the loop turn; ``blocking_handler`` names what holds it). The core
 calls back ``watch_writable``, ``unwatch_writable``, ``forget`` and
 ``pause_accepting`` to change what is watched, and ``start``, ``new_token`` and
 ``wait`` to run handlers and their PDK calls; it resumes a handler with Kong's
@@ -29,10 +31,12 @@ import asyncio
 import functools
 import sys
 import threading
+import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "LoopCore", "EventHandle"]
+__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "LoopCore", "EventHandle", "blocking_handler"]
 
 
 class Bridge(Protocol):
@@ -73,7 +77,17 @@ class LoopCore(Protocol):
         ...
 
     def tick(self) -> None:
-        """Abandons events Kong stopped answering; expires idle instances."""
+        """Fails closed events past --handler-timeout, abandons events Kong
+        stopped answering; expires idle instances."""
+        ...
+
+    @property
+    def beat_period(self) -> float:
+        """Seconds between two ``beat()`` calls."""
+        ...
+
+    def beat(self) -> None:
+        """The loop turned (called from a timer of the loop's own)."""
         ...
 
     def stop(self) -> None:
@@ -118,6 +132,7 @@ class AsyncioRunner:
         self.new_token: Callable[[], asyncio.Future[Any]] = functools.partial(asyncio.Future, loop=self.loop)
         self._core_or_none: LoopCore | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._beater: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="kong-pdk-asyncio", daemon=True)
         self._thread.start()
@@ -141,10 +156,15 @@ class AsyncioRunner:
     def _begin(self) -> None:
         self.loop.add_reader(self._core.poll_fd, self._core.ready)
         self._tick()
+        self._beat()
 
     def _tick(self) -> None:
         self._core.tick()
         self._ticker = self.loop.call_later(self._core.tick_period, self._tick)
+
+    def _beat(self) -> None:
+        self._core.beat()
+        self._beater = self.loop.call_later(self._core.beat_period, self._beat)
 
     def watch_writable(self, fd: int, conn: int) -> None:
         """Flushes connection ``conn`` whenever ``fd`` is writable."""
@@ -221,8 +241,9 @@ class AsyncioRunner:
 
             def stop() -> None:
                 try:
-                    if self._ticker is not None:
-                        self._ticker.cancel()
+                    for timer in (self._ticker, self._beater):
+                        if timer is not None:
+                            timer.cancel()
                     self._core.stop()
                 finally:
                     stopped.set()
@@ -263,6 +284,7 @@ class GeventRunner:
         self.wait: Callable[[Any], Any] = gevent.hub.Waiter.get
         self._core_or_none: LoopCore | None = None
         self._ticker: Any = None
+        self._beater: Any = None
         # fd -> its read watcher and write watcher (None: not watched).
         self._watchers: dict[int, list[Any]] = {}
         # Each event's greenlet gets a fresh interpreter stack chunk and frees
@@ -283,6 +305,8 @@ class GeventRunner:
         self._watch(core.poll_fd, 0, core.ready)
         self._ticker = self.hub.loop.timer(core.tick_period, core.tick_period)
         self._ticker.start(core.tick)
+        self._beater = self.hub.loop.timer(0.0, core.beat_period)
+        self._beater.start(core.beat)
 
     def _watch(self, fd: int, which: int, callback: Callable[..., None], *args: object) -> None:
         slots = self._watchers.setdefault(fd, [None, None])
@@ -343,8 +367,46 @@ class GeventRunner:
 
     def close(self) -> None:
         """Stops serving: abandons the events in flight, closes the connections."""
-        if self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None
+        for timer in (self._ticker, self._beater):
+            if timer is not None:
+                timer.stop()
+        self._ticker = self._beater = None
         if self._core_or_none is not None:
             self._core.stop()
+
+
+#: The frames that run a handler for a looped core: the event's handle is
+#: their local ``handle``.
+_DRIVERS = frozenset({AsyncioRunner._drive.__code__, GeventRunner._drive.__code__})
+
+#: Frames shown of a stall outside any handler.
+_STACK_LIMIT = 20
+
+
+def blocking_handler(thread_id: int) -> tuple[EventHandle | None, str, str]:
+    """What thread ``thread_id`` (a loop that stopped turning) runs now: the
+    handle of the event whose handler it is in (None: no handler), where it
+    is (``file:line in function``), and the stack from the handler's driver
+    inward (most recent call last).
+
+    Called by the core's stall watchdog (src/looped/stall.rs) from its own
+    thread, with the GIL: the loop's thread is blocked meanwhile, in
+    ``time.sleep`` (which released the GIL) or in code that hands it over
+    at the switch interval.
+    """
+    frame = sys._current_frames().get(thread_id)
+    if frame is None:
+        return None, "(the loop's thread is gone)", ""
+    handle: EventHandle | None = None
+    depth = 0  # frames from the blocking one out to the handler's driver
+    walk: FrameType | None = frame
+    while walk is not None:
+        depth += 1
+        if walk.f_code in _DRIVERS:
+            handle = walk.f_locals.get("handle")
+            break
+        walk = walk.f_back
+    # From the driver inward (the loop's own frames say nothing here).
+    stack = traceback.extract_stack(frame, limit=depth if walk is not None else _STACK_LIMIT)
+    where = f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+    return handle, where, "".join(stack.format()).rstrip("\n")

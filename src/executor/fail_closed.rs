@@ -18,6 +18,15 @@ use crate::events::EventLink;
 use crate::phase::Phase;
 use crate::rpc;
 
+/// What Kong's error log and ours say of a handler past `--handler-timeout`
+/// (the thread model's watchdog, the looped model's loop).
+pub fn timed_out_message(label: &str, limit: std::time::Duration) -> String {
+    format!(
+        "{label} handler timed out: it ran {:.1} s without answering Kong (--handler-timeout)",
+        limit.as_secs_f64()
+    )
+}
+
 /// Runs [`fail_closed`] in the background.
 pub fn spawn(runtime: &tokio::runtime::Handle, link: EventLink, phase: Phase, message: String) {
     runtime.spawn(async move { fail_closed(&link, phase, &message).await });

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use super::Core;
 use crate::events::{write_call_result, Answer};
+use crate::executor::fail_closed::timed_out_message;
 use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
 use crate::pdk::{answer_to_py, ended_error, event_abandoned, Ending, PdkTarget};
@@ -50,7 +51,9 @@ struct State {
     /// The handler raised while a call was pending: what to send to Kong's
     /// error log once that call's Step comes.
     failing: Option<String>,
-    /// When `pending` was set.
+    /// When the handler last got Kong's request (the event started, or a
+    /// Step resumed it) or, with `pending`, when that call went out: what
+    /// `--handler-timeout` and the event deadline measure from.
     since: Instant,
     handler_done: bool,
     instance: Option<InFlight<PluginHandle>>,
@@ -62,6 +65,8 @@ pub struct LoopedEvent {
     pub label: Arc<str>,
     /// The error style of the instance's plugin.
     lua_style: bool,
+    /// `--handler-timeout`.
+    handler_timeout: Option<Duration>,
     core: Weak<Core>,
     state: Mutex<State>,
 }
@@ -100,6 +105,16 @@ impl Registry {
         (waiting, map.len())
     }
 
+    /// Events whose handler has held Kong's request for `limit` without a
+    /// PDK call or a return (`--handler-timeout`).
+    pub fn overran(&self, limit: Duration) -> Vec<Arc<LoopedEvent>> {
+        self.lock()
+            .values()
+            .filter(|e| e.lock().overran(limit))
+            .cloned()
+            .collect()
+    }
+
     /// Events whose PDK call has waited longer than `deadline` for Kong.
     pub fn stale(&self, deadline: Duration) -> Vec<Arc<LoopedEvent>> {
         self.lock()
@@ -110,6 +125,16 @@ impl Registry {
             })
             .cloned()
             .collect()
+    }
+}
+
+impl State {
+    /// The handler has held Kong's request (the RPC in flight) for `limit`.
+    fn overran(&self, limit: Duration) -> bool {
+        self.stage == Stage::Running
+            && self.pending.is_none()
+            && self.route.is_some()
+            && self.since.elapsed() >= limit
     }
 }
 
@@ -150,6 +175,7 @@ impl LoopedEvent {
             phase,
             label,
             lua_style,
+            handler_timeout: core.handler_timeout,
             core: Arc::downgrade(core),
             state: Mutex::new(State {
                 stage: Stage::Running,
@@ -201,6 +227,9 @@ impl LoopedEvent {
     /// event already ended, and the event leaves the registry once nothing
     /// is owed to Kong.
     pub fn finish(&self, py: Python<'_>) {
+        // A handler that returns past the deadline is failed closed, as the
+        // thread model's watchdog would have done while it ran.
+        self.time_out(py);
         let (route, instance, remove) = {
             let mut s = self.lock();
             s.handler_done = true;
@@ -241,6 +270,7 @@ impl LoopedEvent {
         let stepped = match pending {
             Pending::Token(token) if !s.handler_done => {
                 s.route = Some(route);
+                s.since = Instant::now();
                 return Ok(Stepped::Resume(token));
             }
             // The handler raised while this call was pending: now the event
@@ -291,9 +321,45 @@ impl LoopedEvent {
             }
         };
         drop(instance);
-        let Some((route, message)) = route else {
-            return;
+        if let Some((route, message)) = route {
+            self.send_log_err(py, route, message);
+        }
+    }
+
+    /// `--handler-timeout`: when the handler has held Kong's request past the
+    /// limit, the event is taken from it and fails closed (`kong.log.err`
+    /// now, the 500 on its Step), as the thread model's watchdog does
+    /// (`executor/thread/watchdog.rs`); the handler's later PDK calls raise
+    /// `EventAbandoned`. Run on the loop's thread, whenever the handler
+    /// yields (a PDK call, its return) and on each tick (a handler awaiting
+    /// something else); a handler that blocks the loop is caught when it
+    /// yields. True when the event was timed out now.
+    pub fn time_out(&self, py: Python<'_>) -> bool {
+        let Some(limit) = self.handler_timeout else {
+            return false;
         };
+        let route = {
+            let mut s = self.lock();
+            if !s.overran(limit) {
+                return false;
+            }
+            // Abandoned: the handler's next PDK call raises EventAbandoned.
+            s.stage = Stage::Abandoned;
+            s.pending = Some(Pending::FailClosed);
+            s.since = Instant::now();
+            s.route.take()
+        };
+        let message = timed_out_message(&self.label, limit);
+        log::error!("event {}: {message}", self.id);
+        if let Some(route) = route {
+            self.send_log_err(py, route, message);
+        }
+        true
+    }
+
+    /// Sends `kong.log.err(message)` as the reply on `route`; its Step
+    /// (`Pending::FailClosed`, already set) ends the event.
+    fn send_log_err(&self, py: Python<'_>, route: Route, message: String) {
         let Stepped::Call { method, args } = log_err(message) else {
             return;
         };
@@ -385,6 +451,9 @@ impl PdkTarget for LoopedEvent {
     }
 
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
+        if self.time_out(py) {
+            return Err(self.ended_error(py));
+        }
         let route = {
             let mut s = self.lock();
             if s.stage != Stage::Running {
@@ -415,6 +484,9 @@ impl PdkTarget for LoopedEvent {
         let Some(core) = self.core() else {
             return Err(self.ended_error(py));
         };
+        if self.time_out(py) {
+            return Err(self.ended_error(py));
+        }
         let token = core.new_token.bind(py).call0()?;
         let route = {
             let mut s = self.lock();
@@ -475,6 +547,9 @@ impl LoopedEventHandle {
     /// `kong.response.exit` or of an abandoned event, fails the event closed;
     /// otherwise as `finish`.
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        // Past --handler-timeout, Kong gets the timeout (as from the thread
+        // model's watchdog); the exception is then only logged.
+        self.event.time_out(py);
         let err = PyErr::from_value(exc);
         let message = report_for(
             py,

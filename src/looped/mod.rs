@@ -26,6 +26,7 @@ mod conns;
 mod dispatch;
 mod event;
 mod poller;
+mod stall;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -50,6 +51,7 @@ pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Queued};
 use event::Registry;
 use poller::Poller;
+use stall::Heartbeat;
 
 /// The listener's token in the poller (connection ids start at 1).
 const LISTENER: u64 = 0;
@@ -78,6 +80,10 @@ pub struct Core {
     /// Once a newer server replaced this one: each connection's link to it.
     upstreams: Mutex<HashMap<u64, BlockingUpstream>>,
     max_frame: usize,
+    /// `--handler-timeout` (`event.rs`, `time_out`).
+    pub handler_timeout: Option<Duration>,
+    /// Beaten by the loop's timer, read by the stall watchdog (`stall.rs`).
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Core {
@@ -365,6 +371,18 @@ impl LoopCore {
         self.tick_period
     }
 
+    /// Seconds between two `beat()` calls.
+    #[getter]
+    fn beat_period(&self) -> f64 {
+        self.core.heartbeat.period().as_secs_f64()
+    }
+
+    /// The loop turned (from a timer of its own): what the stall watchdog
+    /// (`stall.rs`) reads.
+    fn beat(&self) {
+        self.core.heartbeat.beat();
+    }
+
     /// Writes what a connection has buffered, now that it is writable.
     fn writable(&self, py: Python<'_>, conn: u64) {
         let queued = self.core.conns().flush(conn);
@@ -378,9 +396,14 @@ impl LoopCore {
         }
     }
 
-    /// Periodic upkeep: abandons events Kong stopped answering, expires
-    /// idle instances.
+    /// Periodic upkeep: fails closed the events past `--handler-timeout`,
+    /// abandons events Kong stopped answering, expires idle instances.
     fn tick(&self, py: Python<'_>) {
+        if let Some(limit) = self.core.handler_timeout {
+            for event in self.core.events.overran(limit) {
+                event.time_out(py);
+            }
+        }
         let timeout = self.core.service.settings.event_timeout;
         for event in self.core.events.stale(timeout) {
             log::warn!(
@@ -400,6 +423,7 @@ impl LoopCore {
         if self.core.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.core.heartbeat.stop();
         for event in self.core.events.all() {
             event.abandon(py, "the plugin server is stopping");
         }
@@ -508,6 +532,8 @@ pub struct LoopedSetup {
     pub max_frame: usize,
     pub metas: Vec<PluginMeta>,
     pub settings: Settings,
+    /// `--handler-timeout`: `None` is off.
+    pub handler_timeout: Option<Duration>,
 }
 
 /// Hands `listener` to the runner's loop; returns the service (for status,
@@ -515,9 +541,25 @@ pub struct LoopedSetup {
 pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
     listener.set_nonblocking(true)?;
     let events = Arc::new(Registry::default());
-    let tick_period = (setup.settings.event_timeout / 4)
+    // Often enough for the event deadline and --handler-timeout (a quarter
+    // of either, as the thread model's watchdog).
+    let limit = setup
+        .handler_timeout
+        .map_or(setup.settings.event_timeout, |t| {
+            t.min(setup.settings.event_timeout)
+        });
+    let tick_period = (limit / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1))
         .as_secs_f64();
+    // The stall warning comes at the stall threshold, or sooner when
+    // --handler-timeout is shorter (the event fails closed past it).
+    let threshold = setup
+        .handler_timeout
+        .map_or(crate::defaults::LOOP_STALL, |t| {
+            t.min(crate::defaults::LOOP_STALL)
+        });
+    let heartbeat = Arc::new(Heartbeat::new(threshold));
+    stall::watch(&heartbeat, setup.handler_timeout)?;
     let service = Arc::new(Service::new(
         setup.metas,
         setup.settings,
@@ -569,6 +611,8 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         stopped: AtomicBool::new(false),
         upstreams: Mutex::new(HashMap::new()),
         max_frame: setup.max_frame,
+        handler_timeout: setup.handler_timeout,
+        heartbeat,
     });
     let handle = Bound::new(
         py,

@@ -391,6 +391,7 @@ impl PluginServer {
             max_frame: self.max_frame,
             metas: self.metas(),
             settings: self.service_settings(),
+            handler_timeout: self.handler_timeout,
         })
     }
 

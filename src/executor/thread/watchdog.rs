@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::events::EventLink;
-use crate::executor::fail_closed::fail_closed;
+use crate::executor::fail_closed::{fail_closed, timed_out_message};
 use crate::pdk::EventCtx;
 use crate::phase::Phase;
 
@@ -49,11 +49,7 @@ pub async fn watchdog(watched: Weak<Watched>, limit: Duration, runtime: tokio::r
             })
             .collect();
         for (link, phase) in stuck {
-            let message = format!(
-                "{} handler timed out: it ran {:.1} s without answering Kong (--handler-timeout)",
-                link.label,
-                limit.as_secs_f64()
-            );
+            let message = timed_out_message(&link.label, limit);
             log::error!("event {}: {message}", link.event_id);
             runtime.spawn(async move { fail_closed(&link, phase, &message).await });
         }

@@ -1,0 +1,173 @@
+//! The looped models' stall watchdog: a thread that sees the event loop stop
+//! turning and says which handler holds it.
+//!
+//! Every event of a looped server runs on one loop, so a handler that does
+//! not yield (`time.sleep` in an `async def` phase, a CPU loop under `-g`)
+//! holds up all of them. The runner calls [`Heartbeat::beat`] from a loop
+//! timer every [`Heartbeat::period`] (nothing is added to an event's path);
+//! one thread reads the last beat, without the GIL, at the same period. When
+//! the loop has not beaten for the threshold it takes the GIL (a thread in
+//! `time.sleep` has released it; a CPU loop hands it over at the
+//! interpreter's switch interval, 5 ms), reads the loop thread's current
+//! frame (`kong_pdk.runners.blocking_handler`) and logs, once per stall, the
+//! event, its plugin and phase, and the stack of the blocking code.
+//!
+//! Nothing is sent to Kong from here: a handler past `--handler-timeout` is
+//! failed closed on the loop's own thread once it yields (`event.rs`,
+//! `time_out`), as the loop cannot be entered while it is blocked.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use super::event::LoopedEventHandle;
+
+/// The loop's last beat, as the watchdog reads it.
+pub struct Heartbeat {
+    base: Instant,
+    /// Milliseconds from `base` to the last beat.
+    last: AtomicU64,
+    /// The loop thread's ident (`threading.get_ident()` on it); 0 until the
+    /// first beat, and the watchdog waits for one: a loop still starting up
+    /// is not a stall.
+    thread: AtomicU64,
+    stopped: AtomicBool,
+    /// How long the loop may go without turning before the warning.
+    threshold: Duration,
+}
+
+impl Heartbeat {
+    pub fn new(threshold: Duration) -> Self {
+        Heartbeat {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            thread: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            threshold,
+        }
+    }
+
+    /// Seconds between two beats (and two looks of the watchdog): a fifth of
+    /// the threshold, so a stall is seen within 20 % of it.
+    pub fn period(&self) -> Duration {
+        (self.threshold / 5).max(Duration::from_millis(10))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The loop turned: called from its timer, on its thread.
+    pub fn beat(&self) {
+        // SAFETY: PyThread_get_thread_ident has no preconditions (it reads
+        // the calling thread's id; no GIL, no Python state needed).
+        let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        // c_ulong: u64 here, u32 on other targets.
+        #[allow(clippy::useless_conversion)]
+        self.thread.store(u64::from(ident), Ordering::Relaxed);
+        self.last.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// The server stopped: the loop stops beating, the watchdog ends.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// Starts the watchdog thread; it ends when the heartbeat is stopped or gone.
+pub fn watch(heartbeat: &Arc<Heartbeat>, handler_timeout: Option<Duration>) -> std::io::Result<()> {
+    let heartbeat = Arc::downgrade(heartbeat);
+    thread::Builder::new()
+        .name("kong-pdk-stall".into())
+        .spawn(move || run(&heartbeat, handler_timeout))
+        .map(drop)
+}
+
+fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>) {
+    // The beat of the stall last reported: one warning per stall.
+    let mut reported: Option<u64> = None;
+    loop {
+        let Some(hb) = heartbeat.upgrade() else {
+            return;
+        };
+        if hb.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let period = hb.period();
+        let thread = hb.thread.load(Ordering::Relaxed);
+        let last = hb.last.load(Ordering::Acquire);
+        let now = hb.now_ms();
+        let blocked = Duration::from_millis(now.saturating_sub(last));
+        if thread != 0 && blocked >= hb.threshold {
+            if reported != Some(last) {
+                reported = Some(last);
+                report(&hb, thread, last, blocked, handler_timeout);
+            }
+        } else if let Some(stalled_at) = reported.take() {
+            if last != stalled_at {
+                let gap = Duration::from_millis(last.saturating_sub(stalled_at));
+                log::info!(
+                    "the event loop turned again after {:.1} s",
+                    gap.saturating_sub(period).as_secs_f64()
+                );
+            }
+        }
+        drop(hb);
+        thread::sleep(period);
+    }
+}
+
+/// Logs one stall: which handler, where, and its stack.
+fn report(
+    hb: &Heartbeat,
+    thread: u64,
+    last: u64,
+    blocked: Duration,
+    handler_timeout: Option<Duration>,
+) {
+    let told = Python::try_attach(|py| {
+        // The GIL may have come only once the loop moved on.
+        if hb.last.load(Ordering::Acquire) != last {
+            return Ok(None);
+        }
+        let found = py
+            .import("kong_pdk.runners")?
+            .getattr("blocking_handler")?
+            .call1((thread,))?;
+        let (handle, at, stack): (Option<Bound<'_, PyAny>>, String, String) = found.extract()?;
+        let who = match handle.as_ref().map(|h| h.cast::<LoopedEventHandle>()) {
+            Some(Ok(handle)) => {
+                let event = &handle.get().event;
+                format!("event {}: {} handler", event.id, event.label)
+            }
+            _ => "code outside any handler".to_string(),
+        };
+        PyResult::Ok(Some((who, at, stack)))
+    });
+    let when = match handler_timeout {
+        Some(limit) => format!(
+            "; past --handler-timeout ({:.1} s) its event fails closed once it yields",
+            limit.as_secs_f64()
+        ),
+        None => String::new(),
+    };
+    match told {
+        Some(Ok(Some((who, at, stack)))) => log::warn!(
+            "{who} blocked the event loop for {:.1} s: every other event waits until it yields \
+             (keep blocking code out of async def and -g handlers){when}; it is at {at}\n{stack}",
+            blocked.as_secs_f64()
+        ),
+        Some(Ok(None)) => log::warn!(
+            "something blocked the event loop for {:.1} s{when}; it turned again before its stack could be read",
+            blocked.as_secs_f64()
+        ),
+        Some(Err(e)) => log::warn!(
+            "a handler blocked the event loop for {:.1} s{when}; its stack could not be read: {e}",
+            blocked.as_secs_f64()
+        ),
+        None => {}
+    }
+}
