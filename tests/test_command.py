@@ -105,3 +105,52 @@ def test_check_prints_the_dump_and_no_warning_for_a_good_plugin() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     assert json.loads(out.stdout)[0]["Version"] == "0.1.0"
+
+
+LOOKUP = '''
+Schema = ()
+version = "1.0.0"
+NAME = "py-lookup-const"
+
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        pass
+
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+    start_dedicated_server({name}, Plugin, version, 0, Schema)
+'''
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        '"py-lookup", Plugin, version, 0, Schema',
+        "NAME, Plugin, version, 0, Schema",
+        'name="py-lookup", plugin=Plugin, version=version, priority=0, schema=Schema',
+    ],
+)
+def test_check_prints_the_name_that_dump_prints(tmp_path: Path, call: str) -> None:
+    # The file is py_lookup.py, its server calls itself py-lookup: Kong registers the latter.
+    plugin = tmp_path / "py_lookup.py"
+    plugin.write_text(LOOKUP.replace("{name}, Plugin, version, 0, Schema", call))
+    dumped = subprocess.run([sys.executable, str(plugin), "--dump"], capture_output=True, text=True, timeout=120)
+    assert dumped.returncode == 0, dumped.stderr
+    checked = kong_pdk("check", str(plugin))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)[0]["Name"] == json.loads(dumped.stdout)[0]["Name"]
+    assert json.loads(checked.stdout)[0]["Name"] == ("py-lookup-const" if call.startswith("NAME") else "py-lookup")
+
+
+def test_check_names_a_folder_plugin_after_its_file(tmp_path: Path) -> None:
+    # No start_dedicated_server: kong-python-pluginserver names it after the file.
+    plugin = tmp_path / "py_folder.py"
+    plugin.write_text(LOOKUP.split("if __name__")[0])
+    checked = kong_pdk("check", str(plugin))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)[0]["Name"] == "py_folder"

@@ -55,7 +55,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "JSON (what --dump prints) on stdout.",
     )
     check.add_argument("plugin", type=Path, help="the plugin file")
-    check.add_argument("--name", default=None, help="plugin name (default: the file name without .py)")
+    check.add_argument(
+        "--name",
+        default=None,
+        help="plugin name (default: the name of the file's start_dedicated_server call, which --dump prints; "
+        "else the file name without .py, as kong-python-pluginserver names it)",
+    )
     return top, run
 
 
@@ -108,6 +113,7 @@ def _check(args: argparse.Namespace) -> int:
     from kong_pdk.plugin_check import MISSING, plugin_mistakes
     from kong_pdk.plugin_file import import_plugin_file
     from kong_pdk.plugin_info import PHASES, plugin_info
+    from kong_pdk.plugin_name import declared_name
 
     path: Path = args.plugin
     if not path.is_file():
@@ -125,7 +131,8 @@ def _check(args: argparse.Namespace) -> int:
     version = getattr(module, "version", MISSING)
     schema = getattr(module, "Schema", ())
     try:
-        info = plugin_info(args.name or path.stem, plugin, None if version is MISSING else version,
+        name = args.name or declared_name(path, module) or path.stem
+        info = plugin_info(name, plugin, None if version is MISSING else version,
                            getattr(module, "priority", 0), schema)
     except TypeError as exc:
         print(f"kong-pdk check: {exc}", file=sys.stderr)
