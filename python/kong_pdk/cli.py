@@ -284,8 +284,8 @@ def start_server(argv: Sequence[str] | None = None) -> None:
     if broken and not worker:
         # Kong's error log, at error level: the rest of the folder goes on.
         setup_logging(args.verbose)
-        for e in broken:
-            log.error("%s%s\n%s", e, "" if args.strict else "; serving the other plugins", e.details.rstrip())
+        for failure in broken:
+            log.error("%s%s\n%s", failure, "" if args.strict else "; serving the other plugins", failure.details.rstrip())
     if broken and (args.strict or not plugins):
         _fail(f"{len(broken)} plugin file(s) of {str(directory)!r} cannot be loaded"
               + (" (--strict)" if plugins else " and no other plugin file loaded"))
