@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,53 @@ def test_check_names_a_folder_plugin_after_its_file(tmp_path: Path) -> None:
     checked = kong_pdk("check", str(plugin))
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)[0]["Name"] == "py_folder"
+
+
+RAISES = '''
+Schema = ()
+version = "1.0.0"
+
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        {}["missing"]
+'''
+
+
+def test_run_prints_the_traceback_of_a_handler_that_raised_and_fails(tmp_path: Path) -> None:
+    plugin = tmp_path / "raises.py"
+    plugin.write_text(RAISES)
+    out = kong_pdk("run", str(plugin))
+    assert out.returncode == 1
+    assert out.stdout.startswith("HTTP/1.1 500 ")  # what Kong would answer
+    assert "kong-pdk run: the access handler raised:" in out.stderr
+    assert "KeyError: 'missing'" in out.stderr and 'raises.py", line 11, in access' in out.stderr
+
+
+def test_run_says_a_syntax_error_in_one_line(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken.py"
+    plugin.write_text('Schema = ()\nversion = "1.0"\nclass Plugin\n    pass\n')
+    out = kong_pdk("run", str(plugin))
+    checked = kong_pdk("check", str(plugin))
+    assert out.returncode == 1 and checked.returncode == 1
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("kong-pdk run: importing ") and "SyntaxError: expected ':'" in out.stderr
+    assert out.stdout == ""
+
+
+def test_run_into_a_closed_pipe_ends_quietly() -> None:
+    # `kong-pdk run ... | head -0`: the reader is gone before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "kong_pdk.command", "run", str(HELLO), "-v"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
+    assert out.returncode == 1
