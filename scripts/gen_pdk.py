@@ -541,6 +541,21 @@ def style_class(node: Node, style: Style) -> str:
     return "".join(out)
 
 
+# The official kong-pdk's kong_pdk/pdk/kong/__init__.py imports ".log" too, and a
+# package wins over a module of the same name: our kong/log/ over its log.py.
+# When the official package was installed over ours, a plugin that imports
+# kong_pdk.pdk.kong runs the official server but still this file, which can say so.
+MIXED_INSTALL_HOOK = (
+    "\n"
+    "# Also imported by the official kong-pdk's kong_pdk/pdk/kong/__init__.py (this package\n"
+    "# wins over its log.py): when that package was installed over this one, a plugin still\n"
+    "# gets here on --dump and at start, and the mix is reported (kong_pdk/install_check.py).\n"
+    "from kong_pdk.install_check import warn_if_mixed as _warn_if_mixed\n"
+    "\n"
+    "_warn_if_mixed(stacklevel=2)\n"
+)
+
+
 def render_module(node: Node) -> str:
     summary = SUMMARIES.get(node.path)
     if summary is None:
@@ -590,6 +605,8 @@ def render_module(node: Node) -> str:
         head.append("\n")
         for name in sorted(node.children):
             head.append(f"from {node.module} import {name} as _{name}\n")
+    if node.path == "kong.log":
+        head.append(MIXED_INSTALL_HOOK)
     exports = sorted(node.cls(style) for style in STYLES) + [alias]
     head.append("\n" + fmt_all(exports) + "\n\n")
     tail = f"\n\n{alias} = {node.lua_class}\n"
