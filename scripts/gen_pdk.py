@@ -34,6 +34,7 @@ no timestamps), so regenerating an unchanged data file changes nothing.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import keyword
 import sys
@@ -637,8 +638,25 @@ def not_callable_reason(f: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- docs
 
 
-def md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+def table_code(text: str) -> str:
+    """Code in a Markdown table cell: HTML, with | as an entity. A backslash
+    escape (\\|) would split no cell but shows literally in MkDocs' code spans;
+    the entity splits no cell and shows as | on the site and on GitHub."""
+    return "<code>" + html.escape(text, quote=False).replace("|", "&#124;") + "</code>"
+
+
+#: The width a signature block shows without scrolling (the site's code blocks).
+DOC_WIDTH = 88
+
+
+def doc_signature(pyname: str, fn: Func, label: str, ret: str) -> str:
+    """One style's signature for the reference page, one parameter per line
+    when it would be wider than ``DOC_WIDTH``."""
+    one = f"def {pyname}({param_list(fn)}) -> {ret}  # {label}\n"
+    if len(one) <= DOC_WIDTH + 1:
+        return one
+    items = "".join(f"    {item},\n" for item in param_items(fn))
+    return f"def {pyname}(  # {label}\n{items}) -> {ret}\n"
 
 
 def doc_page(node: Node) -> str:
@@ -662,17 +680,16 @@ def doc_page(node: Node) -> str:
         ext = fn.external_phases
         phases = "any" if ext is None else (", ".join(ext) if ext else "none")
         out.append(f"| [`{fn.short if fn is not node.call else fn.name}`](#{anchor(fn)}) | {phases} "
-                   f"| `{md_escape(value_type(fn))}` |\n")
+                   f"| {table_code(value_type(fn))} |\n")
     for fn in members:
         out.append(f"\n## {fn.name}\n\n")
         out.append("```python\n")
         pyname = "__call__" if fn is node.call else fn.short
         if fn.terminal:
-            out.append(f"def {pyname}({param_list(fn)}) -> NoReturn  # every style; not awaited\n")
+            out.append(doc_signature(pyname, fn, "every style; not awaited", "NoReturn"))
         else:
             for style in STYLES:
-                out.append(f"def {pyname}({param_list(fn)}) -> {return_type(fn, style)}  "
-                           f"# {style.label}\n")
+                out.append(doc_signature(pyname, fn, style.label, return_type(fn, style)))
         out.append("```\n\n")
         for line in phase_text(fn):
             out.append(f"{line}\n")
