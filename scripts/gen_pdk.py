@@ -146,6 +146,13 @@ class Func:
         return str(self.raw["wire_return"])
 
     @property
+    def fails_as_nil(self) -> bool:
+        """Lua reports its failure as (nil, err), of which Kong 3.x sends the nil alone.
+        (get_raw_body's nil cannot be packed as bin, a Lua error; get_headers's err is a
+        warning beside a value.)"""
+        return bool(self.raw["multi_return"]) and "None" in split_union(self.wire_return)
+
+    @property
     def external_phases(self) -> list[str] | None:
         phases = self.raw["external_phases"]
         return None if phases is None else [str(p) for p in phases]
@@ -443,20 +450,32 @@ def notes(fn: Func) -> list[str]:
     return out
 
 
+def failure_text(fn: Func, style: Style) -> str:
+    """What the plugin sees when the call fails, by Kong version (docs/protocol.md §5.3)."""
+    if not fn.fails_as_nil:
+        return ("Kong reports no error for it: a failure is a Lua error, which abandons the "
+                "event (a 500 in rewrite/access).")
+    if style.lua:
+        return ("A failure (Lua's nil, err) arrives as (None, None) from Kong 3.x, which drops "
+                "the error text, and as (None, err) from Kong 2.3 - 2.8.")
+    return (f"A failure (Lua's nil, err) arrives as None from Kong 3.x, which drops the error "
+            f"text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which raises {EXC}.")
+
+
 def returns_line(fn: Func, style: Style) -> str:
     if fn.terminal:
         if style.aio:
             return "Returns: never, and is not awaited: the call itself ends the handler."
         return "Returns: never."
     if style.aio and style.lua:
-        return (f"Returns: an awaitable; await it for ({fn.wire_return}, err); err is a str when "
-                "Kong reports an error, else None.")
-    if style.aio:
-        return (f"Returns: an awaitable; await it for {fn.wire_return}. Awaiting raises {EXC} "
-                "when Kong reports an error.")
-    if style.lua:
-        return f"Returns: ({fn.wire_return}, err); err is a str when Kong reports an error, else None."
-    return f"Returns: {fn.wire_return}. Raises {EXC} when Kong reports an error."
+        head = f"Returns: an awaitable; await it for ({fn.wire_return}, err)."
+    elif style.aio:
+        head = f"Returns: an awaitable; await it for {fn.wire_return}."
+    elif style.lua:
+        head = f"Returns: ({fn.wire_return}, err)."
+    else:
+        head = f"Returns: {fn.wire_return}."
+    return f"{head} {failure_text(fn, style)}"
 
 
 def func_doc(fn: Func, style: Style) -> list[str]:

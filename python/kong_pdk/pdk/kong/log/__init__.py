@@ -49,7 +49,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -62,7 +63,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -75,7 +77,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -88,7 +91,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -101,7 +105,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -113,7 +118,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -126,7 +132,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -139,7 +146,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -152,7 +160,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -163,7 +172,8 @@ class LuaStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -174,7 +184,8 @@ class LuaStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -190,7 +201,8 @@ class LuaStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -198,7 +210,8 @@ class LuaStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -211,7 +224,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -238,7 +252,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -251,7 +266,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -264,7 +280,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -277,7 +294,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -290,7 +308,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -302,7 +321,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -315,7 +335,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -328,7 +349,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -341,7 +363,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -352,7 +375,8 @@ class PythonStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -363,7 +387,8 @@ class PythonStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -379,8 +404,8 @@ class PythonStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -388,7 +413,8 @@ class PythonStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -401,7 +427,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -429,8 +456,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -443,8 +470,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -457,8 +484,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -471,8 +498,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -485,8 +512,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -498,8 +525,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -512,8 +539,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -526,8 +553,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -540,8 +567,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -552,8 +579,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -564,8 +591,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -581,8 +608,8 @@ class AsyncLuaStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -590,8 +617,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -604,8 +631,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -633,8 +660,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -647,8 +674,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -661,8 +688,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -675,8 +702,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -689,8 +716,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -702,8 +729,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -716,8 +743,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -730,8 +757,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -744,8 +771,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -756,8 +783,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -768,8 +795,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -785,8 +812,8 @@ class AsyncPythonStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -794,8 +821,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -808,8 +835,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
