@@ -2,7 +2,7 @@
 
 A dedicated plugin file names itself in its ``start_dedicated_server("name",
 ...)`` call, and that name is what ``--dump`` prints and Kong registers; the
-file name (``py_lookup.py``) may differ (``"py-lookup"``). ``kong-pdk check``
+file name may differ (a file py_lookup calling itself ``"py-lookup"``). ``kong-pdk check``
 reads the call without running it (it sits under ``if __name__ ==
 "__main__"``): the first argument, or ``name=``, as a string literal or a
 module-level string constant.
