@@ -34,6 +34,7 @@ no timestamps), so regenerating an unchanged data file changes nothing.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import keyword
 import sys
@@ -143,6 +144,13 @@ class Func:
     @property
     def wire_return(self) -> str:
         return str(self.raw["wire_return"])
+
+    @property
+    def fails_as_nil(self) -> bool:
+        """Lua reports its failure as (nil, err), of which Kong 3.x sends the nil alone.
+        (get_raw_body's nil cannot be packed as bin, a Lua error; get_headers's err is a
+        warning beside a value.)"""
+        return bool(self.raw["multi_return"]) and "None" in split_union(self.wire_return)
 
     @property
     def external_phases(self) -> list[str] | None:
@@ -442,20 +450,32 @@ def notes(fn: Func) -> list[str]:
     return out
 
 
+def failure_text(fn: Func, style: Style) -> str:
+    """What the plugin sees when the call fails, by Kong version (docs/protocol.md §5.3)."""
+    if not fn.fails_as_nil:
+        return ("Kong reports no error for it: a failure is a Lua error, which abandons the "
+                "event (a 500 in rewrite/access).")
+    if style.lua:
+        return ("A failure (Lua's nil, err) arrives as (None, None) from Kong 3.x, which drops "
+                "the error text, and as (None, err) from Kong 2.3 - 2.8.")
+    return (f"A failure (Lua's nil, err) arrives as None from Kong 3.x, which drops the error "
+            f"text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which raises {EXC}.")
+
+
 def returns_line(fn: Func, style: Style) -> str:
     if fn.terminal:
         if style.aio:
             return "Returns: never, and is not awaited: the call itself ends the handler."
         return "Returns: never."
     if style.aio and style.lua:
-        return (f"Returns: an awaitable; await it for ({fn.wire_return}, err); err is a str when "
-                "Kong reports an error, else None.")
-    if style.aio:
-        return (f"Returns: an awaitable; await it for {fn.wire_return}. Awaiting raises {EXC} "
-                "when Kong reports an error.")
-    if style.lua:
-        return f"Returns: ({fn.wire_return}, err); err is a str when Kong reports an error, else None."
-    return f"Returns: {fn.wire_return}. Raises {EXC} when Kong reports an error."
+        head = f"Returns: an awaitable; await it for ({fn.wire_return}, err)."
+    elif style.aio:
+        head = f"Returns: an awaitable; await it for {fn.wire_return}."
+    elif style.lua:
+        head = f"Returns: ({fn.wire_return}, err)."
+    else:
+        head = f"Returns: {fn.wire_return}."
+    return f"{head} {failure_text(fn, style)}"
 
 
 def func_doc(fn: Func, style: Style) -> list[str]:
@@ -541,6 +561,21 @@ def style_class(node: Node, style: Style) -> str:
     return "".join(out)
 
 
+# The official kong-pdk's kong_pdk/pdk/kong/__init__.py imports ".log" too, and a
+# package wins over a module of the same name: our kong/log/ over its log.py.
+# When the official package was installed over ours, a plugin that imports
+# kong_pdk.pdk.kong runs the official server but still this file, which can say so.
+MIXED_INSTALL_HOOK = (
+    "\n"
+    "# Also imported by the official kong-pdk's kong_pdk/pdk/kong/__init__.py (this package\n"
+    "# wins over its log.py): when that package was installed over this one, a plugin still\n"
+    "# gets here on --dump and at start, and the mix is reported (kong_pdk/install_check.py).\n"
+    "from kong_pdk.install_check import warn_if_mixed as _warn_if_mixed\n"
+    "\n"
+    "_warn_if_mixed(stacklevel=2)\n"
+)
+
+
 def render_module(node: Node) -> str:
     summary = SUMMARIES.get(node.path)
     if summary is None:
@@ -590,6 +625,8 @@ def render_module(node: Node) -> str:
         head.append("\n")
         for name in sorted(node.children):
             head.append(f"from {node.module} import {name} as _{name}\n")
+    if node.path == "kong.log":
+        head.append(MIXED_INSTALL_HOOK)
     exports = sorted(node.cls(style) for style in STYLES) + [alias]
     head.append("\n" + fmt_all(exports) + "\n\n")
     tail = f"\n\n{alias} = {node.lua_class}\n"
@@ -620,8 +657,25 @@ def not_callable_reason(f: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- docs
 
 
-def md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+def table_code(text: str) -> str:
+    """Code in a Markdown table cell: HTML, with | as an entity. A backslash
+    escape (\\|) would split no cell but shows literally in MkDocs' code spans;
+    the entity splits no cell and shows as | on the site and on GitHub."""
+    return "<code>" + html.escape(text, quote=False).replace("|", "&#124;") + "</code>"
+
+
+#: The width a signature block shows without scrolling (the site's code blocks).
+DOC_WIDTH = 88
+
+
+def doc_signature(pyname: str, fn: Func, label: str, ret: str) -> str:
+    """One style's signature for the reference page, one parameter per line
+    when it would be wider than ``DOC_WIDTH``."""
+    one = f"def {pyname}({param_list(fn)}) -> {ret}  # {label}\n"
+    if len(one) <= DOC_WIDTH + 1:
+        return one
+    items = "".join(f"    {item},\n" for item in param_items(fn))
+    return f"def {pyname}(  # {label}\n{items}) -> {ret}\n"
 
 
 def doc_page(node: Node) -> str:
@@ -645,17 +699,16 @@ def doc_page(node: Node) -> str:
         ext = fn.external_phases
         phases = "any" if ext is None else (", ".join(ext) if ext else "none")
         out.append(f"| [`{fn.short if fn is not node.call else fn.name}`](#{anchor(fn)}) | {phases} "
-                   f"| `{md_escape(value_type(fn))}` |\n")
+                   f"| {table_code(value_type(fn))} |\n")
     for fn in members:
         out.append(f"\n## {fn.name}\n\n")
         out.append("```python\n")
         pyname = "__call__" if fn is node.call else fn.short
         if fn.terminal:
-            out.append(f"def {pyname}({param_list(fn)}) -> NoReturn  # every style; not awaited\n")
+            out.append(doc_signature(pyname, fn, "every style; not awaited", "NoReturn"))
         else:
             for style in STYLES:
-                out.append(f"def {pyname}({param_list(fn)}) -> {return_type(fn, style)}  "
-                           f"# {style.label}\n")
+                out.append(doc_signature(pyname, fn, style.label, return_type(fn, style)))
         out.append("```\n\n")
         for line in phase_text(fn):
             out.append(f"{line}\n")

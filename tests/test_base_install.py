@@ -1,9 +1,7 @@
 """A base install (no testing extra, so no msgpack) of kong-pdk-native, as a plugin author may have it.
 
-A fresh venv (not ``--system-site-packages``) gets our package through a
-``.pth`` at the source tree (which holds the built extension), the entry points
-our wheel declares (read from pyproject.toml), and pytest with its
-dependencies linked from the suite's venv, and nothing else: no msgpack.
+A fresh venv (tests/linked_venv.py) gets our package, the entry points our
+wheel declares, and pytest with its dependencies, and nothing else: no msgpack.
 
 * pytest registers our plugin (pytest11) in every session; that must never
   break a run that does not use it, and the ``kong`` fixture fails in one line
@@ -14,59 +12,19 @@ dependencies linked from the suite's venv, and nothing else: no msgpack.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
-import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _distributions_of(name: str, seen: set[str]) -> None:
-    """``name`` and what it requires here (markers evaluated, extras left out)."""
-    key = name.lower().replace("_", "-")
-    if key in seen:
-        return
-    seen.add(key)
-    for spec in importlib.metadata.requires(name) or []:
-        req = Requirement(spec)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            _distributions_of(req.name, seen)
+from linked_venv import linked_venv
 
 
 @pytest.fixture(scope="module")
 def base_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("base_install")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True, timeout=120)
-    python = root / "venv" / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip()
-    site = Path(purelib)
-    (site / "kong_pdk_source.pth").write_text(f"{ROOT / 'python'}\n")
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    info = site / f"{project['name'].replace('-', '_')}-0.0.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: 0.0.0\n")
-    sections = {"console_scripts": project["scripts"], **project["entry-points"]}
-    (info / "entry_points.txt").write_text(
-        "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) for group, items in sections.items())
-    )
-    wanted: set[str] = set()
-    _distributions_of("pytest", wanted)
+    python, wanted = linked_venv(tmp_path_factory.mktemp("base_install"), extras=(), also=("pytest",))
     assert "msgpack" not in wanted
-    for name in wanted:
-        dist = importlib.metadata.distribution(name)
-        for top in {f.parts[0] for f in dist.files or []} - {"..", "__pycache__"}:
-            target = Path(str(dist.locate_file(top)))
-            if target.exists() and not (site / top).exists():
-                (site / top).symlink_to(target)
     return python
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,102 @@ def test_check_prints_the_dump_and_no_warning_for_a_good_plugin() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     assert json.loads(out.stdout)[0]["Version"] == "0.1.0"
+
+
+LOOKUP = '''
+Schema = ()
+version = "1.0.0"
+NAME = "py-lookup-const"
+
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        pass
+
+
+if __name__ == "__main__":
+    from kong_pdk.cli import start_dedicated_server
+    start_dedicated_server({name}, Plugin, version, 0, Schema)
+'''
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        '"py-lookup", Plugin, version, 0, Schema',
+        "NAME, Plugin, version, 0, Schema",
+        'name="py-lookup", plugin=Plugin, version=version, priority=0, schema=Schema',
+    ],
+)
+def test_check_prints_the_name_that_dump_prints(tmp_path: Path, call: str) -> None:
+    # The file is py_lookup.py, its server calls itself py-lookup: Kong registers the latter.
+    plugin = tmp_path / "py_lookup.py"
+    plugin.write_text(LOOKUP.replace("{name}, Plugin, version, 0, Schema", call))
+    dumped = subprocess.run([sys.executable, str(plugin), "--dump"], capture_output=True, text=True, timeout=120)
+    assert dumped.returncode == 0, dumped.stderr
+    checked = kong_pdk("check", str(plugin))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)[0]["Name"] == json.loads(dumped.stdout)[0]["Name"]
+    assert json.loads(checked.stdout)[0]["Name"] == ("py-lookup-const" if call.startswith("NAME") else "py-lookup")
+
+
+def test_check_names_a_folder_plugin_after_its_file(tmp_path: Path) -> None:
+    # No start_dedicated_server: kong-python-pluginserver names it after the file.
+    plugin = tmp_path / "py_folder.py"
+    plugin.write_text(LOOKUP.split("if __name__")[0])
+    checked = kong_pdk("check", str(plugin))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)[0]["Name"] == "py_folder"
+
+
+RAISES = '''
+Schema = ()
+version = "1.0.0"
+
+
+class Plugin:
+    def __init__(self, config):
+        pass
+
+    def access(self, kong):
+        {}["missing"]
+'''
+
+
+def test_run_prints_the_traceback_of_a_handler_that_raised_and_fails(tmp_path: Path) -> None:
+    plugin = tmp_path / "raises.py"
+    plugin.write_text(RAISES)
+    out = kong_pdk("run", str(plugin))
+    assert out.returncode == 1
+    assert out.stdout.startswith("HTTP/1.1 500 ")  # what Kong would answer
+    assert "kong-pdk run: the access handler raised:" in out.stderr
+    assert "KeyError: 'missing'" in out.stderr and 'raises.py", line 11, in access' in out.stderr
+
+
+def test_run_says_a_syntax_error_in_one_line(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken.py"
+    plugin.write_text('Schema = ()\nversion = "1.0"\nclass Plugin\n    pass\n')
+    out = kong_pdk("run", str(plugin))
+    checked = kong_pdk("check", str(plugin))
+    assert out.returncode == 1 and checked.returncode == 1
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("kong-pdk run: importing ") and "SyntaxError: expected ':'" in out.stderr
+    assert out.stdout == ""
+
+
+def test_run_into_a_closed_pipe_ends_quietly() -> None:
+    # `kong-pdk run ... | head -0`: the reader is gone before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "kong_pdk.command", "run", str(HELLO), "-v"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
+    assert out.returncode == 1

@@ -35,7 +35,21 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "site" / "index.html").is_file()
-    assert (tmp_path / "site" / "pdk" / "kong.request" / "index.html").is_file()
+    # use_directory_urls: false, so that the site works opened from disk (file://).
+    request_page = tmp_path / "site" / "pdk" / "kong.request.html"
+    assert request_page.is_file()
+    html = request_page.read_text(encoding="utf-8")
+    # The page is titled as the Lua path, not "Kong.request" from its file name.
+    assert "<title>kong.request - kong-pdk-native</title>" in html
+    # A type with | in a reference table shows as written, not as a literal \|.
+    assert "\\|" not in html and "str | None" in html.replace("&#124;", "|")
+    # No signature line runs past what the code block shows without scrolling.
+    for block in re.findall(r'<div class="language-python highlight"><pre>(.*?)</pre>', html, re.S):
+        text = re.sub(r"<[^>]+>", "", block).replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
+        assert max(len(line) for line in text.splitlines()) <= 100, text
+    # Search works from disk: the offline plugin bundles the index as a script.
+    assert list((tmp_path / "site" / "assets" / "javascripts").glob("*.js"))
+    assert (tmp_path / "site" / "search" / "search_index.js").is_file()
 
 
 def test_every_page_is_in_the_nav() -> None:

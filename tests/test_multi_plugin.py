@@ -261,29 +261,49 @@ def test_dump_plugin_info_prints_one_plugin_for_kong_3_9(tmp_path: Path, flag: s
     assert "no plugin named 'gamma'" in missing.stderr
 
 
-def test_a_plugin_file_that_fails_to_import_fails_the_dump_and_the_server(tmp_path: Path) -> None:
+def test_a_plugin_file_that_fails_to_import_costs_only_its_own_plugin(
+    tmp_path: Path, serve: Callable[..., Server]
+) -> None:
+    # As with the official package: the broken file is logged, the rest is dumped and served.
     directory = folder(tmp_path, alpha=ALPHA, broken="import a_module_that_is_not_there\n")
     out = run("-d", str(directory), "--dump-all-plugins")
-    # Kong reads stdout only: an empty one fails its JSON decoding instead of
-    # registering alpha alone.
-    assert out.returncode == 1 and out.stdout == ""
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("kong_pdk: error: cannot load plugin file ")
-    assert "broken.py" in last and "No module named 'a_module_that_is_not_there'" in last
+    assert out.returncode == 0, out.stderr
+    assert [i["Name"] for i in json.loads(out.stdout)] == ["alpha"]
+    error = next(line for line in out.stderr.splitlines() if "cannot load plugin file" in line)
+    assert " ERROR" in error and "broken.py" in error and "serving the other plugins" in error
+    assert "No module named 'a_module_that_is_not_there'" in error
     # The traceback starts at the plugin file's own line, not in the loader.
     assert 'broken.py", line 1, in <module>' in out.stderr and "plugin_folder.py" not in out.stderr
-    # The plugin info of a neighbour still works (one Kong 3.9 entry per plugin).
+    # --strict: an error, and nothing on stdout for Kong to register.
+    strict = run("-d", str(directory), "--dump-all-plugins", "--strict")
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert strict.stderr.strip().splitlines()[-1].startswith("kong_pdk: error: 1 plugin file(s) of ")
     assert run("-d", str(directory), "--dump-plugin-info", "alpha").returncode == 0
-    serving = run("-d", str(directory), "-p", str(tmp_path))
-    assert serving.returncode == 1 and "broken.py" in serving.stderr
+    assert run("-d", str(directory), "--dump-plugin-info", "broken").returncode == 1
+    strict_serving = run("-d", str(directory), "-p", str(tmp_path), "--strict")
+    assert strict_serving.returncode == 1 and "broken.py" in strict_serving.stderr
     assert not (tmp_path / "python_pluginserver.sock").exists()
+    # Served without --strict: alpha answers, the log names the broken file at error level.
+    server = serve(directory)
+    with KongEmulator(server.socket, kong_version="3.8", answers={"kong.request.get_header": "h"}) as kong:
+        result = kong.run_phase("alpha", {"greeting": "hi"}, "access")
+        assert result.outcome == "ret"
+    assert any(" ERROR" in line and "broken.py" in line for line in server.log().splitlines())
 
 
-def test_a_file_without_a_plugin_class_is_an_error(tmp_path: Path) -> None:
+def test_a_file_without_a_plugin_class_is_logged_and_skipped(tmp_path: Path) -> None:
     directory = folder(tmp_path, alpha=ALPHA, helper="X = 1\n")
     out = run("-d", str(directory), "--dump-all-plugins")
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 0 and [i["Name"] for i in json.loads(out.stdout)] == ["alpha"]
     assert "helper.py defines no Plugin class" in out.stderr
+    strict = run("-d", str(directory), "--dump-all-plugins", "--strict")
+    assert strict.returncode == 1 and strict.stdout == ""
+
+
+def test_a_folder_where_no_plugin_loads_is_an_error(tmp_path: Path) -> None:
+    out = run("-d", str(folder(tmp_path, broken="raise RuntimeError('no')\n")), "--dump-all-plugins")
+    assert out.returncode == 1 and out.stdout == ""
+    assert "no other plugin file loaded" in out.stderr
 
 
 def test_async_plugins_under_gevent_are_refused(tmp_path: Path) -> None:

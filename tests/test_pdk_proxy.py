@@ -49,11 +49,13 @@ def test_proxy_checks(serve: Callable[..., Served], tmp_path: Path) -> None:
     served = serve(plugin)
     with KongEmulator(served.socket) as emu:
         result = emu.run_phase("proxy", {}, "access", answers={"kong.request.get_header": "h"})
+        # Names the PDK does not have are sent as they are (the official
+        # package does the same; Kong logs them and answers nil), after a
+        # warning naming the closest real one.
+        assert [c.method for c in result.calls[:2]] == ["kong.reqest.get_header", "kong.request.get_heder"]
+        result.calls[:2] = []
         errors = str(result.calls[0].args[1]).split("\n")
-        assert errors[0] == (
-            "AttributeError: kong.reqest is not a Kong PDK function or namespace; did you mean kong.request?"
-        )
-        assert errors[1].endswith("did you mean kong.request.get_header?")
+        assert errors[:2] == ["no error", "no error"]
         assert errors[2] == "TypeError: kong.request is a namespace of the Kong PDK, not a function"
         assert errors[3].startswith("TypeError: kong.tracing.start_span cannot be called from an external plugin")
         assert errors[4].startswith("TypeError: kong.service.set_tls_cert_key cannot be called from an external plugin")
@@ -73,6 +75,8 @@ def test_proxy_checks(serve: Callable[..., Served], tmp_path: Path) -> None:
         )
         emu.run_phase("proxy", {}, "log")
     served.wait_log("kong.request.get_raw_body called in the log phase")
+    served.wait_log("kong.reqest is not a Kong PDK function or namespace; did you mean kong.request?")
+    served.wait_log("kong.request.get_heder is not a Kong PDK function or namespace; did you mean kong.request.get_header?")
 
 
 RESPONSE_EXIT_PLUGIN = '''

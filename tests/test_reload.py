@@ -230,3 +230,25 @@ def test_without_watchfiles_the_error_names_the_extra(folder: Path, tmp_path: Pa
         "kong_pdk: error: --reload needs watchfiles: pip install 'kong-pdk-native[reload]'"
     ]
     assert not (tmp_path / "reloadme.socket").exists()
+
+
+def test_a_log_file_in_the_plugin_folder_triggers_nothing(folder: Path, serve: Callable[..., Served]) -> None:
+    # The server's log (stderr, -vv) is written into the plugin's own folder.
+    write_plugin(folder, '"A"')
+    served = serve(folder / "reloadme.py", "--reload", "--drain-timeout", "3", prefix=folder)
+    try:
+        served.wait_log("watching 1 file(s) for changes")
+        with open(served.log_path, "a") as log:  # one line, as Kong or the server would add
+            log.write("a line written by someone else\n")
+        # Before the filter: watchfiles reported that write and logged
+        # "1 change detected" into the same file, which it then reported, about
+        # three times a second. Wait for a few rounds of that.
+        time.sleep(2.0)
+        assert "change detected" not in served.log(), served.log()
+        # An edit of the plugin still reloads it.
+        write_plugin(folder, '"B"')
+        with KongEmulator(served.socket, timeout=10) as emu:
+            wait_for_version(emu, "B")
+        assert served.log().count("change detected") == 1, served.log()
+    finally:
+        served.stop(timeout=15)

@@ -101,6 +101,12 @@ def build_server_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="print the info JSON of the plugin NAME alone (a Kong 3.9 query command) and exit",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a plugin file that cannot be loaded is an error (exit status 1); "
+        "by default it is logged and the other plugins are served and dumped",
+    )
     _add_server_flags(p, f"{DEFAULT_SERVER_SOCKET}, the official package's")
     return p
 
@@ -246,9 +252,11 @@ def start_server(argv: Sequence[str] | None = None) -> None:
     socket (the official package's multi-plugin server). Returns only through
     ``SystemExit``.
 
-    A plugin file that cannot be loaded stops it with status 1 and a line
-    naming the file on stderr, also under ``--dump-all-plugins`` (whose stdout
-    then stays empty): Kong would otherwise register a silently partial list.
+    A plugin file that cannot be loaded costs only its own plugin, as with
+    the official package: it is logged at error level with its traceback, and
+    the others are served (or dumped by ``--dump-all-plugins``). With
+    ``--strict`` it stops the server, or the dump, with status 1 (stdout then
+    empty); so does a folder where no plugin loads.
     """
     from kong_pdk.plugin_folder import PluginLoadError, load_folder, load_plugin_file
 
@@ -262,15 +270,25 @@ def start_server(argv: Sequence[str] | None = None) -> None:
         # gevent's blocking I/O (no re-exec needed, unlike a plugin file).
         _patch_for_gevent()
     directory = Path(args.plugins_directory)
+    broken: list[PluginLoadError] = []
     try:
         if args.dump_one is not None:
             plugins = [load_plugin_file(_plugin_file(directory, args.dump_one))]
         else:
-            plugins = load_folder(directory)
+            loaded_folder = load_folder(directory)
+            plugins, broken = loaded_folder.plugins, loaded_folder.broken
     except PluginLoadError as e:
         # Kong never reads stderr; this is for whoever runs the command by hand.
         print(e.details, file=sys.stderr, end="")
         _fail(str(e))
+    if broken and not worker:
+        # Kong's error log, at error level: the rest of the folder goes on.
+        setup_logging(args.verbose)
+        for failure in broken:
+            log.error("%s%s\n%s", failure, "" if args.strict else "; serving the other plugins", failure.details.rstrip())
+    if broken and (args.strict or not plugins):
+        _fail(f"{len(broken)} plugin file(s) of {str(directory)!r} cannot be loaded"
+              + (" (--strict)" if plugins else " and no other plugin file loaded"))
     if not worker:
         for loaded in plugins:
             for mistake in loaded.mistakes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,11 +56,28 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "JSON (what --dump prints) on stdout.",
     )
     check.add_argument("plugin", type=Path, help="the plugin file")
-    check.add_argument("--name", default=None, help="plugin name (default: the file name without .py)")
+    check.add_argument(
+        "--name",
+        default=None,
+        help="plugin name (default: the name of the file's start_dedicated_server call, which --dump prints; "
+        "else the file name without .py, as kong-python-pluginserver names it)",
+    )
     return top, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`kong-pdk run ... | head`): nothing more to
+        # say. Python would report the failed flush at exit; stdout goes to
+        # /dev/null so that it cannot.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from kong_pdk.install_check import warn_if_mixed
 
     warn_if_mixed()
@@ -108,6 +126,7 @@ def _check(args: argparse.Namespace) -> int:
     from kong_pdk.plugin_check import MISSING, plugin_mistakes
     from kong_pdk.plugin_file import import_plugin_file
     from kong_pdk.plugin_info import PHASES, plugin_info
+    from kong_pdk.plugin_name import declared_name
 
     path: Path = args.plugin
     if not path.is_file():
@@ -125,7 +144,8 @@ def _check(args: argparse.Namespace) -> int:
     version = getattr(module, "version", MISSING)
     schema = getattr(module, "Schema", ())
     try:
-        info = plugin_info(args.name or path.stem, plugin, None if version is MISSING else version,
+        name = args.name or declared_name(path, module) or path.stem
+        info = plugin_info(name, plugin, None if version is MISSING else version,
                            getattr(module, "priority", 0), schema)
     except TypeError as exc:
         print(f"kong-pdk check: {exc}", file=sys.stderr)

@@ -8,9 +8,11 @@ helpers, not plugins; the folder is on the import path, so plugins can import
 them.
 
 A file that cannot be loaded (it raises on import, or defines no ``Plugin``
-class) is an error, never a skipped plugin: Kong registers whatever the query
-command prints, and a plugin silently missing from that list only shows up
-as "plugin not enabled" much later (docs/protocol.md §1.4).
+class) costs only its own plugin, as with the official package: the others
+are served and dumped, and the server logs the broken file at error level
+with its traceback. ``--strict`` makes it an error instead (for CI: Kong
+registers whatever the query command prints, and a plugin missing from that
+list only shows up as "plugin not enabled" later, docs/protocol.md §1.4).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from kong_pdk.plugin_check import MISSING, plugin_mistakes
 from kong_pdk.plugin_file import import_plugin_file
 from kong_pdk.serve import PluginDefinition
 
-__all__ = ["PluginLoadError", "LoadedPlugin", "plugin_files", "load_plugin_file", "load_folder"]
+__all__ = ["PluginLoadError", "LoadedPlugin", "FolderLoad", "plugin_files", "load_plugin_file", "load_folder"]
 
 
 class PluginLoadError(Exception):
@@ -101,9 +103,26 @@ def _traceback_from(e: BaseException, path: Path) -> str:
     return "".join(traceback.format_exception(type(e), e, tb))
 
 
-def load_folder(directory: Path) -> list[LoadedPlugin]:
-    """Every plugin of ``directory``; the first file that fails raises ``PluginLoadError``."""
+@dataclass(frozen=True)
+class FolderLoad:
+    """The plugins of a folder that loaded, and the errors of those that did not."""
+
+    plugins: list[LoadedPlugin]
+    broken: list[PluginLoadError]
+
+
+def load_folder(directory: Path) -> FolderLoad:
+    """Every plugin file of ``directory``, each loaded on its own: one that
+    fails is in ``broken`` and costs no other. A folder without plugin files
+    raises ``PluginLoadError``."""
     files = plugin_files(directory)
     if not files:
         raise PluginLoadError(f"no plugin file (*.py) in {str(directory)!r}")
-    return [load_plugin_file(path) for path in files]
+    plugins: list[LoadedPlugin] = []
+    broken: list[PluginLoadError] = []
+    for path in files:
+        try:
+            plugins.append(load_plugin_file(path))
+        except PluginLoadError as e:
+            broken.append(e)
+    return FolderLoad(plugins, broken)

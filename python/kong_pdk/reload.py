@@ -187,7 +187,11 @@ class Supervisor:
                     yield_on_timeout=True,
                     stop_event=self.stop_watching,
                     raise_interrupt=False,
-                    watch_filter=None,
+                    # Only the plugin's own sources reach us (and watchfiles'
+                    # "N changes detected" log line): a log file in the folder
+                    # would otherwise report every line written to it, our
+                    # own report of that change included, round and round.
+                    watch_filter=lambda _change, path: self.relevant(path),
                 ):
                     paths = {p for _, p in batch if self.relevant(p)}
                     if not caught_up and not batch:

@@ -2,6 +2,7 @@
 //! `kong.request.get_header`) is resolved against the PDK function list once
 //! and shared by every event afterwards.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -22,13 +23,18 @@ pub enum CallKind {
 pub struct PdkPath {
     pub name: Arc<str>,
     pub kind: CallKind,
-    /// `None` for a pure namespace (`kong.request`).
+    /// `None` for a pure namespace (`kong.request`) and for a name the PDK
+    /// does not have.
     pub function: Option<&'static FunctionInfo>,
+    /// Not a name of the PDK (`kong.log.error`): a call is still sent, as the
+    /// official package does; Kong logs "could not find pdk method" and
+    /// answers nil, and the request goes on (docs/protocol.md §5.1).
+    pub unknown: bool,
     children: RwLock<HashMap<Box<str>, Arc<PdkPath>>>,
 }
 
 impl PdkPath {
-    fn new(name: &str, function: Option<&'static FunctionInfo>) -> Self {
+    fn new(name: &str, function: Option<&'static FunctionInfo>, unknown: bool) -> Self {
         let kind = match name {
             _ if function.is_some_and(|f| f.terminal) => CallKind::Terminal,
             n if n == "kong.log" || n.starts_with("kong.log.") => CallKind::Log,
@@ -38,42 +44,53 @@ impl PdkPath {
             name: Arc::from(name),
             kind,
             function,
+            unknown,
             children: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn root() -> &'static Arc<PdkPath> {
         static ROOT: OnceLock<Arc<PdkPath>> = OnceLock::new();
-        ROOT.get_or_init(|| Arc::new(PdkPath::new("kong", None)))
+        ROOT.get_or_init(|| Arc::new(PdkPath::new("kong", None, false)))
     }
 
     /// The child path, resolved against the PDK function list on first use
-    /// and shared afterwards. An unknown name is an error naming the closest
-    /// real one.
-    pub fn child(&self, attr: &str) -> Result<Arc<PdkPath>, String> {
+    /// and shared afterwards. A name the PDK does not have is still a path
+    /// (the official package sends such calls to Kong, which logs them and
+    /// goes on); its first use logs a warning naming the closest real one.
+    pub fn child(&self, attr: &str) -> Arc<PdkPath> {
         if let Some(c) = self
             .children
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(attr)
         {
-            return Ok(Arc::clone(c));
+            return Arc::clone(c);
         }
         let full = format!("{}.{attr}", self.name);
         let table = PdkTable::get();
         let function = table.function(&full);
-        if function.is_none() && !table.is_namespace(&full) {
-            return Err(match table.closest(&full) {
-                Some(near) => {
-                    format!("{full} is not a Kong PDK function or namespace; did you mean {near}?")
-                }
-                None => format!("{full} is not a Kong PDK function or namespace"),
-            });
-        }
+        let unknown = self.unknown || (function.is_none() && !table.is_namespace(&full));
         let mut children = self.children.write().unwrap_or_else(|p| p.into_inner());
-        Ok(Arc::clone(children.entry(Box::from(attr)).or_insert_with(
-            || Arc::new(PdkPath::new(&full, function)),
-        )))
+        match children.entry(Box::from(attr)) {
+            Entry::Occupied(e) => Arc::clone(e.get()),
+            Entry::Vacant(e) => {
+                // Once per path and process: below an unknown name, only
+                // that name was warned about.
+                if unknown && !self.unknown {
+                    let hint = table
+                        .closest(&full)
+                        .map(|near| format!("; did you mean {near}?"))
+                        .unwrap_or_default();
+                    log::warn!(
+                        "{full} is not a Kong PDK function or namespace{hint} \
+                         (a call is sent to Kong as it is: Kong logs \"could not find pdk method\" \
+                         and answers nil)"
+                    );
+                }
+                Arc::clone(e.insert(Arc::new(PdkPath::new(&full, function, unknown))))
+            }
+        }
     }
 }
 

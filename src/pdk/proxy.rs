@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
 use super::event::PdkTarget;
 use super::exceptions::plugin_exit;
@@ -59,10 +59,7 @@ impl PdkProxy {
         if let Some(child) = cached {
             return Ok(child.into_bound(py));
         }
-        let path = self
-            .path
-            .child(name.to_str()?)
-            .map_err(PyAttributeError::new_err)?;
+        let path = self.path.child(name.to_str()?);
         let fresh = Bound::new(py, PdkProxy::new(Arc::clone(&self.ctx), path))?;
         let mut children = self.children();
         // The same name in another string object (built at run time), or
@@ -140,6 +137,9 @@ fn bind_args<'py>(
 
 /// Encodes call arguments, dealing with Lua's nil cut (docs/protocol.md §11.2).
 fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> {
+    if path.kind == CallKind::Log && &*path.name != SET_SERIALIZE_VALUE {
+        return encode_log_args(items);
+    }
     // Trailing Nones change nothing for Lua: drop them.
     let mut n = items.len();
     while n > 0 && items[n - 1].is_none() {
@@ -179,6 +179,36 @@ fn encode_args(path: &PdkPath, items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> 
     Ok(out)
 }
 
+/// `kong.log.set_serialize_value(key, value)` stores data, not a message:
+/// its value keeps its type (`True` stays a boolean in the serialized log).
+const SET_SERIALIZE_VALUE: &str = "kong.log.set_serialize_value";
+
+/// The arguments of a log message (`kong.log(...)`, `kong.log.err(...)`,
+/// `kong.log.inspect(...)`) as the official package renders them, so that
+/// Kong's error log reads the same line with either server: an argument of
+/// exactly `str`, `int`, `list` or `dict` is sent as it is (a list's or
+/// dict's items too), anything else (bool, float, None, bytes, subclasses,
+/// other objects) as its Python `str()`. Every argument is sent, a trailing
+/// `None` too.
+fn encode_log_args(items: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(32);
+    let n = u32::try_from(items.len())
+        .map_err(|_| PyTypeError::new_err("too many arguments for one PDK call"))?;
+    let _ = rmp::encode::write_array_len(&mut out, n);
+    for item in items {
+        let as_is = item.is_exact_instance_of::<PyString>()
+            || item.is_exact_instance_of::<PyInt>()
+            || item.is_exact_instance_of::<PyList>()
+            || item.is_exact_instance_of::<PyDict>();
+        if as_is {
+            write_py(&mut out, item, Unsendable::Stringify)?;
+        } else {
+            write_py(&mut out, item.str()?.as_any(), Unsendable::Stringify)?;
+        }
+    }
+    Ok(out)
+}
+
 #[pymethods]
 impl PdkProxy {
     /// Every plain name is a PDK path. Resolved here first, rather than in
@@ -204,16 +234,14 @@ impl PdkProxy {
         Ok(slf.get().child(name)?.into_any())
     }
 
-    /// Reached only when `__getattribute__` failed: gives the reason (an
-    /// unknown PDK name and the closest real one) again, as pyo3 replaces
-    /// the first AttributeError's message with the bare name.
+    /// Reached only when `__getattribute__` failed, which only a dunder
+    /// name can (every other name is a path): the plain AttributeError.
     fn __getattr__(&self, name: &Bound<'_, PyString>) -> PyResult<PdkProxy> {
         let name = name.to_str()?;
         if name.starts_with("__") {
             return Err(PyAttributeError::new_err(name.to_string()));
         }
-        let path = self.path.child(name).map_err(PyAttributeError::new_err)?;
-        Ok(PdkProxy::new(Arc::clone(&self.ctx), path))
+        Ok(PdkProxy::new(Arc::clone(&self.ctx), self.path.child(name)))
     }
 
     #[pyo3(signature = (*args, **kwargs))]
@@ -224,10 +252,17 @@ impl PdkProxy {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Some(function) = self.path.function else {
-            return Err(PyTypeError::new_err(format!(
-                "{} is a namespace of the Kong PDK, not a function",
-                self.path.name
-            )));
+            if !self.path.unknown {
+                return Err(PyTypeError::new_err(format!(
+                    "{} is a namespace of the Kong PDK, not a function",
+                    self.path.name
+                )));
+            }
+            // Sent as it is, as the official package does (its first use
+            // was warned about in path.rs).
+            let items = bind_args(&self.path, args, kwargs)?;
+            let encoded = encode_args(&self.path, &items)?;
+            return Arc::clone(&self.ctx).call(py, Arc::clone(&self.path.name), encoded);
         };
         if let Some(why) = &function.not_callable {
             return Err(PyTypeError::new_err(format!(

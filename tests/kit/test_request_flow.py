@@ -69,13 +69,13 @@ def test_logs_are_captured_per_level_and_phase() -> None:
     )
     res = r.http()
     assert [(e.level, e.phase, e.message) for e in res.logs] == [
-        ("err", "access", "bad 1 true"),
+        ("err", "access", "bad 1 True"),  # True as Python str() renders it, as the official package sends it
         ("info", "access", "hello"),
         ("notice", "access", "plain"),
         ("notice", "access", 'a {"b":1}'),
         ("warn", "log", "late"),
     ]
-    assert res.log_messages("err") == ["bad 1 true"]
+    assert res.log_messages("err") == ["bad 1 True"]
 
 
 def test_serialize_is_json_text_in_the_log_phase() -> None:
@@ -133,15 +133,24 @@ def test_client_tls_in_access() -> None:
 
 
 def test_a_plugin_exception_fails_the_test_with_its_traceback() -> None:
-    with pytest.raises(KitFailure, match="AttributeError"):
-        runner({"access": [["kong.request.no_such_function", []]]}).http()
-    res = runner({"access": [["kong.request.no_such_function", []]]}, strict=False).http()
+    with pytest.raises(KitFailure, match="TypeError"):
+        runner({"access": [["kong.request.get_header", ["a", "b", "c"]]]}).http()
+    res = runner({"access": [["kong.request.get_header", ["a", "b", "c"]]]}, strict=False).http()
     assert res.plugin_errors and res.plugin_errors[0].phase == "access"
     # The server decides how a raising handler ends (logged, then "ret" or a 500);
     # the kit shows exactly what it sent.
     ended_with_error = res.events["access"].outcome == "error"
     assert res.client_response is not None
     assert res.client_response.status == (500 if ended_with_error else 200)
+
+
+def test_a_name_the_pdk_lacks_fails_a_strict_test_and_goes_on_otherwise() -> None:
+    # Sent to Kong as it is, as the official package does: Kong logs it and answers nil.
+    with pytest.raises(KitFailure, match="kong.request.no_such_function is not a function this Kong has"):
+        runner({"access": [["kong.request.no_such_function", []]]}).http()
+    res = runner({"access": [["kong.request.no_such_function", []]]}, strict=False).http()
+    assert not res.plugin_errors
+    assert res.client_response is not None and res.client_response.status == 200
 
 
 def test_answers_override_a_pdk_function() -> None:

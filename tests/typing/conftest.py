@@ -25,6 +25,8 @@ def pdk_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pkg.mkdir()
     (pkg / "__init__.py").write_text('"""Sandbox stand-in: no compiled extension."""\n')
     shutil.copy2(PY_SRC / "kong_pdk" / "exception.py", pkg / "exception.py")
+    # kong.log's module reports a mixed install with it (issue 18, point 3).
+    shutil.copy2(PY_SRC / "kong_pdk" / "install_check.py", pkg / "install_check.py")
     shutil.copytree(
         PY_SRC / "kong_pdk" / "pdk",
         pkg / "pdk",

@@ -111,6 +111,15 @@ BAD_CASES: dict[str, tuple[str, str]] = {
     "python_style_unpacked": (PY_HEAD, 'host, err = kong.request.get_header("host")  # E: misc'),
     "python_style_value_may_be_none": (PY_HEAD, 'kong.request.get_header("host").lower()  # E: union-attr'),
     "python_style_wrong_type": (PY_HEAD, "port: str = kong.request.get_port()  # E: assignment"),
+    # Kong 3.x reports a (nil, err) failure as a bare None: no PDKException, so the
+    # value is Optional and a checker makes the plugin handle it (issue 18).
+    "python_style_failure_is_none": (PY_HEAD, 'secret: str = kong.vault.get("{vault://env/key}")  # E: assignment'),
+    "python_style_missing_consumer_is_none": (
+        PY_HEAD, 'consumer: dict[str, object] = kong.client.load_consumer("id")  # E: assignment'
+    ),
+    "async_python_style_failure_is_none": (
+        APY_HEAD, 'secret: str = await kong.vault.get("{vault://env/key}")  # E: assignment'
+    ),
     # The annotation itself.
     "annotation_typo": (
         "import kong_pdk.pdk.kong as kong\n\n\nclass Plugin:\n"

@@ -6,7 +6,10 @@
 The plugin runs through the test kit (our server in-process, Kong emulated
 over the socket), with Kong's lenient behaviour so the output shows what Kong
 would do. ``-v`` also prints every PDK call, Kong's log lines and the plugin's
-log entries, on stderr. The exit status is 0 unless the plugin could not run.
+log entries, on stderr. A handler that raised has its traceback printed on
+stderr (after the response Kong would send, a 500 in rewrite/access) and the
+exit status is 1; a plugin file that cannot be imported is one line on stderr
+and status 1, as with ``kong-pdk check``; otherwise the status is 0.
 
 The ``kong-pdk`` command (``kong_pdk.command``) parses the arguments
 (``add_arguments``) and calls ``run`` once it knows the testing extra is there.
@@ -88,11 +91,17 @@ def run(args: argparse.Namespace) -> int:
     body = _body(args.data)
     method = args.method or ("POST" if body is not None else "GET")
     try:
+        spec = load_plugin(args.plugin, args.name)
+    except OSError as exc:
+        print(f"kong-pdk run: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the plugin's own import failed: say what, not a traceback of ours
+        print(f"kong-pdk run: importing {args.plugin} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
         with warnings.catch_warnings(record=True) as caught:  # said once, on one line each
             warnings.simplefilter("always", PluginWarning)
-            runner = PluginRunner(
-                load_plugin(args.plugin, args.name), config, strict=args.strict, model=args.model, workers=args.workers
-            )
+            runner = PluginRunner(spec, config, strict=args.strict, model=args.model, workers=args.workers)
         for warning in caught:
             if issubclass(warning.category, PluginWarning):
                 print(f"kong-pdk run: warning: {warning.message}", file=sys.stderr)
@@ -124,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
     if response.body and not response.body.endswith(b"\n"):
         out.write(b"\n")
     out.flush()
-    return 0
+    if res.plugin_errors and not args.verbose:  # -v printed them already
+        for error in res.plugin_errors:
+            print(f"kong-pdk run: {error}", file=sys.stderr, end="" if str(error).endswith("\n") else "\n")
+    return 1 if res.plugin_errors else 0
 
 
 def _verbose(res: object) -> None:

@@ -37,7 +37,8 @@ class LuaStyleCluster(Protocol):
         """kong.cluster.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -54,8 +55,9 @@ class PythonStyleCluster(Protocol):
         """kong.cluster.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -73,8 +75,9 @@ class AsyncLuaStyleCluster(Protocol):
         """kong.cluster.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -92,8 +95,9 @@ class AsyncPythonStyleCluster(Protocol):
         """kong.cluster.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """

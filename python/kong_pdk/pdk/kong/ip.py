@@ -33,7 +33,8 @@ class LuaStyleIp(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (bool, err); err is a str when Kong reports an error, else None.
+        Returns: (bool, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -50,7 +51,8 @@ class PythonStyleIp(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: bool. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: bool. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -68,8 +70,8 @@ class AsyncLuaStyleIp(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (bool, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (bool, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -87,8 +89,8 @@ class AsyncPythonStyleIp(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for bool. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -38,7 +38,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.get_ctx(k)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (Any, err); err is a str when Kong reports an error, else None.
+        Returns: (Any, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -48,7 +49,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.get_statistics()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, int], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, int], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -56,7 +58,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.get_subsystem()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -64,7 +67,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.get_tls1_version_str()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -74,7 +78,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.get_var(name)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -84,7 +89,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.req_start_time()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (float, err); err is a str when Kong reports an error, else None.
+        Returns: (float, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -94,7 +100,8 @@ class LuaStyleNginx(Protocol):
         """kong.nginx.set_ctx(k, v)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -111,7 +118,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.get_ctx(k)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: Any. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: Any. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -121,8 +129,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.get_statistics()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, int]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, int]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -130,7 +138,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.get_subsystem()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -138,8 +147,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.get_tls1_version_str()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -149,8 +158,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.get_var(name)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -160,7 +169,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.req_start_time()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: float. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: float. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -170,7 +180,8 @@ class PythonStyleNginx(Protocol):
         """kong.nginx.set_ctx(k, v)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -188,8 +199,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.get_ctx(k)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (Any, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (Any, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -199,8 +210,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.get_statistics()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, int], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, int], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -208,8 +219,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.get_subsystem()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -217,8 +228,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.get_tls1_version_str()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -228,8 +239,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.get_var(name)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -239,8 +250,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.req_start_time()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (float, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (float, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -250,8 +261,8 @@ class AsyncLuaStyleNginx(Protocol):
         """kong.nginx.set_ctx(k, v)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -269,8 +280,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.get_ctx(k)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for Any. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for Any. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -280,8 +291,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.get_statistics()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, int]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, int]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -289,8 +300,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.get_subsystem()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -298,8 +309,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.get_tls1_version_str()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -309,8 +320,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.get_var(name)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -320,8 +331,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.req_start_time()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for float. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for float. Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -331,8 +342,8 @@ class AsyncPythonStyleNginx(Protocol):
         """kong.nginx.set_ctx(k, v)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

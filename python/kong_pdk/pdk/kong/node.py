@@ -31,7 +31,8 @@ class LuaStyleNode(Protocol):
         """kong.node.get_hostname()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -39,7 +40,8 @@ class LuaStyleNode(Protocol):
         """kong.node.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -51,7 +53,8 @@ class LuaStyleNode(Protocol):
         """kong.node.get_memory_stats(unit=None, scale=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -66,7 +69,8 @@ class PythonStyleNode(Protocol):
         """kong.node.get_hostname()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -74,7 +78,8 @@ class PythonStyleNode(Protocol):
         """kong.node.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -86,8 +91,8 @@ class PythonStyleNode(Protocol):
         """kong.node.get_memory_stats(unit=None, scale=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -103,8 +108,8 @@ class AsyncLuaStyleNode(Protocol):
         """kong.node.get_hostname()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -112,8 +117,8 @@ class AsyncLuaStyleNode(Protocol):
         """kong.node.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -125,8 +130,8 @@ class AsyncLuaStyleNode(Protocol):
         """kong.node.get_memory_stats(unit=None, scale=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -142,8 +147,8 @@ class AsyncPythonStyleNode(Protocol):
         """kong.node.get_hostname()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -151,8 +156,8 @@ class AsyncPythonStyleNode(Protocol):
         """kong.node.get_id()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -164,8 +169,8 @@ class AsyncPythonStyleNode(Protocol):
         """kong.node.get_memory_stats(unit=None, scale=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -38,7 +38,8 @@ class LuaStylePlugin(Protocol):
 
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -54,7 +55,8 @@ class PythonStylePlugin(Protocol):
 
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -71,8 +73,8 @@ class AsyncLuaStylePlugin(Protocol):
 
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -89,8 +91,8 @@ class AsyncPythonStylePlugin(Protocol):
 
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

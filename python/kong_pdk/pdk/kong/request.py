@@ -43,8 +43,9 @@ class LuaStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: (dict[str, Any] | list[Any] | None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: (dict[str, Any] | list[Any] | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -57,7 +58,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -67,7 +69,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -77,7 +80,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (int, err); err is a str when Kong reports an error, else None.
+        Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -87,7 +91,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -97,7 +102,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -107,7 +113,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -122,8 +129,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (dict[str, list[str]], err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, list[str]], err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -137,7 +144,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -147,7 +155,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (float | None, err); err is a str when Kong reports an error, else None.
+        Returns: (float | None, err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -157,7 +166,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -167,7 +177,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -177,7 +188,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -187,7 +199,8 @@ class LuaStyleRequest(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (int, err); err is a str when Kong reports an error, else None.
+        Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -197,8 +210,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (dict[str, list[str]], err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, list[str]], err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -211,8 +224,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str | bool | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (str | bool | None, err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -221,7 +234,8 @@ class LuaStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: (bytes, err); err is a str when Kong reports an error, else None.
+        Returns: (bytes, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
@@ -234,7 +248,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -244,7 +259,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -254,7 +270,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -264,7 +281,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (float, err); err is a str when Kong reports an error, else None.
+        Returns: (float, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -274,7 +292,8 @@ class LuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -297,8 +316,9 @@ class PythonStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: dict[str, Any] | list[Any] | None. Raises kong_pdk.exception.PDKException
-        when Kong reports an error.
+        Returns: dict[str, Any] | list[Any] | None. A failure (Lua's nil, err) arrives as
+        None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 - 2.8
+        sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -311,7 +331,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -321,7 +342,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -331,7 +353,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: int. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -341,8 +364,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -352,7 +375,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -362,8 +386,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -375,8 +399,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: dict[str, list[str]]. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, list[str]]. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -390,7 +414,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -400,8 +425,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: float | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: float | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -411,7 +436,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -421,7 +447,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -431,7 +458,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -441,7 +469,8 @@ class PythonStyleRequest(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: int. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -451,8 +480,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: dict[str, list[str]]. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, list[str]]. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -465,8 +494,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str | bool | None. Raises kong_pdk.exception.PDKException when Kong reports
-        an error.
+        Returns: str | bool | None. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -475,7 +504,8 @@ class PythonStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: bytes. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: bytes. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
@@ -488,7 +518,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -498,7 +529,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -508,7 +540,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -518,7 +551,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: float. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: float. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -528,8 +562,8 @@ class PythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -553,8 +587,9 @@ class AsyncLuaStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err); err is
-        a str when Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err). A
+        failure (Lua's nil, err) arrives as (None, None) from Kong 3.x, which drops the
+        error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -567,8 +602,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -578,8 +613,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -589,8 +624,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -600,8 +635,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -611,8 +646,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -622,8 +657,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -638,8 +673,9 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, list[str]], err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -653,8 +689,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -664,8 +700,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (float | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (float | None, err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -675,8 +711,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -686,8 +722,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -697,8 +733,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -708,8 +744,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -722,8 +758,9 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, list[str]], err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -736,8 +773,9 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str | bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | bool | None, err). Kong reports no error
+        for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
         """
         ...
 
@@ -749,8 +787,8 @@ class AsyncLuaStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (bytes, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
@@ -763,8 +801,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -774,8 +812,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -785,8 +823,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -796,8 +834,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (float, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (float, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -807,8 +845,8 @@ class AsyncLuaStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -832,8 +870,10 @@ class AsyncPythonStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. Awaiting
-        raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. A failure
+        (Lua's nil, err) arrives as None from Kong 3.x, which drops the error text, so
+        nothing is raised; Kong 2.3 - 2.8 sent the error, which raises
+        kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -846,8 +886,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -857,8 +897,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -868,8 +908,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for int. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -879,8 +919,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -890,8 +930,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -901,8 +941,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -914,8 +954,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, list[str]]. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -929,8 +969,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -940,8 +980,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for float | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for float | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -951,8 +991,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -962,8 +1002,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -973,8 +1013,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -984,8 +1024,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for int. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -995,8 +1035,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, list[str]]. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
@@ -1009,8 +1049,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str | bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | bool | None. Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -1019,8 +1059,8 @@ class AsyncPythonStyleRequest(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for bytes. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bytes. Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
@@ -1033,8 +1073,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -1044,8 +1084,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -1055,8 +1095,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -1066,8 +1106,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for float. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for float. Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -1077,8 +1117,8 @@ class AsyncPythonStyleRequest(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

@@ -42,7 +42,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -51,7 +52,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -95,7 +97,8 @@ class LuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -110,8 +113,8 @@ class LuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (dict[str, list[str]], err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, list[str]], err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -126,7 +129,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: (bytes, err); err is a str when Kong reports an error, else None.
+        Returns: (bytes, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -138,7 +142,8 @@ class LuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -150,7 +155,8 @@ class LuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: (int, err); err is a str when Kong reports an error, else None.
+        Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -165,7 +171,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -177,7 +184,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -186,7 +194,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -195,7 +204,8 @@ class LuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -211,7 +221,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -220,7 +231,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -264,8 +276,8 @@ class PythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -277,8 +289,8 @@ class PythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: dict[str, list[str]]. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, list[str]]. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -293,7 +305,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: bytes. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: bytes. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -305,7 +318,8 @@ class PythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -317,7 +331,8 @@ class PythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: int. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -328,7 +343,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -337,7 +353,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -346,7 +363,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -355,7 +373,8 @@ class PythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -378,8 +397,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -388,8 +407,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -433,8 +452,8 @@ class AsyncLuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -449,8 +468,9 @@ class AsyncLuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, list[str]], err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -465,8 +485,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (bytes, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -478,8 +498,8 @@ class AsyncLuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -491,8 +511,8 @@ class AsyncLuaStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -507,8 +527,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -520,8 +540,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -530,8 +550,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -540,8 +560,8 @@ class AsyncLuaStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -564,8 +584,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -574,8 +594,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -619,8 +639,8 @@ class AsyncPythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -632,8 +652,8 @@ class AsyncPythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, list[str]]. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -648,8 +668,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: an awaitable; await it for bytes. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bytes. Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -661,8 +681,8 @@ class AsyncPythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -674,8 +694,8 @@ class AsyncPythonStyleResponse(Protocol):
         Phases: response, log.
         (Kong also allows header_filter, body_filter, admin_api, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for int. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -690,8 +710,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -703,8 +723,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -713,8 +733,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: body_filter).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -723,8 +743,8 @@ class AsyncPythonStyleResponse(Protocol):
 
         Phases: rewrite, access, response.
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -38,8 +38,8 @@ class LuaStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -48,8 +48,8 @@ class LuaStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -65,8 +65,8 @@ class PythonStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -75,8 +75,8 @@ class PythonStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -93,8 +93,9 @@ class AsyncLuaStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
         """
         ...
 
@@ -103,8 +104,9 @@ class AsyncLuaStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
         """
         ...
 
@@ -121,8 +123,8 @@ class AsyncPythonStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -131,8 +133,8 @@ class AsyncPythonStyleRouter(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

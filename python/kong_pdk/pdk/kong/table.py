@@ -37,7 +37,8 @@ class LuaStyleTable(Protocol):
         """kong.table.clear(tab)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -49,7 +50,8 @@ class LuaStyleTable(Protocol):
         """kong.table.merge(t1=None, t2=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -61,7 +63,8 @@ class LuaStyleTable(Protocol):
         """kong.table.new(narr=None, nrec=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -76,7 +79,8 @@ class PythonStyleTable(Protocol):
         """kong.table.clear(tab)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -88,8 +92,8 @@ class PythonStyleTable(Protocol):
         """kong.table.merge(t1=None, t2=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -97,8 +101,8 @@ class PythonStyleTable(Protocol):
         """kong.table.new(narr=None, nrec=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -114,8 +118,8 @@ class AsyncLuaStyleTable(Protocol):
         """kong.table.clear(tab)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -127,8 +131,8 @@ class AsyncLuaStyleTable(Protocol):
         """kong.table.merge(t1=None, t2=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -140,8 +144,8 @@ class AsyncLuaStyleTable(Protocol):
         """kong.table.new(narr=None, nrec=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -157,8 +161,8 @@ class AsyncPythonStyleTable(Protocol):
         """kong.table.clear(tab)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -170,8 +174,8 @@ class AsyncPythonStyleTable(Protocol):
         """kong.table.merge(t1=None, t2=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -179,8 +183,8 @@ class AsyncPythonStyleTable(Protocol):
         """kong.table.new(narr=None, nrec=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -46,7 +46,8 @@ class LuaStyleTelemetry(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows balancer, timer, header_filter, body_filter, which external
         plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -70,7 +71,8 @@ class PythonStyleTelemetry(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows balancer, timer, header_filter, body_filter, which external
         plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -95,8 +97,8 @@ class AsyncLuaStyleTelemetry(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows balancer, timer, header_filter, body_filter, which external
         plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -121,8 +123,8 @@ class AsyncPythonStyleTelemetry(Protocol):
         Phases: rewrite, access, response, log.
         (Kong also allows balancer, timer, header_filter, body_filter, which external
         plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

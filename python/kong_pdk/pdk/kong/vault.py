@@ -37,7 +37,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.flush()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -45,7 +46,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.get(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -55,7 +57,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.init_worker()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -63,7 +66,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.is_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (bool, err); err is a str when Kong reports an error, else None.
+        Returns: (bool, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -71,8 +75,9 @@ class LuaStyleVault(Protocol):
         """kong.vault.parse_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). A failure (Lua's nil, err) arrives as (None,
+        None) from Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 -
+        2.8.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -83,7 +88,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.update(options)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -91,7 +97,8 @@ class LuaStyleVault(Protocol):
         """kong.vault.warmup(input)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -106,7 +113,8 @@ class PythonStyleVault(Protocol):
         """kong.vault.flush()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -114,8 +122,9 @@ class PythonStyleVault(Protocol):
         """kong.vault.get(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -125,7 +134,8 @@ class PythonStyleVault(Protocol):
         """kong.vault.init_worker()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -133,7 +143,8 @@ class PythonStyleVault(Protocol):
         """kong.vault.is_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: bool. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: bool. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -141,8 +152,9 @@ class PythonStyleVault(Protocol):
         """kong.vault.parse_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. A failure (Lua's nil, err) arrives as None from Kong
+        3.x, which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the
+        error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -153,8 +165,8 @@ class PythonStyleVault(Protocol):
         """kong.vault.update(options)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -162,7 +174,8 @@ class PythonStyleVault(Protocol):
         """kong.vault.warmup(input)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -178,8 +191,8 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.flush()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -187,8 +200,9 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.get(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -198,8 +212,8 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.init_worker()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -207,8 +221,8 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.is_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (bool, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (bool, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -219,8 +233,9 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.parse_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). A failure (Lua's
+        nil, err) arrives as (None, None) from Kong 3.x, which drops the error text, and as
+        (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -231,8 +246,8 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.update(options)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -240,8 +255,8 @@ class AsyncLuaStyleVault(Protocol):
         """kong.vault.warmup(input)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -257,8 +272,8 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.flush()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -266,8 +281,9 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.get(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -277,8 +293,8 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.init_worker()
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -286,8 +302,8 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.is_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for bool. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -295,8 +311,9 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.parse_reference(reference)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. A failure (Lua's nil,
+        err) arrives as None from Kong 3.x, which drops the error text, so nothing is
+        raised; Kong 2.3 - 2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -307,8 +324,8 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.update(options)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -316,8 +333,8 @@ class AsyncPythonStyleVault(Protocol):
         """kong.vault.warmup(input)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

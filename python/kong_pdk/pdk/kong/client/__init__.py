@@ -51,7 +51,8 @@ class LuaStyleClient(Protocol):
         """kong.client.authenticate(consumer, credential)
 
         Phases: access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -62,7 +63,8 @@ class LuaStyleClient(Protocol):
         """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
 
         Phases: access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -73,8 +75,8 @@ class LuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -84,8 +86,8 @@ class LuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -97,8 +99,8 @@ class LuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: (list[dict[str, Any]] | None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: (list[dict[str, Any]] | None, err). Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -109,8 +111,8 @@ class LuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
         """
@@ -121,7 +123,8 @@ class LuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -130,7 +133,8 @@ class LuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (int, err); err is a str when Kong reports an error, else None.
+        Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -139,7 +143,8 @@ class LuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -148,7 +153,8 @@ class LuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (int, err); err is a str when Kong reports an error, else None.
+        Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -157,7 +163,8 @@ class LuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -172,8 +179,9 @@ class LuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | None, err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, Any] | None, err). A failure (Lua's nil, err) arrives as (None,
+        None) from Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 -
+        2.8.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -186,7 +194,8 @@ class LuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -201,7 +210,8 @@ class LuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -229,7 +239,8 @@ class PythonStyleClient(Protocol):
         """kong.client.authenticate(consumer, credential)
 
         Phases: access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -237,7 +248,8 @@ class PythonStyleClient(Protocol):
         """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
 
         Phases: access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -248,8 +260,8 @@ class PythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -259,8 +271,8 @@ class PythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -272,8 +284,8 @@ class PythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: list[dict[str, Any]] | None. Raises kong_pdk.exception.PDKException when
-        Kong reports an error.
+        Returns: list[dict[str, Any]] | None. Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -284,8 +296,8 @@ class PythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
         """
@@ -296,7 +308,8 @@ class PythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -305,7 +318,8 @@ class PythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: int. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -314,7 +328,8 @@ class PythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -323,7 +338,8 @@ class PythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: int. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
         """
         ...
 
@@ -332,8 +348,9 @@ class PythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -348,8 +365,9 @@ class PythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | None. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, Any] | None. A failure (Lua's nil, err) arrives as None from Kong
+        3.x, which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the
+        error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -362,7 +380,8 @@ class PythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -374,7 +393,8 @@ class PythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -403,8 +423,8 @@ class AsyncLuaStyleClient(Protocol):
         """kong.client.authenticate(consumer, credential)
 
         Phases: access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -415,8 +435,8 @@ class AsyncLuaStyleClient(Protocol):
         """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
 
         Phases: access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -427,8 +447,9 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
         """
         ...
 
@@ -438,8 +459,9 @@ class AsyncLuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong Enterprise only.
         """
@@ -451,8 +473,9 @@ class AsyncLuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for (list[dict[str, Any]] | None, err); err is a str
-        when Kong reports an error, else None.
+        Returns: an awaitable; await it for (list[dict[str, Any]] | None, err). Kong reports
+        no error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong Enterprise only.
         """
@@ -463,8 +486,9 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
         """
@@ -475,8 +499,8 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -485,8 +509,8 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -495,8 +519,8 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -505,8 +529,8 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (int, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -518,8 +542,9 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -534,8 +559,9 @@ class AsyncLuaStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | None, err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | None, err). A failure (Lua's
+        nil, err) arrives as (None, None) from Kong 3.x, which drops the error text, and as
+        (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -551,8 +577,8 @@ class AsyncLuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -567,8 +593,8 @@ class AsyncLuaStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -597,8 +623,8 @@ class AsyncPythonStyleClient(Protocol):
         """kong.client.authenticate(consumer, credential)
 
         Phases: access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -606,8 +632,8 @@ class AsyncPythonStyleClient(Protocol):
         """kong.client.authenticate_consumer_group_by_consumer_id(consumer_id)
 
         Phases: access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -618,8 +644,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -629,8 +655,8 @@ class AsyncPythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -642,8 +668,9 @@ class AsyncPythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for list[dict[str, Any]] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for list[dict[str, Any]] | None. Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Kong Enterprise only.
         """
@@ -654,8 +681,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
         """
@@ -666,8 +693,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -676,8 +703,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for int. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -686,8 +713,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -696,8 +723,8 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for int. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -706,8 +733,9 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -722,8 +750,9 @@ class AsyncPythonStyleClient(Protocol):
 
         Phases: access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | None. A failure (Lua's nil,
+        err) arrives as None from Kong 3.x, which drops the error text, so nothing is
+        raised; Kong 2.3 - 2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
@@ -736,8 +765,8 @@ class AsyncPythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """
@@ -749,8 +778,8 @@ class AsyncPythonStyleClient(Protocol):
         Phases: access, response, log.
         (Kong's phase list: auth_and_later = access, header_filter, response, body_filter,
         log.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
         """

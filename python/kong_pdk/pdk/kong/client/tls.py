@@ -39,7 +39,8 @@ class LuaStyleClientTls(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: client_hello).
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
@@ -51,7 +52,8 @@ class LuaStyleClientTls(Protocol):
         """kong.client.tls.disable_session_reuse()
 
         Phases: certificate.
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -63,7 +65,8 @@ class LuaStyleClientTls(Protocol):
         Phases: rewrite, access, log.
         (Kong also allows balancer, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -73,7 +76,8 @@ class LuaStyleClientTls(Protocol):
         """kong.client.tls.request_client_certificate(ca_certs=None)
 
         Phases: certificate.
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
@@ -86,7 +90,8 @@ class LuaStyleClientTls(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -102,8 +107,9 @@ class PythonStyleClientTls(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: client_hello).
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
@@ -115,8 +121,9 @@ class PythonStyleClientTls(Protocol):
         """kong.client.tls.disable_session_reuse()
 
         Phases: certificate.
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -128,8 +135,9 @@ class PythonStyleClientTls(Protocol):
         Phases: rewrite, access, log.
         (Kong also allows balancer, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -139,8 +147,9 @@ class PythonStyleClientTls(Protocol):
         """kong.client.tls.request_client_certificate(ca_certs=None)
 
         Phases: certificate.
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
@@ -153,7 +162,8 @@ class PythonStyleClientTls(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -170,8 +180,9 @@ class AsyncLuaStyleClientTls(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: client_hello).
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
@@ -183,8 +194,9 @@ class AsyncLuaStyleClientTls(Protocol):
         """kong.client.tls.disable_session_reuse()
 
         Phases: certificate.
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -196,8 +208,9 @@ class AsyncLuaStyleClientTls(Protocol):
         Phases: rewrite, access, log.
         (Kong also allows balancer, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -210,8 +223,9 @@ class AsyncLuaStyleClientTls(Protocol):
         """kong.client.tls.request_client_certificate(ca_certs=None)
 
         Phases: certificate.
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
@@ -224,8 +238,8 @@ class AsyncLuaStyleClientTls(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -242,8 +256,9 @@ class AsyncPythonStyleClientTls(Protocol):
 
         Phases: none that an external plugin runs in, so a call from one fails
         (Kong allows: client_hello).
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
@@ -255,8 +270,9 @@ class AsyncPythonStyleClientTls(Protocol):
         """kong.client.tls.disable_session_reuse()
 
         Phases: certificate.
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -268,8 +284,9 @@ class AsyncPythonStyleClientTls(Protocol):
         Phases: rewrite, access, log.
         (Kong also allows balancer, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -279,8 +296,9 @@ class AsyncPythonStyleClientTls(Protocol):
         """kong.client.tls.request_client_certificate(ca_certs=None)
 
         Phases: certificate.
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
@@ -293,8 +311,8 @@ class AsyncPythonStyleClientTls(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

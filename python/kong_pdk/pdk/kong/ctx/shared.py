@@ -38,7 +38,8 @@ class LuaStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (Any, err); err is a str when Kong reports an error, else None.
+        Returns: (Any, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -49,7 +50,8 @@ class LuaStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -67,7 +69,8 @@ class PythonStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: Any. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: Any. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -78,7 +81,8 @@ class PythonStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -97,8 +101,8 @@ class AsyncLuaStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (Any, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (Any, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -109,8 +113,8 @@ class AsyncLuaStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -129,8 +133,8 @@ class AsyncPythonStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for Any. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for Any. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """
@@ -141,8 +145,8 @@ class AsyncPythonStyleCtxShared(Protocol):
 
         Phases: rewrite, access, response, log, preread.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
         """

@@ -37,7 +37,8 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decode(token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -48,7 +49,8 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decrypt(key, token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -66,7 +68,8 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -84,8 +87,9 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decode(token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -96,8 +100,9 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decrypt(key, token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -115,8 +120,9 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. A failure (Lua's nil, err) arrives as None from Kong 3.x, which
+        drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error, which
+        raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -136,8 +142,9 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decode(token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -148,8 +155,9 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decrypt(key, token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -167,8 +175,9 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -188,8 +197,9 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decode(token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -200,8 +210,9 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.decrypt(key, token)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
@@ -219,8 +230,9 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
         """kong.enterprise_edition.jwe.encrypt(alg, enc, key, plaintext, options=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.

@@ -19,6 +19,13 @@ from typing import Any, Protocol
 
 from kong_pdk.pdk.kong.log import inspect as _inspect
 
+# Also imported by the official kong-pdk's kong_pdk/pdk/kong/__init__.py (this package
+# wins over its log.py): when that package was installed over this one, a plugin still
+# gets here on --dump and at start, and the mix is reported (kong_pdk/install_check.py).
+from kong_pdk.install_check import warn_if_mixed as _warn_if_mixed
+
+_warn_if_mixed(stacklevel=2)
+
 __all__ = ["AsyncLuaStyleLog", "AsyncPythonStyleLog", "LuaStyleLog", "PythonStyleLog", "log"]
 
 
@@ -42,7 +49,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -55,7 +63,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -68,7 +77,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -81,7 +91,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -94,7 +105,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -106,7 +118,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -119,7 +132,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -132,7 +146,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -145,7 +160,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -156,7 +172,8 @@ class LuaStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: (str, err); err is a str when Kong reports an error, else None.
+        Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -167,7 +184,8 @@ class LuaStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -183,7 +201,8 @@ class LuaStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any], err); err is a str when Kong reports an error, else None.
+        Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -191,7 +210,8 @@ class LuaStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -204,7 +224,8 @@ class LuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -231,7 +252,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -244,7 +266,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -257,7 +280,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -270,7 +294,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -283,7 +308,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -295,7 +321,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -308,7 +335,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -321,7 +349,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -334,7 +363,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -345,7 +375,8 @@ class PythonStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: str. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
+        the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -356,7 +387,8 @@ class PythonStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -372,8 +404,8 @@ class PythonStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any]. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -381,7 +413,8 @@ class PythonStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -394,7 +427,8 @@ class PythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -422,8 +456,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -436,8 +470,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -450,8 +484,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -464,8 +498,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -478,8 +512,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -491,8 +525,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -505,8 +539,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -519,8 +553,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -533,8 +567,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -545,8 +579,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: an awaitable; await it for (str, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -557,8 +591,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -574,8 +608,8 @@ class AsyncLuaStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any], err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -583,8 +617,8 @@ class AsyncLuaStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -597,8 +631,8 @@ class AsyncLuaStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -626,8 +660,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
@@ -640,8 +674,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -654,8 +688,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -668,8 +702,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -682,8 +716,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -695,8 +729,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -709,8 +743,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -723,8 +757,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -737,8 +771,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
@@ -749,8 +783,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.serialize()
 
         Phases: log.
-        Returns: an awaitable; await it for str. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
@@ -761,8 +795,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.set_format(fmt=None)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Not documented in Kong's Lua PDK.
         """
@@ -778,8 +812,8 @@ class AsyncPythonStyleLog(Protocol):
 
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -787,8 +821,8 @@ class AsyncPythonStyleLog(Protocol):
         """kong.log.trace(*args)
 
         Phases: any (Kong documents no phase limit and does not check one).
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         Not documented in Kong's Lua PDK.
@@ -801,8 +835,8 @@ class AsyncPythonStyleLog(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.

@@ -40,7 +40,8 @@ class LuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -52,7 +53,8 @@ class LuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -62,7 +64,8 @@ class LuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -79,7 +82,8 @@ class PythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -91,7 +95,8 @@ class PythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -101,7 +106,8 @@ class PythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -119,8 +125,8 @@ class AsyncLuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -132,8 +138,8 @@ class AsyncLuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -143,8 +149,8 @@ class AsyncLuaStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -162,8 +168,8 @@ class AsyncPythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
         """
@@ -175,8 +181,8 @@ class AsyncPythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -186,8 +192,8 @@ class AsyncPythonStyleLogInspect(Protocol):
         Phases: certificate, rewrite, access, response, log.
         (Kong also allows init_worker, header_filter, body_filter, which external plugins do
         not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -52,7 +52,8 @@ class LuaStyleService(Protocol):
         """kong.service.set_retries(retries)
 
         Phases: access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -60,7 +61,8 @@ class LuaStyleService(Protocol):
         """kong.service.set_target(host, port)
 
         Phases: access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -73,7 +75,8 @@ class LuaStyleService(Protocol):
         """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
 
         Phases: access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -82,7 +85,8 @@ class LuaStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -93,7 +97,8 @@ class LuaStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -103,7 +108,8 @@ class LuaStyleService(Protocol):
         """kong.service.set_upstream(host)
 
         Phases: access.
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -132,7 +138,8 @@ class PythonStyleService(Protocol):
         """kong.service.set_retries(retries)
 
         Phases: access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -140,7 +147,8 @@ class PythonStyleService(Protocol):
         """kong.service.set_target(host, port)
 
         Phases: access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -148,7 +156,8 @@ class PythonStyleService(Protocol):
         """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
 
         Phases: access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -157,8 +166,9 @@ class PythonStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -169,8 +179,9 @@ class PythonStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -180,8 +191,9 @@ class PythonStyleService(Protocol):
         """kong.service.set_upstream(host)
 
         Phases: access.
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -211,8 +223,8 @@ class AsyncLuaStyleService(Protocol):
         """kong.service.set_retries(retries)
 
         Phases: access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -220,8 +232,8 @@ class AsyncLuaStyleService(Protocol):
         """kong.service.set_target(host, port)
 
         Phases: access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -234,8 +246,8 @@ class AsyncLuaStyleService(Protocol):
         """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
 
         Phases: access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -244,8 +256,9 @@ class AsyncLuaStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -256,8 +269,9 @@ class AsyncLuaStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -267,8 +281,9 @@ class AsyncLuaStyleService(Protocol):
         """kong.service.set_upstream(host)
 
         Phases: access.
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -298,8 +313,8 @@ class AsyncPythonStyleService(Protocol):
         """kong.service.set_retries(retries)
 
         Phases: access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -307,8 +322,8 @@ class AsyncPythonStyleService(Protocol):
         """kong.service.set_target(host, port)
 
         Phases: access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -321,8 +336,8 @@ class AsyncPythonStyleService(Protocol):
         """kong.service.set_timeouts(connect_timeout, write_timeout, read_timeout)
 
         Phases: access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -331,8 +346,9 @@ class AsyncPythonStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -343,8 +359,9 @@ class AsyncPythonStyleService(Protocol):
 
         Phases: rewrite, access, preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -354,8 +371,9 @@ class AsyncPythonStyleService(Protocol):
         """kong.service.set_upstream(host)
 
         Phases: access.
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """

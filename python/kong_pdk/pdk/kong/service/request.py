@@ -41,7 +41,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.add_header(header, value)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -49,7 +50,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.clear_header(header)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -57,7 +59,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.clear_query_arg(name)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
@@ -68,7 +71,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -79,7 +83,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -88,7 +93,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Not documented in Kong's Lua PDK.
@@ -104,7 +110,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (bool | None, err); err is a str when Kong reports an error, else None.
+        Returns: (bool | None, err). A failure (Lua's nil, err) arrives as (None, None) from
+        Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -119,7 +126,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -130,7 +138,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.set_headers(headers)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -138,7 +147,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.set_method(method)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -147,7 +157,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -158,7 +169,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.set_query(args)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -167,7 +179,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -175,7 +188,8 @@ class LuaStyleServiceRequest(Protocol):
         """kong.service.request.set_raw_query(query)
 
         Phases: rewrite, access.
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -184,7 +198,8 @@ class LuaStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: (None, err); err is a str when Kong reports an error, else None.
+        Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -199,7 +214,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.add_header(header, value)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -207,7 +223,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.clear_header(header)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -215,7 +232,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.clear_query_arg(name)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
@@ -226,8 +244,9 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -238,7 +257,8 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -247,8 +267,9 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Not documented in Kong's Lua PDK.
@@ -260,8 +281,9 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: bool | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: bool | None. A failure (Lua's nil, err) arrives as None from Kong 3.x,
+        which drops the error text, so nothing is raised; Kong 2.3 - 2.8 sent the error,
+        which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -272,7 +294,8 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -280,7 +303,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.set_headers(headers)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -288,7 +312,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.set_method(method)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -297,7 +322,8 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -305,7 +331,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.set_query(args)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -314,7 +341,8 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -322,7 +350,8 @@ class PythonStyleServiceRequest(Protocol):
         """kong.service.request.set_raw_query(query)
 
         Phases: rewrite, access.
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -331,7 +360,8 @@ class PythonStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: None. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -351,8 +381,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.add_header(header, value)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -360,8 +390,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.clear_header(header)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -369,8 +399,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.clear_query_arg(name)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
@@ -381,8 +411,9 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -393,8 +424,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -403,8 +434,9 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Not documented in Kong's Lua PDK.
@@ -420,8 +452,9 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bool | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (bool | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -436,8 +469,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -448,8 +481,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.set_headers(headers)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -457,8 +490,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.set_method(method)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -467,8 +500,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -479,8 +512,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.set_query(args)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -489,8 +522,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -498,8 +531,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         """kong.service.request.set_raw_query(query)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -508,8 +541,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for (None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -529,8 +562,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.add_header(header, value)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -538,8 +571,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.clear_header(header)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -547,8 +580,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.clear_query_arg(name)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
 
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
@@ -559,8 +592,9 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -571,8 +605,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -581,8 +615,9 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: preread.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Not documented in Kong's Lua PDK.
@@ -598,8 +633,9 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for bool | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bool | None. A failure (Lua's nil, err) arrives
+        as None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 -
+        2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         """
@@ -614,8 +650,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -626,8 +662,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.set_headers(headers)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -635,8 +671,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.set_method(method)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -645,8 +681,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -654,8 +690,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.set_query(args)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -664,8 +700,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: rewrite, access.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -673,8 +709,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         """kong.service.request.set_raw_query(query)
 
         Phases: rewrite, access.
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -683,8 +719,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
 
         Phases: access, rewrite.
         (Kong also allows balancer, which external plugins do not run in.)
-        Returns: an awaitable; await it for None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
+        a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 

@@ -42,8 +42,9 @@ class LuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, Any] | list[Any] | None, err); err is a str when Kong reports an
-        error, else None.
+        Returns: (dict[str, Any] | list[Any] | None, err). A failure (Lua's nil, err)
+        arrives as (None, None) from Kong 3.x, which drops the error text, and as (None,
+        err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -56,7 +57,8 @@ class LuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (str | None, err); err is a str when Kong reports an error, else None.
+        Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -68,8 +70,8 @@ class LuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (dict[str, list[str]], err); err is a str when Kong reports an error, else
-        None.
+        Returns: (dict[str, list[str]], err). Kong reports no error for it: a failure is a
+        Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -83,7 +85,8 @@ class LuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (bytes, err); err is a str when Kong reports an error, else None.
+        Returns: (bytes, err). Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -94,7 +97,8 @@ class LuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: (int | None, err); err is a str when Kong reports an error, else None.
+        Returns: (int | None, err). Kong reports no error for it: a failure is a Lua error,
+        which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -114,8 +118,9 @@ class PythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, Any] | list[Any] | None. Raises kong_pdk.exception.PDKException
-        when Kong reports an error.
+        Returns: dict[str, Any] | list[Any] | None. A failure (Lua's nil, err) arrives as
+        None from Kong 3.x, which drops the error text, so nothing is raised; Kong 2.3 - 2.8
+        sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -128,8 +133,8 @@ class PythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: str | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -138,8 +143,8 @@ class PythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: dict[str, list[str]]. Raises kong_pdk.exception.PDKException when Kong
-        reports an error.
+        Returns: dict[str, list[str]]. Kong reports no error for it: a failure is a Lua
+        error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -153,7 +158,8 @@ class PythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: bytes. Raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: bytes. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -164,8 +170,8 @@ class PythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: int | None. Raises kong_pdk.exception.PDKException when Kong reports an
-        error.
+        Returns: int | None. Kong reports no error for it: a failure is a Lua error, which
+        abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -186,8 +192,9 @@ class AsyncLuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err); err is
-        a str when Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, Any] | list[Any] | None, err). A
+        failure (Lua's nil, err) arrives as (None, None) from Kong 3.x, which drops the
+        error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -200,8 +207,8 @@ class AsyncLuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (str | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -213,8 +220,9 @@ class AsyncLuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (dict[str, list[str]], err); err is a str when
-        Kong reports an error, else None.
+        Returns: an awaitable; await it for (dict[str, list[str]], err). Kong reports no
+        error for it: a failure is a Lua error, which abandons the event (a 500 in
+        rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -228,8 +236,8 @@ class AsyncLuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (bytes, err); err is a str when Kong reports an
-        error, else None.
+        Returns: an awaitable; await it for (bytes, err). Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -240,8 +248,8 @@ class AsyncLuaStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for (int | None, err); err is a str when Kong
-        reports an error, else None.
+        Returns: an awaitable; await it for (int | None, err). Kong reports no error for it:
+        a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -262,8 +270,10 @@ class AsyncPythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. Awaiting
-        raises kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, Any] | list[Any] | None. A failure
+        (Lua's nil, err) arrives as None from Kong 3.x, which drops the error text, so
+        nothing is raised; Kong 2.3 - 2.8 sent the error, which raises
+        kong_pdk.exception.PDKException.
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
@@ -276,8 +286,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for str | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for str | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
@@ -286,8 +296,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for dict[str, list[str]]. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for dict[str, list[str]]. Kong reports no error for
+        it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Lua returns (dict[str, str | list[str]], str | None); only the first value crosses
         Kong's bridge.
@@ -301,8 +311,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for bytes. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for bytes. Kong reports no error for it: a failure
+        is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
         """
@@ -313,8 +323,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
 
         Phases: log.
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
-        Returns: an awaitable; await it for int | None. Awaiting raises
-        kong_pdk.exception.PDKException when Kong reports an error.
+        Returns: an awaitable; await it for int | None. Kong reports no error for it: a
+        failure is a Lua error, which abandons the event (a 500 in rewrite/access).
         """
         ...
 
