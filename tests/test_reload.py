@@ -9,6 +9,7 @@ no event lost, a broken edit ignored, a clean stop.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -212,6 +213,17 @@ def test_sigterm_stops_the_supervisor_and_its_server(folder: Path, reloading: Ca
     with pytest.raises(RpcError):
         KongEmulator(served.socket, timeout=2).call("plugin.GetStatus", [])
     # The server drained on the supervisor's SIGTERM; nothing had to be killed.
+    assert "killing" not in served.log()
+
+
+def test_sighup_stops_the_supervisor_and_its_server_gracefully(folder: Path, reloading: Callable[[], Served]) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+    # Python's default for SIGHUP kills the supervisor, leaving its server behind.
+    assert served.stop(signal.SIGHUP, timeout=15) == 0
+    assert not os.path.exists(served.socket)
     assert "killing" not in served.log()
 
 

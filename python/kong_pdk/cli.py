@@ -49,6 +49,8 @@ DEFAULT_SERVER_SOCKET = "python_pluginserver.sock"
 # Every other default lives in the core (src/defaults.rs).
 DEFAULTS: dict[str, float] = _core.DEFAULTS
 log: logging.Logger = logging.getLogger("kong_pdk")
+#: The signals that drain and stop a server (and the --reload supervisor).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Taken as early as possible: if the parent dies before we look, we would
 # compare against the new parent and never notice.
 _PARENT_PID = os.getppid()
@@ -316,7 +318,7 @@ def _serve(
     default_socket: str,
     worker_command: list[str] | None,
 ) -> NoReturn:
-    """Serves ``plugins`` until SIGTERM/SIGINT or the parent's death, then drains."""
+    """Serves ``plugins`` until SIGTERM/SIGINT/SIGHUP or the parent's death, then drains."""
     worker = args.worker_socket is not None
     setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
@@ -400,7 +402,7 @@ def _enable_gevent(argv: list[str]) -> None:
 
 
 def _wait_for_stop() -> None:
-    """Blocks the main thread until SIGTERM/SIGINT or the parent's death.
+    """Blocks the main thread until SIGTERM/SIGINT/SIGHUP or the parent's death.
 
     Python keeps the main thread so that signal handlers run (docs/architecture.md, "Signals and shutdown").
     Kong cannot signal us when the nginx worker that spawned us crashes; we
@@ -412,8 +414,10 @@ def _wait_for_stop() -> None:
         log.info("received %s, draining", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP too (a closed terminal, kill -HUP): by default it kills the
+    # process at once, losing every event in flight and leaving the socket.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     parent = _PARENT_PID
     while not stop.wait(1.0):
         if os.getppid() != parent:

@@ -22,7 +22,7 @@ writes several events) it replaces the server in place:
    it cached and start new instances, with the new code (docs/protocol.md §2).
 
 To Kong the supervisor is the server: it stays the process Kong started, exits
-on SIGTERM/SIGINT after stopping its servers, stops when the Kong worker that
+on SIGTERM/SIGINT/SIGHUP after stopping its servers, stops when the Kong worker that
 started it is gone, and exits when the server dies on its own (Kong then starts
 it again, docs/protocol.md §1.3).
 """
@@ -210,8 +210,10 @@ class Supervisor:
             log.info("received %s, stopping the plugin server", signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # SIGHUP stops gracefully as well: a closed terminal sends it to the
+        # whole process group, so the servers drain on it anyway.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
         self.start_first()
         watcher = threading.Thread(target=self.watch, name="kong-pdk-reload", daemon=True)
         watcher.start()
