@@ -44,9 +44,11 @@ class PluginServer:
         runner: object | None = None,
         workers: list[tuple[list[str], str]] = [],
         worker_startup_timeout: float = 60.0,
+        take_over: bool = False,
     ) -> None: ...
     def start(self) -> None:
-        """Binds the socket (replacing a stale one) and starts serving in the background."""
+        """Binds the socket (replacing a stale one; a live server's only with ``take_over``)
+        and starts serving in the background."""
     def begin_drain(self) -> None:
         """Refuses new instances and events; events in flight go on."""
     def busy(self) -> int:

@@ -198,6 +198,12 @@ def _add_server_flags(p: argparse.ArgumentParser, socket_default: str) -> None:
         help="development: restart the server when the plugin file or a module beside it changes "
         "(pip install 'kong-pdk-native[reload]')",
     )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="replace a plugin server that still serves the socket path (by default the server refuses "
+        "to start there, unless Kong started both: a Kong reload)",
+    )
     # Internal: how the -m core starts each worker (serve on exactly this
     # socket, thread model, logs tagged "worker <index>").
     p.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
@@ -347,6 +353,7 @@ def _serve(
             processes=processes,
             worker_command=worker_command,
             worker_args=["-v"] * args.verbose,
+            take_over=args.take_over or _started_by_kong(),
         )
     except (TypeError, ValueError) as e:
         _fail(str(e))
@@ -365,6 +372,32 @@ def _serve(
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
     raise SystemExit(0)
+
+
+def _started_by_kong() -> bool:
+    """Whether an nginx worker (Kong) is among this process's ancestors.
+
+    A Kong reload starts the new worker's plugin server while the old
+    worker's may still serve (it gets SIGTERM only when that worker exits,
+    docs/protocol.md §1.3): that hand-over is Kong's own, so the new server
+    takes the path. A server started by hand (no nginx above it) does not.
+    """
+    pid = os.getppid()
+    for _ in range(32):
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            # nginx titles its processes "nginx: worker process" and so on.
+            if cmdline.startswith(b"nginx: "):
+                return True
+            pid = int(stat.rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def _patch_for_gevent() -> None:

@@ -96,9 +96,12 @@ class Supervisor:
 
     # -- servers ---------------------------------------------------------------
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, take_over: bool = False) -> subprocess.Popen[bytes]:
+        # The next server replaces the current one on its path: said
+        # explicitly, as a server refuses to start on a live one otherwise.
+        extra = ["--take-over"] if take_over else []
         return subprocess.Popen(
-            [sys.executable, self.plugin_file, *self.child_argv],
+            [sys.executable, self.plugin_file, *self.child_argv, *extra],
             stdin=subprocess.DEVNULL,
         )
 
@@ -145,7 +148,7 @@ class Supervisor:
             return
         self.broken = False
         old = self.current
-        new = self._spawn()
+        new = self._spawn(take_over=True)
         why = self._wait_until_serving(new, _file_id(self.socket_path))
         if why is not None:
             _terminate([new], self.drain_timeout)

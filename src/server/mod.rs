@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 pub use logging::init_logging;
-use socket_file::{bind, FileId};
+use socket_file::{bind, check_free, BindError, FileId};
 use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
@@ -64,6 +64,9 @@ pub struct PluginServer {
     backlog: i32,
     async_threads: usize,
     max_handler_threads: usize,
+    /// Replace a live server on the path (`--take-over`); without it a
+    /// server that answers there makes `start()` fail.
+    take_over: bool,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
     /// A Python event-loop runner (`kong_pdk/runners.py`); each plugin
@@ -92,7 +95,8 @@ impl PluginServer {
         max_handler_threads = defaults::MAX_HANDLER_THREADS,
         handler_timeout = defaults::HANDLER_TIMEOUT,
         runner = None, workers = Vec::new(),
-        worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT
+        worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT,
+        take_over = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -108,6 +112,7 @@ impl PluginServer {
         runner: Option<Py<PyAny>>,
         workers: Vec<(Vec<String>, PathBuf)>,
         worker_startup_timeout: f64,
+        take_over: bool,
     ) -> PyResult<Self> {
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
@@ -142,6 +147,7 @@ impl PluginServer {
             runner,
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
+            take_over,
             running: Mutex::new(None),
         })
     }
@@ -152,6 +158,8 @@ impl PluginServer {
         if running.is_some() {
             return Err(PyRuntimeError::new_err("server already started"));
         }
+        // Before any worker process starts: a refusal leaves nothing behind.
+        check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
         if let Some(looped) = self.looped_setup(py) {
             let service = looped::serve(py, looped, self.listen()?)?;
             self.log_serving();
@@ -357,12 +365,14 @@ impl PluginServer {
     }
 
     fn listen(&self) -> PyResult<std::os::unix::net::UnixListener> {
-        bind(&self.socket_path, self.backlog).map_err(|e| {
-            PyOSError::new_err(format!(
-                "cannot listen on {}: {e}",
-                self.socket_path.display()
-            ))
-        })
+        bind(&self.socket_path, self.backlog, self.take_over).map_err(|e| self.bind_error(e))
+    }
+
+    fn bind_error(&self, e: BindError) -> PyErr {
+        PyOSError::new_err(format!(
+            "cannot listen on {}: {e}",
+            self.socket_path.display()
+        ))
     }
 
     fn log_serving(&self) {
