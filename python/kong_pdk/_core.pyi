@@ -55,6 +55,10 @@ class PluginServer:
         """Events not finished yet."""
     def lingering(self) -> int:
         """Connections still open on a server that a newer one replaced (0 otherwise)."""
+    def forwards(self) -> int:
+        """Requests being passed on to another server right now."""
+    def quiet_for(self) -> float:
+        """Seconds since the last request arrived on any connection."""
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:

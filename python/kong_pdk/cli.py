@@ -49,6 +49,9 @@ DEFAULT_SERVER_SOCKET = "python_pluginserver.sock"
 # Every other default lives in the core (src/defaults.rs).
 DEFAULTS: dict[str, float] = _core.DEFAULTS
 log: logging.Logger = logging.getLogger("kong_pdk")
+#: A replaced server leaves once Kong has sent nothing on its connections for
+#: this many seconds (past the drain timeout).
+REPLACED_QUIET = 0.5
 #: The signals that drain and stop a server (and the --reload supervisor).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Taken as early as possible: if the parent dies before we look, we would
@@ -365,9 +368,9 @@ def _serve(
     server.begin_drain()
     # Waiting here, not inside the core, lets greenlets finish under -g.
     deadline = time.monotonic() + args.drain_timeout
-    # A server replaced by a newer one (--reload) also waits for Kong to leave
-    # its connections, so that it never closes one Kong is writing to.
-    while (server.busy() or server.lingering()) and time.monotonic() < deadline:
+    while server.busy() or server.lingering():
+        if time.monotonic() >= deadline and not _kong_still_busy_here(server):
+            break
         time.sleep(0.01)
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
@@ -398,6 +401,17 @@ def _started_by_kong() -> bool:
         except (OSError, ValueError, IndexError):
             return False
     return False
+
+
+def _kong_still_busy_here(server: _core.PluginServer) -> bool:
+    """Whether a server replaced by a newer one (``--reload``, a Kong reload)
+    must stay past the drain timeout: Kong still sends requests on its pooled
+    connections to it (it passes them on), and closing one Kong is writing to
+    would lose that request. It leaves once they have been quiet for
+    ``REPLACED_QUIET`` seconds with nothing being passed on."""
+    if not server.lingering():
+        return False
+    return server.forwards() > 0 or server.quiet_for() < REPLACED_QUIET
 
 
 def _patch_for_gevent() -> None:

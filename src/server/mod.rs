@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 pub use logging::init_logging;
-use socket_file::{bind, check_free, BindError, FileId};
+use socket_file::{bind, check_free, probe, BindError, BoundSocket, FileId, Holder};
 use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
@@ -161,7 +161,11 @@ impl PluginServer {
         // Before any worker process starts: a refusal leaves nothing behind.
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
         if let Some(looped) = self.looped_setup(py) {
-            let service = looped::serve(py, looped, self.listen()?)?;
+            let bound = self.listen()?;
+            let service = looped::serve(py, looped, bound.listener)?;
+            if let Some(link) = bound.predecessor {
+                service.set_predecessor(link);
+            }
             self.log_serving();
             let (stop, _) = watch::channel(false);
             *running = Some(Running {
@@ -191,9 +195,13 @@ impl PluginServer {
             self.service_settings(),
             executor,
         ));
+        let bound = self.listen()?;
+        if let Some(link) = bound.predecessor {
+            service.set_predecessor(link);
+        }
         let listener = {
             let _guard = runtime.enter();
-            UnixListener::from_std(self.listen()?)?
+            UnixListener::from_std(bound.listener)?
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
@@ -257,6 +265,24 @@ impl PluginServer {
             .map_or(0, |r| r.service.lingering())
     }
 
+    /// Requests being passed on to another server right now.
+    fn forwards(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |r| r.service.forwards())
+    }
+
+    /// Seconds since the last request arrived on any connection.
+    fn quiet_for(&self) -> f64 {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(f64::INFINITY, |r| r.service.quiet_for().as_secs_f64())
+    }
+
     /// Drains and stops; returns True when every event finished in time.
     #[pyo3(signature = (timeout = 10.0))]
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
@@ -291,6 +317,7 @@ impl PluginServer {
             }
             drop(service.events.clear());
             let _ = stop.send(true);
+            remove_links(&path, socket_id, service.predecessor());
             if socket_id.is_some() && FileId::of(&path) == socket_id {
                 if let Err(e) = std::fs::remove_file(&path) {
                     log::debug!("removing {}: {e}", path.display());
@@ -336,6 +363,27 @@ impl PluginServer {
     }
 }
 
+/// At shutdown: the link a newer server made to reach this one, and the
+/// link to the server this one replaced once that one is gone (it removes
+/// it itself unless it was killed).
+fn remove_links(
+    path: &std::path::Path,
+    own: Option<FileId>,
+    predecessor: Option<&std::path::Path>,
+) {
+    if let Some(own) = own {
+        let link = crate::handover::predecessor_link(path, own.1);
+        if FileId::of(&link) == Some(own) {
+            let _ = std::fs::remove_file(&link);
+        }
+    }
+    if let Some(link) = predecessor {
+        if FileId::of(link).is_some() && probe(link) == Holder::Nobody {
+            let _ = std::fs::remove_file(link);
+        }
+    }
+}
+
 impl PluginServer {
     fn metas(&self) -> Vec<PluginMeta> {
         let now = unix_now();
@@ -364,7 +412,7 @@ impl PluginServer {
         }
     }
 
-    fn listen(&self) -> PyResult<std::os::unix::net::UnixListener> {
+    fn listen(&self) -> PyResult<BoundSocket> {
         bind(&self.socket_path, self.backlog, self.take_over).map_err(|e| self.bind_error(e))
     }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use rmpv::Value;
 
+use crate::handover::predecessor_link;
+
 /// How long the probe of a socket path waits for its holder to answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most the probe reads from a holder: its `serverPid` notification
@@ -125,7 +127,7 @@ fn ask_pid(mut stream: std::os::unix::net::UnixStream) -> std::io::Result<Option
 
 /// Device and inode of a file.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct FileId(u64, u64);
+pub struct FileId(u64, pub u64);
 
 impl FileId {
     pub fn of(path: &Path) -> Option<FileId> {
@@ -137,8 +139,8 @@ impl FileId {
 }
 
 /// Whether `bind` may take `path`: no file, a stale socket, or (with
-/// `take_over`) a live server's socket.
-pub fn check_free(path: &Path, take_over: bool) -> Result<(), BindError> {
+/// `take_over`) a live server's socket; and who holds it.
+pub fn check_free(path: &Path, take_over: bool) -> Result<Holder, BindError> {
     match std::fs::symlink_metadata(path) {
         // A stale socket, or a server still serving there (`--reload` starts
         // the next one first): the rename in `bind` replaces it in one step,
@@ -146,23 +148,40 @@ pub fn check_free(path: &Path, take_over: bool) -> Result<(), BindError> {
         Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
             match (take_over, probe(path)) {
                 (false, Holder::Live(pid)) => Err(BindError::InUse(pid)),
-                _ => Ok(()),
+                (_, holder) => Ok(holder),
             }
         }
         Ok(_) => Err(BindError::NotASocket),
-        Err(_) => Ok(()),
+        Err(_) => Ok(Holder::Nobody),
     }
+}
+
+/// A bound socket, and the link to the live server it replaced, if any.
+pub struct BoundSocket {
+    pub listener: std::os::unix::net::UnixListener,
+    pub predecessor: Option<PathBuf>,
 }
 
 /// Binds the Unix socket with the requested backlog, replacing a stale file,
 /// and a live server's only with `take_over`.
-pub fn bind(
-    path: &Path,
-    backlog: i32,
-    take_over: bool,
-) -> Result<std::os::unix::net::UnixListener, BindError> {
+pub fn bind(path: &Path, backlog: i32, take_over: bool) -> Result<BoundSocket, BindError> {
     use socket2::{Domain, SockAddr, Socket, Type};
-    check_free(path, take_over)?;
+    let predecessor = match check_free(path, take_over)? {
+        // Keeps the old server reachable once the path is ours: Kong may
+        // still send a Step of one of its events on a new connection.
+        Holder::Live(_) => FileId::of(path).and_then(|id| {
+            let link = predecessor_link(path, id.1);
+            let _ = std::fs::remove_file(&link);
+            match std::fs::hard_link(path, &link) {
+                Ok(()) => Some(link),
+                Err(e) => {
+                    log::warn!("cannot link {} to {}: {e}", path.display(), link.display());
+                    None
+                }
+            }
+        }),
+        Holder::Nobody => None,
+    };
     // Bind and listen under a temporary name, then rename: the socket file
     // appears only once connections are accepted, so a client that waits for
     // the file never sees "connection refused".
@@ -176,7 +195,13 @@ pub fn bind(
     socket.set_nonblocking(true)?;
     if let Err(e) = std::fs::rename(&staging, path) {
         let _ = std::fs::remove_file(&staging);
+        if let Some(link) = &predecessor {
+            let _ = std::fs::remove_file(link);
+        }
         return Err(e.into());
     }
-    Ok(std::os::unix::net::UnixListener::from(socket))
+    Ok(BoundSocket {
+        listener: std::os::unix::net::UnixListener::from(socket),
+        predecessor,
+    })
 }
