@@ -18,6 +18,9 @@ writes several events) it replaces the server in place:
    Steps still come on Kong's pooled connections), hands new events over to the
    new server (``no plugin instance``, then it closes that connection: Kong
    retries on a new one), and leaves the socket file alone (no longer its own).
+   A Step of its events that Kong sends on a new connection reaches the new
+   server, which passes it back (``src/handover.rs``); the old server stops
+   once Kong leaves its connections quiet, never in the middle of a request.
 4. The new server's ``serverPid`` notification makes Kong drop the instance ids
    it cached and start new instances, with the new code (docs/protocol.md §2).
 
