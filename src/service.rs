@@ -241,7 +241,7 @@ impl Service {
         }
     }
 
-    fn is_replaced(&self) -> bool {
+    pub fn is_replaced(&self) -> bool {
         self.successor.get().is_some()
     }
 

@@ -217,6 +217,48 @@ def test_connections_kong_keeps_busy_past_the_drain_timeout_lose_no_event(
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["thread", "asyncio"])
+def test_16_events_in_flight_that_kong_steps_slowly_outlive_the_drain_timeout(
+    folder: Path, serve: Callable[..., Served], is_async: bool
+) -> None:
+    # Started on the old server; Kong takes 0.4 s between Steps (it is busy),
+    # so each event ends well after --drain-timeout 0.5 s.
+    write_plugin(folder, '"A"', is_async=is_async)
+    served = serve(folder / "reloadme.py", "--reload", "--drain-timeout", "0.5")
+    emus = [KongEmulator(served.socket, timeout=10) for _ in range(16)]
+    try:
+        events = []
+        for emu in emus:
+            iid = emu.start_instance("reloadme", {})
+            events.append(emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}]))
+        write_plugin(folder, '"B"', is_async=is_async)
+        served.wait_log("reloaded", timeout=30)
+        finished: list[object] = []
+        errors: list[BaseException] = []
+
+        def finish(emu: KongEmulator, event: object) -> None:
+            assert isinstance(event, dict)
+            try:
+                for _ in range(2):
+                    time.sleep(0.4)
+                    reply = emu.call("plugin.Step", [{"EventId": event["EventId"], "Data": None}])
+                finished.append(reply)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=finish, args=pair) for pair in zip(emus, events)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for emu in emus:
+            emu.close()
+    assert not errors, f"{len(errors)} of 16 events lost: {errors[:3]}"
+    assert len(finished) == 16 and all(isinstance(r, dict) and r["Data"] == "ret" for r in finished)
+    assert "abandoning" not in served.wait_log("plugin server stopped", timeout=10)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["thread", "asyncio"])
 def test_a_step_of_an_old_event_on_a_new_connection_reaches_the_old_server(
     folder: Path, reloading: Callable[[], Served], is_async: bool
 ) -> None:

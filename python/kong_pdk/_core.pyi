@@ -55,6 +55,8 @@ class PluginServer:
         """Events not finished yet."""
     def lingering(self) -> int:
         """Connections still open on a server that a newer one replaced (0 otherwise)."""
+    def replaced(self) -> bool:
+        """Whether a newer server took the socket path (known once draining)."""
     def forwards(self) -> int:
         """Requests being passed on to another server right now."""
     def quiet_for(self) -> float:

@@ -369,7 +369,7 @@ def _serve(
     # Waiting here, not inside the core, lets greenlets finish under -g.
     deadline = time.monotonic() + args.drain_timeout
     while server.busy() or server.lingering():
-        if time.monotonic() >= deadline and not _kong_still_busy_here(server):
+        if time.monotonic() >= deadline and not _kong_still_busy_here(server, deadline + args.event_timeout):
             break
         time.sleep(0.01)
     clean = server.shutdown(0.0)
@@ -403,15 +403,23 @@ def _started_by_kong() -> bool:
     return False
 
 
-def _kong_still_busy_here(server: _core.PluginServer) -> bool:
+def _kong_still_busy_here(server: _core.PluginServer, events_until: float) -> bool:
     """Whether a server replaced by a newer one (``--reload``, a Kong reload)
-    must stay past the drain timeout: Kong still sends requests on its pooled
-    connections to it (it passes them on), and closing one Kong is writing to
-    would lose that request. It leaves once they have been quiet for
-    ``REPLACED_QUIET`` seconds with nothing being passed on."""
-    if not server.lingering():
+    stays past the drain timeout, as Kong is still in the middle of its work
+    there and leaving would lose it.
+
+    Kong still sends requests on its pooled connections to the old server,
+    which passes them on: closing one Kong is writing to would lose that
+    request, so the server leaves only once they have been quiet for
+    ``REPLACED_QUIET`` seconds with nothing being passed on. Its own events
+    in flight get ``--event-timeout`` more (their Steps may come late, or on a
+    new connection through the newer server).
+    """
+    if not server.replaced():
         return False
-    return server.forwards() > 0 or server.quiet_for() < REPLACED_QUIET
+    if server.forwards() > 0 or server.quiet_for() < REPLACED_QUIET:
+        return True
+    return server.busy() > 0 and time.monotonic() < events_until
 
 
 def _patch_for_gevent() -> None:

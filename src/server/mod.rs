@@ -265,6 +265,15 @@ impl PluginServer {
             .map_or(0, |r| r.service.lingering())
     }
 
+    /// Whether a newer server took the socket path (known once draining).
+    fn replaced(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.service.is_replaced())
+    }
+
     /// Requests being passed on to another server right now.
     fn forwards(&self) -> usize {
         self.running
