@@ -250,3 +250,59 @@ pub fn unreachable_older(link: &Path, why: &std::io::Error) {
     }
     log::debug!("passing a Step back to {} failed: {why}", link.display());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(params: Vec<Value>) -> Request {
+        Request {
+            msgid: 7,
+            method: "plugin.Step".into(),
+            params,
+        }
+    }
+
+    fn decoded(bytes: &[u8]) -> Request {
+        let value = rmpv::decode::read_value(&mut &bytes[..]).expect("one message");
+        crate::rpc::parse_request(value).expect("a request")
+    }
+
+    #[test]
+    fn a_forwarded_request_carries_its_direction_and_kongs_never_does() {
+        let arg = Value::Map(vec![(Value::from("EventId"), Value::from(5))]);
+        let from_kong = step(vec![arg.clone()]);
+        assert_eq!(Hop::of(&from_kong), Hop::Kong);
+        for hop in [Hop::FromOlder, Hop::FromNewer] {
+            let sent = decoded(&encode_request(&from_kong, hop).expect("encoded"));
+            assert_eq!(Hop::of(&sent), hop);
+            assert_eq!(sent.params.first(), Some(&arg));
+            // Passed on again, it carries the new direction only.
+            let again = decoded(&encode_request(&sent, Hop::FromOlder).expect("encoded"));
+            assert_eq!(again.params.len(), 2);
+            assert_eq!(Hop::of(&again), Hop::FromOlder);
+        }
+        // A peer's second parameter that is not our mark is Kong's.
+        assert_eq!(Hop::of(&step(vec![arg, Value::from("x")])), Hop::Kong);
+    }
+
+    #[test]
+    fn an_older_servers_greeting_is_not_passed_back() {
+        let mut bytes = Vec::new();
+        rpc::write_server_pid(&mut bytes, 42);
+        rpc::write_ok(&mut bytes, 7, &Value::from("ok"));
+        for (hop, frames) in [(Hop::FromNewer, 1), (Hop::FromOlder, 2)] {
+            let mut decoder = FrameDecoder::new(1 << 20);
+            decoder.extend(&bytes);
+            let mut out = Vec::new();
+            assert!(take_frames(&mut decoder, &mut out, hop).expect("frames"));
+            let mut rest = &out[..];
+            let mut n = 0;
+            while !rest.is_empty() {
+                rmpv::decode::read_value(&mut rest).expect("a frame");
+                n += 1;
+            }
+            assert_eq!(n, frames, "{hop:?}");
+        }
+    }
+}
