@@ -156,6 +156,41 @@ pub fn check_free(path: &Path, take_over: bool) -> Result<Holder, BindError> {
     }
 }
 
+/// Removes the links to older servers (`<path>.<inode>.old`) that nobody
+/// answers on any more: a server that was killed could not remove its own.
+fn remove_dead_links(path: &Path, keep: Option<&Path>) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = name.to_owned();
+    prefix.push(".");
+    let prefix = prefix.to_string_lossy().into_owned();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(middle) = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".old"))
+        else {
+            continue;
+        };
+        let link = entry.path();
+        let is_socket = entry
+            .file_type()
+            .is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
+        if middle.bytes().all(|b| b.is_ascii_digit())
+            && is_socket
+            && Some(link.as_path()) != keep
+            && probe(&link) == Holder::Nobody
+        {
+            let _ = std::fs::remove_file(&link);
+        }
+    }
+}
+
 /// A bound socket, and the link to the live server it replaced, if any.
 pub struct BoundSocket {
     pub listener: std::os::unix::net::UnixListener,
@@ -200,6 +235,7 @@ pub fn bind(path: &Path, backlog: i32, take_over: bool) -> Result<BoundSocket, B
         }
         return Err(e.into());
     }
+    remove_dead_links(path, predecessor.as_deref());
     Ok(BoundSocket {
         listener: std::os::unix::net::UnixListener::from(socket),
         predecessor,

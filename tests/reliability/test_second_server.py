@@ -18,7 +18,7 @@ import pytest
 
 from serving import PLUGINS, Served
 from helpers import status
-from kong_pdk.testing import KongEmulator
+from kong_pdk.testing import KongEmulator, RpcError
 from reliability.peers import settle
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,3 +85,24 @@ def test_a_server_started_by_kong_takes_over_the_previous_one(serve: Callable[..
     assert first.stop() == 0
     # The orphaned server notices its parent is gone and stops.
     assert settle(lambda: not os.path.exists(first.socket), timeout=15), log_path.read_text()
+
+
+def test_a_link_to_a_killed_older_server_is_removed_by_the_next_server(serve: Callable[..., Served]) -> None:
+    # A newer server reaches the server it replaced through <socket>.<inode>.old,
+    # which that server removes when it stops; one killed cannot.
+    first = serve("behaviours.py", name="shared")
+    first.proc.kill()
+    first.proc.wait()
+    link = f"{first.socket}.{os.stat(first.socket).st_ino}.old"
+    os.link(first.socket, link)
+    second = serve("behaviours.py", name="shared", prefix=first.prefix, wait=False)
+
+    def serves() -> bool:
+        try:
+            return holder(second.socket) == second.proc.pid
+        except (OSError, RpcError):
+            return False
+
+    assert settle(serves, timeout=15), second.log()
+    assert not os.path.exists(link)
+    assert second.stop() == 0
