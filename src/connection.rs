@@ -20,7 +20,7 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::events::{Lend, ServeLent};
-use crate::handover::{self, Upstream};
+use crate::handover::{self, Hop, Upstream};
 use crate::rpc::{self, parse_request, Method, Request};
 use crate::rpc_error::RpcError;
 use crate::service::{Encoded, Service};
@@ -54,6 +54,7 @@ pub async fn serve(
         decoder: FrameDecoder::new(max_frame),
         greeted: false,
         upstream: None,
+        older: None,
     };
     conn.service.connections.fetch_add(1, Ordering::AcqRel);
     conn.run().await;
@@ -87,6 +88,9 @@ struct Connection {
     greeted: bool,
     /// Set once this server was replaced (`handover.rs`).
     upstream: Option<Upstream>,
+    /// The link to the server this one replaced, once a Step was passed
+    /// back to it (`handover.rs`).
+    older: Option<Upstream>,
 }
 
 /// What to do after a frame.
@@ -220,11 +224,13 @@ impl Connection {
     }
 
     async fn serve_frame(&mut self, frame: rmpv::Value) -> Next {
+        self.service.note_request();
         self.greet();
         let mut out = Vec::new();
         match parse_request(frame) {
             Ok(req) => {
-                if let Some(successor) = self.service.successor() {
+                let hop = Hop::of(&req);
+                if let (Some(successor), Hop::Kong) = (self.service.successor(), hop) {
                     let events = &self.service.events;
                     if !handover::served_here(&req, |id| events.contains(id)) {
                         let successor = successor.to_path_buf();
@@ -276,6 +282,18 @@ impl Connection {
                         return self.send(&out);
                     }
                 }
+                // A Step of an event of the server this one replaced, sent
+                // on a new connection: passed back to it.
+                if let (Err(RpcError::UnknownEvent(_)), Some(older)) =
+                    (&reply, self.service.predecessor())
+                {
+                    if hop != Hop::FromOlder {
+                        let older = older.to_path_buf();
+                        if let Some(out) = self.pass_back(&older, &req).await {
+                            return self.send(&out);
+                        }
+                    }
+                }
                 match reply {
                     Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
                     Ok(Encoded::Deferred) => {}
@@ -295,6 +313,8 @@ impl Connection {
 
     /// Passes a request on to the server that replaced this one (`handover.rs`).
     async fn forward(&mut self, successor: &Path, req: &Request) -> Vec<u8> {
+        let service = Arc::clone(&self.service);
+        let _counted = service.forwarding();
         if self.upstream.is_none() {
             match Upstream::connect(successor, self.max_frame).await {
                 Ok(up) => self.upstream = Some(up),
@@ -304,11 +324,41 @@ impl Connection {
         let Some(up) = self.upstream.as_mut() else {
             return handover::failed(req.msgid, "no connection");
         };
-        match up.forward(req, self.service.settings.event_timeout).await {
+        match up
+            .forward(req, Hop::FromOlder, self.service.settings.event_timeout)
+            .await
+        {
             Ok(out) => out,
             Err(why) => {
                 self.upstream = None;
                 handover::failed(req.msgid, &why)
+            }
+        }
+    }
+
+    /// Passes a Step back to the server this one replaced; None when that
+    /// server cannot be reached (the Step then gets this server's answer).
+    async fn pass_back(&mut self, link: &Path, req: &Request) -> Option<Vec<u8>> {
+        let service = Arc::clone(&self.service);
+        let _counted = service.forwarding();
+        if self.older.is_none() {
+            match Upstream::connect(link, self.max_frame).await {
+                Ok(up) => self.older = Some(up),
+                Err(e) => {
+                    handover::unreachable_older(link, &e);
+                    return None;
+                }
+            }
+        }
+        let up = self.older.as_mut()?;
+        match up
+            .forward(req, Hop::FromNewer, self.service.settings.event_timeout)
+            .await
+        {
+            Ok(out) => Some(out),
+            Err(why) => {
+                self.older = None;
+                Some(handover::failed(req.msgid, &why))
             }
         }
     }

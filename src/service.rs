@@ -6,9 +6,9 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmpv::Value;
 
@@ -86,8 +86,27 @@ pub struct Service {
     /// (`--reload`, or Kong starting a new server before the old one is
     /// gone): new work is then sent on to it instead of refused (`handover.rs`).
     successor: OnceLock<PathBuf>,
+    /// Set when this server took its socket path from a live one (`--reload`,
+    /// a Kong reload): a link to that server's socket, where a Step of an
+    /// event unknown here is passed back (`handover.rs`).
+    predecessor: OnceLock<PathBuf>,
+    /// When the last request arrived, in ms since `started`: a replaced
+    /// server leaves once Kong has left its connections quiet.
+    last_request: AtomicU64,
+    started: Instant,
+    /// Requests being passed on to another server right now.
+    forwarding: AtomicUsize,
     /// Connections open now (both serving models count them).
     pub connections: AtomicUsize,
+}
+
+/// A request being passed on to another server (`Service::forwarding`).
+pub struct Forwarding<'a>(&'a AtomicUsize);
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A `HandleEvent` that passed its checks.
@@ -120,6 +139,10 @@ impl Service {
             executor,
             draining: AtomicBool::new(false),
             successor: OnceLock::new(),
+            predecessor: OnceLock::new(),
+            last_request: AtomicU64::new(0),
+            started: Instant::now(),
+            forwarding: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         }
     }
@@ -156,6 +179,40 @@ impl Service {
         self.start_draining();
     }
 
+    /// Counts a request passed on to another server until the guard drops:
+    /// the server does not stop while Kong waits for its reply.
+    pub fn forwarding(&self) -> Forwarding<'_> {
+        self.forwarding.fetch_add(1, Ordering::AcqRel);
+        Forwarding(&self.forwarding)
+    }
+
+    /// Requests being passed on to another server right now.
+    pub fn forwards(&self) -> usize {
+        self.forwarding.load(Ordering::Acquire)
+    }
+
+    /// A request arrived on some connection.
+    pub fn note_request(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_request.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long no request has arrived on any connection.
+    pub fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_request.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Remembers the link to the server this one replaced (`handover.rs`).
+    pub fn set_predecessor(&self, link: PathBuf) {
+        let _ = self.predecessor.set(link);
+    }
+
+    /// The link to the server this one replaced, if any.
+    pub fn predecessor(&self) -> Option<&Path> {
+        self.predecessor.get().map(PathBuf::as_path)
+    }
+
     /// The socket of the newer server, once this one was replaced.
     pub fn successor(&self) -> Option<&Path> {
         self.successor.get().map(PathBuf::as_path)
@@ -184,13 +241,16 @@ impl Service {
         }
     }
 
-    fn is_replaced(&self) -> bool {
+    pub fn is_replaced(&self) -> bool {
         self.successor.get().is_some()
     }
 
     /// Events that have not ended yet: waiting for Kong or running.
     pub fn busy(&self) -> usize {
-        self.events.len() + self.executor.waiting() + self.executor.running()
+        self.events.len()
+            + self.executor.waiting()
+            + self.executor.running()
+            + self.forwarding.load(Ordering::Acquire)
     }
 
     /// Runs one request. `lend` is the connection's reading, for the handler
@@ -472,15 +532,23 @@ impl Service {
 /// the connection's I/O task would, without waking it.
 impl ServeLent for Service {
     fn takes(&self, req: &Request) -> bool {
-        // A replaced server passes new work on from the I/O task (`handover.rs`).
-        self.successor().is_none()
-            && matches!(
-                Method::parse(&req.method),
-                Ok(Method::HandleEvent | Method::Step { .. })
-            )
+        // A replaced server passes new work on from the I/O task
+        // (`handover.rs`), and so does a server that replaced one: a Step of
+        // an event unknown here goes back to the older server.
+        match Method::parse(&req.method) {
+            _ if self.successor().is_some() => false,
+            Ok(Method::HandleEvent) => true,
+            Ok(Method::Step { .. }) => {
+                self.predecessor().is_none()
+                    || StepArgs::parse(req.params.first())
+                        .is_ok_and(|step| self.events.contains(step.event_id))
+            }
+            _ => false,
+        }
     }
 
     fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served {
+        self.note_request();
         let first = req.params.first().unwrap_or(&Value::Nil);
         let step = match Method::parse(&req.method) {
             Ok(Method::HandleEvent) => None,

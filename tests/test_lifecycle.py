@@ -266,7 +266,7 @@ def test_a_server_replaced_on_its_path_passes_new_work_on_and_finishes_its_own(
         in_flight = emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
         assert isinstance(in_flight, dict)
         # A newer server takes the path (as --reload starts one): renamed over it.
-        second = serve(plugin, name="handover", prefix=first.prefix, wait=False)
+        second = serve(plugin, "--take-over", name="handover", prefix=first.prefix, wait=False)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

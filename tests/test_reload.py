@@ -9,6 +9,7 @@ no event lost, a broken edit ignored, a clean stop.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -38,9 +39,9 @@ class Plugin:
     def __init__(self, config: dict[str, object]) -> None:
         self.config = config
 
-    def access(self, kong: kong.kong) -> None:
-        kong.request.get_header("x-first")
-        kong.response.set_header("x-version", {value})
+    {async_}def access(self, kong: kong.kong) -> None:
+        {await_}kong.request.get_header("x-first")
+        {await_}kong.response.set_header("x-version", {value})
 
 
 if __name__ == "__main__":
@@ -50,11 +51,13 @@ if __name__ == "__main__":
 '''
 
 
-def write_plugin(folder: Path, value: str, imports: str = "") -> Path:
+def write_plugin(folder: Path, value: str, imports: str = "", is_async: bool = False) -> Path:
+    """The plugin, with an ``async def`` handler (the looped model) if asked."""
     path = folder / "reloadme.py"
     # Written under another name and renamed, as many editors save.
     tmp = folder / ".reloadme.py.swp"
-    tmp.write_text(PLUGIN.format(imports=imports, value=value))
+    prefixes = {"async_": "async ", "await_": "await "} if is_async else {"async_": "", "await_": ""}
+    tmp.write_text(PLUGIN.format(imports=imports, value=value, **prefixes))
     os.replace(tmp, path)
     return path
 
@@ -168,7 +171,122 @@ def test_no_event_is_lost_while_16_connections_loop_through_a_reload(
     # events, and exited once Kong had left its connections.
     log = served.wait_log("plugin server stopped", timeout=10)
     assert "handing new work over" in log
-    assert "abandoning" not in log and "forwarding to the newer plugin server failed" not in log
+    assert "abandoning" not in log and "forwarding to the other plugin server failed" not in log
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["thread", "asyncio"])
+def test_connections_kong_keeps_busy_past_the_drain_timeout_lose_no_event(
+    folder: Path, serve: Callable[..., Served], is_async: bool
+) -> None:
+    # Kong reuses its pooled connections to the old server for as long as it is
+    # busy; the old server passes that work on and must not cut a connection in
+    # the middle of an event when --drain-timeout expires.
+    write_plugin(folder, '"A"', is_async=is_async)
+    served = serve(folder / "reloadme.py", "--reload", "--drain-timeout", "0.5")
+    stop = threading.Event()
+    done = [0] * 16
+    errors: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        with KongEmulator(served.socket, timeout=10) as emu:
+            while not stop.is_set():
+                try:
+                    run_access(emu)
+                    done[index] += 1
+                except BaseException as e:
+                    errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        write_plugin(folder, '"B"', is_async=is_async)
+        served.wait_log("reloaded", timeout=30)
+        time.sleep(2.0)  # four drain timeouts of continuous use
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, f"{len(errors)} of {sum(done) + len(errors)} events lost: {errors[:3]}"
+    # Once Kong left them quiet, the old server closed them and stopped.
+    log = served.wait_log("plugin server stopped", timeout=10)
+    assert "abandoning" not in log
+    served.stop(timeout=15)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["thread", "asyncio"])
+def test_16_events_in_flight_that_kong_steps_slowly_outlive_the_drain_timeout(
+    folder: Path, serve: Callable[..., Served], is_async: bool
+) -> None:
+    # Started on the old server; Kong takes 0.4 s between Steps (it is busy),
+    # so each event ends well after --drain-timeout 0.5 s.
+    write_plugin(folder, '"A"', is_async=is_async)
+    served = serve(folder / "reloadme.py", "--reload", "--drain-timeout", "0.5")
+    emus = [KongEmulator(served.socket, timeout=10) for _ in range(16)]
+    try:
+        events = []
+        for emu in emus:
+            iid = emu.start_instance("reloadme", {})
+            events.append(emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}]))
+        write_plugin(folder, '"B"', is_async=is_async)
+        served.wait_log("reloaded", timeout=30)
+        finished: list[object] = []
+        errors: list[BaseException] = []
+
+        def finish(emu: KongEmulator, event: object) -> None:
+            assert isinstance(event, dict)
+            try:
+                for _ in range(2):
+                    time.sleep(0.4)
+                    reply = emu.call("plugin.Step", [{"EventId": event["EventId"], "Data": None}])
+                finished.append(reply)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=finish, args=pair) for pair in zip(emus, events)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for emu in emus:
+            emu.close()
+    assert not errors, f"{len(errors)} of 16 events lost: {errors[:3]}"
+    assert len(finished) == 16 and all(isinstance(r, dict) and r["Data"] == "ret" for r in finished)
+    assert "abandoning" not in served.wait_log("plugin server stopped", timeout=10)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["thread", "asyncio"])
+def test_a_step_of_an_old_event_on_a_new_connection_reaches_the_old_server(
+    folder: Path, reloading: Callable[[], Served], is_async: bool
+) -> None:
+    write_plugin(folder, '"A"', is_async=is_async)
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        iid = emu.start_instance("reloadme", {})
+        first = emu.call("plugin.HandleEvent", [{"InstanceId": iid, "EventName": "access"}])
+        assert isinstance(first, dict) and first["Data"]["Method"] == "kong.request.get_header"
+        write_plugin(folder, '"B"', is_async=is_async)
+        served.wait_log("reloaded", timeout=30)
+        # Kong's pool has no idle connection: the next Step opens a new one,
+        # which reaches the new server.
+        with emu.connection() as conn:
+            step = conn.call("plugin.Step", [{"EventId": first["EventId"], "Data": None}])
+            assert step == {
+                "Data": {"Method": "kong.response.set_header", "Args": ["x-version", "A"]},
+                "EventId": first["EventId"],
+            }
+        with emu.connection() as conn:
+            done = conn.call("plugin.Step", [{"EventId": first["EventId"], "Data": None}])
+            assert done == {"Data": "ret", "EventId": first["EventId"]}
+        # Kong was told the old pid, then the new one; the old one's greeting
+        # on the Step passed back is not passed on.
+        assert len(pids(emu)) == 2, pids(emu)
+    assert "abandoning" not in served.wait_log("plugin server stopped", timeout=10)
+    # The old server removed the link the new one reached it through.
+    assert not list(served.prefix.glob("*.old"))
 
 
 def test_a_broken_edit_keeps_the_old_version_serving(folder: Path, reloading: Callable[[], Served]) -> None:
@@ -212,6 +330,17 @@ def test_sigterm_stops_the_supervisor_and_its_server(folder: Path, reloading: Ca
     with pytest.raises(RpcError):
         KongEmulator(served.socket, timeout=2).call("plugin.GetStatus", [])
     # The server drained on the supervisor's SIGTERM; nothing had to be killed.
+    assert "killing" not in served.log()
+
+
+def test_sighup_stops_the_supervisor_and_its_server_gracefully(folder: Path, reloading: Callable[[], Served]) -> None:
+    write_plugin(folder, '"A"')
+    served = reloading()
+    with KongEmulator(served.socket, timeout=10) as emu:
+        assert run_access(emu) == "A"
+    # Python's default for SIGHUP kills the supervisor, leaving its server behind.
+    assert served.stop(signal.SIGHUP, timeout=15) == 0
+    assert not os.path.exists(served.socket)
     assert "killing" not in served.log()
 
 

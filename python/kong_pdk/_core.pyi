@@ -57,15 +57,23 @@ class PluginServer:
         runner: object | None = None,
         workers: list[tuple[list[str], str]] = ...,
         worker_startup_timeout: float = ...,
+        take_over: bool = False,
     ) -> Self: ...
     def start(self) -> None:
-        """Binds the socket (replacing a stale one) and starts serving in the background."""
+        """Binds the socket (replacing a stale one; a live server's only with ``take_over``)
+        and starts serving in the background."""
     def begin_drain(self) -> None:
         """Refuses new instances and events; events in flight go on."""
     def busy(self) -> int:
         """Events not finished yet."""
     def lingering(self) -> int:
         """Connections still open on a server that a newer one replaced (0 otherwise)."""
+    def replaced(self) -> bool:
+        """Whether a newer server took the socket path (known once draining)."""
+    def forwards(self) -> int:
+        """Requests being passed on to another server right now."""
+    def quiet_for(self) -> float:
+        """Seconds since the last request arrived on any connection."""
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:

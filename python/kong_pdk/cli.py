@@ -49,6 +49,11 @@ DEFAULT_SERVER_SOCKET = "python_pluginserver.sock"
 # Every other default lives in the core (src/defaults.rs).
 DEFAULTS: dict[str, float] = _core.DEFAULTS
 log: logging.Logger = logging.getLogger("kong_pdk")
+#: A replaced server leaves once Kong has sent nothing on its connections for
+#: this many seconds (past the drain timeout).
+REPLACED_QUIET = 0.5
+#: The signals that drain and stop a server (and the --reload supervisor).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Taken as early as possible: if the parent dies before we look, we would
 # compare against the new parent and never notice.
 _PARENT_PID = os.getppid()
@@ -202,6 +207,12 @@ def _add_server_flags(p: argparse.ArgumentParser, socket_default: str) -> None:
         help="development: restart the server when the plugin file or a module beside it changes "
         "(pip install 'kong-pdk-native[reload]')",
     )
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="replace a plugin server that still serves the socket path (by default the server refuses "
+        "to start there, unless Kong started both: a Kong reload)",
+    )
     # Internal: how the -m core starts each worker (serve on exactly this
     # socket, thread model, logs tagged "worker <index>").
     p.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)
@@ -334,7 +345,7 @@ def _serve(
     default_socket: str,
     worker_command: list[str] | None,
 ) -> NoReturn:
-    """Serves ``plugins`` until SIGTERM/SIGINT or the parent's death, then drains."""
+    """Serves ``plugins`` until SIGTERM/SIGINT/SIGHUP or the parent's death, then drains."""
     worker = args.worker_socket is not None
     setup_logging(args.verbose, f"worker {args.worker_index}" if worker else None)
     processes = None if worker else args.processes
@@ -363,6 +374,7 @@ def _serve(
             processes=processes,
             worker_command=worker_command,
             worker_args=["-v"] * args.verbose,
+            take_over=args.take_over or _started_by_kong(),
         )
     except (TypeError, ValueError) as e:
         _fail(str(e))
@@ -374,13 +386,58 @@ def _serve(
     server.begin_drain()
     # Waiting here, not inside the core, lets greenlets finish under -g.
     deadline = time.monotonic() + args.drain_timeout
-    # A server replaced by a newer one (--reload) also waits for Kong to leave
-    # its connections, so that it never closes one Kong is writing to.
-    while (server.busy() or server.lingering()) and time.monotonic() < deadline:
+    while server.busy() or server.lingering():
+        if time.monotonic() >= deadline and not _kong_still_busy_here(server, deadline + args.event_timeout):
+            break
         time.sleep(0.01)
     clean = server.shutdown(0.0)
     log.info("stopped%s", "" if clean else " (some events were abandoned)")
     raise SystemExit(0)
+
+
+def _started_by_kong() -> bool:
+    """Whether an nginx worker (Kong) is among this process's ancestors.
+
+    A Kong reload starts the new worker's plugin server while the old
+    worker's may still serve (it gets SIGTERM only when that worker exits,
+    docs/protocol.md §1.3): that hand-over is Kong's own, so the new server
+    takes the path. A server started by hand (no nginx above it) does not.
+    """
+    pid = os.getppid()
+    for _ in range(32):
+        if pid <= 1:
+            return False
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            # nginx titles its processes "nginx: worker process" and so on.
+            if cmdline.startswith(b"nginx: "):
+                return True
+            pid = int(stat.rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+def _kong_still_busy_here(server: _core.PluginServer, events_until: float) -> bool:
+    """Whether a server replaced by a newer one (``--reload``, a Kong reload)
+    stays past the drain timeout, as Kong is still in the middle of its work
+    there and leaving would lose it.
+
+    Kong still sends requests on its pooled connections to the old server,
+    which passes them on: closing one Kong is writing to would lose that
+    request, so the server leaves only once they have been quiet for
+    ``REPLACED_QUIET`` seconds with nothing being passed on. Its own events
+    in flight get ``--event-timeout`` more (their Steps may come late, or on a
+    new connection through the newer server).
+    """
+    if not server.replaced():
+        return False
+    if server.forwards() > 0 or server.quiet_for() < REPLACED_QUIET:
+        return True
+    return server.busy() > 0 and time.monotonic() < events_until
 
 
 def _patch_for_gevent() -> None:
@@ -418,7 +475,7 @@ def _enable_gevent(argv: list[str]) -> None:
 
 
 def _wait_for_stop() -> None:
-    """Blocks the main thread until SIGTERM/SIGINT or the parent's death.
+    """Blocks the main thread until SIGTERM/SIGINT/SIGHUP or the parent's death.
 
     Python keeps the main thread so that signal handlers run (docs/architecture.md, "Signals and shutdown").
     Kong cannot signal us when the nginx worker that spawned us crashes; we
@@ -430,8 +487,10 @@ def _wait_for_stop() -> None:
         log.info("received %s, draining", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # SIGHUP too (a closed terminal, kill -HUP): by default it kills the
+    # process at once, losing every event in flight and leaving the socket.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     parent = _PARENT_PID
     while not stop.wait(1.0):
         if os.getppid() != parent:

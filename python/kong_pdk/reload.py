@@ -18,11 +18,14 @@ writes several events) it replaces the server in place:
    Steps still come on Kong's pooled connections), hands new events over to the
    new server (``no plugin instance``, then it closes that connection: Kong
    retries on a new one), and leaves the socket file alone (no longer its own).
+   A Step of its events that Kong sends on a new connection reaches the new
+   server, which passes it back (``src/handover.rs``); the old server stops
+   once Kong leaves its connections quiet, never in the middle of a request.
 4. The new server's ``serverPid`` notification makes Kong drop the instance ids
    it cached and start new instances, with the new code (docs/protocol.md §2).
 
 To Kong the supervisor is the server: it stays the process Kong started, exits
-on SIGTERM/SIGINT after stopping its servers, stops when the Kong worker that
+on SIGTERM/SIGINT/SIGHUP after stopping its servers, stops when the Kong worker that
 started it is gone, and exits when the server dies on its own (Kong then starts
 it again, docs/protocol.md §1.3).
 """
@@ -96,9 +99,12 @@ class Supervisor:
 
     # -- servers ---------------------------------------------------------------
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, take_over: bool = False) -> subprocess.Popen[bytes]:
+        # The next server replaces the current one on its path: said
+        # explicitly, as a server refuses to start on a live one otherwise.
+        extra = ["--take-over"] if take_over else []
         return subprocess.Popen(
-            [sys.executable, self.plugin_file, *self.child_argv],
+            [sys.executable, self.plugin_file, *self.child_argv, *extra],
             stdin=subprocess.DEVNULL,
         )
 
@@ -145,7 +151,7 @@ class Supervisor:
             return
         self.broken = False
         old = self.current
-        new = self._spawn()
+        new = self._spawn(take_over=True)
         why = self._wait_until_serving(new, _file_id(self.socket_path))
         if why is not None:
             _terminate([new], self.drain_timeout)
@@ -214,8 +220,10 @@ class Supervisor:
             log.info("received %s, stopping the plugin server", signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # SIGHUP stops gracefully as well: a closed terminal sends it to the
+        # whole process group, so the servers drain on it anyway.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
         self.start_first()
         watcher = threading.Thread(target=self.watch, name="kong-pdk-reload", daemon=True)
         watcher.start()

@@ -16,13 +16,14 @@ use super::conns::Incoming;
 use super::event::{LoopedEvent, LoopedEventHandle, Route, Stepped};
 use super::Core;
 use crate::events::step_answer;
-use crate::handover;
+use crate::handover::{self, Hop};
 use crate::pdk::PdkProxy;
 use crate::rpc::{self, as_map, as_u64, field, parse_request, Method};
 use crate::rpc_error::RpcError;
 use crate::service::Encoded;
 
 pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
+    core.service.note_request();
     let frame = match incoming {
         Incoming::Frame(frame) => frame,
         Incoming::Bad(msgid, e) => return reply_error(core, py, conn, &msgid, "", e.to_string()),
@@ -31,7 +32,8 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
         Ok(req) => req,
         Err((msgid, e)) => return reply_error(core, py, conn, &msgid, "", e),
     };
-    if let Some(successor) = core.service.successor() {
+    let hop = Hop::of(&req);
+    if let (Some(successor), Hop::Kong) = (core.service.successor(), hop) {
         if !handover::served_here(&req, |id| core.events.get(id).is_some()) {
             // Blocking: this loop runs only the old server's own events now.
             let out = py.detach(|| core.forward(conn, successor, &req));
@@ -59,6 +61,16 @@ pub fn handle(core: &Arc<Core>, py: Python<'_>, conn: u64, incoming: Incoming) {
         if *e == RpcError::HandedOver {
             // Draining began after the check above: passed on all the same.
             let out = py.detach(|| core.forward(conn, successor, &req));
+            core.send(py, conn, &out);
+            return;
+        }
+    }
+    // A Step of an event of the server this one replaced, sent on a new
+    // connection: passed back to it.
+    if let (Err(RpcError::UnknownEvent(_)), Some(older), false) =
+        (&outcome, core.service.predecessor(), hop == Hop::FromOlder)
+    {
+        if let Some(out) = py.detach(|| core.pass_back(conn, older, &req)) {
             core.send(py, conn, &out);
             return;
         }

@@ -44,7 +44,7 @@ use rmpv::Value;
 
 use crate::executor::plugins::PluginClasses;
 use crate::executor::{EventJob, Executor, PluginHandle};
-use crate::handover::{self, BlockingUpstream};
+use crate::handover::{self, BlockingUpstream, Hop};
 use crate::rpc::Request;
 use crate::service::{PluginMeta, Service, Settings};
 pub use chunk_cache::cache_stack_chunks;
@@ -77,8 +77,9 @@ pub struct Core {
     conns: Mutex<Conns>,
     pub events: Arc<Registry>,
     stopped: AtomicBool,
-    /// Once a newer server replaced this one: each connection's link to it.
-    upstreams: Mutex<HashMap<u64, BlockingUpstream>>,
+    /// Each connection's links to a newer server that replaced this one,
+    /// and to the older one this one replaced (`handover.rs`), by direction.
+    upstreams: Mutex<HashMap<(u64, Hop), BlockingUpstream>>,
     max_frame: usize,
     /// `--handler-timeout` (`event.rs`, `time_out`).
     pub handler_timeout: Option<Duration>,
@@ -121,20 +122,38 @@ impl Core {
     /// Passes a request on to the server that replaced this one, on this
     /// connection's own link to it (`handover.rs`); blocks.
     pub fn forward(&self, conn: u64, successor: &Path, req: &Request) -> Vec<u8> {
+        self.exchange(conn, successor, req, Hop::FromOlder)
+            .unwrap_or_else(|e| handover::failed(req.msgid, &e.to_string()))
+    }
+
+    /// Passes a Step back to the server this one replaced; None when that
+    /// server cannot be reached. Blocks the loop for one Step of that
+    /// server's event (this happens only in the moments after a reload).
+    pub fn pass_back(&self, conn: u64, link: &Path, req: &Request) -> Option<Vec<u8>> {
+        match self.exchange(conn, link, req, Hop::FromNewer) {
+            Ok(out) => Some(out),
+            Err(e) => {
+                handover::unreachable_older(link, &e);
+                None
+            }
+        }
+    }
+
+    /// One request over the connection's link in direction `hop`; a
+    /// failure after connecting becomes an error reply.
+    fn exchange(&self, conn: u64, to: &Path, req: &Request, hop: Hop) -> std::io::Result<Vec<u8>> {
+        let _counted = self.service.forwarding();
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.service.settings.event_timeout;
-        let up = match upstreams.entry(conn) {
+        let up = match upstreams.entry((conn, hop)) {
             Entry::Occupied(up) => up.into_mut(),
-            Entry::Vacant(slot) => match BlockingUpstream::connect(successor, self.max_frame) {
-                Ok(up) => slot.insert(up),
-                Err(e) => return handover::failed(req.msgid, &e.to_string()),
-            },
+            Entry::Vacant(slot) => slot.insert(BlockingUpstream::connect(to, self.max_frame)?),
         };
-        match up.forward(req, timeout) {
-            Ok(out) => out,
+        match up.forward(req, hop, timeout) {
+            Ok(out) => Ok(out),
             Err(why) => {
-                upstreams.remove(&conn);
-                handover::failed(req.msgid, &why)
+                upstreams.remove(&(conn, hop));
+                Ok(handover::failed(req.msgid, &why))
             }
         }
     }
@@ -148,7 +167,7 @@ impl Core {
             self.upstreams
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&conn);
+                .retain(|(c, _), _| *c != conn);
             if let Err(e) = self.runner_call(py, "forget", (stream.as_raw_fd(),)) {
                 log::error!("connection {conn}: cannot stop watching it: {e}");
             }

@@ -28,7 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
 pub use logging::init_logging;
-use socket_file::{bind, FileId};
+use socket_file::{bind, check_free, probe, BindError, BoundSocket, FileId, Holder};
 use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
@@ -64,6 +64,9 @@ pub struct PluginServer {
     backlog: i32,
     async_threads: usize,
     max_handler_threads: usize,
+    /// Replace a live server on the path (`--take-over`); without it a
+    /// server that answers there makes `start()` fail.
+    take_over: bool,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
     /// A Python event-loop runner (`kong_pdk/runners.py`); each plugin
@@ -92,7 +95,8 @@ impl PluginServer {
         max_handler_threads = defaults::MAX_HANDLER_THREADS,
         handler_timeout = defaults::HANDLER_TIMEOUT,
         runner = None, workers = Vec::new(),
-        worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT
+        worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT,
+        take_over = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -108,6 +112,7 @@ impl PluginServer {
         runner: Option<Py<PyAny>>,
         workers: Vec<(Vec<String>, PathBuf)>,
         worker_startup_timeout: f64,
+        take_over: bool,
     ) -> PyResult<Self> {
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
@@ -142,6 +147,7 @@ impl PluginServer {
             runner,
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
+            take_over,
             running: Mutex::new(None),
         })
     }
@@ -152,8 +158,14 @@ impl PluginServer {
         if running.is_some() {
             return Err(PyRuntimeError::new_err("server already started"));
         }
+        // Before any worker process starts: a refusal leaves nothing behind.
+        check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
         if let Some(looped) = self.looped_setup(py) {
-            let service = looped::serve(py, looped, self.listen()?)?;
+            let bound = self.listen()?;
+            let service = looped::serve(py, looped, bound.listener)?;
+            if let Some(link) = bound.predecessor {
+                service.set_predecessor(link);
+            }
             self.log_serving();
             let (stop, _) = watch::channel(false);
             *running = Some(Running {
@@ -183,9 +195,13 @@ impl PluginServer {
             self.service_settings(),
             executor,
         ));
+        let bound = self.listen()?;
+        if let Some(link) = bound.predecessor {
+            service.set_predecessor(link);
+        }
         let listener = {
             let _guard = runtime.enter();
-            UnixListener::from_std(self.listen()?)?
+            UnixListener::from_std(bound.listener)?
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
@@ -249,6 +265,33 @@ impl PluginServer {
             .map_or(0, |r| r.service.lingering())
     }
 
+    /// Whether a newer server took the socket path (known once draining).
+    fn replaced(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.service.is_replaced())
+    }
+
+    /// Requests being passed on to another server right now.
+    fn forwards(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |r| r.service.forwards())
+    }
+
+    /// Seconds since the last request arrived on any connection.
+    fn quiet_for(&self) -> f64 {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(f64::INFINITY, |r| r.service.quiet_for().as_secs_f64())
+    }
+
     /// Drains and stops; returns True when every event finished in time.
     #[pyo3(signature = (timeout = 10.0))]
     fn shutdown(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
@@ -283,6 +326,7 @@ impl PluginServer {
             }
             drop(service.events.clear());
             let _ = stop.send(true);
+            remove_links(&path, socket_id, service.predecessor());
             if socket_id.is_some() && FileId::of(&path) == socket_id {
                 if let Err(e) = std::fs::remove_file(&path) {
                     log::debug!("removing {}: {e}", path.display());
@@ -328,6 +372,27 @@ impl PluginServer {
     }
 }
 
+/// At shutdown: the link a newer server made to reach this one, and the
+/// link to the server this one replaced once that one is gone (it removes
+/// it itself unless it was killed).
+fn remove_links(
+    path: &std::path::Path,
+    own: Option<FileId>,
+    predecessor: Option<&std::path::Path>,
+) {
+    if let Some(own) = own {
+        let link = crate::handover::predecessor_link(path, own.1);
+        if FileId::of(&link) == Some(own) {
+            let _ = std::fs::remove_file(&link);
+        }
+    }
+    if let Some(link) = predecessor {
+        if FileId::of(link).is_some() && probe(link) == Holder::Nobody {
+            let _ = std::fs::remove_file(link);
+        }
+    }
+}
+
 impl PluginServer {
     fn metas(&self) -> Vec<PluginMeta> {
         let now = unix_now();
@@ -356,13 +421,15 @@ impl PluginServer {
         }
     }
 
-    fn listen(&self) -> PyResult<std::os::unix::net::UnixListener> {
-        bind(&self.socket_path, self.backlog).map_err(|e| {
-            PyOSError::new_err(format!(
-                "cannot listen on {}: {e}",
-                self.socket_path.display()
-            ))
-        })
+    fn listen(&self) -> PyResult<BoundSocket> {
+        bind(&self.socket_path, self.backlog, self.take_over).map_err(|e| self.bind_error(e))
+    }
+
+    fn bind_error(&self, e: BindError) -> PyErr {
+        PyOSError::new_err(format!(
+            "cannot listen on {}: {e}",
+            self.socket_path.display()
+        ))
     }
 
     fn log_serving(&self) {
