@@ -10,6 +10,7 @@
 //! Only `convert`, `pdk`, `executor`, `looped`, `plugin_entry` and `server`
 //! touch Python.
 
+mod backlog;
 mod connection;
 mod convert;
 pub mod defaults;

@@ -10,9 +10,10 @@
 //! Writes never block. What the socket does not take at once waits in the
 //! connection's outbox, which its I/O task flushes when the peer reads; a
 //! lock keeps whole replies in order. A peer that does not read its replies
-//! holds up nobody else: its outbox is bounded, and the I/O task stops
-//! reading its requests until the outbox is empty and disconnects it when it
-//! does not read for [`STALLED_PEER`] or the outbox outgrows its bound.
+//! holds up nobody else: the I/O task stops reading its requests until the
+//! outbox is empty and disconnects it when it does not read for
+//! [`STALLED_PEER`] or the outbox outgrows its bounds (`backlog.rs`: one
+//! reply and a little more per connection, one budget for all of them).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::backlog::Backlog;
+
 /// How long a peer may leave a reply unread before it is disconnected
 /// (Kong's own socket timeout is 60 s).
 pub const STALLED_PEER: Duration = Duration::from_secs(60);
@@ -32,6 +35,8 @@ struct Outbox {
     /// How much of `bytes` was already written.
     sent: usize,
     closed: bool,
+    /// This connection's share of the process's unread replies.
+    backlog: Backlog,
 }
 
 impl Outbox {
@@ -43,8 +48,6 @@ impl Outbox {
 pub struct ConnWriter {
     stream: UnixStream,
     outbox: Mutex<Outbox>,
-    /// Most bytes a reader that does not keep up may leave unread.
-    limit: usize,
     /// Rung when the outbox gets bytes, for the I/O task to flush them.
     pub queued: Notify,
 }
@@ -56,9 +59,9 @@ impl AsRawFd for ConnWriter {
 }
 
 impl ConnWriter {
-    /// Takes over a connection; `limit` bounds the bytes waiting for a slow
-    /// reader (replies are kept whole, so one reply larger than it still goes).
-    pub fn new(stream: UnixStream, limit: usize) -> io::Result<ConnWriter> {
+    /// Takes over a connection; `max_frame` sizes the process-wide budget of
+    /// unread replies (`backlog.rs`).
+    pub fn new(stream: UnixStream, max_frame: usize) -> io::Result<ConnWriter> {
         stream.set_nonblocking(true)?;
         Ok(ConnWriter {
             stream,
@@ -66,8 +69,8 @@ impl ConnWriter {
                 bytes: Vec::new(),
                 sent: 0,
                 closed: false,
+                backlog: Backlog::new(max_frame),
             }),
-            limit,
             queued: Notify::new(),
         })
     }
@@ -82,7 +85,7 @@ impl ConnWriter {
 
     /// Sends one whole message without blocking: written now, or queued for
     /// the I/O task. Fails when the connection is closed, or when the peer
-    /// already has more than the limit unread (it is then disconnected).
+    /// leaves more unread than its backlog allows (it is then disconnected).
     pub fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
         let mut outbox = self.outbox();
         if outbox.closed {
@@ -102,17 +105,16 @@ impl ConnWriter {
             if rest.is_empty() {
                 return Ok(());
             }
-        } else if outbox.pending() + rest.len() > self.limit {
-            let unread = outbox.pending();
+        }
+        let waiting = outbox.pending();
+        if let Err(overflow) = outbox.backlog.admit(waiting, rest.len()) {
             self.close_locked(&mut outbox);
-            log::warn!(
-                "connection closed: the peer left {unread} bytes of replies unread \
-                 (more than {} bytes would be waiting)",
-                self.limit
-            );
+            log::warn!("connection closed: {overflow}");
             return Err(io::ErrorKind::WouldBlock.into());
         }
         outbox.bytes.extend_from_slice(rest);
+        let pending = outbox.pending();
+        outbox.backlog.set(pending);
         drop(outbox);
         self.queued.notify_one();
         Ok(())
@@ -149,7 +151,9 @@ impl ConnWriter {
             }
         };
         outbox.sent += n;
-        if outbox.pending() == 0 {
+        let pending = outbox.pending();
+        outbox.backlog.set(pending);
+        if pending == 0 {
             outbox.bytes = Vec::new();
             outbox.sent = 0;
             return Ok(true);
@@ -173,6 +177,7 @@ impl ConnWriter {
         outbox.closed = true;
         outbox.bytes = Vec::new();
         outbox.sent = 0;
+        outbox.backlog.set(0);
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 

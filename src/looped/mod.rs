@@ -48,17 +48,13 @@ use crate::handover::{self, BlockingUpstream, Hop};
 use crate::rpc::Request;
 use crate::service::{PluginMeta, Service, Settings};
 pub use chunk_cache::cache_stack_chunks;
-use conns::{Conns, Queued};
+use conns::{Conns, Next, Queued};
 use event::Registry;
 use poller::Poller;
 use stall::Heartbeat;
 
 /// The listener's token in the poller (connection ids start at 1).
 const LISTENER: u64 = 0;
-
-/// Replies kept for a peer that does not read, at least: past this (or the
-/// largest message, if larger) the peer is disconnected.
-const MIN_OUT_LIMIT: usize = 8 << 20;
 
 pub struct Core {
     pub service: Arc<Service>,
@@ -159,6 +155,24 @@ impl Core {
     }
 
     /// Stops watching a connection, then closes it.
+    /// Serves a connection's buffered requests one by one, until none is
+    /// whole or a reply waits for the peer: then its descriptor leaves the
+    /// poller, so its further requests stay in the kernel until it reads
+    /// (`writable` brings it back).
+    fn serve_requests(self: &Arc<Self>, py: Python<'_>, conn: u64) {
+        loop {
+            let next = self.conns().next(conn);
+            match next {
+                Next::Request(incoming) => dispatch::handle(self, py, conn, incoming),
+                Next::Nothing => return,
+                Next::Pause(fd) => {
+                    self.poller.remove(fd);
+                    return;
+                }
+            }
+        }
+    }
+
     fn close(&self, py: Python<'_>, conn: u64) {
         let stream = self.conns().remove(conn);
         if let Some(stream) = stream {
@@ -402,22 +416,41 @@ impl LoopCore {
         self.core.heartbeat.beat();
     }
 
-    /// Writes what a connection has buffered, now that it is writable.
+    /// Writes what a connection has buffered, now that it is writable;
+    /// once the peer has taken it all, reads and serves its requests again.
     fn writable(&self, py: Python<'_>, conn: u64) {
         let queued = self.core.conns().flush(conn);
-        if self.core.after_write(py, conn, queued) {
-            let settled = self.core.conns().settle(conn);
-            if let Some(fd) = settled {
-                if let Err(e) = self.core.runner_call(py, "unwatch_writable", (fd,)) {
-                    log::error!("connection {conn}: {e}");
-                }
+        if !self.core.after_write(py, conn, queued) {
+            return;
+        }
+        let settled = self.core.conns().settle(conn);
+        if let Some(fd) = settled {
+            if let Err(e) = self.core.runner_call(py, "unwatch_writable", (fd,)) {
+                log::error!("connection {conn}: {e}");
             }
+        }
+        let resumed = self.core.conns().resume(conn);
+        if let Some(fd) = resumed {
+            if let Err(e) = self.core.poller.add(fd, conn) {
+                log::error!("connection {conn}: cannot watch it again: {e}");
+                self.core.close(py, conn);
+                return;
+            }
+            self.core.serve_requests(py, conn);
         }
     }
 
     /// Periodic upkeep: fails closed the events past `--handler-timeout`,
     /// abandons events Kong stopped answering, expires idle instances.
     fn tick(&self, py: Python<'_>) {
+        let stalled = self.core.conns().stalled();
+        for conn in stalled {
+            log::warn!(
+                "connection {conn} dropped: the peer has read no reply for {} s",
+                conns::STALLED_PEER.as_secs()
+            );
+            self.core.close(py, conn);
+        }
         if let Some(limit) = self.core.handler_timeout {
             for event in self.core.events.overran(limit) {
                 event.time_out(py);
@@ -502,13 +535,11 @@ impl LoopCore {
         }
     }
 
-    /// Reads a readable connection and serves every whole request in it.
+    /// Reads a readable connection and serves the whole requests in it.
     fn readable(&self, py: Python<'_>, conn: u64) {
-        let received = self.core.conns().read(conn);
-        for incoming in received.incoming {
-            dispatch::handle(&self.core, py, conn, incoming);
-        }
-        if received.ended || self.core.conns().is_closing(conn) {
+        let ended = self.core.conns().read(conn);
+        self.core.serve_requests(py, conn);
+        if ended || self.core.conns().is_closing(conn) {
             self.core.close(py, conn);
         }
     }
@@ -622,10 +653,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),
         poller,
-        conns: Mutex::new(Conns::new(
-            setup.max_frame,
-            setup.max_frame.max(MIN_OUT_LIMIT),
-        )),
+        conns: Mutex::new(Conns::new(setup.max_frame)),
         events,
         stopped: AtomicBool::new(false),
         upstreams: Mutex::new(HashMap::new()),
