@@ -13,7 +13,7 @@ help:  ## list the targets
 $(VENV)/.deps: pyproject.toml requirements-docs.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright gevent 'watchfiles>=0.21'
+	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright ruff gevent 'watchfiles>=0.21'
 	$(PY) -m pip install -q -r requirements-docs.txt
 	touch $@
 
@@ -37,9 +37,10 @@ fmt:  ## format Rust
 	cargo fmt --all
 
 .PHONY: lint
-lint: dev gen-check  ## cargo fmt --check, clippy, mypy --strict on the package and examples, stubtest of the core's stubs against the built core
+lint: dev gen-check  ## cargo fmt --check, clippy, ruff, mypy --strict on the package and examples, stubtest of the core's stubs against the built core
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python examples scripts benches tests
 	$(PY) -m mypy --strict python/kong_pdk examples
 	$(PY) -m mypy.stubtest kong_pdk._core
 

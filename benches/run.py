@@ -533,7 +533,7 @@ def fmt_num(x, digits=0):
     if x is None:
         return "-"
     if digits == 0:
-        return "{:,.0f}".format(x)
+        return f"{x:,.0f}"
     return "{:,.{d}f}".format(x, d=digits)
 
 
@@ -616,7 +616,10 @@ def md_table(header, rows):
 
 def text_table(header, rows):
     widths = [max(len(h), *(len(c[i]) for c in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(c) for c in rows])
 
 
@@ -1097,7 +1100,8 @@ def workers_mode(args, servers, pythons, cores, workdir, official_ver, ours_note
     header = HEADER + ["runs (events/s)"]
     rows = [row_cells(r) + [", ".join(fmt_num(x) for x in r.get("all_events_per_s", []))] for r in results]
     def per_round(conns, a, b):
-        pairs = zip(runs.get((conns, a), []), runs.get((conns, b), []))
+        # A server may have fewer runs (one that failed): pair what both have.
+        pairs = zip(runs.get((conns, a), []), runs.get((conns, b), []), strict=False)
         return ", ".join(ratio(x["events_per_s"], y["events_per_s"]) for x, y in pairs) or "-"
 
     ratio_header = ["conns", "ours -m 2 ÷ -m 1", "per round", "ours -m 2 ÷ ours thread", "ours -m 2 ÷ official -m",

@@ -565,15 +565,13 @@ def style_class(node: Node, style: Style) -> str:
 # package wins over a module of the same name: our kong/log/ over its log.py.
 # When the official package was installed over ours, a plugin that imports
 # kong_pdk.pdk.kong runs the official server but still this file, which can say so.
-MIXED_INSTALL_HOOK = (
-    "\n"
+MIXED_INSTALL_IMPORT = (
     "# Also imported by the official kong-pdk's kong_pdk/pdk/kong/__init__.py (this package\n"
     "# wins over its log.py): when that package was installed over this one, a plugin still\n"
     "# gets here on --dump and at start, and the mix is reported (kong_pdk/install_check.py).\n"
     "from kong_pdk.install_check import warn_if_mixed as _warn_if_mixed\n"
-    "\n"
-    "_warn_if_mixed(stacklevel=2)\n"
 )
+MIXED_INSTALL_CALL = "\n_warn_if_mixed(stacklevel=2)\n"
 
 
 def render_module(node: Node) -> str:
@@ -621,12 +619,15 @@ def render_module(node: Node) -> str:
     if abc_names:
         head.append(f"from collections.abc import {', '.join(abc_names)}\n")
     head.append(f"from typing import {', '.join(sorted(typing_names))}\n")
-    if node.children:
+    # One block of first-party imports, in isort's order (ruff checks it).
+    if node.children or node.path == "kong.log":
         head.append("\n")
-        for name in sorted(node.children):
-            head.append(f"from {node.module} import {name} as _{name}\n")
     if node.path == "kong.log":
-        head.append(MIXED_INSTALL_HOOK)
+        head.append(MIXED_INSTALL_IMPORT)
+    for name in sorted(node.children):
+        head.append(f"from {node.module} import {name} as _{name}\n")
+    if node.path == "kong.log":
+        head.append(MIXED_INSTALL_CALL)
     exports = sorted(node.cls(style) for style in STYLES) + [alias]
     head.append("\n" + fmt_all(exports) + "\n\n")
     tail = f"\n\n{alias} = {node.lua_class}\n"

@@ -13,8 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from kong_pdk.install_check import FIX, OFFICIAL_ONLY_FILES, foreign_files
 

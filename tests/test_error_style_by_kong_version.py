@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from serving import Served
 from kong_pdk.testing import KongEmulator
 from kong_pdk.testing.kong.lua import LuaMulti
+
+from serving import Served
 
 PLUGIN = '''
 import kong_pdk.pdk.kong as kong

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
-from helpers import case, headers, wait_idle
 from kong_pdk.testing import Bin, KongEmulator, LuaMulti
+
+from helpers import case, headers, wait_idle
+from serving import Served
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kong_pdk.testing import KongEmulator
+
 from serving import Served
 from suite_tools import suite_module
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from serving import PLUGINS, Served, wait_for_socket
-from helpers import case, headers, status, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
+
+from helpers import case, status, wait_idle
+from serving import PLUGINS, Served
 
 # The models whose lifecycle is served differently: threads (the core's I/O
 # threads serve the socket) and the looped model, where the event loop's

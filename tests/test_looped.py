@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 
-from serving import Served
-from helpers import case, switches_over_events, wait_idle
 from kong_pdk.testing import KongEmulator
+
+from helpers import case, switches_over_events, wait_idle
+from serving import Served
 
 MODELS = {
     "asyncio": ("behaviours_async.py", ()),

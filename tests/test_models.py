@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from suite_tools import suite_module
-from serving import Served
-from helpers import case, headers, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
+
+from helpers import case, headers, wait_idle
+from serving import Served
+from suite_tools import suite_module
 
 MODELS = {
     "thread": ("behaviours.py", ()),

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from kong_pdk.testing import KongEmulator
-from suite_tools import suite_tool
 from kong_pdk.testing.kong.errors import RpcError
+
+from suite_tools import suite_tool
 
 # Installed by `make dev` with the package: missing is a failure there and in CI.
 SCRIPT = Path(suite_tool("kong-python-pluginserver", "make dev"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from serving import Served
 from kong_pdk.testing import KongEmulator
+
+from serving import Served
 
 PLUGIN = '''
 class Plugin:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from serving import PLUGINS, wait_for_socket
 from kong_pdk.testing import Bin, KongEmulator
+
+from serving import PLUGINS, wait_for_socket
 
 DATA = json.loads((Path(__file__).parent.parent / "python/kong_pdk/pdk/pdk-api.json").read_text())
 CALLABLE = [f for f in DATA["functions"] if f["rpc_callable"]]

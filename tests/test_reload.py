@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from serving import Served
+# A dev dependency (Makefile): a missing one fails here, never skips.
+import watchfiles  # noqa: F401
+
 from kong_pdk.testing import KongEmulator, RpcError
 from kong_pdk.testing.kong.event_result import EventResult
 
-# A dev dependency (Makefile): a missing one fails here, never skips.
-import watchfiles  # noqa: F401
+from serving import Served
 
 PLUGIN = '''\
 import kong_pdk.pdk.kong as kong
@@ -245,7 +246,7 @@ def test_16_events_in_flight_that_kong_steps_slowly_outlive_the_drain_timeout(
             except BaseException as e:
                 errors.append(e)
 
-        threads = [threading.Thread(target=finish, args=pair) for pair in zip(emus, events)]
+        threads = [threading.Thread(target=finish, args=pair) for pair in zip(emus, events, strict=True)]
         for t in threads:
             t.start()
         for t in threads:

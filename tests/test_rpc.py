@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 
-from serving import Served
-from helpers import case, status
 from kong_pdk.testing import KongEmulator, RpcError
+
+from helpers import case, status
+from serving import Served
 
 
 @pytest.fixture(params=["thread", "gevent"])

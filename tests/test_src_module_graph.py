@@ -14,8 +14,6 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 USE_BLOCK = re.compile(r"\buse\s+(crate|super)::([^;]+);", re.DOTALL)

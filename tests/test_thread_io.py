@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from serving import Served
-from helpers import switches_over_events
 from kong_pdk.testing import KongConnection, KongEmulator, RpcError
+
+from helpers import switches_over_events
+from serving import Served
 
 
 @pytest.fixture

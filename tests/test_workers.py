@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from helpers import headers, status, wait_idle
 from kong_pdk.testing import KongEmulator, RpcError
+
+from helpers import headers, status, wait_idle
 from serving import Served
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")

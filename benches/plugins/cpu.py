@@ -36,7 +36,7 @@ def _iterations_per_ms():
         n *= 2
 
 
-class Plugin(object):
+class Plugin:
     def __init__(self, config):
         config = config or {}
         iterations = config.get("iterations")

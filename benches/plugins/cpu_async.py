@@ -10,7 +10,7 @@ version = "0.1.0"
 priority = 0
 
 
-class Plugin(object):
+class Plugin:
     def __init__(self, config):
         config = config or {}
         iterations = config.get("iterations")

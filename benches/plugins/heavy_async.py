@@ -7,7 +7,7 @@ version = "0.1.0"
 priority = 0
 
 
-class Plugin(object):
+class Plugin:
     def __init__(self, config):
         self.config = config
 

@@ -16,7 +16,7 @@ def _value(ret):
     return ret[0] if isinstance(ret, tuple) else ret
 
 
-class Plugin(object):
+class Plugin:
     def __init__(self, config):
         self.config = config
 

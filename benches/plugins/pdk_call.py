@@ -41,7 +41,7 @@ def _report(per_kind):
         f.write(json.dumps(per_kind) + "\n")
 
 
-class SyncPlugin(object):
+class SyncPlugin:
     def __init__(self, config):
         self.reps = int(config.get("reps") or 100)
 
@@ -62,7 +62,7 @@ class SyncPlugin(object):
         _report(per_kind)
 
 
-class AsyncPlugin(object):
+class AsyncPlugin:
     def __init__(self, config):
         self.reps = int(config.get("reps") or 100)
 

@@ -318,7 +318,7 @@ def supervise(
         import watchfiles  # noqa: F401
     except ImportError:
         print("kong_pdk: error: --reload needs watchfiles: pip install 'kong-pdk-native[reload]'", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     if plugin_file is None or not Path(plugin_file).is_file():
         print("kong_pdk: error: --reload needs the plugin to be run as a file (python my_plugin.py)", file=sys.stderr)
         raise SystemExit(1)

@@ -11,9 +11,10 @@ from typing import Any
 
 import msgpack
 import pytest
-from .emulator_peers import MiniPluginServer, PeerConn, Phase, ScriptedServer
 
 from kong_pdk.testing import NULL, KongEmulator, KongProtocolError, LuaError, LuaMulti, RpcError
+
+from .emulator_peers import MiniPluginServer, PeerConn, Phase, ScriptedServer
 
 Gen = Generator[tuple[str, Any], Any, None]
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from suite_tools import suite_module
 
 TESTING = Path(__file__).resolve().parents[2] / "python" / "kong_pdk" / "testing"
@@ -136,4 +137,4 @@ def test_every_public_name_resolves_from_its_sub_package() -> None:
         if isinstance(value, type) and home is not None:
             assert home.split(".")[2] in ALLOWED, (name, home)
     with pytest.raises(AttributeError):
-        getattr(testing, "NotAName")
+        getattr(testing, "NotAName")  # noqa: B009 (a name the module's type does not have)

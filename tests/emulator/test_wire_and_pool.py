@@ -10,9 +10,10 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from .emulator_peers import PeerConn, ScriptedServer
 
 from kong_pdk.testing import KongEmulator, KongProtocolError, RpcError, TransportError
+
+from .emulator_peers import PeerConn, ScriptedServer
 
 Script = Callable[[PeerConn], None]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from example_paths import EXAMPLES
+
 from kong_pdk.testing.pytest_plugin import KongKit
 from kong_pdk.testing.schema import ConfigError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from example_paths import EXAMPLES
+
 from kong_pdk.testing.http import Response
 from kong_pdk.testing.pytest_plugin import KongKit
 

@@ -16,6 +16,7 @@ import pytest
 
 from kong_pdk.testing import PluginRunner
 from kong_pdk.testing.kit.request_result import KitFailure
+
 from suite_tools import suite_module
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "py-hello.py"

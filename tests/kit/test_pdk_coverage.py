@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kit_helpers import call
-from kong_pdk.testing.fake.registry import IMPLS
-from kong_pdk.testing.kong.pdk_facts import PDK_API_JSON
+
 from kong_pdk.testing.fake.phase_rules import LOG_TIMER_OK, rules
+from kong_pdk.testing.fake.registry import IMPLS
 from kong_pdk.testing.kit.request_result import KitFailure
+from kong_pdk.testing.kong.pdk_facts import PDK_API_JSON
 
 FUNCTIONS = json.loads(PDK_API_JSON.read_text())["functions"]
 CALLABLE = sorted(f["name"] for f in FUNCTIONS if f["rpc_callable"])

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from kit_helpers import CALLER, call, returned, runner
+
 from kong_pdk.testing import PluginRunner
 from kong_pdk.testing.kit.loader import load_plugin
 from kong_pdk.testing.kit.request_result import KitFailure
@@ -191,8 +191,8 @@ def test_config_kong_would_refuse(config: dict[str, object], message: str) -> No
 
 
 def test_config_defaults_and_nulls_reach_the_plugin() -> None:
-    from kong_pdk.testing.kong.lua import NULL
     from kong_pdk.testing.kit.schema import validate_config
+    from kong_pdk.testing.kong.lua import NULL
 
     assert validate_config(SCHEMA, {"count": 2}) == {
         "message": "hi",

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from kit_helpers import call, returned
-from kong_pdk.testing.kong.lua import NULL
+
 from kong_pdk.testing.fake.world import consumer, default_route, default_service
+from kong_pdk.testing.kong.lua import NULL
 
 URL = "http://Example.COM:8000/t/Abc%20123%C3%B8%2f/parent/..//test/./?movie=foo&debug&a=1&a=2&e="
 JSON_HEADERS = {"content-type": "application/json"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from kit_helpers import call, returned, runner
+
 from kong_pdk.testing.http import Response
 
 EXIT_CASES: list[tuple[list[Any], int, dict[str, str], bytes]] = [

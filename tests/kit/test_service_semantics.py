@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from kit_helpers import call, returned, runner
-from kong_pdk.testing.http import Response, ServiceRequest
+
 from kong_pdk.testing.fake.world import default_route, default_service
+from kong_pdk.testing.http import Response, ServiceRequest
 
 
 def upstream_of(*calls: list[Any], **options: Any) -> ServiceRequest:
@@ -129,9 +129,9 @@ def test_service_response_getters_read_the_upstream_response() -> None:
     # test_pdk_coverage checks that), so their values are checked on the exchange.
     from kong_pdk.testing.fake.exchange import Exchange
     from kong_pdk.testing.fake.registry import IMPLS
+    from kong_pdk.testing.fake.world import World
     from kong_pdk.testing.http import Request
     from kong_pdk.testing.kong.lua import LuaMulti
-    from kong_pdk.testing.fake.world import World
 
     ex = Exchange.begin(Request(), World())
     assert IMPLS["kong.service.response.get_status"](ex) is None

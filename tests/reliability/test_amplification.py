@@ -15,9 +15,10 @@ from collections.abc import Callable
 import msgpack
 import pytest
 
-from serving import Served
 from kong_pdk.testing import Bin, KongEmulator
 from reliability.peers import RawPeer, proc_status_kb
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

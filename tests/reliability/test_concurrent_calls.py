@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
 from kong_pdk.testing import EventResult, KongEmulator
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(30)
 

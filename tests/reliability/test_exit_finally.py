@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
-from helpers import headers
 from kong_pdk.testing import KongEmulator
+
+from helpers import headers
+from serving import Served
 
 pytestmark = pytest.mark.timeout(30)
 

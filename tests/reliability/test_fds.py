@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
 from reliability.peers import RawPeer, fd_count, settle
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,9 +24,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from serving import Served
-from helpers import headers
 from kong_pdk.testing import KongEmulator
+
+from helpers import headers
+from serving import Served
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,7 +149,7 @@ def run_connection(path: str, index: int) -> int:
             sock.sendall(b"".join(chunks))
             sent_frames += len(chunks)
             # Replies come in order: the sentinel's is the last one for the well-formed part.
-            closed = read_until(sock, unpacker, replies, lambda: any(r[1] == sentinel for r in replies))
+            closed = read_until(sock, unpacker, replies, lambda s=sentinel, rs=replies: any(r[1] == s for r in rs))
             assert not closed, f"seed {SEED}: the server hung up on well-formed frames"
             tail = rng.random()
             if tail < 0.5:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import PLUGINS, Served
 from kong_pdk.testing import KongEmulator
+
+from serving import PLUGINS, Served
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
 from reliability.peers import RawPeer
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
-from helpers import headers, status
 from kong_pdk.testing import KongEmulator, KongProtocolError, TransportError
 from reliability.peers import settle
+
+from helpers import headers, status
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

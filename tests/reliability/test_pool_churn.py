@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import pytest
 
-from serving import Served
-from helpers import headers
 from kong_pdk.testing import KongEmulator
+
+from helpers import headers
+from serving import Served
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -68,7 +69,7 @@ def test_300_sleepers_all_start_while_short_events_go_on(serve: Callable[..., Se
     assert len(started) == SLEEPERS, f"only {len(started)} of {SLEEPERS} sleepers started"
     assert late[-1] - t0 < 2.0, f"the last sleeper started after {late[-1] - t0:.2f}s"
     assert len(ended) == SLEEPERS
-    during = [len(x) - b for x, b in zip(latencies, before)]
+    during = [len(x) - b for x, b in zip(latencies, before, strict=True)]
     assert min(during) > 0, f"a short-event connection made no progress: {during}"
     worst = max(max(x) for x in latencies)
     assert worst < 1.0, f"a short event took {worst:.2f}s"

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from serving import PLUGINS, Served
-from helpers import status
 from kong_pdk.testing import KongEmulator, RpcError
 from reliability.peers import settle
+
+from helpers import status
+from serving import PLUGINS, Served
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
 from kong_pdk.testing import KongEmulator, RpcError
+
+from serving import Served
 
 MODELS = {
     "thread": ("behaviours.py", ()),

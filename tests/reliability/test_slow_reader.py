@@ -12,15 +12,16 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
 import pytest
 
-from serving import Served
-from helpers import headers
 from kong_pdk.testing import KongEmulator, TransportError
+
+from helpers import headers
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

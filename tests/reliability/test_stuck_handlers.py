@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
 from kong_pdk.testing import KongEmulator, TransportError
 from reliability.peers import RawPeer
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(30)
 

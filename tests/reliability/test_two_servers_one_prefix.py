@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import pytest
 
-from serving import Served
-from helpers import status
 from kong_pdk.testing import KongEmulator
 from reliability.peers import settle
+
+from helpers import status
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,8 +19,9 @@ from contextlib import ExitStack, contextmanager
 import msgpack
 import pytest
 
-from serving import Served
 from kong_pdk.testing import KongEmulator
+
+from serving import Served
 
 pytestmark = pytest.mark.timeout(60)
 

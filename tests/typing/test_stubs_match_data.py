@@ -194,7 +194,7 @@ def test_a_parsed_body_may_be_a_list() -> None:
     import kong_pdk.pdk.kong as kong
 
     for cls, name in ((kong.LuaStyleKong, "request"), (kong.PythonStyleKong, "request")):
-        get_body = getattr(typing.get_type_hints(getattr(cls, name).fget)["return"], "get_body")
+        get_body = typing.get_type_hints(getattr(cls, name).fget)["return"].get_body
         ret = typing.get_type_hints(get_body)["return"]
         assert "list[typing.Any]" in str(ret), ret
     data = generator().load(DATA)

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from kong_pdk.testing.kit.runner import PluginRunner
     from kong_pdk.testing.kit.loader import PluginSpec
+    from kong_pdk.testing.kit.runner import PluginRunner
 
 __all__ = ["KongKit", "kong", "MISSING_EXTRA"]
 

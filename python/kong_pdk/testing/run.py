@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     """Runs the request ``args`` describe; returns the exit status."""
     import warnings
 
-    from kong_pdk.testing.kit.runner import PluginRunner
-    from kong_pdk.testing.kit.loader import load_plugin
     from kong_pdk.plugin_check import PluginWarning
+    from kong_pdk.testing.kit.loader import load_plugin
     from kong_pdk.testing.kit.request_result import KitFailure
+    from kong_pdk.testing.kit.runner import PluginRunner
     from kong_pdk.testing.kit.schema import ConfigError
 
     try:

@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.function_table import FunctionTable
-from kong_pdk.testing.fake.lua_args import need_str, opt_arg
 from kong_pdk.testing.fake.iptrust import is_trusted
+from kong_pdk.testing.fake.lua_args import need_str, opt_arg
+from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.kong.lua import LuaMulti
 
 FUNCTIONS = FunctionTable()

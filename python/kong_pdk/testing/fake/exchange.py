@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from kong_pdk.testing.fake.world import World
 from kong_pdk.testing.http.headers import Headers
 from kong_pdk.testing.http.messages import Request, Response
-from kong_pdk.testing.fake.world import World
 
 __all__ = ["Exchange", "LogEntry", "TlsState"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.lua_args import lua_tostring
+from kong_pdk.testing.kong.errors import LuaError
 
 __all__ = ["header_name", "header_values", "header_table", "plain_header_name"]
 

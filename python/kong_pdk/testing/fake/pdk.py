@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange
-from kong_pdk.testing.fake.registry import IMPLS
 from kong_pdk.testing.fake.phase_rules import exists, phase_problem
+from kong_pdk.testing.fake.registry import IMPLS
+from kong_pdk.testing.kong.errors import LuaError
 
 __all__ = ["FakePdk", "Violation"]
 

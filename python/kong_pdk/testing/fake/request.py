@@ -16,16 +16,16 @@ Facts per function (Kong 3.x, see the module docs of kong.request):
 
 from __future__ import annotations
 
-from kong_pdk.testing.http.args import decode_args
-from kong_pdk.testing.http.bodies import decode_body
-from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.function_table import FunctionTable
 from kong_pdk.testing.fake.header_checks import plain_header_name
-from kong_pdk.testing.fake.lua_args import need_number, need_str, opt_arg
 from kong_pdk.testing.fake.iptrust import is_trusted
-from kong_pdk.testing.kong.lua import LuaMulti
+from kong_pdk.testing.fake.lua_args import need_number, need_str, opt_arg
+from kong_pdk.testing.http.args import decode_args
+from kong_pdk.testing.http.bodies import decode_body
 from kong_pdk.testing.http.uri import normalize_path
+from kong_pdk.testing.kong.errors import LuaError
+from kong_pdk.testing.kong.lua import LuaMulti
 
 FUNCTIONS = FunctionTable()
 

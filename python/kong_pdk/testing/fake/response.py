@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.fake.exchange import Exchange, LogEntry
 from kong_pdk.testing.fake.function_table import FunctionTable
+from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
 from kong_pdk.testing.fake.lua_args import need_bytes, opt_arg
 from kong_pdk.testing.fake.request import limit
-from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
+from kong_pdk.testing.kong.errors import LuaError
 from kong_pdk.testing.kong.lua import is_lua_number
 
 FUNCTIONS = FunctionTable()

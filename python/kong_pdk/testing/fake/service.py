@@ -8,14 +8,14 @@ upstream's response as it arrived, before any plugin change.
 
 from __future__ import annotations
 
+from kong_pdk.testing.fake.exchange import Exchange
+from kong_pdk.testing.fake.function_table import FunctionTable
+from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
+from kong_pdk.testing.fake.lua_args import need_bytes, need_number, need_str, opt_arg
+from kong_pdk.testing.fake.request import limit
 from kong_pdk.testing.http.args import encode_args
 from kong_pdk.testing.http.bodies import decode_body, encode_body
 from kong_pdk.testing.kong.errors import LuaError
-from kong_pdk.testing.fake.exchange import Exchange
-from kong_pdk.testing.fake.function_table import FunctionTable
-from kong_pdk.testing.fake.lua_args import need_bytes, need_number, need_str, opt_arg
-from kong_pdk.testing.fake.request import limit
-from kong_pdk.testing.fake.header_checks import header_name, header_table, header_values, plain_header_name
 from kong_pdk.testing.kong.lua import LuaMulti
 
 FUNCTIONS = FunctionTable()

@@ -18,13 +18,13 @@ A failing check is a Lua ``error()`` (raised as ``LuaError``).
 
 from __future__ import annotations
 
+from kong_pdk.testing.fake.error_pages import error_body, error_message, response_type
+from kong_pdk.testing.fake.exchange import Exchange, LogEntry
+from kong_pdk.testing.fake.header_checks import header_table
+from kong_pdk.testing.fake.lua_args import lua_tostring
 from kong_pdk.testing.http.bodies import lua_table_for_cjson
 from kong_pdk.testing.kong.cjson import cjson_encode
 from kong_pdk.testing.kong.errors import LuaError
-from kong_pdk.testing.fake.error_pages import error_body, error_message, response_type
-from kong_pdk.testing.fake.exchange import Exchange, LogEntry
-from kong_pdk.testing.fake.lua_args import lua_tostring
-from kong_pdk.testing.fake.header_checks import header_table
 from kong_pdk.testing.kong.lua import is_lua_number
 
 __all__ = ["apply_exit", "apply_error", "apply_stream_exit"]

@@ -12,8 +12,8 @@ from typing import Any
 from kong_pdk.testing.fake.exchange import Exchange, LogEntry, TlsState
 from kong_pdk.testing.fake.pdk import Violation
 from kong_pdk.testing.http.messages import Request, Response, ServiceRequest
-from kong_pdk.testing.kong.event_result import EventResult
 from kong_pdk.testing.kit.servers import PluginError
+from kong_pdk.testing.kong.event_result import EventResult
 
 __all__ = ["Call", "Result", "KitFailure"]
 

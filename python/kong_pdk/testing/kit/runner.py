@@ -34,19 +34,19 @@ from typing import Any
 
 from kong_pdk.plugin_check import MISSING, warn_plugin_mistakes
 from kong_pdk.plugin_info import phases_of
-from kong_pdk.testing.kong.cjson import cjson_encode
-from kong_pdk.testing.kong.errors import RpcError
 from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.pdk import FakePdk
+from kong_pdk.testing.fake.terminal import apply_error, apply_exit, apply_stream_exit
+from kong_pdk.testing.fake.world import World, kit_uuid
 from kong_pdk.testing.http.headers import HeaderInput, Headers
 from kong_pdk.testing.http.messages import Body, Request, Response
 from kong_pdk.testing.kit.loader import PluginSpec, load_plugin, plugin_spec
 from kong_pdk.testing.kit.request_result import Call, KitFailure, Result
 from kong_pdk.testing.kit.schema import validate_config
 from kong_pdk.testing.kit.servers import Model, Served, served
-from kong_pdk.testing.fake.terminal import apply_error, apply_exit, apply_stream_exit
 from kong_pdk.testing.kit.upstream import Upstream, build_service_request, echo
-from kong_pdk.testing.fake.world import World, kit_uuid
+from kong_pdk.testing.kong.cjson import cjson_encode
+from kong_pdk.testing.kong.errors import RpcError
 
 __all__ = ["PluginRunner", "load_plugin", "plugin_spec", "HTTP_PHASES"]
 
@@ -231,8 +231,8 @@ class PluginRunner:
             self._lua_error(ex, phase)
 
     def _terminal(self, fake: FakePdk, ex: Exchange, method: str, args: tuple[object, ...]) -> None:
-        from kong_pdk.testing.kong.errors import LuaError
         from kong_pdk.testing.fake.phase_rules import phase_problem
+        from kong_pdk.testing.kong.errors import LuaError
 
         problem = phase_problem(method, ex.phase)
         try:

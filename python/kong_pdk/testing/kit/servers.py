@@ -39,9 +39,9 @@ from typing import Any, Literal, get_args
 from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
 from kong_pdk.serve import build_server, lua_style_of
+from kong_pdk.testing.kit.loader import PluginSpec
 from kong_pdk.testing.kong.emulator import KongEmulator
 from kong_pdk.testing.kong.versions import LATEST, KongVersion
-from kong_pdk.testing.kit.loader import PluginSpec
 
 __all__ = ["PluginError", "Served", "served", "shutdown_all", "Model", "MODELS"]
 

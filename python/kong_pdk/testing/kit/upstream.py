@@ -19,11 +19,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.client import forwarded_ip
-from kong_pdk.testing.fake.request import get_forwarded_host, get_forwarded_path, get_forwarded_port, get_forwarded_scheme
-from kong_pdk.testing.http.messages import Response, ServiceRequest
+from kong_pdk.testing.fake.exchange import Exchange
 from kong_pdk.testing.fake.iptrust import is_trusted
+from kong_pdk.testing.fake.request import (
+    get_forwarded_host,
+    get_forwarded_path,
+    get_forwarded_port,
+    get_forwarded_scheme,
+)
+from kong_pdk.testing.http.messages import Response, ServiceRequest
 
 __all__ = ["Upstream", "echo", "build_service_request"]
 

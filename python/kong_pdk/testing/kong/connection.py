@@ -70,7 +70,7 @@ class KongConnection:
             self._sock.settimeout(timeout)
         try:
             return self._sock.recv(max_bytes)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TransportError("timeout") from exc
         finally:
             self._sock.settimeout(old)

@@ -22,13 +22,13 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 
 from kong_pdk.testing.kong.answers import AnswerTable
-from kong_pdk.testing.kong.instance_config import DEFAULT_WS_ID, Bookkeeping, build_config, default_plugin_id
 from kong_pdk.testing.kong.connection import KongConnection
 from kong_pdk.testing.kong.errors import KongProtocolError, RpcError, TransportError
 from kong_pdk.testing.kong.event_loop import run_event
+from kong_pdk.testing.kong.event_result import EventResult
+from kong_pdk.testing.kong.instance_config import DEFAULT_WS_ID, Bookkeeping, build_config, default_plugin_id
 from kong_pdk.testing.kong.instances import CachedInstance, InstanceCache
 from kong_pdk.testing.kong.query import DEFAULT_PROTOCOL, QueryResult, read_query_output
-from kong_pdk.testing.kong.event_result import EventResult
 from kong_pdk.testing.kong.rpc import RpcClient
 from kong_pdk.testing.kong.versions import (
     LATEST,

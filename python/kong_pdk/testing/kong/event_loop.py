@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kong_pdk.testing.kong.answers import AnswerTable, Resolution, resolve
 from kong_pdk.testing.kong.errors import KongProtocolError, LuaError, RpcError
+from kong_pdk.testing.kong.event_result import EventResult, PdkCall, TerminalCall
 from kong_pdk.testing.kong.lua import kong_call_args
 from kong_pdk.testing.kong.luapack import pack
 from kong_pdk.testing.kong.pdk_facts import pdk_facts
-from kong_pdk.testing.kong.event_result import EventResult, PdkCall, TerminalCall
 from kong_pdk.testing.kong.rpc import RpcClient
 from kong_pdk.testing.kong.steps import PLAIN_STEP, StepChoice, choose_step
 from kong_pdk.testing.kong.wire import decode_value

@@ -125,7 +125,7 @@ class _KongReader:
     def _feed(self) -> None:
         try:
             chunk = self._sock.recv(CHUNK)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise TransportError("timeout") from exc
         except OSError as exc:
             raise TransportError(str(exc) or "no data") from exc

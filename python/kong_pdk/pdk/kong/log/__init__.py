@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from kong_pdk.pdk.kong.log import inspect as _inspect
-
 # Also imported by the official kong-pdk's kong_pdk/pdk/kong/__init__.py (this package
 # wins over its log.py): when that package was installed over this one, a plugin still
 # gets here on --dump and at start, and the mix is reported (kong_pdk/install_check.py).
 from kong_pdk.install_check import warn_if_mixed as _warn_if_mixed
+from kong_pdk.pdk.kong.log import inspect as _inspect
 
 _warn_if_mixed(stacklevel=2)
 
