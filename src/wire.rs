@@ -13,6 +13,7 @@
 //! before decoding ([`max_values`]); and the bytes all connections hold in
 //! unfinished frames share one process-wide budget ([`buffer_budget`]).
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,6 +87,9 @@ pub struct FrameDecoder {
     accounted: usize,
     /// Set when an `extend` took the process over its budget.
     over_budget: bool,
+    /// How far the unfinished frame at `pos` has been scanned (a `Cell`:
+    /// peeking at a frame does not consume it, yet remembers the scan).
+    scanned: Cell<ScanState>,
 }
 
 impl FrameDecoder {
@@ -96,6 +100,7 @@ impl FrameDecoder {
             max_frame,
             accounted: 0,
             over_budget: false,
+            scanned: Cell::new(ScanState::START),
         }
     }
 
@@ -142,6 +147,7 @@ impl FrameDecoder {
         self.buf.clear();
         self.pos = 0;
         self.over_budget = false;
+        self.scanned.set(ScanState::START);
         self.account();
     }
 
@@ -158,6 +164,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         self.pos += len;
+        self.scanned.set(ScanState::START);
         self.account();
         Ok(Some(value))
     }
@@ -166,7 +173,10 @@ impl FrameDecoder {
     /// for [`consume`](Self::consume).
     pub fn peek_frame(&self) -> Result<Option<(Value, usize)>, WireError> {
         let pending = &self.buf[self.pos..];
-        let Some((len, values)) = scan(pending, self.max_frame)? else {
+        let mut scanned = self.scanned.get();
+        let found = scan_from(pending, self.max_frame, &mut scanned);
+        self.scanned.set(scanned);
+        let Some((len, values)) = found? else {
             if self.over_budget {
                 return Err(WireError::OverBudget {
                     budget: buffer_budget(self.max_frame),
@@ -186,6 +196,7 @@ impl FrameDecoder {
     /// Drops `len` bytes of a frame returned by `peek_frame`.
     pub fn consume(&mut self, len: usize) {
         self.pos = (self.pos + len).min(self.buf.len());
+        self.scanned.set(ScanState::START);
         self.account();
     }
 }
@@ -205,15 +216,59 @@ pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireErro
 /// Length and number of values of the first complete msgpack object in
 /// `buf`, `None` if `buf` holds only a prefix of one.
 pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireError> {
+    let mut from_start = ScanState::START;
+    scan_from(buf, max_frame, &mut from_start)
+}
+
+/// Where a scan of an unfinished frame stopped: at the start of the first
+/// object it could not read whole. Scanning again from here once more bytes
+/// have come makes the cost of a frame linear in its bytes, however thinly
+/// the peer slices it (re-scanning from the frame's start on every read was
+/// quadratic: 4 s of CPU for one 16 MB message of short strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanState {
+    /// Offset of the next object's marker, from the frame's start.
+    pos: usize,
+    /// Values counted before that object.
+    values: u64,
+    /// Objects still to be read, that one included.
+    pending: u64,
+}
+
+impl ScanState {
+    /// Nothing scanned yet: one object to read at offset 0.
+    pub const START: ScanState = ScanState {
+        pos: 0,
+        values: 0,
+        pending: 1,
+    };
+}
+
+/// [`scan`] resumed from `state`, which must come from an earlier scan of a
+/// prefix of `buf` (or be [`ScanState::START`]). When `buf` holds only a
+/// prefix of the frame, `state` is left where this scan stopped.
+pub fn scan_from(
+    buf: &[u8],
+    max_frame: usize,
+    state: &mut ScanState,
+) -> Result<Option<(usize, u64)>, WireError> {
     let too_large = WireError::TooLarge { limit: max_frame };
-    let mut pos: usize = 0;
-    let mut values: u64 = 0;
-    // Objects still to be read; arrays and maps add their elements.
-    let mut pending: u64 = 1;
+    let ScanState {
+        mut pos,
+        mut values,
+        mut pending,
+    } = *state;
     while pending > 0 {
+        // An object is re-read from its marker when it is not all there yet.
+        let resume = ScanState {
+            pos,
+            values,
+            pending,
+        };
         pending -= 1;
         values += 1;
         let Some(&marker) = buf.get(pos) else {
+            *state = resume;
             return if buf.len() > max_frame {
                 Err(too_large)
             } else {
@@ -258,6 +313,7 @@ pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireEr
         let mut skip = fixed;
         if len_bytes > 0 {
             let Some(field) = buf.get(pos..pos + len_bytes) else {
+                *state = resume;
                 return Ok(None);
             };
             pos += len_bytes;
@@ -281,6 +337,7 @@ pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireEr
         }
         pos += skip;
         if pos > buf.len() {
+            *state = resume;
             return Ok(None);
         }
     }

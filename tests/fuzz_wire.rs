@@ -9,7 +9,7 @@
 
 use _core::defaults::MAX_FRAME as DEFAULT_MAX_FRAME;
 use _core::rpc::parse_request;
-use _core::wire::{frame_len, FrameDecoder};
+use _core::wire::{frame_len, scan, scan_from, FrameDecoder, ScanState};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use rmpv::Value;
@@ -142,6 +142,34 @@ proptest! {
         prop_assert_eq!(frames.len(), 2);
         for frame in &frames {
             prop_assert_eq!(&encode(frame), &bytes);
+        }
+    }
+
+    /// The decoder keeps its scan position between reads (linear, not
+    /// quadratic, in the bytes of a frame sent in pieces): resuming must
+    /// give, at every piece, what scanning all the bytes so far from the
+    /// start gives.
+    #[test]
+    fn scanning_in_pieces_equals_scanning_the_whole(
+        v in value(),
+        noise in vec(any::<u8>(), 0..256),
+        garbage in any::<bool>(),
+        cuts in vec(any::<usize>(), 1..12),
+        small in any::<bool>(),
+    ) {
+        let bytes = if garbage { noise } else { encode(&v) };
+        let max_frame = if small { 64 } else { DEFAULT_MAX_FRAME };
+        let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        ends.push(bytes.len());
+        ends.sort_unstable();
+        let mut state = ScanState::START;
+        for end in ends {
+            let resumed = scan_from(&bytes[..end], max_frame, &mut state);
+            let whole = scan(&bytes[..end], max_frame);
+            prop_assert_eq!(&resumed, &whole, "prefix of {} bytes", end);
+            if !matches!(whole, Ok(None)) {
+                break;
+            }
         }
     }
 
