@@ -22,15 +22,34 @@ use rmpv::Value;
 /// Nesting deeper than this is refused (Kong's tables are a few levels deep).
 const MAX_DEPTH: usize = 512;
 
-/// Values any frame may hold, whatever its size (~10 MiB decoded).
-const FREE_VALUES: u64 = 256 * 1024;
-/// Beyond those, one value per this many bytes of frame.
-const BYTES_PER_VALUE: u64 = 8;
+/// Bytes decoding any frame may take, whatever its size.
+const FREE_DECODED: u64 = 10 << 20;
+/// Beyond those, this many bytes per byte of frame.
+const DECODED_PER_BYTE: u64 = 5;
 
-/// Most values a frame of `len` bytes may hold: decoding one costs at most
-/// about 10 MiB plus 5 times its size. A body (one string) is one value.
-pub fn max_values(len: usize) -> u64 {
-    FREE_VALUES + len as u64 / BYTES_PER_VALUE
+/// Most bytes decoding a frame of `len` bytes may take: 10 MiB plus 5 times
+/// its size. A body (one string) takes little more than its own bytes.
+pub fn max_decoded(len: usize) -> u64 {
+    FREE_DECODED + len as u64 * DECODED_PER_BYTE
+}
+
+/// What decoding one value costs on top of its payload: its slot in the
+/// array or map that holds it (a map entry is two slots, duplicate keys
+/// included: they are all decoded before anything could merge them), twice
+/// over because a container's storage may be twice its elements while it
+/// grows (rmpv preallocates at most 64 KiB and then doubles).
+const SLOT_BYTES: u64 = 2 * std::mem::size_of::<Value>() as u64;
+
+/// The heap block malloc hands out for a string, binary or ext payload of
+/// `len` bytes (an empty one allocates nothing): glibc rounds a request plus
+/// its 8-byte header up to 16 bytes, 32 at least. An 8-byte key costs 32
+/// bytes of heap besides its slot, 4 times its size on the wire.
+fn payload_bytes(len: usize) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        ((len as u64).saturating_add(8 + 15) & !15).max(32)
+    }
 }
 
 /// Bytes held in unfinished frames by every decoder of the process.
@@ -48,9 +67,11 @@ pub enum WireError {
     TooLarge { limit: usize },
     /// Bytes that are not MessagePack (a reserved marker, too deep, ...).
     Malformed(String),
-    /// A whole frame of `len` bytes with more values than [`max_values`]
-    /// allows; it can be skipped.
-    TooManyValues { values: u64, len: usize },
+    /// A whole frame of `len` bytes whose decoding would take `decoded`
+    /// bytes, more than [`max_decoded`] allows (many tiny values: a nil is one
+    /// byte on the wire, a map entry with short key and value a few); it can
+    /// be skipped.
+    TooManyValues { decoded: u64, len: usize },
     /// The connections together hold more unfinished bytes than the budget.
     OverBudget { budget: usize },
 }
@@ -62,12 +83,12 @@ impl fmt::Display for WireError {
                 write!(f, "message too large: frames are limited to {limit} bytes")
             }
             WireError::Malformed(why) => write!(f, "malformed MessagePack frame: {why}"),
-            WireError::TooManyValues { values, len } => write!(
+            WireError::TooManyValues { decoded, len } => write!(
                 f,
-                "message refused: {values} values in {len} bytes would take about {} MB \
-                 to decode (limit: {} values for a message of this size)",
-                (values * std::mem::size_of::<Value>() as u64) >> 20,
-                max_values(*len)
+                "message refused: its {len} bytes would take about {} MB to decode \
+                 (limit: {} MB for a message of this size; many small values)",
+                decoded >> 20,
+                max_decoded(*len) >> 20
             ),
             WireError::OverBudget { budget } => write!(
                 f,
@@ -176,7 +197,7 @@ impl FrameDecoder {
         let mut scanned = self.scanned.get();
         let found = scan_from(pending, self.max_frame, &mut scanned);
         self.scanned.set(scanned);
-        let Some((len, values)) = found? else {
+        let Some((len, decoded)) = found? else {
             if self.over_budget {
                 return Err(WireError::OverBudget {
                     budget: buffer_budget(self.max_frame),
@@ -184,8 +205,8 @@ impl FrameDecoder {
             }
             return Ok(None);
         };
-        if values > max_values(len) {
-            return Err(WireError::TooManyValues { values, len });
+        if decoded > max_decoded(len) {
+            return Err(WireError::TooManyValues { decoded, len });
         }
         let mut frame = &pending[..len];
         let value = rmpv::decode::read_value_with_max_depth(&mut frame, MAX_DEPTH)
@@ -213,8 +234,9 @@ pub fn frame_len(buf: &[u8], max_frame: usize) -> Result<Option<usize>, WireErro
     Ok(scan(buf, max_frame)?.map(|(len, _)| len))
 }
 
-/// Length and number of values of the first complete msgpack object in
-/// `buf`, `None` if `buf` holds only a prefix of one.
+/// Length of the first complete msgpack object in `buf` and what decoding it
+/// would allocate (bytes, see [`max_decoded`]), `None` if `buf` holds only a
+/// prefix of one.
 pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireError> {
     let mut from_start = ScanState::START;
     scan_from(buf, max_frame, &mut from_start)
@@ -229,8 +251,8 @@ pub fn scan(buf: &[u8], max_frame: usize) -> Result<Option<(usize, u64)>, WireEr
 pub struct ScanState {
     /// Offset of the next object's marker, from the frame's start.
     pos: usize,
-    /// Values counted before that object.
-    values: u64,
+    /// Decoded bytes counted before that object.
+    decoded: u64,
     /// Objects still to be read, that one included.
     pending: u64,
 }
@@ -239,7 +261,7 @@ impl ScanState {
     /// Nothing scanned yet: one object to read at offset 0.
     pub const START: ScanState = ScanState {
         pos: 0,
-        values: 0,
+        decoded: 0,
         pending: 1,
     };
 }
@@ -255,18 +277,18 @@ pub fn scan_from(
     let too_large = WireError::TooLarge { limit: max_frame };
     let ScanState {
         mut pos,
-        mut values,
+        mut decoded,
         mut pending,
     } = *state;
     while pending > 0 {
         // An object is re-read from its marker when it is not all there yet.
         let resume = ScanState {
             pos,
-            values,
+            decoded,
             pending,
         };
         pending -= 1;
-        values += 1;
+        decoded = decoded.saturating_add(SLOT_BYTES);
         let Some(&marker) = buf.get(pos) else {
             *state = resume;
             return if buf.len() > max_frame {
@@ -327,6 +349,11 @@ pub fn scan_from(
                 }
             }
         }
+        // str, bin and ext own their payload (fixed-size scalars sit in the slot).
+        if matches!(marker, 0xa0..=0xbf | 0xc4..=0xc9 | 0xd4..=0xd8 | 0xd9..=0xdb) {
+            let payload = skip - usize::from(matches!(marker, 0xc7..=0xc9 | 0xd4..=0xd8));
+            decoded = decoded.saturating_add(payload_bytes(payload));
+        }
         // Every pending object takes at least one byte, so a count that cannot
         // fit in the limit is refused before anything is allocated for it.
         let needed = (pos as u64)
@@ -341,7 +368,7 @@ pub fn scan_from(
             return Ok(None);
         }
     }
-    Ok(Some((pos, values)))
+    Ok(Some((pos, decoded)))
 }
 
 /// Reads `[0, msgid, ...` off the head of a request without decoding it.
@@ -470,10 +497,10 @@ mod tests {
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         dec.extend(&bytes);
         dec.extend(&encode(&Value::from("next")));
-        let Err(WireError::TooManyValues { values, len }) = dec.peek_frame() else {
+        let Err(WireError::TooManyValues { decoded, len }) = dec.peek_frame() else {
             panic!("not refused");
         };
-        assert!(values > 1 << 20 && len == bytes.len());
+        assert!(decoded > max_decoded(len) && len == bytes.len());
         assert_eq!(dec.peek_msgid(), Some(8));
         dec.consume(len);
         assert_eq!(dec.next_frame(), Ok(Some(Value::from("next"))));
@@ -482,6 +509,22 @@ mod tests {
         let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
         dec.extend(&encode(&body));
         assert_eq!(dec.next_frame(), Ok(Some(body)));
+    }
+
+    #[test]
+    fn a_map_of_duplicate_keys_counts_every_entry() {
+        // 18 bytes on the wire per entry; 1M of them decoded took 292 MB.
+        let entries = 1 << 20;
+        let mut bytes = vec![0xdf];
+        bytes.extend_from_slice(&(entries as u32).to_be_bytes());
+        for _ in 0..entries {
+            bytes.extend_from_slice(b"\xa8dupkey00\xa8value000");
+        }
+        let Some((len, decoded)) = scan(&bytes, DEFAULT_MAX_FRAME).expect("valid") else {
+            panic!("incomplete");
+        };
+        assert_eq!(len, bytes.len());
+        assert!(decoded > max_decoded(len), "{decoded} within the bound");
     }
 
     #[test]
