@@ -88,3 +88,55 @@ def test_a_10_mb_body_and_a_2_mb_config_still_pass(serve: Callable[..., Served])
         status = emu.call("plugin.InstanceStatus", [big])
         assert isinstance(status, dict)
         assert len(status["Config"]["message"]) == 2 << 20
+
+
+DUP_ENTRIES = 1 << 20
+MODELS = {
+    "thread": ("behaviours.py", ()),
+    "asyncio": ("behaviours_async.py", ()),
+    "gevent": ("behaviours.py", ("-g",)),
+}
+
+
+def duplicate_keys_step(msgid: int) -> bytes:
+    """A Step whose Data is one map of DUP_ENTRIES entries of the same key, 18 MB."""
+    return (
+        b"\x94\x00"
+        + msgpack.packb(msgid)
+        + msgpack.packb("plugin.Step")
+        + b"\x91\x82"
+        + msgpack.packb("EventId")
+        + msgpack.packb(999_999)
+        + msgpack.packb("Data")
+        + b"\xdf"
+        + DUP_ENTRIES.to_bytes(4, "big")
+        + (b"\xa8dupkey00" + b"\xa8value000") * DUP_ENTRIES
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_map_of_a_million_duplicate_keys_is_refused_within_the_bound(
+    serve: Callable[..., Served], model: str
+) -> None:
+    """Issue 17 point 3: each entry was ~20 bytes on the wire but ~280 decoded
+    (two values, two heap strings, the map's growth): +292 MB at peak for 18 MB,
+    past the documented 10 MiB + 5x the message. Refused before decoding now."""
+    plugin, args = MODELS[model]
+    served = serve(plugin, *args)
+    pid = served.proc.pid
+    frame = duplicate_keys_step(7)
+    bound_kb = (10 << 10) + 5 * len(frame) // 1024
+    with RawPeer(served.socket) as warm:
+        assert warm.call("plugin.GetStatus", [])[2] is None
+    time.sleep(0.2)
+    peak_known = reset_peak(pid)
+    rss_before = proc_status_kb(pid, "VmRSS")
+    with RawPeer(served.socket, timeout=20) as peer:
+        peer.send_raw(frame)
+        reply = peer.reply()
+    assert reply[1] == 7, reply
+    assert isinstance(reply[2], str) and reply[2].startswith("message refused"), f"{reply!r:.200}"
+    grown = (proc_status_kb(pid, "VmHWM") if peak_known else proc_status_kb(pid, "VmRSS")) - rss_before
+    assert grown < bound_kb, f"grew by {grown} kB for a {len(frame)}-byte message (bound {bound_kb} kB)"
+    with RawPeer(served.socket) as after:
+        assert after.call("plugin.GetStatus", [], msgid=9)[1:3] == [9, None]
