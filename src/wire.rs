@@ -8,10 +8,12 @@
 //! here panics on bytes from the socket: every malformed or oversized input
 //! becomes a [`WireError`].
 //!
-//! Memory is bounded twice. A decoded value takes ~40 bytes whatever its size
-//! on the wire (a nil is one byte), so a frame of many tiny values is refused
-//! before decoding ([`max_values`]); and the bytes all connections hold in
-//! unfinished frames share one process-wide budget ([`buffer_budget`]).
+//! Memory is bounded twice. A decoded value takes a ~40-byte slot whatever its
+//! size on the wire (a nil is one byte; a map entry is two, duplicate keys
+//! included), so a frame whose decoding would allocate more than
+//! [`max_decoded`] is refused before decoding; and the bytes all connections
+//! hold in unfinished frames share one process-wide budget ([`buffer_budget`]).
+//! The scan of an unfinished frame resumes where it stopped ([`ScanState`]).
 
 use std::cell::Cell;
 use std::fmt;
