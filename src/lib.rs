@@ -24,6 +24,7 @@ mod pdk;
 mod pdk_table;
 mod phase;
 mod plugin_entry;
+mod protobuf;
 pub mod rpc;
 mod rpc_error;
 mod server;

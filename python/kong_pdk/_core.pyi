@@ -58,6 +58,7 @@ class PluginServer:
         workers: list[tuple[list[str], str]] = ...,
         worker_startup_timeout: float = ...,
         take_over: bool = False,
+        protocol: str = "msgpack",
     ) -> Self: ...
     def start(self) -> None:
         """Binds the socket (replacing a stale one; a live server's only with ``take_over``)

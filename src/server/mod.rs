@@ -41,6 +41,7 @@ use crate::executor::{Executor, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::looped;
 use crate::plugin_entry::PluginEntry;
+use crate::protobuf::{self, PbExecutor, Protocol};
 use crate::service::{PluginMeta, Service, Settings};
 
 struct Running {
@@ -76,6 +77,8 @@ pub struct PluginServer {
     /// Empty: handlers run in this process.
     workers: Vec<(Vec<String>, PathBuf)>,
     worker_startup_timeout: Duration,
+    /// The wire Kong speaks to this server (the dump's `Protocol`).
+    protocol: Protocol,
     running: Mutex<Option<Running>>,
 }
 
@@ -96,7 +99,7 @@ impl PluginServer {
         handler_timeout = defaults::HANDLER_TIMEOUT,
         runner = None, workers = Vec::new(),
         worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT,
-        take_over = false
+        take_over = false, protocol = "msgpack"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -113,7 +116,22 @@ impl PluginServer {
         workers: Vec<(Vec<String>, PathBuf)>,
         worker_startup_timeout: f64,
         take_over: bool,
+        protocol: &str,
     ) -> PyResult<Self> {
+        let protocol = Protocol::parse(protocol).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown protocol {protocol:?} (msgpack or protobuf)"
+            ))
+        })?;
+        // ProtoBuf:1 runs each event on its connection's thread
+        // (src/protobuf/), `async def` handlers included; the gevent loop
+        // and worker processes serve MessagePack:1 only.
+        if protocol == Protocol::ProtoBuf && (runner.is_some() || !workers.is_empty()) {
+            return Err(PyValueError::new_err(
+                "--protocol protobuf is served by the thread model (plain and async def \
+                 handlers); -g (gevent) and -m (worker processes) speak msgpack only",
+            ));
+        }
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
         }
@@ -148,6 +166,7 @@ impl PluginServer {
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
             take_over,
+            protocol,
             running: Mutex::new(None),
         })
     }
@@ -185,7 +204,11 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let executor = if self.workers.is_empty() {
+        let protobuf = (self.protocol == Protocol::ProtoBuf)
+            .then(|| Arc::new(PbExecutor::new(self.classes(py))));
+        let executor: SharedExecutor = if let Some(pb) = &protobuf {
+            Arc::clone(pb) as SharedExecutor
+        } else if self.workers.is_empty() {
             self.executor(py, runtime.handle())?
         } else {
             self.start_workers(py, runtime.handle())?
@@ -205,12 +228,21 @@ impl PluginServer {
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
-        runtime.spawn(accept_loop(
-            listener,
-            Arc::clone(&service),
-            self.max_frame,
-            stopped.clone(),
-        ));
+        match protobuf {
+            Some(pb) => runtime.spawn(protobuf::accept_loop(
+                listener,
+                Arc::clone(&service),
+                pb,
+                self.max_frame,
+                stopped.clone(),
+            )),
+            None => runtime.spawn(accept_loop(
+                listener,
+                Arc::clone(&service),
+                self.max_frame,
+                stopped.clone(),
+            )),
+        };
         runtime.spawn(reaper(Arc::clone(&service), stopped));
         self.log_serving();
         *running = Some(Running {
