@@ -247,7 +247,8 @@ mod tests {
 
     #[test]
     fn integers_are_32_bit() {
-        let err = call("kong.response.set_status", vec![Value::from(1i64 << 40)]).unwrap_err();
+        let err =
+            call("kong.response.set_status", vec![Value::from(1i64 << 40)]).expect_err("refused");
         assert!(err.0.contains("32 bits"), "{err}");
     }
 
@@ -263,7 +264,8 @@ mod tests {
         assert_eq!((exit.status, exit.body.as_slice()), (403, &b"no"[..]));
         assert!(exit.headers.expect("headers").fields.contains_key("x-a"));
         let table_body = Value::Map(vec![(Value::from("a"), Value::from(1))]);
-        let err = call("kong.response.exit", vec![Value::from(200), table_body]).unwrap_err();
+        let err =
+            call("kong.response.exit", vec![Value::from(200), table_body]).expect_err("refused");
         assert!(err.0.contains("bytes or str on ProtoBuf:1"), "{err}");
     }
 

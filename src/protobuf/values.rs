@@ -193,15 +193,15 @@ mod tests {
     fn what_the_wire_cannot_carry_is_named() {
         let bad_key = Value::Map(vec![(Value::from(1), Value::from("x"))]);
         assert!(to_pb_struct(&bad_key)
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("keys must be str"));
         assert!(to_pb_struct(&Value::from("x"))
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("not str"));
         assert!(text(&Value::from(1), "the name")
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("not int"));
         assert!(to_pb_value(&Value::Ext(1, vec![])).is_err());
