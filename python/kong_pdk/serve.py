@@ -20,6 +20,7 @@ from typing import Any
 
 from kong_pdk import _core
 from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
+from kong_pdk.protocol import MSGPACK, PROTOBUF, protocol_of
 
 __all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of"]
 
@@ -92,6 +93,7 @@ def build_server(
     gevent: bool = False,
     processes: int | None = None,
     worker_args: Sequence[str] = (),
+    protocol: str | None = None,
     **options: Any,
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
@@ -113,8 +115,22 @@ def build_server(
         processes=processes,
         worker_command=None,
         worker_args=worker_args,
+        protocol=protocol,
         **options,
     )
+
+
+def server_protocol(plugins: Sequence[PluginDefinition], flag: str | None = None) -> str:
+    """The one wire of a server's plugins (``--protocol``, else each plugin's ``protocol``).
+
+    Kong speaks each plugin's wire on the server's socket, and a server
+    speaks one: plugins that disagree cannot share it.
+    """
+    chosen = {protocol_of(p.cls, flag) for p in plugins}
+    if len(chosen) > 1:
+        by = ", ".join(f"{p.name}: {protocol_of(p.cls, flag)}" for p in plugins)
+        raise ValueError(f"plugins on one socket must share a protocol ({by}); serve them separately or pass --protocol")
+    return chosen.pop() if chosen else MSGPACK
 
 
 def build_plugins_server(
@@ -126,6 +142,7 @@ def build_plugins_server(
     processes: int | None = None,
     worker_command: Sequence[str] | None = None,
     worker_args: Sequence[str] = (),
+    protocol: str | None = None,
     **options: Any,
 ) -> _core.PluginServer:
     """A server for every plugin of ``plugins`` on one socket, as :func:`build_server`.
@@ -139,6 +156,9 @@ def build_plugins_server(
     """
     if not plugins:
         raise ValueError("no plugin to serve")
+    wire = server_protocol(plugins, protocol)
+    if wire == PROTOBUF:
+        return _protobuf_server(plugins, socket_path, lua_style, gevent, processes, options)
     runner: object = None
     loop_phases: dict[str, list[str]] = {}
     workers: list[tuple[list[str], str]] = []
@@ -182,9 +202,33 @@ def build_plugins_server(
     )
 
 
-def _entry(plugin: PluginDefinition, lua_style: bool, loop_phases: list[str]) -> _core.PluginEntry:
+def _protobuf_server(
+    plugins: Sequence[PluginDefinition],
+    socket_path: str | os.PathLike[str],
+    lua_style: bool,
+    gevent: bool,
+    processes: int | None,
+    options: dict[str, Any],
+) -> _core.PluginServer:
+    """A ProtoBuf:1 server: each event runs on its connection's thread, ``async def`` too."""
+    if gevent or processes is not None:
+        raise ValueError(
+            "--protocol protobuf is served by the thread model (plain and async def handlers); "
+            "-g (gevent) and -m (worker processes) speak msgpack only"
+        )
+    return _core.PluginServer(
+        [_entry(plugin, lua_style, [], PROTOBUF) for plugin in plugins],
+        os.fspath(socket_path),
+        protocol=PROTOBUF,
+        **options,
+    )
+
+
+def _entry(
+    plugin: PluginDefinition, lua_style: bool, loop_phases: list[str], protocol: str = MSGPACK
+) -> _core.PluginEntry:
     """The core's description of one plugin; ValueError when it has no phase."""
-    info = plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema)
+    info = plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema, protocol)
     if not info["Phases"]:
         raise ValueError(
             f"plugin {plugin.name}: class {plugin.cls.__name__} defines none of the phases {', '.join(PHASES)}"

@@ -591,6 +591,26 @@ mod tests {
             );
             assert_eq!(find(m.name).map(|f| f.rpc), Some(m.rpc));
         }
+        // pdk-api.json marks the same functions (the Python side reads it:
+        // the stubs, `kong-pdk check`).
+        let data: serde_json::Value =
+            serde_json::from_str(include_str!("../../python/kong_pdk/pdk/pdk-api.json"))
+                .expect("pdk-api.json");
+        let marked: Vec<(String, String)> = data["functions"]
+            .as_array()
+            .expect("functions")
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f["name"].as_str()?.to_string(),
+                    f["protobuf"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        assert_eq!(marked.len(), METHODS.len());
+        for (name, rpc) in &marked {
+            assert_eq!(find(name).map(|m| m.rpc), Some(rpc.as_str()), "{name}");
+        }
         assert!(find("kong.response.error").is_none());
         assert!(find("kong.request.get_body").is_none());
     }

@@ -188,6 +188,10 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
                 event_timeout=EVENT_TIMEOUT,
                 gevent=model == "gevent",
                 processes=workers if model == "processes" else None,
+                # The kit's Kong speaks MsgPack:1 (a plugin's `protocol =
+                # "protobuf"` is for Kong; `kong-pdk check` lists its calls
+                # that ProtoBuf:1 lacks).
+                protocol="msgpack",
             )
 
         stop: Callable[[float], object] | None = None

@@ -1,0 +1,209 @@
+"""ProtoBuf:1 over the real socket, driven as Kong's pb_rpc.lua drives it, with
+the stock protobuf library on Kong's side (tests/pb_kong.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pb_kong import Call, KongPb, message_class, methods, pb2
+from serving import PLUGINS, Served
+
+PLUGIN = "protobuf_plugin.py"
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    return pb2(str(tmp_path_factory.mktemp("pb2")))
+
+
+@pytest.fixture
+def kong(pb: ModuleType, serve: Callable[..., Served]) -> Iterator[tuple[KongPb, Served]]:
+    served = serve(PLUGIN)
+    conn = KongPb.connect(pb, served.socket)
+    yield conn, served
+    conn.close()
+
+
+def a_request(pb: ModuleType) -> Callable[[Call], Any]:
+    """Kong's PDK for one request: host and headers, a body, the rest default."""
+    from google.protobuf import struct_pb2
+
+    def answer(call: Call) -> Any:
+        if call.name == "kong.request.get_header":
+            return pb.String(v={"host": "example.com"}.get(call.args.v, ""))
+        if call.name == "kong.request.get_headers":
+            headers = struct_pb2.Struct()
+            headers.update({"host": "example.com", "accept": ["a/b", "c/d"]})
+            return headers
+        if call.name == "kong.request.get_raw_body":
+            return pb.RawBodyResult(content=b"\xff body")
+        if call.name == "kong.request.get_port":
+            return pb.Int(v=8000)
+        return None
+
+    return answer
+
+
+def test_the_dump_says_protobuf_and_the_flag_overrides_the_attribute() -> None:
+    def dump(*flags: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, str(PLUGINS / PLUGIN), "--dump", *flags], capture_output=True, check=True
+        )
+        return json.loads(out.stdout)
+
+    assert dump()[0]["Protocol"] == "ProtoBuf:1"
+    assert "Protocol" not in dump("--protocol", "msgpack")[0]
+
+
+def test_an_event_makes_its_calls_on_its_connection(kong: tuple[KongPb, Served], pb: ModuleType) -> None:
+    conn, _ = kong
+    iid = conn.start("protobuf_plugin", '{"mode": "echo"}')
+    assert iid > 0
+    conn.event(iid, "access", a_request(pb))
+    names = [c.name for c in conn.calls]
+    assert names == [
+        "kong.request.get_header",
+        "kong.request.get_headers",
+        "kong.request.get_raw_body",
+        "kong.response.set_header",
+        "kong.response.set_header",
+        "kong.response.set_header",
+    ]
+    # Headers came back as a dict of str or list; the body as a str (its
+    # bytes kept with surrogateescape), as on MsgPack:1.
+    sets = {c.args.k: c.args.v.string_value for c in conn.calls[3:]}
+    assert sets == {"x-host": "example.com", "x-accept": "a/b,c/d", "x-body-type": "str"}
+    # get_headers without a count sends go-pdk's 100 (Kong refuses 0).
+    assert conn.calls[1].args.v == 100
+
+
+def test_exit_sends_bytes_and_a_header_struct(kong: tuple[KongPb, Served], pb: ModuleType) -> None:
+    conn, _ = kong
+    iid = conn.start("protobuf_plugin", '{"mode": "exit"}')
+    conn.event(iid, "access", a_request(pb))
+    exit_call = conn.calls[-1]
+    assert exit_call.name == "kong.response.exit"
+    assert (exit_call.args.status, exit_call.args.body) == (403, b"denied")
+    assert dict(exit_call.args.headers) == {"x-why": "pb"}
+
+
+def test_a_call_protobuf_lacks_raises_at_the_call_site_and_sends_nothing(
+    kong: tuple[KongPb, Served], pb: ModuleType
+) -> None:
+    conn, _ = kong
+    iid = conn.start("protobuf_plugin", '{"mode": "lacking"}')
+    conn.event(iid, "access", a_request(pb))
+    names = [c.name for c in conn.calls]
+    assert "kong.response.get_raw_body" not in names
+    message = conn.calls[-1].args.values[0].string_value
+    assert conn.calls[-1].name == "kong.log.err"
+    assert "kong.response.get_raw_body is not available on ProtoBuf:1" in message
+    assert "--protocol msgpack" in message
+
+
+def test_a_handler_that_raises_fails_closed_and_the_connection_serves_on(
+    kong: tuple[KongPb, Served], pb: ModuleType
+) -> None:
+    conn, served = kong
+    iid = conn.start("protobuf_plugin", '{"mode": "raise"}')
+    conn.event(iid, "access", a_request(pb))
+    log_err, exit_call = conn.calls[-2:]
+    assert log_err.name == "kong.log.err"
+    assert "RuntimeError: boom" in log_err.args.values[0].string_value
+    assert (exit_call.name, exit_call.args.status) == ("kong.response.exit", 500)
+    served.wait_log("RuntimeError: boom")
+    # The same connection carries the next event.
+    conn.calls.clear()
+    conn.event(iid, "access", a_request(pb))
+    assert conn.calls[0].name == "kong.request.get_header"
+
+
+def test_async_def_handlers_await_their_calls(kong: tuple[KongPb, Served], pb: ModuleType) -> None:
+    conn, _ = kong
+    iid = conn.start("protobuf_plugin")
+    conn.event(iid, "log", a_request(pb))
+    assert [c.name for c in conn.calls] == ["kong.request.get_port", "kong.log.notice"]
+    assert [v.number_value for v in conn.calls[1].args.values[1:]] == [8000]
+
+
+def test_instance_commands(kong: tuple[KongPb, Served], pb: ModuleType) -> None:
+    conn, _ = kong
+    iid = conn.start("protobuf_plugin", '{"mode": "echo", "route_id": "r1"}')
+    status = conn.call(cmd_get_instance_status=pb.CmdGetInstanceStatus(instance_id=iid)).instance_status
+    assert (status.name, status.instance_id) == ("protobuf_plugin", iid)
+    # Kong's bookkeeping keys are removed from the plugin's config, as on MsgPack:1.
+    assert dict(status.config.struct_value) == {"mode": "echo"}
+    info = conn.call(cmd_get_plugin_info=pb.CmdGetPluginInfo(name="protobuf_plugin")).plugin_info
+    assert (info.name, list(info.phases), info.version, info.priority) == (
+        "protobuf_plugin",
+        ["access", "log"],
+        "1.2.3",
+        7,
+    )
+    assert json.loads(info.schema)["name"] == "protobuf_plugin"
+    names = conn.call(cmd_get_plugin_names=pb.CmdGetPluginNames()).plugin_names
+    assert list(names.names) == ["protobuf_plugin"]
+    closed = conn.call(cmd_close_instance=pb.CmdCloseInstance(instance_id=iid)).instance_status
+    assert closed.instance_id == iid
+
+
+def test_an_unknown_instance_closes_the_connection_so_that_kong_restarts_it(
+    kong: tuple[KongPb, Served], pb: ModuleType
+) -> None:
+    conn, served = kong
+    with pytest.raises(ConnectionError):
+        conn.event(12345, "access", a_request(pb))
+    served.wait_log("no plugin instance #12345")
+    # Kong then starts the instance again on a new connection, and the event runs.
+    again = KongPb.connect(pb, served.socket)
+    try:
+        iid = again.start("protobuf_plugin")
+        again.event(iid, "access", a_request(pb))
+        assert again.calls
+    finally:
+        again.close()
+
+
+def test_a_malformed_frame_is_answered_and_the_connection_serves_on(
+    kong: tuple[KongPb, Served], pb: ModuleType
+) -> None:
+    import struct
+
+    conn, served = kong
+    conn.sock.sendall(struct.pack("=I", 3) + b"\xff\xff\xff")
+    assert pb.RpcReturn.FromString(conn.read_frame()).sequence == 0
+    served.wait_log("not an RpcCall")
+    assert conn.start("protobuf_plugin") > 0
+
+
+def test_the_method_table_is_kongs(pb: ModuleType) -> None:
+    """Names derived from the .proto as Kong's Lua derives them are exactly
+    the functions pdk-api.json marks (and the core's table, checked in Rust)."""
+    from kong_pdk.protocol import protobuf_functions
+
+    table = methods(pb)
+    assert set(table) == set(protobuf_functions())
+    assert len(table) == 74
+    assert message_class(table["kong.request.get_headers"].output_type).DESCRIPTOR.full_name == (
+        "google.protobuf.Struct"
+    )
+
+
+def test_gevent_and_worker_processes_are_refused_with_protobuf(tmp_path: Path) -> None:
+    for flag in ("-g", "-m"):
+        out = subprocess.run(
+            [sys.executable, str(PLUGINS / PLUGIN), "-p", str(tmp_path), flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1
+        assert "speak msgpack only" in out.stderr, out.stderr
