@@ -12,8 +12,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
 from pb_kong import Call, KongPb, message_class, methods, pb2
+
 from serving import PLUGINS, Served
 
 PLUGIN = "protobuf_plugin.py"
