@@ -6,9 +6,11 @@
 //! `executor` runs the Python handler, whose PDK calls go through `pdk`.
 //! When every handler runs on a Python event loop (all `async def`, or
 //! gevent), `looped` replaces `connection` and the executors: the loop's own
-//! thread serves the socket and runs the handlers.
-//! Only `convert`, `pdk`, `executor`, `looped`, `plugin_entry` and `server`
-//! touch Python.
+//! thread serves the socket and runs the handlers. With `--protocol
+//! protobuf`, `protobuf` replaces `connection` and the executors: Kong's other
+//! wire, each event run on its connection's thread.
+//! Only `convert`, `pdk`, `executor`, `looped`, `protobuf`, `plugin_entry`
+//! and `server` touch Python.
 
 mod backlog;
 mod connection;
