@@ -207,3 +207,26 @@ def test_gevent_and_worker_processes_are_refused_with_protobuf(tmp_path: Path) -
         )
         assert out.returncode == 1
         assert "speak msgpack only" in out.stderr, out.stderr
+
+
+def test_a_replaced_server_closes_its_idle_connections_for_the_newer_one(
+    pb: ModuleType, serve: Callable[..., Served]
+) -> None:
+    old = serve(PLUGIN)
+    idle = KongPb.connect(pb, old.socket)
+    assert idle.start("protobuf_plugin") > 0
+    new = serve(PLUGIN, "--take-over", prefix=old.prefix)
+    new.wait_log("serving plugin")
+    old.stop()  # SIGTERM: the old server sees the path is the newer one's
+    # Kong's pool drops the closed connection; its next one reaches the newer server.
+    idle.sock.settimeout(5)
+    assert idle.sock.recv(1) == b""
+    idle.close()
+    assert old.proc.returncode == 0
+    fresh = KongPb.connect(pb, new.socket)
+    try:
+        iid = fresh.start("protobuf_plugin")
+        fresh.event(iid, "access", a_request(pb))
+        assert fresh.calls[0].name == "kong.request.get_header"
+    finally:
+        fresh.close()

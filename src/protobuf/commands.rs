@@ -3,7 +3,9 @@
 //!
 //! ProtoBuf:1 has no error reply: a command that fails is logged and
 //! answered with an `RpcReturn` that carries only the sequence (Kong then
-//! fails that request, and serves the next ones).
+//! fails that request, and serves the next ones). A server that a newer one
+//! replaced closes the connection instead: Kong then starts the instance
+//! again on a new connection, which reaches the newer server.
 
 use rmpv::Value;
 
@@ -13,15 +15,45 @@ use super::messages::{InstanceStatus, PluginInfo, PluginNames};
 use super::shared::Shared;
 use super::values::to_pb_value;
 use crate::rpc::{as_map, as_u64, field, map, Method};
+use crate::rpc_error::RpcError;
 use crate::service::{Encoded, Reply};
 
-/// The `return` of a command's `RpcReturn`; `None` when it failed.
-pub fn answer(shared: &Shared, call: Call) -> Option<Return> {
+/// How a command was answered.
+pub enum Answered {
+    Return(Option<Return>),
+    /// Logged; the `RpcReturn` carries only the sequence.
+    Failed,
+    /// A newer server has the socket path: close, so that Kong goes there.
+    HandedOver,
+}
+
+pub fn answer(shared: &Shared, call: Call) -> Answered {
+    match answer_inner(shared, call) {
+        Ok(ret) => Answered::Return(ret),
+        Err(Failure::HandedOver) => Answered::HandedOver,
+        Err(Failure::Failed) => Answered::Failed,
+    }
+}
+
+enum Failure {
+    Failed,
+    HandedOver,
+}
+
+/// The instance registry's id of a short id.
+fn long_id(shared: &Shared, short: i32) -> Result<u64, Failure> {
+    shared.ids.long(short).ok_or_else(|| {
+        log::info!("no plugin instance #{short}");
+        Failure::Failed
+    })
+}
+
+fn answer_inner(shared: &Shared, call: Call) -> Result<Option<Return>, Failure> {
     let service = &shared.service;
-    match call {
-        Call::CmdGetPluginNames(_) => Some(Return::PluginNames(PluginNames {
+    Ok(Some(match call {
+        Call::CmdGetPluginNames(_) => Return::PluginNames(PluginNames {
             names: service.plugins.iter().map(|p| p.name.clone()).collect(),
-        })),
+        }),
         Call::CmdGetPluginInfo(c) => {
             let arg = if c.name.is_empty() {
                 Value::Nil
@@ -32,10 +64,7 @@ pub fn answer(shared: &Shared, call: Call) -> Option<Return> {
                 service.answer_now(Method::GetPluginInfo, &arg),
                 "GetPluginInfo",
             )?;
-            Some(Return::PluginInfo(plugin_info(
-                &info,
-                service_load_time(shared),
-            )))
+            Return::PluginInfo(plugin_info(&info, service_load_time(shared)))
         }
         Call::CmdStartInstance(c) => {
             let arg = map(vec![
@@ -48,36 +77,31 @@ pub fn answer(shared: &Shared, call: Call) -> Option<Return> {
             let started = value(Some(service.start_instance_now(&arg)), "StartInstance")?;
             let long = as_map(&started)
                 .and_then(|m| field(m, "Id"))
-                .and_then(as_u64)?;
+                .and_then(as_u64)
+                .ok_or(Failure::Failed)?;
             let short = shared.ids.assign(long);
-            Some(Return::InstanceStatus(instance_status(&started, short)))
+            Return::InstanceStatus(instance_status(&started, short))
         }
         Call::CmdGetInstanceStatus(c) => {
-            let long = shared.ids.long(c.instance_id)?;
+            let long = long_id(shared, c.instance_id)?;
             let status = value(
                 service.answer_now(Method::InstanceStatus, &Value::from(long)),
                 "GetInstanceStatus",
             )?;
-            Some(Return::InstanceStatus(instance_status(
-                &status,
-                c.instance_id,
-            )))
+            Return::InstanceStatus(instance_status(&status, c.instance_id))
         }
         Call::CmdCloseInstance(c) => {
-            let long = shared.ids.long(c.instance_id)?;
+            let long = long_id(shared, c.instance_id)?;
             shared.ids.forget(c.instance_id);
             let closed = value(
                 service.answer_now(Method::CloseInstance, &Value::from(long)),
                 "CloseInstance",
             )?;
-            Some(Return::InstanceStatus(instance_status(
-                &closed,
-                c.instance_id,
-            )))
+            Return::InstanceStatus(instance_status(&closed, c.instance_id))
         }
         // Handled by the connection (`handler.rs`).
-        Call::CmdHandleEvent(_) => None,
-    }
+        Call::CmdHandleEvent(_) => return Ok(None),
+    }))
 }
 
 fn service_load_time(shared: &Shared) -> i64 {
@@ -88,14 +112,15 @@ fn service_load_time(shared: &Shared) -> i64 {
         .map_or(0, |p| p.load_time as i64)
 }
 
-/// The result of a service call, or `None` with the failure logged.
-fn value(reply: Option<Reply>, what: &str) -> Option<Value> {
-    match reply? {
-        Ok(Encoded::Value(v)) => Some(v),
-        Ok(Encoded::Deferred) => None,
-        Err(e) => {
+/// The result of a service call; a failure is logged.
+fn value(reply: Option<Reply>, what: &str) -> Result<Value, Failure> {
+    match reply {
+        Some(Ok(Encoded::Value(v))) => Ok(v),
+        Some(Ok(Encoded::Deferred)) | None => Err(Failure::Failed),
+        Some(Err(RpcError::HandedOver)) => Err(Failure::HandedOver),
+        Some(Err(e)) => {
             log::log!(e.log_level(), "{what}: {e}");
-            None
+            Err(Failure::Failed)
         }
     }
 }

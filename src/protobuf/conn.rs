@@ -47,10 +47,13 @@ impl Conn {
     }
 
     /// Kong's next `RpcCall`, however long the connection idles in Kong's
-    /// pool; `GaveUp` once the server stops while no frame has begun.
-    pub fn next_call(&self) -> Result<Vec<u8>, FrameError> {
+    /// pool; `GaveUp` once the server stops, or `leave()` says so, while no
+    /// frame has begun.
+    pub fn next_call(&self, leave: &dyn Fn() -> bool) -> Result<Vec<u8>, FrameError> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        reader.next_frame(&self.stream, &mut |r| r.has_partial() || !self.stopping())
+        reader.next_frame(&self.stream, &mut |r| {
+            r.has_partial() || !(self.stopping() || leave())
+        })
     }
 
     /// Writes frames already joined with their lengths, in one write.

@@ -61,6 +61,13 @@ pub fn handle_event(
             shared.ids.forget(cmd.instance_id);
             return unknown_instance(cmd.instance_id);
         }
+        Err(RpcError::HandedOver) => {
+            // A newer server took the socket path: Kong, seeing the
+            // connection closed, starts the instance again on a new one,
+            // which reaches the newer server.
+            log::info!("HandleEvent passed on: closing the connection for the newer server");
+            return After::Close;
+        }
         Err(e) => {
             // Draining, or a phase the plugin lacks: no handler runs, and
             // the event fails closed rather than letting the request by.

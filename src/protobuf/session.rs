@@ -8,11 +8,12 @@ use std::sync::Arc;
 use prost::Message;
 use pyo3::prelude::*;
 
-use super::commands::answer;
+use super::commands::{answer, Answered};
 use super::conn::Conn;
 use super::frame::FrameError;
 use super::handler::{handle_event, After};
 use super::messages::rpc_call::Call;
+use super::messages::rpc_return::Return;
 use super::messages::{RpcCall, RpcReturn};
 use super::shared::Shared;
 
@@ -30,7 +31,10 @@ fn serve(shared: &Shared, conn: &Arc<Conn>) {
     // The connection's asyncio loop, for `async def` handlers.
     let mut looper: Option<Py<PyAny>> = None;
     loop {
-        let frame = match conn.next_call() {
+        // A newer server took the socket path (`--reload`, a Kong reload):
+        // an idle connection closes, and Kong's pool drops it, so that
+        // Kong's next connection reaches the newer server.
+        let frame = match conn.next_call(&|| shared.service.is_replaced()) {
             Ok(frame) => frame,
             Err(FrameError::Closed | FrameError::GaveUp) => break,
             Err(e) => {
@@ -59,16 +63,14 @@ fn serve(shared: &Shared, conn: &Arc<Conn>) {
             Some(Call::CmdHandleEvent(cmd)) => {
                 handle_event(shared, conn, &mut looper, sequence, &cmd)
             }
-            Some(cmd) => match reply(conn, sequence, Some(cmd_answer(shared, cmd))) {
-                Ok(()) => After::ServeOn,
-                Err(_) => After::Close,
+            Some(cmd) => match answer(shared, cmd) {
+                Answered::Return(ret) => reply_or_close(conn, sequence, ret),
+                Answered::Failed => reply_or_close(conn, sequence, None),
+                Answered::HandedOver => After::Close,
             },
             None => {
                 log::warn!("an RpcCall without a command (sequence {sequence})");
-                match reply(conn, sequence, None) {
-                    Ok(()) => After::ServeOn,
-                    Err(_) => After::Close,
-                }
+                reply_or_close(conn, sequence, None)
             }
         };
         if matches!(after, After::Close) {
@@ -82,18 +84,17 @@ fn serve(shared: &Shared, conn: &Arc<Conn>) {
     }
 }
 
-fn cmd_answer(shared: &Shared, cmd: Call) -> Option<super::messages::rpc_return::Return> {
-    answer(shared, cmd)
-}
-
-fn reply(
-    conn: &Conn,
-    sequence: i64,
-    ret: Option<Option<super::messages::rpc_return::Return>>,
-) -> Result<(), FrameError> {
+fn reply(conn: &Conn, sequence: i64, ret: Option<Return>) -> Result<(), FrameError> {
     let msg = RpcReturn {
         sequence,
-        r#return: ret.flatten(),
+        r#return: ret,
     };
     conn.reply(&msg.encode_to_vec())
+}
+
+fn reply_or_close(conn: &Conn, sequence: i64, ret: Option<Return>) -> After {
+    match reply(conn, sequence, ret) {
+        Ok(()) => After::ServeOn,
+        Err(_) => After::Close,
+    }
 }
