@@ -41,9 +41,13 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Reads frames off a byte stream.
+///
+/// `buf[start..end]` holds bytes read but not taken yet; the buffer is
+/// zeroed only when it grows, never per read.
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max: usize,
 }
 
@@ -52,15 +56,16 @@ const READ_CHUNK: usize = 16 * 1024;
 impl FrameReader {
     pub fn new(max: usize) -> Self {
         FrameReader {
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: vec![0; READ_CHUNK],
             start: 0,
+            end: 0,
             max,
         }
     }
 
     /// Whether part of a frame has arrived.
     pub fn has_partial(&self) -> bool {
-        self.buf.len() > self.start
+        self.end > self.start
     }
 
     /// The next frame's payload, read from `src` as needed. When a read
@@ -71,20 +76,14 @@ impl FrameReader {
         keep_waiting: &mut dyn FnMut(&Self) -> bool,
     ) -> Result<Vec<u8>, FrameError> {
         loop {
-            if let Some(frame) = self.take()? {
-                return Ok(frame);
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let filled = self.buf.len();
-            self.buf.resize(filled + READ_CHUNK, 0);
-            let got = src.read(&mut self.buf[filled..]);
-            self.buf.truncate(filled + *got.as_ref().unwrap_or(&0));
-            match got {
+            let wanted = match self.take()? {
+                Taken::Frame(frame) => return Ok(frame),
+                Taken::Need(n) => n,
+            };
+            self.make_room(wanted);
+            match src.read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(FrameError::Closed),
-                Ok(_) => {}
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -101,11 +100,29 @@ impl FrameReader {
         }
     }
 
-    /// A whole buffered frame, if there is one.
-    fn take(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let avail = &self.buf[self.start..];
+    /// Room after `end` for a frame of `wanted` bytes from `start` (and at
+    /// least some room to read into).
+    fn make_room(&mut self, wanted: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.start + wanted > self.buf.len() || self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let needed = (self.start + wanted).max(self.end + 1);
+        if needed > self.buf.len() {
+            self.buf.resize(needed.max(READ_CHUNK), 0);
+        }
+    }
+
+    /// A whole buffered frame, or how many bytes (from `start`) it needs.
+    fn take(&mut self) -> Result<Taken, FrameError> {
+        let avail = &self.buf[self.start..self.end];
         let Some(head) = avail.get(..4) else {
-            return Ok(None);
+            return Ok(Taken::Need(4));
         };
         let mut len_bytes = [0u8; 4];
         len_bytes.copy_from_slice(head);
@@ -114,13 +131,17 @@ impl FrameReader {
             return Err(FrameError::TooLarge(len));
         }
         let Some(payload) = avail.get(4..4 + len) else {
-            self.buf.reserve(4 + len);
-            return Ok(None);
+            return Ok(Taken::Need(4 + len));
         };
         let frame = payload.to_vec();
         self.start += 4 + len;
-        Ok(Some(frame))
+        Ok(Taken::Frame(frame))
     }
+}
+
+enum Taken {
+    Frame(Vec<u8>),
+    Need(usize),
 }
 
 #[cfg(test)]
@@ -183,6 +204,28 @@ mod tests {
     }
 
     #[test]
+    fn frames_larger_than_a_read_and_across_reads() {
+        let mut data = Vec::new();
+        push_frame(&mut data, b"small").expect("frame");
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        push_frame(&mut data, &big).expect("frame");
+        push_frame(&mut data, b"after").expect("frame");
+        for step in [1, 7, 4096, 100_000] {
+            let mut src = Dribble {
+                data: data.clone(),
+                pos: 0,
+                step,
+                timed_out: false,
+            };
+            let mut reader = FrameReader::new(1 << 20);
+            let mut wait = |_: &FrameReader| true;
+            assert_eq!(reader.next_frame(&mut src, &mut wait).expect("1"), b"small");
+            assert_eq!(reader.next_frame(&mut src, &mut wait).expect("2"), big);
+            assert_eq!(reader.next_frame(&mut src, &mut wait).expect("3"), b"after");
+        }
+    }
+
+    #[test]
     fn a_frame_over_the_bound_is_refused_before_it_is_read() {
         let mut data = Vec::new();
         push_frame(&mut data, &[0u8; 100]).expect("frame");
@@ -209,7 +252,7 @@ mod tests {
             false
         });
         assert!(matches!(got, Err(FrameError::GaveUp)));
-        let rest = &data[reader.buf.len()..];
+        let rest = &data[reader.end..];
         assert_eq!(
             reader.next_frame(rest, &mut |_| true).expect("frame"),
             b"abc"
