@@ -29,7 +29,9 @@ use pb::rpc_call::Call;
 use pb::rpc_return::Return;
 
 #[derive(Parser, Debug)]
-#[command(about = "Minimal no-Python plugin server answering the benchmark scenarios over ProtoBuf:1")]
+#[command(
+    about = "Minimal no-Python plugin server answering the benchmark scenarios over ProtoBuf:1"
+)]
 struct Args {
     /// Socket path to listen on (a stale file is removed first).
     #[arg(long)]
@@ -104,7 +106,9 @@ fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-async fn read_frame(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> std::io::Result<Vec<u8>> {
+async fn read_frame(
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let mut buf = vec![0u8; u32::from_ne_bytes(len) as usize];
@@ -112,7 +116,11 @@ async fn read_frame(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> std::
     Ok(buf)
 }
 
-async fn serve_conn(stream: UnixStream, st: Rc<RefCell<State>>, cpu: Duration) -> std::io::Result<()> {
+async fn serve_conn(
+    stream: UnixStream,
+    st: Rc<RefCell<State>>,
+    cpu: Duration,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut out = Vec::with_capacity(512);
