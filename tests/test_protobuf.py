@@ -80,7 +80,7 @@ def test_an_event_makes_its_calls_on_its_connection(kong: tuple[KongPb, Served],
     # Headers came back as a dict of str or list; the body as a str (its
     # bytes kept with surrogateescape), as on MsgPack:1.
     sets = {c.args.k: c.args.v.string_value for c in conn.calls[3:]}
-    assert sets == {"x-host": "example.com", "x-accept": "a/b,c/d", "x-body-type": "str"}
+    assert sets == {"x-host": "example.com", "x-accept": "a/b,c/d,example.com", "x-body-type": "str"}
     # get_headers without a count sends go-pdk's 100 (Kong refuses 0).
     assert conn.calls[1].args.v == 100
 

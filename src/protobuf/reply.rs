@@ -29,7 +29,9 @@ pub fn decode_reply(ret: Ret, bytes: &[u8]) -> Result<Answer, ReplyError> {
         Ret::Bool => Value::Boolean(pb::Bool::decode(bytes).map_err(bad)?.v),
         Ret::ByteString => lua_string(pb::ByteString::decode(bytes).map_err(bad)?.v),
         Ret::Value => from_pb_value(&prost_types::Value::decode(bytes).map_err(bad)?),
-        Ret::Struct => from_pb_struct(&prost_types::Struct::decode(bytes).map_err(bad)?),
+        Ret::Struct => multimap(from_pb_struct(
+            &prost_types::Struct::decode(bytes).map_err(bad)?,
+        )),
         Ret::RawBody => {
             use pb::raw_body_result::Kind;
             match pb::RawBodyResult::decode(bytes).map_err(bad)?.kind {
@@ -77,6 +79,30 @@ pub fn decode_reply(ret: Ret, bytes: &[u8]) -> Result<Answer, ReplyError> {
         Ret::MemoryStats => memory_stats(pb::MemoryStats::decode(bytes).map_err(bad)?),
     };
     Ok(Answer::Value(Some(v)))
+}
+
+/// A header or query table in the shape MessagePack:1 gives it (Kong
+/// reshapes it there, docs/protocol.md §6.1; on ProtoBuf:1 it sends the Lua
+/// table as it is): every value a list, a bare query flag (`true`) an empty
+/// one. The four functions that return a `Struct` are exactly those.
+fn multimap(table: Value) -> Value {
+    let Value::Map(entries) = table else {
+        return table;
+    };
+    Value::Map(
+        entries
+            .into_iter()
+            .filter(|(_, v)| !v.is_nil())
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Boolean(true) => Value::Array(Vec::new()),
+                    Value::Array(items) => Value::Array(items),
+                    one => Value::Array(vec![one]),
+                };
+                (k, v)
+            })
+            .collect(),
+    )
 }
 
 fn map(entries: Vec<(&str, Value)>) -> Value {
@@ -210,12 +236,18 @@ mod tests {
     }
 
     #[test]
-    fn header_structs_become_dicts_of_str_or_list() {
+    fn header_structs_become_dicts_of_lists_as_on_msgpack() {
         let mut fields = std::collections::BTreeMap::new();
         let s = |v: &str| prost_types::Value {
             kind: Some(prost_types::value::Kind::StringValue(v.into())),
         };
         fields.insert("host".to_string(), s("a"));
+        fields.insert(
+            "debug".to_string(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::BoolValue(true)),
+            },
+        );
         fields.insert(
             "accept".to_string(),
             prost_types::Value {
@@ -234,7 +266,8 @@ mod tests {
                     "accept",
                     Value::Array(vec![Value::from("x"), Value::from("y")])
                 ),
-                ("host", Value::from("a")),
+                ("debug", Value::Array(vec![])),
+                ("host", Value::Array(vec![Value::from("a")])),
             ]))
         );
     }

@@ -22,7 +22,7 @@ class Plugin:
         headers, _ = kong.request.get_headers()
         body, _ = kong.request.get_raw_body()
         kong.response.set_header("x-host", host)
-        kong.response.set_header("x-accept", ",".join(headers.get("accept", [])))
+        kong.response.set_header("x-accept", ",".join(headers["accept"] + headers["host"]))
         kong.response.set_header("x-body-type", type(body).__name__)
         if self.mode == "exit":
             kong.response.exit(403, b"denied", {"x-why": "pb"})
