@@ -18,15 +18,34 @@ from serving import PLUGINS, Served
 
 PLUGIN = "protobuf_plugin.py"
 
+#: The execution models a ProtoBuf:1 plugin runs in: the same plugin with a
+#: sync access and an async log (threads, the async phase on the connection's
+#: own loop), every phase async def (the runner's asyncio loop owns the
+#: socket), every phase plain def under -g (the gevent hub owns it).
+MODELS = {
+    "threads": ("protobuf_plugin.py",),
+    "asyncio": ("protobuf_async.py",),
+    "gevent": ("protobuf_sync.py", "-g"),
+}
+
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     return pb2(str(tmp_path_factory.mktemp("pb2")))
 
 
+@pytest.fixture(params=sorted(MODELS))
+def model(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    if request.param == "gevent":
+        pytest.importorskip("gevent", reason="the -g model needs gevent (make dev installs it)")
+    return MODELS[request.param]
+
+
 @pytest.fixture
-def kong(pb: ModuleType, serve: Callable[..., Served]) -> Iterator[tuple[KongPb, Served]]:
-    served = serve(PLUGIN)
+def kong(
+    pb: ModuleType, serve: Callable[..., Served], model: tuple[str, ...]
+) -> Iterator[tuple[KongPb, Served]]:
+    served = serve(*model)
     conn = KongPb.connect(pb, served.socket)
     yield conn, served
     conn.close()
@@ -63,11 +82,17 @@ def test_the_dump_says_protobuf_and_the_flag_overrides_the_attribute() -> None:
     assert "Protocol" not in dump("--protocol", "msgpack")[0]
 
 
-def test_an_event_makes_its_calls_on_its_connection(kong: tuple[KongPb, Served], pb: ModuleType) -> None:
-    conn, _ = kong
+def test_an_event_makes_its_calls_on_its_connection(
+    kong: tuple[KongPb, Served], pb: ModuleType, model: tuple[str, ...]
+) -> None:
+    conn, served = kong
     iid = conn.start("protobuf_plugin", '{"mode": "echo"}')
     assert iid > 0
     conn.event(iid, "access", a_request(pb))
+    # The looped models serve the socket from the runner's loop: no thread
+    # per connection (the thread model names its threads kong-pdk-pb).
+    threads = {t.read_text().strip() for t in Path(f"/proc/{served.proc.pid}/task").glob("*/comm")}
+    assert ("kong-pdk-pb" in threads) == (model == MODELS["threads"])
     names = [c.name for c in conn.calls]
     assert names == [
         "kong.request.get_header",
@@ -197,8 +222,8 @@ def test_the_method_table_is_kongs(pb: ModuleType) -> None:
     )
 
 
-def test_gevent_and_worker_processes_are_refused_with_protobuf(tmp_path: Path) -> None:
-    for flag in ("-g", "-m"):
+def test_worker_processes_and_async_def_under_gevent_are_refused(tmp_path: Path) -> None:
+    for flag, why in (("-m", "speaks msgpack only"), ("-g", "cannot run under gevent")):
         out = subprocess.run(
             [sys.executable, str(PLUGINS / PLUGIN), "-p", str(tmp_path), flag],
             capture_output=True,
@@ -206,16 +231,16 @@ def test_gevent_and_worker_processes_are_refused_with_protobuf(tmp_path: Path) -
             timeout=60,
         )
         assert out.returncode == 1
-        assert "speak msgpack only" in out.stderr, out.stderr
+        assert why in out.stderr, out.stderr
 
 
 def test_a_replaced_server_closes_its_idle_connections_for_the_newer_one(
-    pb: ModuleType, serve: Callable[..., Served]
+    pb: ModuleType, serve: Callable[..., Served], model: tuple[str, ...]
 ) -> None:
-    old = serve(PLUGIN)
+    old = serve(*model)
     idle = KongPb.connect(pb, old.socket)
     assert idle.start("protobuf_plugin") > 0
-    new = serve(PLUGIN, "--take-over", prefix=old.prefix)
+    new = serve(*model, "--take-over", prefix=old.prefix)
     new.wait_log("serving plugin")
     old.stop()  # SIGTERM: the old server sees the path is the newer one's
     # Kong's pool drops the closed connection; its next one reaches the newer server.

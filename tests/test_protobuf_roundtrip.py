@@ -33,14 +33,21 @@ def pb(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     return pb2(str(tmp_path_factory.mktemp("pb2")))
 
 
-@pytest.fixture(scope="module")
-def kong(pb: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KongPb, int]]:
+@pytest.fixture(scope="module", params=["threads", "gevent"])
+def kong(
+    pb: ModuleType, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[KongPb, int]]:
+    """One server per execution model for the whole table (the thread model,
+    and -g where the gevent hub owns the socket)."""
+    if request.param == "gevent":
+        pytest.importorskip("gevent", reason="the -g model needs gevent (make dev installs it)")
     prefix = tmp_path_factory.mktemp("pb-roundtrip")
     log_path = prefix / "server.log"
+    model = ["-g"] if request.param == "gevent" else []
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, str(PLUGINS / "every_call.py"), "-p", str(prefix), "--socket-name", "e.socket",
-             "--protocol", "protobuf"],
+             "--protocol", "protobuf", *model],
             stderr=log,
         )
     try:

@@ -210,16 +210,40 @@ def _protobuf_server(
     processes: int | None,
     options: dict[str, Any],
 ) -> _core.PluginServer:
-    """A ProtoBuf:1 server: each event runs on its connection's thread, ``async def`` too."""
-    if gevent or processes is not None:
+    """A ProtoBuf:1 server (src/protobuf/).
+
+    With ``gevent``, or when every phase of every plugin is ``async def``, the
+    runner's loop owns the socket (the looped model); otherwise each event
+    runs on its connection's thread, an ``async def`` phase on that
+    connection's own asyncio loop.
+    """
+    if processes is not None:
         raise ValueError(
-            "--protocol protobuf is served by the thread model (plain and async def handlers); "
-            "-g (gevent) and -m (worker processes) speak msgpack only"
+            "--protocol protobuf is served by the thread model, asyncio (every phase async def) or -g; "
+            "-m (worker processes) speaks msgpack only"
         )
+    runner: object = None
+    looped = gevent or all(phases_of(p.cls) == async_phases(p.cls) for p in plugins)
+    if gevent:
+        for plugin in plugins:
+            coroutines = async_phases(plugin.cls)
+            if coroutines:
+                raise ValueError(
+                    f"async def handlers ({', '.join(coroutines)}) of plugin {plugin.name} cannot run under "
+                    "gevent (-g); use plain def handlers or drop -g"
+                )
+        from kong_pdk.runners import GeventRunner
+
+        runner = GeventRunner()
+    elif looped:
+        from kong_pdk.runners import AsyncioRunner
+
+        runner = AsyncioRunner()
     return _core.PluginServer(
-        [_entry(plugin, lua_style, [], PROTOBUF) for plugin in plugins],
+        [_entry(plugin, lua_style, phases_of(plugin.cls) if looped else [], PROTOBUF) for plugin in plugins],
         os.fspath(socket_path),
         protocol=PROTOBUF,
+        runner=runner,
         **options,
     )
 

@@ -21,6 +21,26 @@ use crate::events::Answer;
 use crate::pdk::{answer_to_py, ended_error, Ending, PdkTarget};
 use crate::phase::Phase;
 
+/// The ProtoBuf:1 method of `name`, or the error the plugin sees.
+pub fn pb_method(name: &str) -> PyResult<&'static PbMethod> {
+    find(name).ok_or_else(|| {
+        PyNotImplementedError::new_err(format!(
+            "{name} is not available on ProtoBuf:1 (Kong's protobuf plugin wire has no such \
+             call; Kong would fail the request): serve this plugin with --protocol msgpack \
+             to use it (docs/protobuf.md)"
+        ))
+    })
+}
+
+/// What a second PDK call raises while one of the same event waits.
+pub fn busy_error(name: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "{name}: another PDK call of this event is already waiting for Kong; Kong answers \
+         one call of an event at a time, so calls from threads or tasks of one handler \
+         must not overlap"
+    ))
+}
+
 const RUNNING: u8 = 0;
 const EXITED: u8 = 1;
 /// The connection failed or Kong stopped answering: nothing more can be
@@ -74,27 +94,11 @@ impl PbEvent {
             .compare_exchange(RUNNING, OVER, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// The ProtoBuf:1 method of `name`, or the error the plugin sees.
-    fn method(name: &str) -> PyResult<&'static PbMethod> {
-        find(name).ok_or_else(|| {
-            PyNotImplementedError::new_err(format!(
-                "{name} is not available on ProtoBuf:1 (Kong's protobuf plugin wire has no such \
-                 call; Kong would fail the request): serve this plugin with --protocol msgpack \
-                 to use it (docs/protobuf.md)"
-            ))
-        })
-    }
-
     /// Sends one call and waits for Kong's reply, detached from Python.
     fn ask(&self, py: Python<'_>, method: &PbMethod, args: &[u8]) -> PyResult<Answer> {
         let payload = encode_args(method, args).map_err(|e| PyTypeError::new_err(e.0))?;
         let Ok(_one) = self.in_call.try_lock() else {
-            return Err(PyRuntimeError::new_err(format!(
-                "{}: another PDK call of this event is already waiting for Kong; Kong answers \
-                 one call of an event at a time, so calls from threads or tasks of one handler \
-                 must not overlap",
-                method.name
-            )));
+            return Err(busy_error(method.name));
         };
         if !PdkTarget::is_running(self) {
             return Err(PdkTarget::ended_error(self, py));
@@ -174,7 +178,7 @@ impl PdkTarget for PbEvent {
         ended_error(py, ending, self.event_id)
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
-        let m = Self::method(&method)?;
+        let m = pb_method(&method)?;
         self.ask(py, m, &args)?;
         let _ = self
             .state
@@ -187,7 +191,7 @@ impl PdkTarget for PbEvent {
         method: Arc<str>,
         args: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let m = Self::method(&method)?;
+        let m = pb_method(&method)?;
         let answer = self.ask(py, m, &args)?;
         let value = answer_to_py(py, answer, self.lua_style)?;
         if self.awaitable {

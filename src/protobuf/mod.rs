@@ -15,6 +15,8 @@
 //!   handler's call, `handler.rs` one HandleEvent;
 //! * `executor.rs` the service's executor, `shared.rs` what the threads
 //!   share, `session.rs` a connection's thread, `serve.rs` the accept loop;
+//! * `looped/` the same on a Python event loop (every phase `async def`, or
+//!   `-g`): the runner's loop owns the socket;
 //! * `protocol.rs` which wire a server speaks.
 
 mod args;
@@ -25,6 +27,7 @@ mod executor;
 mod frame;
 mod handler;
 mod ids;
+mod looped;
 mod messages;
 mod methods;
 mod protocol;
@@ -36,5 +39,6 @@ mod shared;
 mod values;
 
 pub use executor::PbExecutor;
+pub use looped::serve as serve_looped;
 pub use protocol::Protocol;
 pub use serve::accept_loop;

@@ -123,13 +123,12 @@ impl PluginServer {
                 "unknown protocol {protocol:?} (msgpack or protobuf)"
             ))
         })?;
-        // ProtoBuf:1 runs each event on its connection's thread
-        // (src/protobuf/), `async def` handlers included; the gevent loop
-        // and worker processes serve MessagePack:1 only.
-        if protocol == Protocol::ProtoBuf && (runner.is_some() || !workers.is_empty()) {
+        // ProtoBuf:1 (src/protobuf/) runs on threads or on the runner's
+        // loop; worker processes serve MessagePack:1 only.
+        if protocol == Protocol::ProtoBuf && !workers.is_empty() {
             return Err(PyValueError::new_err(
-                "--protocol protobuf is served by the thread model (plain and async def \
-                 handlers); -g (gevent) and -m (worker processes) speak msgpack only",
+                "--protocol protobuf is served by the thread model, asyncio (every phase \
+                 async def) or -g; -m (worker processes) speaks msgpack only",
             ));
         }
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
@@ -181,7 +180,18 @@ impl PluginServer {
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
         if let Some(looped) = self.looped_setup(py) {
             let bound = self.listen()?;
-            let service = looped::serve(py, looped, bound.listener)?;
+            let service = match self.protocol {
+                Protocol::ProtoBuf => protobuf::serve_looped(
+                    py,
+                    looped.runner,
+                    looped.plugins,
+                    looped.metas,
+                    looped.settings,
+                    looped.max_frame,
+                    bound.listener,
+                )?,
+                Protocol::MsgPack => looped::serve(py, looped, bound.listener)?,
+            };
             if let Some(link) = bound.predecessor {
                 service.set_predecessor(link);
             }
