@@ -223,4 +223,4 @@ def test_check_lists_the_calls_protobuf_lacks(tmp_path: Path) -> None:
     lines = [line for line in as_protobuf.stderr.splitlines() if "ProtoBuf:1" in line]
     assert [line.split(": ")[2] for line in lines] == ["needs_body.py:5", "needs_body.py:6"]
     assert "kong.request.get_body is not available on ProtoBuf:1" in lines[0]
-    assert json.loads(as_protobuf.stdout)[0]["Protocol"] == "ProtoBuf:1"
+    assert json.loads(as_protobuf.stdout)["Protocol"] == "ProtoBuf:1"

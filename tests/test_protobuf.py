@@ -78,8 +78,13 @@ def test_the_dump_says_protobuf_and_the_flag_overrides_the_attribute() -> None:
         )
         return json.loads(out.stdout)
 
-    assert dump()[0]["Protocol"] == "ProtoBuf:1"
-    assert "Protocol" not in dump("--protocol", "msgpack")[0]
+    # Kong reads the wire from the dump's top-level Protocol only (its object form).
+    as_protobuf = dump()
+    assert as_protobuf["Protocol"] == "ProtoBuf:1"
+    assert [p["Name"] for p in as_protobuf["Plugins"]] == ["protobuf_plugin"]
+    assert "Protocol" not in as_protobuf["Plugins"][0]
+    as_msgpack = dump("--protocol", "msgpack")
+    assert isinstance(as_msgpack, list) and as_msgpack[0]["Name"] == "protobuf_plugin"
 
 
 def test_an_event_makes_its_calls_on_its_connection(

@@ -31,8 +31,8 @@ from kong_pdk import _core
 from kong_pdk.logs import setup_logging
 from kong_pdk.plugin_check import plugin_mistakes
 from kong_pdk.plugin_info import plugin_info
-from kong_pdk.protocol import protocol_of
-from kong_pdk.serve import PluginDefinition, build_plugins_server
+from kong_pdk.protocol import protocol_of, query_output
+from kong_pdk.serve import PluginDefinition, build_plugins_server, server_protocol
 
 __all__ = [
     "start_dedicated_server",
@@ -249,14 +249,14 @@ def start_dedicated_server(
         wire = protocol_of(plugin, args.protocol)
     except ValueError as e:
         _fail(str(e))
-    info = plugin_info(name, plugin, version, priority, schema, wire)
+    info = plugin_info(name, plugin, version, priority, schema)
     # Said once: not by workers (their main process has), not by the --reload
     # supervisor (its server will).
     if args.worker_socket is None and not (args.reload and not args.dump):
         for mistake in plugin_mistakes(plugin, version, schema):
             print(f"kong_pdk: warning: {mistake}", file=sys.stderr)
     if args.dump:
-        _dump([info])
+        _dump([info], wire)
     if args.reload and args.worker_socket is None:
         # The process Kong started becomes the supervisor of the real server.
         from kong_pdk.reload import supervise
@@ -318,7 +318,11 @@ def start_server(argv: Sequence[str] | None = None) -> None:
             for mistake in loaded.mistakes:
                 print(f"kong_pdk: warning: {loaded.name}: {mistake}", file=sys.stderr)
     if args.dump_all or args.dump_one is not None:
-        _dump([_info(loaded.definition, args.protocol) for loaded in plugins])
+        try:
+            wire = server_protocol([loaded.definition for loaded in plugins], args.protocol)
+        except ValueError as e:
+            _fail(str(e))
+        _dump([_info(loaded.definition) for loaded in plugins], wire)
     launcher = [sys.executable, "-m", "kong_pdk.cli", "-d", str(directory.resolve())]
     _serve(args, [loaded.definition for loaded in plugins], DEFAULT_SERVER_SOCKET, launcher)
 
@@ -332,18 +336,15 @@ def _plugin_file(directory: Path, name: str) -> Path:
     raise PluginLoadError(f"no plugin named {name!r} in {str(directory)!r} (no file {name}.py)")
 
 
-def _info(plugin: PluginDefinition, flag: str | None = None) -> dict[str, Any]:
-    try:
-        wire = protocol_of(plugin.cls, flag)
-    except ValueError as e:
-        _fail(str(e))
-    return plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema, wire)
+def _info(plugin: PluginDefinition) -> dict[str, Any]:
+    return plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema)
 
 
-def _dump(infos: list[dict[str, Any]]) -> NoReturn:
-    """Writes the query command's JSON (docs/protocol.md §1.4) and exits."""
+def _dump(infos: list[dict[str, Any]], wire: str) -> NoReturn:
+    """Writes the query command's JSON (docs/protocol.md §1.4; its object form
+    for ProtoBuf:1, docs/protobuf.md) and exits."""
     try:
-        text = json.dumps(infos)
+        text = json.dumps(query_output(infos, wire))
     except (TypeError, ValueError) as e:
         _fail(f"the plugin info cannot be written as JSON: {e}")
     sys.stdout.write(text)

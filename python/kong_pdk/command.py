@@ -135,7 +135,7 @@ def _check(args: argparse.Namespace) -> int:
     from kong_pdk.plugin_info import PHASES, plugin_info
     from kong_pdk.plugin_name import declared_name
     from kong_pdk.protobuf_scan import lacking_on_protobuf
-    from kong_pdk.protocol import PROTOBUF, protocol_of
+    from kong_pdk.protocol import PROTOBUF, protocol_of, query_output
 
     path: Path = args.plugin
     if not path.is_file():
@@ -156,7 +156,7 @@ def _check(args: argparse.Namespace) -> int:
         name = args.name or declared_name(path, module) or path.stem
         wire = protocol_of(plugin, args.protocol)
         info = plugin_info(name, plugin, None if version is MISSING else version,
-                           getattr(module, "priority", 0), schema, wire)
+                           getattr(module, "priority", 0), schema)
     except (TypeError, ValueError) as exc:
         print(f"kong-pdk check: {exc}", file=sys.stderr)
         return 1
@@ -170,7 +170,7 @@ def _check(args: argparse.Namespace) -> int:
         for call in lacking:
             print(f"kong-pdk check: warning: {path.name}:{call.line}: {call.name} is not available on "
                   "ProtoBuf:1 (it raises NotImplementedError there; docs/protobuf.md)", file=sys.stderr)
-    sys.stdout.write(json.dumps([info]) + "\n")
+    sys.stdout.write(json.dumps(query_output([info], wire)) + "\n")
     if not info["Phases"]:
         print(f"kong-pdk check: Plugin defines none of the phases {', '.join(PHASES)}; "
               "the server refuses to start", file=sys.stderr)

@@ -47,13 +47,9 @@ def schema_field_names(schema: Any) -> set[str]:
 
 
 def plugin_info(
-    name: str, plugin: type, version: Any = None, priority: Any = 0, schema: Any = (), protocol: str = "msgpack"
+    name: str, plugin: type, version: Any = None, priority: Any = 0, schema: Any = ()
 ) -> dict[str, Any]:
     """Builds ``{Name, Phases, Priority, Version, Schema}`` as Kong parses it.
-
-    With ``protocol="protobuf"`` it also says ``"Protocol": "ProtoBuf:1"``, which
-    makes Kong speak that wire to the plugin (docs/protobuf.md); MsgPack:1 is
-    Kong's default and is left unsaid, as before.
 
     ``Version`` is never null and ``Priority`` is always an integer: Kong 3.x
     refuses a plugin otherwise (docs/protocol.md §1.4, §10 item 2).
@@ -64,7 +60,7 @@ def plugin_info(
         prio = int(priority if priority is not None else 0)
     except (TypeError, ValueError):
         raise TypeError(f"priority must be an integer, not {priority!r}") from None
-    info: dict[str, Any] = {
+    return {
         "Name": name,
         "Phases": phases_of(plugin),
         "Priority": prio,
@@ -74,6 +70,3 @@ def plugin_info(
             "fields": [{"config": {"type": "record", "fields": _schema_fields(schema)}}],
         },
     }
-    if protocol == "protobuf":
-        info["Protocol"] = "ProtoBuf:1"
-    return info

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MSGPACK", "PROTOBUF", "normalize", "protocol_of", "dump_name", "protobuf_functions"]
+__all__ = ["MSGPACK", "PROTOBUF", "normalize", "protocol_of", "dump_name", "query_output", "protobuf_functions"]
 
 MSGPACK = "msgpack"
 PROTOBUF = "protobuf"
@@ -49,6 +49,16 @@ def protocol_of(plugin: type, flag: str | None = None) -> str:
 def dump_name(protocol: str) -> str:
     """The dump's spelling: ``MsgPack:1`` / ``ProtoBuf:1``."""
     return "ProtoBuf:1" if normalize(protocol) == PROTOBUF else "MsgPack:1"
+
+
+def query_output(infos: list[dict[str, Any]], protocol: str) -> object:
+    """What the query command prints (docs/protocol.md §1.4): the list of plugin
+    infos for MsgPack:1, as always; for ProtoBuf:1 the object form, as Kong reads
+    the wire only from its top-level ``Protocol`` (``{"Protocol": "ProtoBuf:1",
+    "Plugins": [...]}``, what go-pdk prints)."""
+    if normalize(protocol) == PROTOBUF:
+        return {"Protocol": dump_name(PROTOBUF), "Plugins": infos}
+    return infos
 
 
 @cache

@@ -240,7 +240,7 @@ def _protobuf_server(
 
         runner = AsyncioRunner()
     return _core.PluginServer(
-        [_entry(plugin, lua_style, phases_of(plugin.cls) if looped else [], PROTOBUF) for plugin in plugins],
+        [_entry(plugin, lua_style, phases_of(plugin.cls) if looped else []) for plugin in plugins],
         os.fspath(socket_path),
         protocol=PROTOBUF,
         runner=runner,
@@ -248,11 +248,9 @@ def _protobuf_server(
     )
 
 
-def _entry(
-    plugin: PluginDefinition, lua_style: bool, loop_phases: list[str], protocol: str = MSGPACK
-) -> _core.PluginEntry:
+def _entry(plugin: PluginDefinition, lua_style: bool, loop_phases: list[str]) -> _core.PluginEntry:
     """The core's description of one plugin; ValueError when it has no phase."""
-    info = plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema, protocol)
+    info = plugin_info(plugin.name, plugin.cls, plugin.version, plugin.priority, plugin.schema)
     if not info["Phases"]:
         raise ValueError(
             f"plugin {plugin.name}: class {plugin.cls.__name__} defines none of the phases {', '.join(PHASES)}"
