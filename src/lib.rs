@@ -51,6 +51,10 @@ mod _core {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add(
+            "PROTOBUF_SCHEMA",
+            pyo3::types::PyBytes::new(m.py(), crate::protobuf::SCHEMA),
+        )?;
         m.add("DEFAULTS", crate::defaults::as_dict(m.py())?)
     }
 

@@ -64,8 +64,8 @@ def a_request(pb: ModuleType) -> Callable[[Call], Any]:
             return headers
         if call.name == "kong.request.get_raw_body":
             return pb.RawBodyResult(content=b"\xff body")
-        if call.name == "kong.request.get_port":
-            return pb.Int(v=8000)
+        if call.name == "kong.response.get_status":
+            return pb.Int(v=200)
         return None
 
     return answer
@@ -160,8 +160,8 @@ def test_async_def_handlers_await_their_calls(kong: tuple[KongPb, Served], pb: M
     conn, _ = kong
     iid = conn.start("protobuf_plugin")
     conn.event(iid, "log", a_request(pb))
-    assert [c.name for c in conn.calls] == ["kong.request.get_port", "kong.log.notice"]
-    assert [v.number_value for v in conn.calls[1].args.values[1:]] == [8000]
+    assert [c.name for c in conn.calls] == ["kong.response.get_status", "kong.log.notice"]
+    assert [v.number_value for v in conn.calls[1].args.values[1:]] == [200]
 
 
 def test_instance_commands(kong: tuple[KongPb, Served], pb: ModuleType) -> None:

@@ -7,6 +7,7 @@ from typing_extensions import Self
 
 __all__ = [
     "DEFAULTS",
+    "PROTOBUF_SCHEMA",
     "PdkProxy",
     "PluginEntry",
     "PluginServer",
@@ -18,6 +19,9 @@ __all__ = [
 __version__: Final[str]
 # The default of every server setting, keyed by PluginServer parameter (src/defaults.rs).
 DEFAULTS: Final[dict[str, float]]
+# ProtoBuf:1's schema compiled by the core's build: a serialized FileDescriptorSet of
+# src/protobuf/pluginsocket.proto and its imports (the test kit's Kong reads it).
+PROTOBUF_SCHEMA: Final[bytes]
 
 @final
 class PluginEntry:

@@ -39,6 +39,11 @@ mod shared;
 mod values;
 
 pub use executor::PbExecutor;
+
+/// The compiled schema (a `FileDescriptorSet` of `pluginsocket.proto` and
+/// its imports), for the test kit's Kong to speak ProtoBuf:1 with the
+/// protobuf package and no protoc (`_core.PROTOBUF_SCHEMA`).
+pub const SCHEMA: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pluginsocket.bin"));
 pub use looped::serve as serve_looped;
 pub use protocol::Protocol;
 pub use serve::accept_loop;

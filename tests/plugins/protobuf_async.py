@@ -33,8 +33,8 @@ class Plugin:
             raise RuntimeError("boom")
 
     async def log(self, kong: kong.kong) -> None:
-        port, _ = await kong.request.get_port()
-        await kong.log.notice("port", port)
+        status, _ = await kong.response.get_status()
+        await kong.log.notice("status", status)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ class Plugin:
             raise RuntimeError("boom")
 
     def log(self, kong: kong.kong) -> None:
-        port, _ = kong.request.get_port()
-        kong.log.notice("port", port)
+        status, _ = kong.response.get_status()
+        kong.log.notice("status", status)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any, Literal, get_args
 
 from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
+from kong_pdk.protocol import MSGPACK, dump_name, protocol_of
 from kong_pdk.serve import build_server, lua_style_of
 from kong_pdk.testing.kit.loader import PluginSpec
 from kong_pdk.testing.kong.emulator import KongEmulator
@@ -77,6 +78,9 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: Callable[[float], object] | None = None
     emulators: dict[tuple[str, KongVersion], KongEmulator] = field(default_factory=dict)
+    #: The wire the server speaks and its emulators with it: the plugin's
+    #: ``protocol`` (docs/protobuf.md), MsgPack:1 by default.
+    protocol: str = MSGPACK
 
     def emulator(self, subsystem: str = "http", kong_version: KongVersion = LATEST) -> KongEmulator:
         """The Kong worker (one per subsystem and version) that plays this plugin's requests."""
@@ -84,7 +88,9 @@ class Served:
             key = (subsystem, kong_version)
             emu = self.emulators.get(key)
             if emu is None:
-                emu = self.emulators[key] = KongEmulator(self.socket_path, kong_version=kong_version)
+                emu = self.emulators[key] = KongEmulator(
+                    self.socket_path, kong_version=kong_version, protocol=dump_name(self.protocol)
+                )
             return emu
 
     @property
@@ -176,6 +182,7 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
         # Worker processes import the plugin file themselves: the recording
         # subclass would not reach them.
         cls = spec.cls if model == "processes" else _recording(spec.cls, errors.append)
+        wire = protocol_of(spec.cls)
 
         def build() -> Any:
             return build_server(
@@ -188,10 +195,7 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
                 event_timeout=EVENT_TIMEOUT,
                 gevent=model == "gevent",
                 processes=workers if model == "processes" else None,
-                # The kit's Kong speaks MsgPack:1 (a plugin's `protocol =
-                # "protobuf"` is for Kong; `kong-pdk check` lists its calls
-                # that ProtoBuf:1 lacks).
-                protocol="msgpack",
+                protocol=wire,
             )
 
         stop: Callable[[float], object] | None = None
@@ -210,6 +214,7 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
             socket_path=socket_path,
             errors=errors,
             stop=stop,
+            protocol=wire,
         )
         _servers[key] = entry
         return entry
