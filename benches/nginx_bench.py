@@ -18,7 +18,8 @@ and the server's context switches (all threads). Each row is the best of
 --rounds rounds, rounds interleaved so that drift hits every server alike.
 
 ProtoBuf:1 rows (docs/protobuf.md): `floor-pb` (the Rust floor speaking
-ProtoBuf:1), `ours-pb` and `ours-pb-async` (ours with --protocol protobuf)
+ProtoBuf:1), `ours-pb`, `ours-pb-async` and `ours-pb-g` (ours with --protocol
+protobuf: threads, every phase async def, -g)
 are driven by benches/nginx/pb_bridge.lua, which does what Kong's pb_rpc.lua
 does (one pooled connection per event, lua-protobuf). Each of their rows is
 also divided by its MessagePack:1 twin of the same run (floor, ours,
@@ -51,9 +52,9 @@ NGINX_DIR = bench.BENCHES / "nginx"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 MESSAGEPACK_LUA = Path("/usr/share/lua/5.1/MessagePack.lua")
 APT_PACKAGES = ["nginx-light", "libnginx-mod-http-lua", "lua-messagepack", "wrk"]
-SERVERS = ["floor", "ours", "ours-async", "ours-g", "official", "floor-pb", "ours-pb", "ours-pb-async"]
+SERVERS = ["floor", "ours", "ours-async", "ours-g", "official", "floor-pb", "ours-pb", "ours-pb-async", "ours-pb-g"]
 # A ProtoBuf:1 row and the MessagePack:1 row it is compared with.
-MSGPACK_TWIN = {"floor-pb": "floor", "ours-pb": "ours", "ours-pb-async": "ours-async"}
+MSGPACK_TWIN = {"floor-pb": "floor", "ours-pb": "ours", "ours-pb-async": "ours-async", "ours-pb-g": "ours-g"}
 PROTO_DIR = bench.BENCHES.parent / "src" / "protobuf"
 SCENARIOS = ["hello", "heavy", "exit"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -329,7 +330,7 @@ for a ProtoBuf:1 row, its ProtoBuf:1 twin `floor-pb`, driven by
 `benches/nginx/pb_bridge.lua` as Kong's pb_rpc.lua drives a server: one pooled
 connection per event, lua-protobuf); "÷ MsgPack:1" divides a ProtoBuf:1 row's
 req/s and nginx CPU per request by its MessagePack:1 twin's (floor, ours,
-ours-async);
+ours-async, ours-g);
 "÷ official" by the official kong-pdk's default server. CPU and switches are per
 HTTP request, read from /proc over the measured window; each row is the best of
 the rounds."""

@@ -318,7 +318,7 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind in ("ours", "ours-async", "ours-g", "ours-pb", "ours-pb-async") or re.fullmatch(
+    return kind in ("ours", "ours-async", "ours-g", "ours-pb", "ours-pb-async", "ours-pb-g") or re.fullmatch(
         r"ours-m\d+", kind) is not None
 
 
@@ -348,7 +348,7 @@ def server_argv(kind, scenario, prefix, pythons, cpu_us):
     if kind.startswith("ours-pb"):
         # ProtoBuf:1 (docs/protobuf.md): the nginx bench drives it with pb_bridge.lua.
         argv += ["--protocol", "protobuf"]
-    elif kind in ("ours-g", "official-g"):
+    if kind in ("ours-g", "official-g", "ours-pb-g"):
         argv.append("-g")
     elif kind == "official-m":
         argv.append("-m")

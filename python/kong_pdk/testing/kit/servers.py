@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from kong_pdk import _core
 from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
 from kong_pdk.protocol import MSGPACK, dump_name, protocol_of
@@ -89,7 +90,10 @@ class Served:
             emu = self.emulators.get(key)
             if emu is None:
                 emu = self.emulators[key] = KongEmulator(
-                    self.socket_path, kong_version=kong_version, protocol=dump_name(self.protocol)
+                    self.socket_path,
+                    kong_version=kong_version,
+                    protocol=dump_name(self.protocol),
+                    protobuf_schema=_core.PROTOBUF_SCHEMA,
                 )
             return emu
 

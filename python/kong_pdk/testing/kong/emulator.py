@@ -74,6 +74,7 @@ class KongEmulator:
         idle_timeout: float = 60.0,
         max_phase_tries: int = 3,
         protocol: str = DEFAULT_PROTOCOL,
+        protobuf_schema: bytes | None = None,
     ) -> None:
         self.rpc: RpcClient = RpcClient(socket_path, pool_size=pool_size, timeout=timeout, idle_timeout=idle_timeout)
         self.answers: dict[str, object] = dict(answers or {})
@@ -91,6 +92,8 @@ class KongEmulator:
         self.protocol: str = protocol
         self._timeout = timeout
         self._pb: PbClient | None = None
+        # ProtoBuf:1's compiled schema (kong_pdk._core.PROTOBUF_SCHEMA; the kit passes it).
+        self._pb_schema = protobuf_schema
         self.plugins: dict[str, Mapping[str, object]] = {}
         self.rpc.pid_listeners.append(self._on_pid_change)
 
@@ -147,7 +150,12 @@ class KongEmulator:
         if self._pb is None:
             from kong_pdk.testing.kong.pb_event_loop import PbClient
 
-            self._pb = PbClient(self.socket_path, self._timeout)
+            if self._pb_schema is None:
+                raise ValueError(
+                    f"speaking {PROTOBUF} needs its schema: KongEmulator(..., "
+                    "protobuf_schema=kong_pdk._core.PROTOBUF_SCHEMA)"
+                )
+            self._pb = PbClient(self.socket_path, self._pb_schema, self._timeout)
         return self._pb
 
     def close(self) -> None:

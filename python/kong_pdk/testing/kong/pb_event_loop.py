@@ -67,14 +67,15 @@ class _Conn:
 class PbClient:
     """Kong's ProtoBuf:1 RPC object for one plugin server socket."""
 
-    def __init__(self, socket_path: str, timeout: float = 60.0) -> None:
+    def __init__(self, socket_path: str, schema: bytes, timeout: float = 60.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.schema = pb_schema(schema)
         self._sequence = 0
 
     def call(self, command: str, body: Any, bridge: Callable[[_Conn], None] | None = None) -> Any:
         """One ``RpcCall`` on a new connection; its ``RpcReturn``."""
-        schema = pb_schema()
+        schema = self.schema
         self._sequence += 2  # Kong counts twice per call
         sequence = self._sequence
         conn = _Conn(self.socket_path, self.timeout)
@@ -90,7 +91,7 @@ class PbClient:
         return ret
 
     def start_instance(self, name: str, config_json: str) -> int:
-        schema = pb_schema()
+        schema = self.schema
         cmd = schema.RpcCall.DESCRIPTOR.fields_by_name["cmd_start_instance"].message_type
         from google.protobuf import message_factory
 
@@ -106,7 +107,7 @@ class PbClient:
     def _cmd(self, field: str, **values: object) -> Any:
         from google.protobuf import message_factory
 
-        descriptor = pb_schema().RpcCall.DESCRIPTOR.fields_by_name[field].message_type
+        descriptor = self.schema.RpcCall.DESCRIPTOR.fields_by_name[field].message_type
         return message_factory.GetMessageClass(descriptor)(**values)
 
     def run_event(
@@ -117,7 +118,7 @@ class PbClient:
         kong_log: Callable[[str], None],
     ) -> EventResult:
         """HandleEvent with its bridge loop."""
-        schema = pb_schema()
+        schema = self.schema
         event = EventResult(instance_id=instance_id, phase=phase)
         started = time.perf_counter()
 

@@ -1,9 +1,10 @@
-"""ProtoBuf:1's messages for the emulator, from the schema the core was built with.
+"""ProtoBuf:1's messages for the emulator, from a compiled schema.
 
-The core compiles ``src/protobuf/pluginsocket.proto`` at build time and exposes the
-result (``_core.PROTOBUF_SCHEMA``, a ``FileDescriptorSet``); the protobuf package
-builds message classes from it in a pool of their own, so no protoc is needed and
-a test's own ``pluginsocket_pb2`` cannot clash with it. Each PDK function's input
+The schema is a serialized ``FileDescriptorSet``: the one the core compiles from
+``src/protobuf/pluginsocket.proto`` at build time (``kong_pdk._core.PROTOBUF_SCHEMA``,
+which the kit hands the emulator; this package itself never imports the core). The
+protobuf package builds message classes from it in a pool of their own, so no
+protoc is needed and a test's own ``pluginsocket_pb2`` cannot clash with it. Each PDK function's input
 and output messages come from the schema's ``service Kong``, its PDK name from
 pdk-api.json (``"protobuf"``: the service method that carries it).
 """
@@ -15,8 +16,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-from kong_pdk import _core
 
 __all__ = ["PbMethod", "PbSchema", "pb_schema"]
 
@@ -39,15 +38,16 @@ class PbSchema:
 
 
 @cache
-def pb_schema() -> PbSchema:
-    """The message classes and the method table; RuntimeError without the protobuf package."""
+def pb_schema(compiled: bytes) -> PbSchema:
+    """The message classes and the method table of ``compiled``; RuntimeError without
+    the protobuf package."""
     try:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     except ImportError as exc:
         raise RuntimeError(
             "the emulator speaks ProtoBuf:1 with the protobuf package: pip install protobuf"
         ) from exc
-    files = descriptor_pb2.FileDescriptorSet.FromString(_core.PROTOBUF_SCHEMA)
+    files = descriptor_pb2.FileDescriptorSet.FromString(compiled)
     pool = descriptor_pool.DescriptorPool()
     for file in files.file:
         pool.Add(file)
