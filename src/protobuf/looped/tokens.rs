@@ -7,7 +7,12 @@ use pyo3::prelude::*;
 
 pub enum Tokens {
     /// `AsyncioRunner`: the call returns the future; its result is set here.
-    Futures { new_token: Py<PyAny> },
+    Futures {
+        new_token: Py<PyAny>,
+        /// The runner's loop, and `asyncio.current_task`.
+        event_loop: Py<PyAny>,
+        current_task: Py<PyAny>,
+    },
     /// `GeventRunner`: the call blocks in `Waiter.get`; a switch from the
     /// hub resumes it.
     Waiters {
@@ -16,6 +21,26 @@ pub enum Tokens {
         hub: Py<PyAny>,
         getcurrent: Py<PyAny>,
     },
+}
+
+type Callbacks<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+/// A pending future's done callbacks with their contexts (`_callbacks`,
+/// pairs in both asyncio's C and Python futures), removed from it.
+fn take_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
+    let py = future.py();
+    let listed = match future.getattr(intern!(py, "_callbacks")) {
+        Ok(l) if !l.is_none() => l,
+        _ => return Ok(Vec::new()),
+    };
+    let mut callbacks: Callbacks<'py> = Vec::new();
+    for pair in listed.try_iter()? {
+        callbacks.push(pair?.extract()?);
+    }
+    for (callback, _) in &callbacks {
+        future.call_method1(intern!(py, "remove_done_callback"), (callback,))?;
+    }
+    Ok(callbacks)
 }
 
 impl Tokens {
@@ -29,13 +54,17 @@ impl Tokens {
                 getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
             })
         } else {
-            Ok(Tokens::Futures { new_token })
+            Ok(Tokens::Futures {
+                new_token,
+                event_loop: runner.getattr("loop")?.unbind(),
+                current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
+            })
         }
     }
 
     pub fn new_token<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Tokens::Futures { new_token } | Tokens::Waiters { new_token, .. } => {
+            Tokens::Futures { new_token, .. } | Tokens::Waiters { new_token, .. } => {
                 new_token.bind(py).call0()
             }
         }
@@ -58,16 +87,38 @@ impl Tokens {
     ) -> PyResult<()> {
         let py = token.py();
         match self {
-            Tokens::Futures { .. } => {
+            Tokens::Futures {
+                event_loop,
+                current_task,
+                ..
+            } => {
                 if token.call_method0(intern!(py, "done"))?.is_truthy()? {
                     return Ok(()); // the awaiting task was cancelled
                 }
+                // From a loop callback (Kong's reply was just read, no task
+                // runs), the waiting task's wake-up runs here and now rather
+                // than on the loop's next round: its done callbacks are taken
+                // off and called once the result is set, each in its context.
+                let inline = current_task
+                    .bind(py)
+                    .call1((event_loop.bind(py),))?
+                    .is_none();
+                let callbacks = if inline {
+                    take_callbacks(token)?
+                } else {
+                    Vec::new()
+                };
                 match answer {
                     Ok(v) => token.call_method1(intern!(py, "set_result"), (v,))?,
                     Err(e) => {
                         token.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?
                     }
                 };
+                for (callback, context) in callbacks {
+                    if let Err(e) = context.call_method1(intern!(py, "run"), (callback, token)) {
+                        log::error!("resuming a handler: its callback raised: {e}");
+                    }
+                }
                 Ok(())
             }
             Tokens::Waiters {
