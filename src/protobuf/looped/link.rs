@@ -94,6 +94,16 @@ impl LoopConn {
         }
     }
 
+    /// Whether bytes read from the socket wait in the buffer (when none
+    /// do, the loop's next readiness says when more came: no read that
+    /// would only find the socket empty).
+    pub fn has_buffered(&self) -> bool {
+        self.reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_partial()
+    }
+
     /// Sorts a frame by what the connection waits for.
     pub fn classify(&self, frame: Vec<u8>) -> Incoming {
         let mut st = self.state();

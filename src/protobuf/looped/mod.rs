@@ -174,6 +174,11 @@ impl Core {
                         self.close(py, &conn);
                         return;
                     }
+                    // Level-triggered: the epoll set reports the socket
+                    // again if Kong sent more meanwhile.
+                    if !conn.has_buffered() {
+                        return;
+                    }
                 }
                 Ok(None) => return,
                 Err(e) => {
