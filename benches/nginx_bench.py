@@ -42,7 +42,7 @@ NGINX_DIR = bench.BENCHES / "nginx"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 MESSAGEPACK_LUA = Path("/usr/share/lua/5.1/MessagePack.lua")
 APT_PACKAGES = ["nginx-light", "libnginx-mod-http-lua", "lua-messagepack", "wrk"]
-SERVERS = ["floor", "ours", "ours-async", "ours-g", "official"]
+SERVERS = ["floor", "ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "official"]
 SCENARIOS = ["hello", "heavy", "exit"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -318,7 +318,7 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind in ("ours", "ours-async", "ours-g") or re.fullmatch(r"ours-m\d+", kind) is not None
+    return kind in ("ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g") or re.fullmatch(r"ours-m\d+", kind) is not None
 
 
 def official_reference(kind):
@@ -346,6 +346,8 @@ def server_argv(kind, scenario, prefix, pythons, cpu_us):
     argv = [str(py), str(plugin_file), "--kong-prefix", str(prefix), "--socket-name", sock_name]
     if kind in ("ours-g", "official-g"):
         argv.append("-g")
+    elif kind in ("ours-threads", "ours-greenlets"):
+        argv += ["--model", kind[len("ours-"):]]
     elif kind == "official-m":
         argv.append("-m")
     elif kind.startswith("ours-m"):

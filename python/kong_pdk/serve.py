@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kong_pdk import _core
+from kong_pdk.blocking import blocking_reason
 from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
 
-__all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of"]
+__all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of", "MODELS"]
+
+log = logging.getLogger("kong_pdk")
 
 
 @dataclass(frozen=True)
@@ -90,14 +94,18 @@ def build_server(
     schema: Any = (),
     lua_style: bool = True,
     gevent: bool = False,
+    model: str = "auto",
     processes: int | None = None,
     worker_args: Sequence[str] = (),
     **options: Any,
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
 
-    Phase handlers run on threads; ``async def`` handlers on an asyncio loop;
-    with ``gevent=True`` every handler runs in a greenlet on this thread's hub.
+    Plain ``def`` handlers run on threads, or as greenlets on one loop thread
+    (``model``: ``"auto"`` chooses greenlets when the plugin's code is known
+    not to block, see ``kong_pdk.blocking``); ``async def`` handlers on an
+    asyncio loop; with ``gevent=True`` every handler runs in a greenlet on
+    this thread's hub.
     With ``processes=N`` (0: one per CPU) they run in N worker processes, each
     one ``python <the plugin's file> --worker-socket ...`` (so that file must
     call ``start_dedicated_server`` when run), and this process only relays
@@ -110,6 +118,7 @@ def build_server(
         socket_path,
         lua_style=lua_style,
         gevent=gevent,
+        model=model,
         processes=processes,
         worker_command=None,
         worker_args=worker_args,
@@ -123,6 +132,7 @@ def build_plugins_server(
     *,
     lua_style: bool = True,
     gevent: bool = False,
+    model: str = "auto",
     processes: int | None = None,
     worker_command: Sequence[str] | None = None,
     worker_args: Sequence[str] = (),
@@ -151,6 +161,8 @@ def build_plugins_server(
             launcher: type | Sequence[str] = plugins[0].cls
         else:
             launcher = worker_command
+        if model != "auto":
+            worker_args = [*worker_args, "--model", model]
         workers = worker_commands(launcher, os.fspath(socket_path), processes, lua_style, options, worker_args)
     for plugin in plugins:
         coroutines = async_phases(plugin.cls)
@@ -165,7 +177,14 @@ def build_plugins_server(
             loop_phases[plugin.name] = phases_of(plugin.cls)
         elif coroutines:
             loop_phases[plugin.name] = coroutines
-    if loop_phases and gevent:
+    if model not in MODELS:
+        raise ValueError(f"unknown execution model {model!r}: one of {', '.join(MODELS)}")
+    if processes is None and not gevent and not loop_phases and _on_greenlets(plugins, model):
+        loop_phases = {plugin.name: phases_of(plugin.cls) for plugin in plugins}
+        from kong_pdk.runners import GreenletRunner
+
+        runner = GreenletRunner()
+    elif loop_phases and gevent:
         from kong_pdk.runners import GeventRunner
 
         runner = GeventRunner()
@@ -180,6 +199,36 @@ def build_plugins_server(
         workers=workers,
         **options,
     )
+
+
+#: How plain ``def`` handlers run (``--model``): ``threads``, ``greenlets``
+#: on one loop thread, or ``auto``: greenlets for plugins known not to block.
+MODELS = ("auto", "threads", "greenlets")
+
+
+def _on_greenlets(plugins: Sequence[PluginDefinition], model: str) -> bool:
+    """Whether the plain ``def`` handlers of ``plugins`` run as greenlets on one
+    loop thread (``runners.GreenletRunner``) rather than on threads: asked for,
+    or ``auto`` and no plugin's code may block (``kong_pdk.blocking``)."""
+    if model == "threads":
+        return False
+    if model == "auto":
+        for plugin in plugins:
+            reason = blocking_reason(plugin.cls)
+            if reason is not None:
+                log.info("plugin %s: handlers run on threads, as its code may block: %s", plugin.name, reason)
+                return False
+    try:
+        import greenlet  # noqa: F401
+    except ImportError as e:
+        if model == "greenlets":
+            raise ValueError(f"--model greenlets needs the greenlet package: {e}") from None
+        log.warning("handlers run on threads: the greenlet package does not import (%s)", e)
+        return False
+    if model == "auto":
+        names = ", ".join(plugin.name for plugin in plugins)
+        log.info("plugin %s: handlers run as greenlets on one loop thread (its code does not block)", names)
+    return True
 
 
 def _entry(plugin: PluginDefinition, lua_style: bool, loop_phases: list[str]) -> _core.PluginEntry:

@@ -199,6 +199,9 @@ impl Core {
         match self.tokens {
             Tokens::Futures(_) => Ok(token),
             Tokens::Waiters(_) => self.wait.bind(py).call1((token,)),
+            // The token is the calling greenlet: it waits by switching to
+            // the hub, which switches back to it with the answer.
+            Tokens::Greenlets(_) => self.wait.bind(py).call0(),
         }
     }
 
@@ -211,7 +214,7 @@ impl Core {
     ) {
         let resolved = match &self.tokens {
             Tokens::Futures(asyncio) => asyncio.resolve(token, answer),
-            Tokens::Waiters(gevent) => gevent.resolve(token, answer),
+            Tokens::Waiters(hub) | Tokens::Greenlets(hub) => hub.resolve(token, answer),
         };
         if let Err(e) = resolved {
             log::error!(
@@ -240,9 +243,14 @@ enum Tokens {
     /// asyncio futures (`AsyncioRunner.awaitable_tokens`): a PDK call returns
     /// its token as is, and resolving one sets its result here.
     Futures(AsyncioLoop),
-    /// gevent waiters (`GeventRunner.waiter_tokens`): the handler's greenlet
-    /// blocks in the runner's `wait`, and resolving one switches to it here.
-    Waiters(GeventHub),
+    /// Greenlet waiters (`waiter_tokens`: `GeventRunner`, `GreenletRunner`):
+    /// the handler's greenlet blocks in the runner's `wait`, and resolving
+    /// one switches to it here.
+    Waiters(GreenletHub),
+    /// The handler's greenlet itself (`GreenletRunner.greenlet_tokens`): the
+    /// runner's `wait` is the hub's `switch`, and resolving a token switches
+    /// (or throws) into the greenlet. No Python frame per PDK call.
+    Greenlets(GreenletHub),
 }
 
 /// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
@@ -296,14 +304,18 @@ impl AsyncioLoop {
     }
 }
 
-/// The gevent hub of a runner with waiter tokens (`waiter_tokens`).
-struct GeventHub {
+/// The hub greenlet of a runner with waiter tokens (`waiter_tokens`): the
+/// one that serves the socket (gevent's hub, or `GreenletRunner`'s loop).
+struct GreenletHub {
     hub: Py<PyAny>,
-    /// `gevent.getcurrent`.
+    /// The runner's `getcurrent` (greenlet's).
     getcurrent: Py<PyAny>,
+    /// The runner's `run_callback(fn, arg)`: runs `fn(arg)` on the hub's next
+    /// round.
+    run_callback: Py<PyAny>,
 }
 
-impl GeventHub {
+impl GreenletHub {
     /// Resumes the greenlet waiting on a PDK call's waiter with Kong's
     /// answer. From the hub (Kong's Step was just read) the switch is direct,
     /// as gevent's own watchers do it; from any other greenlet (shutdown, on
@@ -325,8 +337,7 @@ impl GeventHub {
         if self.getcurrent.bind(py).call0()?.is(hub) {
             resume.call1((arg,))?;
         } else {
-            hub.getattr(intern!(py, "loop"))?
-                .call_method1(intern!(py, "run_callback"), (resume, arg))?;
+            self.run_callback.bind(py).call1((resume, arg))?;
         }
         Ok(())
     }
@@ -634,14 +645,21 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
             event_loop: runner.getattr("loop")?.unbind(),
             current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
         })
-    } else if flag("waiter_tokens")? {
-        Tokens::Waiters(GeventHub {
+    } else if flag("waiter_tokens")? || flag("greenlet_tokens")? {
+        let hub = GreenletHub {
             hub: runner.getattr("hub")?.unbind(),
-            getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
-        })
+            getcurrent: runner.getattr("getcurrent")?.unbind(),
+            run_callback: runner.getattr("run_callback")?.unbind(),
+        };
+        if flag("greenlet_tokens")? {
+            Tokens::Greenlets(hub)
+        } else {
+            Tokens::Waiters(hub)
+        }
     } else {
         return Err(pyo3::exceptions::PyTypeError::new_err(
-            "a looped runner's tokens are asyncio futures (awaitable_tokens) or gevent waiters (waiter_tokens)",
+            "a looped runner's tokens are asyncio futures (awaitable_tokens), gevent waiters (waiter_tokens) \
+             or greenlets (greenlet_tokens)",
         ));
     };
     let core = Arc::new(Core {
