@@ -157,7 +157,8 @@ fn report(
     match told {
         Some(Ok(Some((who, at, stack)))) => log::warn!(
             "{who} blocked the event loop for {:.1} s: every other event waits until it yields \
-             (keep blocking code out of async def and -g handlers){when}; it is at {at}\n{stack}",
+             (keep blocking code out of async def, -g and --model greenlets handlers; \
+             --model threads runs plain def handlers on threads){when}; it is at {at}\n{stack}",
             blocked.as_secs_f64()
         ),
         Some(Ok(None)) => log::warn!(
