@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import inspect
 import shutil
 import tempfile
@@ -185,7 +186,8 @@ def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
         # is made on the plugin's own class, as the command line makes it.
         plain = model if model in ("threads", "greenlets") else "threads"
         if model == "auto":
-            plain = "greenlets" if blocking_reason(spec.cls) is None else "threads"
+            pure = blocking_reason(spec.cls) is None and importlib.util.find_spec("greenlet") is not None
+            plain = "greenlets" if pure else "threads"
 
         def build() -> Any:
             return build_server(
