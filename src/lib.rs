@@ -20,6 +20,7 @@ mod handover;
 mod ids;
 mod instances;
 mod looped;
+mod model;
 mod pdk;
 mod pdk_table;
 mod phase;

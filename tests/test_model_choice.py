@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kong_pdk.blocking import _scan
-from kong_pdk.serve import PluginDefinition, _on_greenlets
+from kong_pdk.serve import PluginDefinition, _on_greenlets, build_server
 from kong_pdk.testing import KongEmulator
 
 from serving import Served
@@ -118,3 +118,28 @@ def test_a_plugin_folder_runs_on_greenlets_only_if_every_plugin_is_pure(tmp_path
     assert not _on_greenlets([PluginDefinition("a", pure), PluginDefinition("b", risky)], "auto")
     assert _on_greenlets([PluginDefinition("b", risky)], "greenlets")
     assert not _on_greenlets([PluginDefinition("a", pure)], "threads")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "greenlets"),
+        ({"model": "threads"}, "threads"),
+        ({"gevent": True}, "gevent"),
+    ],
+)
+def test_the_core_is_told_the_model_by_name(tmp_path: Path, options: dict[str, object], expected: str) -> None:
+    if options.get("gevent"):
+        pytest.importorskip("gevent", reason="gevent is an optional extra")
+    pure = plugin_class(tmp_path, "choice_named", PURE)
+    server = build_server("named", pure, str(tmp_path / "n.socket"), **options)  # type: ignore[arg-type]
+    assert server.model == expected
+
+
+def test_the_core_refuses_an_unknown_model_or_a_runner_it_does_not_use(tmp_path: Path) -> None:
+    from kong_pdk import _core
+
+    with pytest.raises(ValueError, match="unknown execution model 'fibers': one of threads, mixed, asyncio"):
+        _core.PluginServer([], str(tmp_path / "x.socket"), model="fibers")
+    with pytest.raises(ValueError, match="the threads model takes no runner"):
+        _core.PluginServer([], str(tmp_path / "x.socket"), model="threads", runner=object())

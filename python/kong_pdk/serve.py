@@ -179,26 +179,50 @@ def build_plugins_server(
             loop_phases[plugin.name] = coroutines
     if model not in MODELS:
         raise ValueError(f"unknown execution model {model!r}: one of {', '.join(MODELS)}")
-    if processes is None and not gevent and not loop_phases and _on_greenlets(plugins, model):
+    core_model = _core_model(plugins, loop_phases, gevent=gevent, processes=processes, model=model)
+    if core_model == "greenlets":
         loop_phases = {plugin.name: phases_of(plugin.cls) for plugin in plugins}
         from kong_pdk.runners import GreenletRunner
 
         runner = GreenletRunner()
-    elif loop_phases and gevent:
+    elif core_model == "gevent":
         from kong_pdk.runners import GeventRunner
 
         runner = GeventRunner()
-    elif loop_phases:
+    elif core_model in ("asyncio", "mixed"):
         from kong_pdk.runners import AsyncioRunner
 
         runner = AsyncioRunner()
     return _core.PluginServer(
         [_entry(plugin, lua_style, loop_phases.get(plugin.name, [])) for plugin in plugins],
         os.fspath(socket_path),
+        model=core_model,
         runner=runner,
         workers=workers,
         **options,
     )
+
+
+def _core_model(
+    plugins: Sequence[PluginDefinition],
+    loop_phases: dict[str, list[str]],
+    *,
+    gevent: bool,
+    processes: int | None,
+    model: str,
+) -> str:
+    """The core's execution model (src/model.rs), chosen once: ``processes``
+    (``-m``), ``gevent`` (``-g``), ``asyncio`` (every phase of every plugin
+    ``async def``), ``mixed`` (some), else ``greenlets`` or ``threads`` for the
+    plain ``def`` handlers (``model``, see ``_on_greenlets``)."""
+    if processes is not None:
+        return "processes"
+    if gevent:
+        return "gevent"
+    if loop_phases:
+        every = all(set(loop_phases.get(p.name, [])) == set(phases_of(p.cls)) for p in plugins)
+        return "asyncio" if every else "mixed"
+    return "greenlets" if _on_greenlets(plugins, model) else "threads"
 
 
 #: How plain ``def`` handlers run (``--model``): ``threads``, ``greenlets``

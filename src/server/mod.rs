@@ -40,6 +40,7 @@ use crate::executor::thread::ThreadExecutor;
 use crate::executor::{Executor, PhaseRouter, SharedExecutor};
 use crate::instances::unix_now;
 use crate::looped;
+use crate::model::Model;
 use crate::plugin_entry::PluginEntry;
 use crate::service::{PluginMeta, Service, Settings};
 
@@ -69,8 +70,10 @@ pub struct PluginServer {
     take_over: bool,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
-    /// A Python event-loop runner (`kong_pdk/runners.py`); each plugin
-    /// entry says which of its phases run there.
+    /// Where the handlers run, as the Python side chose it (`model.rs`).
+    model: Model,
+    /// A Python event-loop runner (`kong_pdk/runners.py`) for the models
+    /// that need one; each plugin entry says which of its phases run there.
     runner: Option<Py<PyAny>>,
     /// Worker processes (`-m`): each one's command line and private socket.
     /// Empty: handlers run in this process.
@@ -89,6 +92,7 @@ impl PluginServer {
     #[new]
     #[pyo3(signature = (
         plugins, socket_path, *,
+        model = "threads",
         event_timeout = defaults::EVENT_TIMEOUT,
         instance_ttl = defaults::INSTANCE_TTL, max_frame = defaults::MAX_FRAME,
         listen_backlog = defaults::LISTEN_BACKLOG, async_threads = defaults::IO_THREADS,
@@ -102,6 +106,7 @@ impl PluginServer {
     fn new(
         plugins: Vec<Py<PluginEntry>>,
         socket_path: PathBuf,
+        model: &str,
         event_timeout: f64,
         instance_ttl: f64,
         max_frame: usize,
@@ -114,6 +119,29 @@ impl PluginServer {
         worker_startup_timeout: f64,
         take_over: bool,
     ) -> PyResult<Self> {
+        let model = Model::parse(model).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if model.needs_runner() != runner.is_some() {
+            return Err(PyValueError::new_err(format!(
+                "the {} model {} runner",
+                model.name(),
+                if model.needs_runner() {
+                    "needs a"
+                } else {
+                    "takes no"
+                }
+            )));
+        }
+        if (model == Model::Processes) == workers.is_empty() {
+            return Err(PyValueError::new_err(
+                "worker commands are given with the processes model, and only with it",
+            ));
+        }
+        if model.looped() && !plugins.iter().all(|p| p.get().all_on_loop()) {
+            return Err(PyValueError::new_err(format!(
+                "the {} model runs every phase on the loop: each plugin entry must list all its phases in loop_phases",
+                model.name()
+            )));
+        }
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
         }
@@ -144,6 +172,7 @@ impl PluginServer {
             max_handler_threads: max_handler_threads.max(1),
             handler_timeout: Some(secs("handler_timeout", handler_timeout)?)
                 .filter(|t| !t.is_zero()),
+            model,
             runner,
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
@@ -160,7 +189,7 @@ impl PluginServer {
         }
         // Before any worker process starts: a refusal leaves nothing behind.
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
-        if let Some(looped) = self.looped_setup(py) {
+        if let Some(looped) = self.looped_setup(py)? {
             let bound = self.listen()?;
             let service = looped::serve(py, looped, bound.listener)?;
             if let Some(link) = bound.predecessor {
@@ -185,10 +214,9 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let executor = if self.workers.is_empty() {
-            self.executor(py, runtime.handle())?
-        } else {
-            self.start_workers(py, runtime.handle())?
+        let executor = match self.model {
+            Model::Processes => self.start_workers(py, runtime.handle())?,
+            _ => self.executor(py, runtime.handle())?,
         };
         let service = Arc::new(Service::new(
             self.metas(),
@@ -366,6 +394,12 @@ impl PluginServer {
         value_to_py(py, &service.status())
     }
 
+    /// The execution model's name (`model.rs`).
+    #[getter]
+    fn model(&self) -> &'static str {
+        self.model.name()
+    }
+
     #[getter]
     fn socket_path(&self) -> PathBuf {
         self.socket_path.clone()
@@ -434,32 +468,33 @@ impl PluginServer {
 
     fn log_serving(&self) {
         log::info!(
-            "serving plugin{} {} on {} (pid {})",
+            "serving plugin{} {} on {} (pid {}; model: {})",
             if self.plugins.len() > 1 { "s" } else { "" },
             self.names(),
             self.socket_path.display(),
-            std::process::id()
+            std::process::id(),
+            self.model.name()
         );
     }
 
-    /// The looped model (`looped/`), when every phase of every plugin runs
-    /// on the runner's loop (all `async def`, or gevent) in this process. A
-    /// plugin that mixes sync and `async def` phases keeps the bridged loop
-    /// (`executor/bridge.rs`): its sync phases need the threads anyway.
-    fn looped_setup(&self, py: Python<'_>) -> Option<looped::LoopedSetup> {
-        let runner = self.runner.as_ref()?;
-        let all = self.plugins.iter().all(|p| p.get().all_on_loop());
-        if !all || !self.workers.is_empty() {
-            return None;
+    /// What the loop models (`looped/`: asyncio, gevent, greenlets) need:
+    /// the runner's loop serves the socket and runs every handler.
+    fn looped_setup(&self, py: Python<'_>) -> PyResult<Option<looped::LoopedSetup>> {
+        if !self.model.looped() {
+            return Ok(None);
         }
-        Some(looped::LoopedSetup {
+        let runner = self
+            .runner
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("a loop model needs a runner"))?;
+        Ok(Some(looped::LoopedSetup {
             runner: runner.clone_ref(py),
             plugins: self.classes(py),
             max_frame: self.max_frame,
             metas: self.metas(),
             settings: self.service_settings(),
             handler_timeout: self.handler_timeout,
-        })
+        }))
     }
 
     /// The worker-process model: spawns the workers and waits until each
@@ -488,9 +523,8 @@ impl PluginServer {
         Ok(Arc::new(executor))
     }
 
-    /// Threads by default; with a runner (the looped model was not chosen:
-    /// sync and `async def` phases mixed), the phases in `loop_phases` go to
-    /// its asyncio loop through the bridge.
+    /// Threads; in the mixed model, the phases in `loop_phases` go to the
+    /// runner's asyncio loop through the bridge.
     fn executor(
         &self,
         py: Python<'_>,
@@ -503,7 +537,7 @@ impl PluginServer {
             self.handler_timeout,
             runtime.clone(),
         ));
-        let Some(runner) = &self.runner else {
+        let (Model::Mixed, Some(runner)) = (self.model, &self.runner) else {
             return Ok(threads);
         };
         let looped: SharedExecutor = Arc::new(LoopExecutor::attach(

@@ -80,7 +80,7 @@ def test_auto_runs_a_pure_plugin_file_on_greenlets() -> None:
     res = runner.http("GET", "http://example.com/")
     assert res.client_response is not None
     assert res.client_response.headers["x-hello-from-python"] == "Python says hi to example.com"
-    assert runner.server.plain_model == "greenlets"
+    assert runner.server.server.model == "greenlets"
 
 
 def test_async_handlers_run_on_the_asyncio_loop() -> None:

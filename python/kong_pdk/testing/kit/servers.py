@@ -81,8 +81,6 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: Callable[[float], object] | None = None
     emulators: dict[tuple[str, KongVersion], KongEmulator] = field(default_factory=dict)
-    #: How plain ``def`` handlers run: ``"threads"`` or ``"greenlets"``.
-    plain_model: str = "threads"
 
     def emulator(self, subsystem: str = "http", kong_version: KongVersion = LATEST) -> KongEmulator:
         """The Kong worker (one per subsystem and version) that plays this plugin's requests."""
@@ -219,7 +217,6 @@ def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
             socket_path=socket_path,
             errors=errors,
             stop=stop,
-            plain_model=plain,
         )
         _servers[key] = entry
         return entry
