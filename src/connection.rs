@@ -19,11 +19,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::events::{Lend, ServeLent};
+use crate::dispatch::{reply_bytes, Outcome, Pass};
+use crate::events::{Lend, Route, ServeLent};
 use crate::handover::{self, Hop, Upstream};
-use crate::rpc::{self, parse_request, Method, Request};
+use crate::rpc::{self, parse_request, Call};
 use crate::rpc_error::RpcError;
-use crate::service::{Encoded, Service};
+use crate::service::Service;
 use crate::wire::{FrameDecoder, WireError};
 use crate::writer::{ConnWriter, STALLED_PEER};
 
@@ -226,119 +227,163 @@ impl Connection {
     async fn serve_frame(&mut self, frame: rmpv::Value) -> Next {
         self.service.note_request();
         self.greet();
-        let mut out = Vec::new();
-        match parse_request(frame) {
-            Ok(req) => {
-                let hop = Hop::of(&req);
-                if let (Some(successor), Hop::Kong) = (self.service.successor(), hop) {
-                    let events = &self.service.events;
-                    if !handover::served_here(&req, |id| events.contains(id)) {
-                        let successor = successor.to_path_buf();
-                        let out = self.forward(&successor, &req).await;
-                        return self.send(&out);
-                    }
-                }
-                let (msgid, method) = (req.msgid, req.method.clone());
-                // A HandleEvent or Step lends the connection's reading to the
-                // event's handler (events::Lend) until it gives it back.
-                let lends = matches!(
-                    Method::parse(&req.method),
-                    Ok(Method::HandleEvent | Method::Step { .. })
-                );
-                let (lend, returned) = if lends {
-                    self.unwatch();
-                    let (lend, returned) = Lend::new(
-                        std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
-                        Arc::clone(&self.service) as Arc<dyn ServeLent>,
-                    );
-                    (Some(lend), Some(returned))
-                } else {
-                    (None, None)
-                };
-                let reply = self.service.dispatch(&req, &self.writer, lend).await;
-                if let Some(mut returned) = returned {
-                    let mut stop = self.stop.clone();
-                    self.decoder = loop {
-                        tokio::select! {
-                            back = &mut returned => match back {
-                                Ok(d) => break d,
-                                Err(_) => return Next::Close,
-                            },
-                            // The handler's reply did not fit the socket:
-                            // deliver it while the handler waits for Kong.
-                            _ = self.writer.queued.notified() => {
-                                if self.flush().await.is_err() {
-                                    return Next::Close;
-                                }
-                            }
-                            _ = stop.changed() => return Next::Close,
-                        }
-                    };
-                }
-                if matches!(&reply, Err(RpcError::HandedOver)) {
-                    if let Some(successor) = self.service.successor() {
-                        let successor = successor.to_path_buf();
-                        let out = self.forward(&successor, &req).await;
-                        return self.send(&out);
-                    }
-                }
-                // A Step of an event of the server this one replaced, sent
-                // on a new connection: passed back to it.
-                if let (Err(RpcError::UnknownEvent(_)), Some(older)) =
-                    (&reply, self.service.predecessor())
-                {
-                    if hop != Hop::FromOlder {
-                        let older = older.to_path_buf();
-                        if let Some(out) = self.pass_back(&older, &req).await {
-                            return self.send(&out);
-                        }
-                    }
-                }
-                match reply {
-                    Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
-                    Ok(Encoded::Deferred) => {}
-                    Err(e) => {
-                        log::log!(e.log_level(), "{method}: {e}");
-                        rpc::write_error(&mut out, msgid, &e.to_string());
-                    }
-                }
+        let req = match parse_request(frame) {
+            Ok(req) => req,
+            Err(bad) => {
+                log::warn!("{}", bad.why);
+                let mut out = Vec::new();
+                rpc::write_error_raw(&mut out, &bad.msgid, &bad.why.to_string());
+                return self.send(&out);
             }
-            Err((msgid, e)) => {
-                log::warn!("{e}");
-                rpc::write_error_raw(&mut out, &msgid, &e);
+        };
+        let msgid = req.msgid;
+        let call = match req.call {
+            Ok(call) => call,
+            Err(e) => {
+                let out = reply_bytes(msgid, "request", Err(e.into()));
+                return self.send(&out);
+            }
+        };
+        let method = call.method();
+        let hop = Hop::of(req.tag.as_deref());
+        // A HandleEvent or Step lends the connection's reading to the
+        // event's handler (events::Lend) until it gives it back.
+        let (lend, returned) = if matches!(call, Call::HandleEvent { .. } | Call::Step { .. }) {
+            self.unwatch();
+            let (lend, returned) = Lend::new(
+                std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
+                Arc::clone(&self.service) as Arc<dyn ServeLent>,
+            );
+            (Some(lend), Some(returned))
+        } else {
+            (None, None)
+        };
+        let route = Route {
+            writer: Arc::clone(&self.writer),
+            msgid,
+            lend,
+        };
+        let outcome = if call.blocks() {
+            // The plugin's constructor runs: off the async threads.
+            let service = Arc::clone(&self.service);
+            tokio::task::spawn_blocking(move || service.serve(&*service, call, hop, route))
+                .await
+                .unwrap_or_else(|e| {
+                    let route = Route {
+                        writer: Arc::clone(&self.writer),
+                        msgid,
+                        lend: None,
+                    };
+                    Outcome::Reply(route, Err(RpcError::InstanceRefused(e.to_string())))
+                })
+        } else {
+            self.service.serve(&*self.service, call, hop, route)
+        };
+        // What is left to do once the connection's reading is back here (a
+        // route dropped here gives it back).
+        let after = match outcome {
+            Outcome::Run(job) => {
+                self.service.executor.run_event(job);
+                None
+            }
+            Outcome::Deferred => None,
+            // The route is dropped here: its lend goes back before the wait below.
+            Outcome::Reply(route, reply) => {
+                drop(route);
+                Some(Ok(reply_bytes(msgid, method, reply)))
+            }
+            Outcome::Pass(Pass {
+                call,
+                route,
+                to,
+                hop,
+                otherwise,
+            }) => {
+                drop(route);
+                Some(Err(Pass {
+                    route: (),
+                    call,
+                    to,
+                    hop,
+                    otherwise,
+                }))
+            }
+        };
+        if let Some(mut returned) = returned {
+            let mut stop = self.stop.clone();
+            self.decoder = loop {
+                tokio::select! {
+                    back = &mut returned => match back {
+                        Ok(d) => break d,
+                        Err(_) => return Next::Close,
+                    },
+                    // The handler's reply did not fit the socket:
+                    // deliver it while the handler waits for Kong.
+                    _ = self.writer.queued.notified() => {
+                        if self.flush().await.is_err() {
+                            return Next::Close;
+                        }
+                    }
+                    _ = stop.changed() => return Next::Close,
+                }
+            };
+        }
+        match after {
+            None => Next::Continue,
+            Some(Ok(out)) => self.send(&out),
+            Some(Err(pass)) => {
+                let out = self.pass(pass, msgid, method).await;
+                self.send(&out)
             }
         }
-        self.send(&out)
+    }
+
+    /// Passes a call on to another server of ours (`handover.rs`): forward
+    /// to the newer one, or back to the older one (whose absence leaves the
+    /// call this server's answer).
+    async fn pass(&mut self, pass: Pass<()>, msgid: u64, method: &str) -> Vec<u8> {
+        if pass.hop == Hop::FromNewer {
+            if let Some(out) = self.pass_back(&pass.to, &pass.call, msgid).await {
+                return out;
+            }
+            return reply_bytes(msgid, method, Err(pass.otherwise));
+        }
+        self.forward(&pass.to, &pass.call, msgid).await
     }
 
     /// Passes a request on to the server that replaced this one (`handover.rs`).
-    async fn forward(&mut self, successor: &Path, req: &Request) -> Vec<u8> {
+    async fn forward(&mut self, successor: &Path, call: &Call, msgid: u64) -> Vec<u8> {
         let service = Arc::clone(&self.service);
         let _counted = service.forwarding();
         if self.upstream.is_none() {
             match Upstream::connect(successor, self.max_frame).await {
                 Ok(up) => self.upstream = Some(up),
-                Err(e) => return handover::failed(req.msgid, &e.to_string()),
+                Err(e) => return handover::failed(msgid, &e.to_string()),
             }
         }
         let Some(up) = self.upstream.as_mut() else {
-            return handover::failed(req.msgid, "no connection");
+            return handover::failed(msgid, "no connection");
         };
         match up
-            .forward(req, Hop::FromOlder, self.service.settings.event_timeout)
+            .forward(
+                call,
+                msgid,
+                Hop::FromOlder,
+                self.service.settings.event_timeout,
+            )
             .await
         {
             Ok(out) => out,
             Err(why) => {
                 self.upstream = None;
-                handover::failed(req.msgid, &why)
+                handover::failed(msgid, &why)
             }
         }
     }
 
     /// Passes a Step back to the server this one replaced; None when that
     /// server cannot be reached (the Step then gets this server's answer).
-    async fn pass_back(&mut self, link: &Path, req: &Request) -> Option<Vec<u8>> {
+    async fn pass_back(&mut self, link: &Path, call: &Call, msgid: u64) -> Option<Vec<u8>> {
         let service = Arc::clone(&self.service);
         let _counted = service.forwarding();
         if self.older.is_none() {
@@ -352,13 +397,18 @@ impl Connection {
         }
         let up = self.older.as_mut()?;
         match up
-            .forward(req, Hop::FromNewer, self.service.settings.event_timeout)
+            .forward(
+                call,
+                msgid,
+                Hop::FromNewer,
+                self.service.settings.event_timeout,
+            )
             .await
         {
             Ok(out) => Some(out),
             Err(why) => {
                 self.older = None;
-                Some(handover::failed(req.msgid, &why))
+                Some(handover::failed(msgid, &why))
             }
         }
     }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 
 use super::link::{EventLink, LinkError};
 use super::registry::{step_answer, Answer, Resume};
-use super::route::{Lend, Route, Served};
+use super::route::{Here, Lend, Route, Served};
 use crate::rpc;
 use crate::wake::Wake;
 use crate::wire::FrameDecoder;
@@ -77,13 +77,14 @@ impl Lend {
     }
 
     /// Serves the next whole request on the connection on this thread when
-    /// it is one a handler's thread serves (`ServeLent::takes`).
-    pub fn serve_next(self, writer: &Arc<ConnWriter>) -> Served {
+    /// it is one a handler's thread serves (`ServeLent::takes`); the event a
+    /// HandleEvent starts may be put in `here`, to run on this thread.
+    pub fn serve_next(self, writer: &Arc<ConnWriter>, here: Here<'_>) -> Served {
         let Some(decoder) = self.decoder.as_ref() else {
             return Served::GiveBack(self);
         };
         match peek_request(decoder) {
-            Peeked::Whole(req, len) => self.serve_request(req, len, writer),
+            Peeked::Whole(req, len) => self.serve_request(req, len, writer, here),
             Peeked::Incomplete => Served::Kept(self),
             Peeked::Bad => Served::GiveBack(self),
         }
@@ -91,7 +92,13 @@ impl Lend {
 
     /// Serves `req`, the next whole request (`len` bytes) on the connection,
     /// on this thread when it is one a handler's thread serves.
-    fn serve_request(mut self, req: rpc::Request, len: usize, writer: &Arc<ConnWriter>) -> Served {
+    fn serve_request(
+        mut self,
+        req: rpc::Request,
+        len: usize,
+        writer: &Arc<ConnWriter>,
+        here: Here<'_>,
+    ) -> Served {
         // A reply still waiting to be written holds the next request back
         // (the I/O task flushes it as the peer reads).
         if writer.pending() > 0 || !self.server.takes(&req) {
@@ -101,7 +108,7 @@ impl Lend {
             decoder.consume(len);
         }
         let server = Arc::clone(&self.server);
-        server.serve_lent(req, writer, self)
+        server.serve_lent(req, writer, self, here)
     }
 }
 
@@ -157,19 +164,23 @@ impl EventLink {
                 // Another event's request: serve it here if it is one a
                 // handler's thread serves, and go on waiting.
                 Own::Other(None) => break,
-                Own::Other(Some((req, len))) => match lend.serve_request(req, len, &writer) {
-                    Served::Kept(kept) => {
-                        lend = kept;
-                        continue;
+                // This thread is busy with its own event: a new one runs
+                // elsewhere.
+                Own::Other(Some((req, len))) => {
+                    match lend.serve_request(req, len, &writer, Here::nowhere()) {
+                        Served::Kept(kept) => {
+                            lend = kept;
+                            continue;
+                        }
+                        Served::Passed => {
+                            return resumed.blocking_recv().map_err(|_| LinkError::Unreachable)
+                        }
+                        Served::GiveBack(back) => {
+                            lend = back;
+                            break;
+                        }
                     }
-                    Served::Passed => {
-                        return resumed.blocking_recv().map_err(|_| LinkError::Unreachable)
-                    }
-                    Served::GiveBack(back) => {
-                        lend = back;
-                        break;
-                    }
-                },
+                }
                 Own::Incomplete => {}
             }
             if let Filled::Closed = lend.fill(&writer, wake, 1000) {
@@ -217,12 +228,10 @@ fn own_step(event_id: u64, decoder: &FrameDecoder) -> Own {
         Peeked::Incomplete => return Own::Incomplete,
         Peeked::Bad => return Own::Other(None),
     };
-    if let Ok(rpc::Method::Step { error }) = rpc::Method::parse(&req.method) {
-        if let Ok(step) = rpc::StepArgs::parse(req.params.first()) {
-            if step.event_id == event_id {
-                return Own::Mine(step_answer(step.data, error), req.msgid, len);
-            }
+    match req.call {
+        Ok(rpc::Call::Step { event, data, error }) if event == event_id => {
+            Own::Mine(step_answer(data, error), req.msgid, len)
         }
+        _ => Own::Other(Some((req, len))),
     }
-    Own::Other(Some((req, len)))
 }

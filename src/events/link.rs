@@ -137,7 +137,7 @@ impl EventLink {
             Parked::new(resume, Arc::clone(&self.label), wake),
         );
         match self.write_to(route, call_result_len(method, args), |out| {
-            write_call_result(out, self.event_id, method, args)
+            rpc::write_call_result(out, self.event_id, method, args)
         }) {
             Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
             Err(e) => {
@@ -150,20 +150,14 @@ impl EventLink {
     /// Sends a terminal call: Kong never answers it (docs/protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
         self.write_last(call_result_len(method, args), |out| {
-            write_call_result(out, self.event_id, method, args)
+            rpc::write_call_result(out, self.event_id, method, args)
         })
     }
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), LinkError> {
         let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
-        let (writer, lend) = self.write_to(route, 64, |out| {
-            let _ = rmp::encode::write_map_len(out, 2);
-            rpc::write_str(out, "Data");
-            rpc::write_str(out, "ret");
-            rpc::write_str(out, "EventId");
-            let _ = rmp::encode::write_uint(out, self.event_id);
-        })?;
+        let (writer, lend) = self.write_to(route, 64, |out| rpc::write_ret(out, self.event_id))?;
         if let (Some(lend), true) = (lend, self.keep.load(Ordering::Acquire)) {
             *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some((writer, lend));
         }
@@ -183,21 +177,6 @@ impl EventLink {
 /// Sized right, the reply is written without growing its buffer.
 fn call_result_len(method: &str, args: &[u8]) -> usize {
     56 + method.len() + args.len()
-}
-
-/// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around
-/// already encoded args.
-pub fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
-    // Writing into a Vec cannot fail.
-    let _ = rmp::encode::write_map_len(out, 2);
-    rpc::write_str(out, "Data");
-    let _ = rmp::encode::write_map_len(out, 2);
-    rpc::write_str(out, "Method");
-    rpc::write_str(out, method);
-    rpc::write_str(out, "Args");
-    out.extend_from_slice(args);
-    rpc::write_str(out, "EventId");
-    let _ = rmp::encode::write_uint(out, event_id);
 }
 
 #[cfg(test)]

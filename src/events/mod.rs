@@ -30,6 +30,6 @@ mod registry;
 mod route;
 
 pub use lent::Filled;
-pub use link::{write_call_result, EventLink, LinkError};
+pub use link::{EventLink, LinkError};
 pub use registry::{step_answer, Answer, Events, Resume};
-pub use route::{Lend, Route, ServeLent, Served};
+pub use route::{Here, Lend, Route, ServeLent, Served};

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use std::any::Any;
+
 use crate::rpc::Request;
 use crate::wire::FrameDecoder;
 use crate::writer::ConnWriter;
@@ -43,8 +45,39 @@ pub trait ServeLent: Send + Sync {
     fn takes(&self, req: &Request) -> bool;
 
     /// Serves `req`, which [`takes`](ServeLent::takes) accepted and which is
-    /// already consumed from the lend's bytes.
-    fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served;
+    /// already consumed from the lend's bytes. The event a HandleEvent
+    /// starts is put in `here` when the calling thread may run it itself.
+    fn serve_lent(
+        &self,
+        req: Request,
+        writer: &Arc<ConnWriter>,
+        lend: Lend,
+        here: Here<'_>,
+    ) -> Served;
+}
+
+/// Where a thread that may run a new event itself wants it: a slot of the
+/// server's job type (`Option<executor::EventJob>`), filled by
+/// [`ServeLent::serve_lent`] and read back by the caller. The slot's type is
+/// erased because this module sits below the job's (the job holds an
+/// `EventLink`, which holds a `Route`); nothing is allocated for it.
+pub struct Here<'a>(Option<&'a mut dyn Any>);
+
+impl<'a> Here<'a> {
+    /// The calling thread is busy: a new event runs elsewhere.
+    pub fn nowhere() -> Here<'static> {
+        Here(None)
+    }
+
+    /// The calling thread runs the new event put in `slot`.
+    pub fn slot<J: 'static>(slot: &'a mut Option<J>) -> Here<'a> {
+        Here(Some(slot))
+    }
+
+    /// The slot, when the caller passed one of type `Option<J>`.
+    pub fn take<J: 'static>(self) -> Option<&'a mut Option<J>> {
+        self.0.and_then(|slot| slot.downcast_mut())
+    }
 }
 
 /// What became of a lent connection after a request was served on it.

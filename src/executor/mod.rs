@@ -97,6 +97,13 @@ pub trait Executor: Send + Sync {
     /// Starts one event; its handler answers Kong through `job.link`.
     fn run_event(&self, job: EventJob);
 
+    /// Whether a handler's thread that read this event's HandleEvent on its
+    /// lent connection may run the event itself instead of `run_event`
+    /// (the thread model, `thread/linger.rs`).
+    fn runs_on_caller(&self, _job: &EventJob) -> bool {
+        false
+    }
+
     /// Handlers currently running (for status and draining).
     fn running(&self) -> usize;
 
@@ -150,15 +157,13 @@ impl Executor for PhaseRouter {
 
     fn run_event(&self, job: EventJob) {
         match &self.looped {
-            Some((exec, phases))
-                if phases
-                    .get(&job.instance.instance().name)
-                    .is_some_and(|p| p.contains(&job.phase)) =>
-            {
-                exec.run_event(job)
-            }
+            Some((exec, _)) if self.is_looped(&job) => exec.run_event(job),
             _ => self.default.run_event(job),
         }
+    }
+
+    fn runs_on_caller(&self, job: &EventJob) -> bool {
+        !self.is_looped(job) && self.default.runs_on_caller(job)
     }
 
     fn running(&self) -> usize {
@@ -174,6 +179,17 @@ impl Executor for PhaseRouter {
 
     fn status(&self) -> Vec<(&'static str, Value)> {
         self.default.status()
+    }
+}
+
+impl PhaseRouter {
+    /// Whether the event's phase runs on the event loop.
+    fn is_looped(&self, job: &EventJob) -> bool {
+        self.looped.as_ref().is_some_and(|(_, phases)| {
+            phases
+                .get(&job.instance.instance().name)
+                .is_some_and(|p| p.contains(&job.phase))
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use super::Core;
-use crate::events::{write_call_result, Answer};
+use crate::events::Answer;
 use crate::executor::fail_closed::timed_out_message;
 use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
@@ -214,13 +214,7 @@ impl LoopedEvent {
 
     fn send_ret(&self, py: Python<'_>, route: Route) -> bool {
         let id = self.id;
-        self.send(py, route, |out| {
-            let _ = rmp::encode::write_map_len(out, 2);
-            rpc::write_str(out, "Data");
-            rpc::write_str(out, "ret");
-            rpc::write_str(out, "EventId");
-            let _ = rmp::encode::write_uint(out, id);
-        })
+        self.send(py, route, |out| rpc::write_ret(out, id))
     }
 
     /// The handler ended (however it ended): Kong gets "ret" unless the
@@ -367,7 +361,7 @@ impl LoopedEvent {
         let mut encoded = Vec::new();
         rpc::write_value(&mut encoded, &rmpv::Value::Array(args));
         let sent = self.send(py, route, |out| {
-            write_call_result(out, id, method, &encoded)
+            rpc::write_call_result(out, id, method, &encoded)
         });
         if !sent {
             self.lock().pending = None;
@@ -469,7 +463,7 @@ impl PdkTarget for LoopedEvent {
         };
         if let Some(route) = route {
             self.send(py, route, |out| {
-                write_call_result(out, self.id, &method, &args)
+                rpc::write_call_result(out, self.id, &method, &args)
             });
         }
         Ok(())
@@ -512,7 +506,7 @@ impl PdkTarget for LoopedEvent {
             route
         };
         let sent = self.send(py, route, |out| {
-            write_call_result(out, self.id, &method, &args)
+            rpc::write_call_result(out, self.id, &method, &args)
         });
         if !sent {
             {

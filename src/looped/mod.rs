@@ -45,7 +45,7 @@ use rmpv::Value;
 use crate::executor::plugins::PluginClasses;
 use crate::executor::{EventJob, Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream, Hop};
-use crate::rpc::Request;
+use crate::rpc::Call;
 use crate::service::{PluginMeta, Service, Settings};
 pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Next, Queued};
@@ -117,16 +117,16 @@ impl Core {
 
     /// Passes a request on to the server that replaced this one, on this
     /// connection's own link to it (`handover.rs`); blocks.
-    pub fn forward(&self, conn: u64, successor: &Path, req: &Request) -> Vec<u8> {
-        self.exchange(conn, successor, req, Hop::FromOlder)
-            .unwrap_or_else(|e| handover::failed(req.msgid, &e.to_string()))
+    pub fn forward(&self, conn: u64, successor: &Path, call: &Call, msgid: u64) -> Vec<u8> {
+        self.exchange(conn, successor, call, msgid, Hop::FromOlder)
+            .unwrap_or_else(|e| handover::failed(msgid, &e.to_string()))
     }
 
     /// Passes a Step back to the server this one replaced; None when that
     /// server cannot be reached. Blocks the loop for one Step of that
     /// server's event (this happens only in the moments after a reload).
-    pub fn pass_back(&self, conn: u64, link: &Path, req: &Request) -> Option<Vec<u8>> {
-        match self.exchange(conn, link, req, Hop::FromNewer) {
+    pub fn pass_back(&self, conn: u64, link: &Path, call: &Call, msgid: u64) -> Option<Vec<u8>> {
+        match self.exchange(conn, link, call, msgid, Hop::FromNewer) {
             Ok(out) => Some(out),
             Err(e) => {
                 handover::unreachable_older(link, &e);
@@ -137,7 +137,14 @@ impl Core {
 
     /// One request over the connection's link in direction `hop`; a
     /// failure after connecting becomes an error reply.
-    fn exchange(&self, conn: u64, to: &Path, req: &Request, hop: Hop) -> std::io::Result<Vec<u8>> {
+    fn exchange(
+        &self,
+        conn: u64,
+        to: &Path,
+        call: &Call,
+        msgid: u64,
+        hop: Hop,
+    ) -> std::io::Result<Vec<u8>> {
         let _counted = self.service.forwarding();
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.service.settings.event_timeout;
@@ -145,11 +152,11 @@ impl Core {
             Entry::Occupied(up) => up.into_mut(),
             Entry::Vacant(slot) => slot.insert(BlockingUpstream::connect(to, self.max_frame)?),
         };
-        match up.forward(req, hop, timeout) {
+        match up.forward(call, msgid, hop, timeout) {
             Ok(out) => Ok(out),
             Err(why) => {
                 upstreams.remove(&(conn, hop));
-                Ok(handover::failed(req.msgid, &why))
+                Ok(handover::failed(msgid, &why))
             }
         }
     }

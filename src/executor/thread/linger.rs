@@ -15,50 +15,26 @@
 //! only the I/O task serves, a closed connection, and the pool's keep-alive
 //! time without a request.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::pool::Pool;
-use crate::events::{Filled, Lend, Served};
-use crate::executor::{EventJob, Running};
+use crate::events::{Filled, Here, Lend, Served};
+use crate::executor::EventJob;
 use crate::wake::Wake;
 use crate::writer::ConnWriter;
 
-thread_local! {
-    /// `Some` while this thread serves a request off the connection it
-    /// lingers on: the event that request started, when this thread is to
-    /// run it.
-    static HERE: RefCell<Option<Option<(EventJob, Running)>>> = const { RefCell::new(None) };
-}
-
-/// Offers `job` to this thread: kept when the thread lingers and the job's
-/// HandleEvent came on its connection (`claim` takes the thread out of the
-/// pool's idle count); handed back (declined) otherwise.
-pub(super) fn offer_here(
-    job: EventJob,
-    running: Running,
-    claim: impl FnOnce(&Arc<Wake>) -> bool,
-) -> Option<(EventJob, Running)> {
-    HERE.with(|here| {
-        let mut here = here.borrow_mut();
-        match (here.as_mut(), Wake::for_this_thread()) {
-            (Some(slot @ None), Some(wake)) if claim(&wake) => {
-                *slot = Some((job, running));
-                None
-            }
-            _ => Some((job, running)),
-        }
-    })
+/// An event whose HandleEvent a lingering thread read.
+pub(super) enum Found {
+    /// The thread left the pool's idle count for it: run it here.
+    Here(EventJob),
+    /// The pool called the thread for a job meanwhile: run it elsewhere.
+    Elsewhere(EventJob),
 }
 
 /// Reads the connection for the next event to run on this thread, for up to
 /// the pool's keep-alive time; `None` when the thread goes back to the pool.
-pub(super) fn linger(
-    pool: &Pool,
-    writer: Arc<ConnWriter>,
-    mut lend: Lend,
-) -> Option<(EventJob, Running)> {
+pub(super) fn linger(pool: &Pool, writer: Arc<ConnWriter>, mut lend: Lend) -> Option<Found> {
     let wake = Wake::for_this_thread()?;
     if !pool.start_lingering(&wake) {
         return None;
@@ -70,14 +46,17 @@ pub(super) fn linger(
         if !pool.still_lingering(&wake) {
             break None; // a job called this thread: give the connection back
         }
-        HERE.with(|here| *here.borrow_mut() = Some(None));
-        let served = lend.serve_next(&writer);
-        let job = HERE.with(|here| here.borrow_mut().take().flatten());
-        lend = match served {
+        let mut here: Option<EventJob> = None;
+        lend = match lend.serve_next(&writer, Here::slot(&mut here)) {
             Served::Kept(kept) => kept,
-            // The event it started runs here (`job`) or elsewhere; either
-            // way it took the connection.
-            Served::Passed => break job,
+            // The event it started is for this thread (`claim` takes the
+            // thread out of the pool's idle count) or ran elsewhere, or the
+            // Step it resumed took the connection.
+            Served::Passed => match here {
+                Some(job) if pool.claim_lingering(&wake) => break Some(Found::Here(job)),
+                Some(job) => break Some(Found::Elsewhere(job)),
+                None => break None,
+            },
             Served::GiveBack(back) => {
                 drop(back);
                 break None;

@@ -34,16 +34,12 @@ use crate::events::Lend;
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
 use crate::writer::ConnWriter;
+use linger::Found;
 use pool::{promise_idle, Pool};
 use watchdog::{watchdog, Watched};
 
 pub struct ThreadExecutor {
-    pool: Pool,
-    plugins: Arc<PluginClasses>,
-    running: Arc<AtomicUsize>,
-    runtime: tokio::runtime::Handle,
-    /// Present when `--handler-timeout` is set.
-    watched: Option<Arc<Watched>>,
+    handlers: Handlers,
 }
 
 impl ThreadExecutor {
@@ -59,34 +55,52 @@ impl ThreadExecutor {
             watched
         });
         ThreadExecutor {
-            pool: Pool::new(max_threads, Duration::from_secs(30)),
-            plugins,
-            running: Arc::new(AtomicUsize::new(0)),
-            runtime,
-            watched,
+            handlers: Handlers {
+                pool: Pool::new(max_threads, Duration::from_secs(30)),
+                plugins,
+                running: Arc::new(AtomicUsize::new(0)),
+                watched,
+                runtime,
+            },
         }
     }
 }
 
 impl Executor for ThreadExecutor {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
-        self.plugins.attach_and_create(plugin, config)
+        self.handlers.plugins.attach_and_create(plugin, config)
     }
 
     fn run_event(&self, job: EventJob) {
+        self.handlers.submit(job);
+    }
+
+    /// A HandleEvent read by a lingering handler thread runs on it.
+    fn runs_on_caller(&self, _job: &EventJob) -> bool {
+        true
+    }
+
+    fn running(&self) -> usize {
+        self.handlers.running.load(Ordering::Acquire)
+    }
+}
+
+/// What a pool thread needs to run handlers.
+#[derive(Clone)]
+struct Handlers {
+    pool: Pool,
+    plugins: Arc<PluginClasses>,
+    running: Arc<AtomicUsize>,
+    watched: Option<Arc<Watched>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Handlers {
+    /// Runs an event on a pool thread, or fails it closed at once when no
+    /// thread is free.
+    fn submit(&self, job: EventJob) {
         let running = Running::new(&self.running);
-        // A HandleEvent read by a lingering handler thread runs on it.
-        let Some((job, running)) =
-            linger::offer_here(job, running, |wake| self.pool.claim_lingering(wake))
-        else {
-            return;
-        };
-        let this = Handlers {
-            pool: self.pool.clone(),
-            plugins: Arc::clone(&self.plugins),
-            watched: self.watched.clone(),
-            runtime: self.runtime.clone(),
-        };
+        let this = self.clone();
         let sent = self
             .pool
             .execute((job, running), move |first| this.run_from(first));
@@ -103,20 +117,6 @@ impl Executor for ThreadExecutor {
         }
     }
 
-    fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
-    }
-}
-
-/// What a pool thread needs to run handlers.
-struct Handlers {
-    pool: Pool,
-    plugins: Arc<PluginClasses>,
-    watched: Option<Arc<Watched>>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Handlers {
     /// Runs an event's handler, then the events that come on the connection
     /// it answered on, for as long as they come (`linger.rs`).
     fn run_from(self, first: (EventJob, Running)) {
@@ -127,10 +127,20 @@ impl Handlers {
                 run_handler(py, job, lua_style, self.watched.as_ref(), &self.runtime)
             });
             drop(running);
-            match kept {
-                Some(Some((writer, lend))) => next = linger::linger(&self.pool, writer, lend),
-                Some(None) => {}
-                None => log::warn!("event dropped: the Python interpreter is shutting down"),
+            let found = match kept {
+                Some(Some((writer, lend))) => linger::linger(&self.pool, writer, lend),
+                Some(None) => None,
+                None => {
+                    log::warn!("event dropped: the Python interpreter is shutting down");
+                    None
+                }
+            };
+            match found {
+                Some(Found::Here(job)) => next = Some((job, Running::new(&self.running))),
+                // The pool had no room for this thread to leave it: another
+                // thread runs the event.
+                Some(Found::Elsewhere(job)) => self.submit(job),
+                None => {}
             }
         }
     }
