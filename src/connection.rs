@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::dispatch::{reply_bytes, Outcome, Pass};
+use crate::dispatch::{reply_bytes, Dispatcher, Outcome, Pass};
 use crate::events::{Lend, Route, ServeLent};
 use crate::handover::{self, Hop, Upstream};
 use crate::rpc::{self, parse_request, Call};
@@ -30,7 +30,7 @@ use crate::writer::{ConnWriter, STALLED_PEER};
 
 pub async fn serve(
     stream: UnixStream,
-    service: Arc<Service>,
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     stop: watch::Receiver<bool>,
 ) {
@@ -49,7 +49,8 @@ pub async fn serve(
     let mut conn = Connection {
         writer,
         fd: Some(Arc::new(fd)),
-        service,
+        service: Arc::clone(&dispatcher.service),
+        dispatcher,
         max_frame,
         stop,
         decoder: FrameDecoder::new(max_frame),
@@ -83,6 +84,9 @@ struct Connection {
     /// reads itself.
     fd: Option<Arc<AsyncFd<Arc<ConnWriter>>>>,
     service: Arc<Service>,
+    /// The service with its executor, also lent with the connection's
+    /// reading to a handler's thread.
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     stop: watch::Receiver<bool>,
     decoder: FrameDecoder,
@@ -252,7 +256,7 @@ impl Connection {
             self.unwatch();
             let (lend, returned) = Lend::new(
                 std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
-                Arc::clone(&self.service) as Arc<dyn ServeLent>,
+                Arc::clone(&self.dispatcher) as Arc<dyn ServeLent>,
             );
             (Some(lend), Some(returned))
         } else {
@@ -283,7 +287,7 @@ impl Connection {
         // route dropped here gives it back).
         let after = match outcome {
             Outcome::Run(job) => {
-                self.service.executor.run_event(job);
+                self.dispatcher.run(job);
                 None
             }
             Outcome::Deferred => None,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rmpv::Value;
 
 use crate::events::{step_answer, EventLink, Here, Lend, Resume, Route, ServeLent, Served};
-use crate::executor::EventJob;
+use crate::executor::{EventJob, SharedRunner};
 use crate::handover::Hop;
 use crate::rpc::{self, Call, Request};
 use crate::rpc_error::RpcError;
@@ -226,14 +226,32 @@ impl EventSide for Service {
     }
 }
 
+/// The service with the executor that runs its events: what a connection's
+/// I/O task (`connection.rs`) and a handler's thread on a lent connection
+/// serve with, in every model but the looped one (whose loop starts its
+/// events itself).
+pub struct Dispatcher {
+    pub service: Arc<Service>,
+    pub runner: SharedRunner,
+}
+
+impl Dispatcher {
+    /// Starts an event that a call started, on the executor.
+    pub fn run(&self, job: EventJob) {
+        self.runner.run_event(job);
+    }
+}
+
 /// A handler's thread serves the HandleEvents and Steps that come on the
 /// connection it reads (`events/lent.rs`, `executor/thread/linger.rs`), as
 /// the connection's I/O task would, without waking it.
-impl ServeLent for Service {
+impl ServeLent for Dispatcher {
     fn takes(&self, req: &Request) -> bool {
+        let service = &self.service;
         req.call.as_ref().is_ok_and(|call| {
-            self.neighbours()
-                .served_on_lent(call, |id| self.events.contains(id))
+            service
+                .neighbours()
+                .served_on_lent(call, |id| service.events.contains(id))
         })
     }
 
@@ -244,7 +262,8 @@ impl ServeLent for Service {
         lend: Lend,
         here: Here<'_>,
     ) -> Served {
-        self.note_request();
+        let service = &*self.service;
+        service.note_request();
         let Ok(call) = req.call else {
             return Served::GiveBack(lend);
         };
@@ -254,12 +273,13 @@ impl ServeLent for Service {
             msgid: req.msgid,
             lend: Some(lend),
         };
-        let (route, reply) = match self.serve(self, call, Hop::of(req.tag.as_deref()), route) {
+        let (route, reply) = match service.serve(service, call, Hop::of(req.tag.as_deref()), route)
+        {
             Outcome::Deferred => return Served::Passed,
             Outcome::Run(job) => {
                 match here.take::<EventJob>() {
-                    Some(slot) if self.executor.runs_on_caller(&job) => *slot = Some(job),
-                    _ => self.executor.run_event(job),
+                    Some(slot) if self.runner.runs_on_caller(&job) => *slot = Some(job),
+                    _ => self.runner.run_event(job),
                 }
                 return Served::Passed;
             }
@@ -332,8 +352,6 @@ mod tests {
         fn start_instance(&self, _plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
             Ok(PluginHandle::Remote(RemoteKey::new(1, |_| {})))
         }
-
-        fn run_event(&self, _job: EventJob) {}
 
         fn running(&self) -> usize {
             0

@@ -454,7 +454,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::executor::{EventJob, Executor, RemoteKey};
+    use crate::executor::{Executor, RemoteKey};
     use crate::rpc::{as_map, as_u64, field};
 
     /// Records which plugin each instance was created for.
@@ -470,8 +470,6 @@ mod tests {
                 |_| {},
             )))
         }
-
-        fn run_event(&self, _job: EventJob) {}
 
         fn running(&self) -> usize {
             0

@@ -27,7 +27,7 @@ use rmpv::Value;
 use tokio::sync::oneshot;
 
 use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running};
+use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Resume;
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopWait, PdkProxy, Waiter};
@@ -283,14 +283,16 @@ impl LoopExecutor {
     }
 }
 
-impl Executor for LoopExecutor {
-    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
-        self.plugins.attach_and_create(plugin, config)
-    }
-
+impl RunsEvents for LoopExecutor {
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
         self.core.push(Delivery::Start(job, running));
+    }
+}
+
+impl Executor for LoopExecutor {
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn running(&self) -> usize {

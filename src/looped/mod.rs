@@ -43,7 +43,7 @@ use pyo3::prelude::*;
 use rmpv::Value;
 
 use crate::executor::plugins::PluginClasses;
-use crate::executor::{EventJob, Executor, PluginHandle};
+use crate::executor::{Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream, Hop};
 use crate::rpc::Call;
 use crate::service::{PluginMeta, Service, Settings};
@@ -564,7 +564,8 @@ impl LoopCore {
 }
 
 /// The service's executor in the looped model: instances are created on
-/// the loop's thread (the caller); events never come through here.
+/// the loop's thread (the caller); the loop starts its events itself
+/// (`dispatch.rs`), so this executor runs none (it is no `RunsEvents`).
 struct LoopedExecutor {
     plugins: Arc<PluginClasses>,
     events: Arc<Registry>,
@@ -573,14 +574,6 @@ struct LoopedExecutor {
 impl Executor for LoopedExecutor {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
         self.plugins.attach_and_create(plugin, config)
-    }
-
-    fn run_event(&self, job: EventJob) {
-        // Unreachable: the looped dispatch starts its events itself.
-        log::error!(
-            "event {}: not runnable in the looped model",
-            job.link.event_id
-        );
     }
 
     fn running(&self) -> usize {

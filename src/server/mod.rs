@@ -33,11 +33,12 @@ use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
 use crate::defaults;
+use crate::dispatch::Dispatcher;
 use crate::executor::bridge::LoopExecutor;
 use crate::executor::plugins::PluginClasses;
 use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
-use crate::executor::{Executor, PhaseRouter, SharedExecutor};
+use crate::executor::{Executor, PhaseRouter, SharedExecutor, SharedRunner};
 use crate::instances::unix_now;
 use crate::looped;
 use crate::model::Model;
@@ -214,14 +215,14 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let executor = match self.model {
+        let runner = match self.model {
             Model::Processes => self.start_workers(py, runtime.handle())?,
             _ => self.executor(py, runtime.handle())?,
         };
         let service = Arc::new(Service::new(
             self.metas(),
             self.service_settings(),
-            executor,
+            Arc::clone(&runner) as SharedExecutor,
         ));
         let bound = self.listen()?;
         if let Some(link) = bound.predecessor {
@@ -233,9 +234,13 @@ impl PluginServer {
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
+        let dispatcher = Arc::new(Dispatcher {
+            service: Arc::clone(&service),
+            runner,
+        });
         runtime.spawn(accept_loop(
             listener,
-            Arc::clone(&service),
+            dispatcher,
             self.max_frame,
             stopped.clone(),
         ));
@@ -503,7 +508,7 @@ impl PluginServer {
         &self,
         py: Python<'_>,
         runtime: &tokio::runtime::Handle,
-    ) -> PyResult<SharedExecutor> {
+    ) -> PyResult<SharedRunner> {
         let specs = self
             .workers
             .iter()
@@ -525,13 +530,9 @@ impl PluginServer {
 
     /// Threads; in the mixed model, the phases in `loop_phases` go to the
     /// runner's asyncio loop through the bridge.
-    fn executor(
-        &self,
-        py: Python<'_>,
-        runtime: &tokio::runtime::Handle,
-    ) -> PyResult<SharedExecutor> {
+    fn executor(&self, py: Python<'_>, runtime: &tokio::runtime::Handle) -> PyResult<SharedRunner> {
         let classes = self.classes(py);
-        let threads: SharedExecutor = Arc::new(ThreadExecutor::new(
+        let threads: SharedRunner = Arc::new(ThreadExecutor::new(
             Arc::clone(&classes),
             self.max_handler_threads,
             self.handler_timeout,
@@ -540,7 +541,7 @@ impl PluginServer {
         let (Model::Mixed, Some(runner)) = (self.model, &self.runner) else {
             return Ok(threads);
         };
-        let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
+        let looped: SharedRunner = Arc::new(LoopExecutor::attach(
             py,
             runner.clone_ref(py),
             classes,

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
+use crate::dispatch::Dispatcher;
 use crate::service::Service;
 
 pub async fn accept_loop(
     listener: UnixListener,
-    service: Arc<Service>,
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -22,7 +23,7 @@ pub async fn accept_loop(
                 Ok((stream, _)) => {
                     tokio::spawn(crate::connection::serve(
                         stream,
-                        Arc::clone(&service),
+                        Arc::clone(&dispatcher),
                         max_frame,
                         stop.clone(),
                     ));

@@ -29,7 +29,7 @@ use rmpv::Value;
 
 use super::fail_closed::{self, fail_closed};
 use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running};
+use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Lend;
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
@@ -66,11 +66,7 @@ impl ThreadExecutor {
     }
 }
 
-impl Executor for ThreadExecutor {
-    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
-        self.handlers.plugins.attach_and_create(plugin, config)
-    }
-
+impl RunsEvents for ThreadExecutor {
     fn run_event(&self, job: EventJob) {
         self.handlers.submit(job);
     }
@@ -78,6 +74,12 @@ impl Executor for ThreadExecutor {
     /// A HandleEvent read by a lingering handler thread runs on it.
     fn runs_on_caller(&self, _job: &EventJob) -> bool {
         true
+    }
+}
+
+impl Executor for ThreadExecutor {
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.handlers.plugins.attach_and_create(plugin, config)
     }
 
     fn running(&self) -> usize {
