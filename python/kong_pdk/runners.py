@@ -258,6 +258,17 @@ class AsyncioRunner:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def _drive_greenlet(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
+    """Runs a plain ``def`` handler in its greenlet (``GeventRunner``,
+    ``GreenletRunner``) and reports how it ended on ``handle``."""
+    try:
+        handler(kong)
+    except BaseException as exc:  # every ending must reach Kong
+        handle.fail(exc)
+    else:
+        handle.finish()
+
+
 class GeventRunner:
     """Runs every handler in a greenlet on the calling thread's gevent hub.
 
@@ -359,20 +370,12 @@ class GeventRunner:
         handler runs up to its first PDK call before the hub goes on, and no
         loop callback is scheduled for it.
         """
-        worker = self._new_greenlet(self._drive, getattr(plugin, phase), kong, handle)
+        worker = self._new_greenlet(_drive_greenlet, getattr(plugin, phase), kong, handle)
         if self.getcurrent() is self.hub:
             worker.switch()
         else:
             worker.start()
 
-    @staticmethod
-    def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
-        try:
-            handler(kong)
-        except BaseException as exc:  # every ending must reach Kong
-            handle.fail(exc)
-        else:
-            handle.finish()
 
     def close(self) -> None:
         """Stops serving: abandons the events in flight, closes the connections."""
@@ -500,20 +503,12 @@ class GreenletRunner:
     def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
         """Runs ``plugin.<phase>(kong)`` in a new greenlet, entered at once
         when called on the hub; its ending is reported on ``handle``."""
-        worker = self._greenlet(self._drive, parent=self.hub)
+        worker = self._greenlet(_drive_greenlet, parent=self.hub)
         if self.getcurrent() is self.hub:
             worker.switch(getattr(plugin, phase), kong, handle)
         else:
             self.run_callback(lambda args: worker.switch(*args), (getattr(plugin, phase), kong, handle))
 
-    @staticmethod
-    def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
-        try:
-            handler(kong)
-        except BaseException as exc:  # every ending must reach Kong
-            handle.fail(exc)
-        else:
-            handle.finish()
 
     def _run(self) -> None:
         self.hub = self.getcurrent()
@@ -575,7 +570,7 @@ def _call(fn: Callable[[], object]) -> None:
 
 #: The frames that run a handler for a looped core: the event's handle is
 #: their local ``handle``.
-_DRIVERS = frozenset({AsyncioRunner._drive.__code__, GeventRunner._drive.__code__, GreenletRunner._drive.__code__})
+_DRIVERS = frozenset({AsyncioRunner._drive.__code__, _drive_greenlet.__code__})
 
 #: Frames shown of a stall outside any handler.
 _STACK_LIMIT = 20
