@@ -183,115 +183,22 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    //! Instances against a fake worker process: a socket in a temp dir,
-    //! answered by a thread with a stock rmpv encoder.
+    //! Instances against a fake worker process (fake_worker.rs).
 
-    use std::collections::HashMap;
-    use std::io::BufReader;
-    use std::os::unix::net::UnixListener;
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, AtomicUsize};
-    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::executor::process::workers::{WorkerSpec, Workers};
-    use crate::executor::process::StopSignal;
-
-    type Answer = fn(&str, &Value) -> (Value, Value);
-
-    /// A fake worker: answers each request with `answer(method, param)`
-    /// (error, result) and records the methods.
-    struct Fake {
-        dir: PathBuf,
-        socket: PathBuf,
-        calls: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Fake {
-        fn start(answer: Answer) -> Fake {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "kong-pdk-inst-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let socket = dir.join("w.sock");
-            let listener = UnixListener::bind(&socket).expect("bind");
-            let calls = Arc::new(Mutex::new(Vec::new()));
-            let c = Arc::clone(&calls);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(stream) = stream else { return };
-                    let c = Arc::clone(&c);
-                    std::thread::spawn(move || serve(stream, &c, answer));
-                }
-            });
-            Fake { dir, socket, calls }
-        }
-
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().expect("lock").clone()
-        }
-    }
-
-    impl Drop for Fake {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn serve(stream: std::os::unix::net::UnixStream, calls: &Mutex<Vec<String>>, answer: Answer) {
-        let mut writer = stream.try_clone().expect("clone");
-        let mut reader = BufReader::new(stream);
-        while let Ok(request) = rmpv::decode::read_value(&mut reader) {
-            let method = request[2].as_str().unwrap_or_default().to_string();
-            calls.lock().expect("lock").push(method.clone());
-            let (error, result) = answer(&method, &request[3][0]);
-            let reply = Value::Array(vec![Value::from(1), request[1].clone(), error, result]);
-            if rmpv::encode::write_value(&mut writer, &reply).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// An Inner with one worker slot on `socket`, its process up.
-    fn inner(socket: PathBuf, runtime: &tokio::runtime::Runtime) -> Arc<Inner> {
-        let inner = Arc::new(Inner {
-            runtime: runtime.handle().clone(),
-            max_frame: 1 << 20,
-            workers: Workers::new(vec![WorkerSpec {
-                argv: Vec::new(),
-                socket,
-            }]),
-            table: Mutex::new(HashMap::new()),
-            next_key: AtomicU64::new(1),
-            running: Arc::new(AtomicUsize::new(0)),
-            lost: AtomicU64::new(0),
-            stop: StopSignal::new(),
-        });
-        let w = &inner.workers.all()[0];
-        w.mark_spawned(inner.workers.new_generation(), 0);
-        w.mark_up();
-        inner
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
+    use crate::executor::process::fake_worker::{self, inner, runtime, Fake};
 
     /// StartInstance answers `{Id: 40 + n}` for the n-th one, checking the
     /// plugin name and config it is sent.
-    fn start_ok(method: &str, param: &Value) -> (Value, Value) {
+    fn start_ok(method: &str, param: &Value) -> Option<(Value, Value)> {
         static N: AtomicU64 = AtomicU64::new(0);
         assert_eq!(method, "plugin.StartInstance");
         assert_eq!(param["Name"].as_str(), Some("p"));
         assert_eq!(param["Config"]["k"].as_str(), Some("v"));
         let id = 40 + N.fetch_add(1, Ordering::Relaxed);
-        (Value::Nil, map(vec![("Id", Value::from(id))]))
+        Some((Value::Nil, map(vec![("Id", Value::from(id))])))
     }
 
     fn config() -> Value {
@@ -310,7 +217,7 @@ mod tests {
         let id = rt.block_on(inner.ensure(&entry, &w, st)).expect("created");
         let again = rt.block_on(inner.ensure(&entry, &w, st)).expect("known");
         assert_eq!(id, again);
-        assert_eq!(fake.calls().len(), 1, "the second ensure sent nothing");
+        assert_eq!(fake.methods().len(), 1, "the second ensure sent nothing");
         // A respawned process has none of the instances: created again.
         w.mark_spawned(inner.workers.new_generation(), 0);
         w.mark_up();
@@ -318,7 +225,7 @@ mod tests {
             .block_on(inner.ensure(&entry, &w, w.state()))
             .expect("re-created");
         assert_ne!(fresh, id);
-        assert_eq!(fake.calls().len(), 2);
+        assert_eq!(fake.methods().len(), 2);
     }
 
     #[test]
@@ -333,21 +240,21 @@ mod tests {
         // Another id (a copy replaced meanwhile): left alone.
         rt.block_on(entry.forget(&w, st, id + 1000));
         rt.block_on(inner.ensure(&entry, &w, st)).expect("known");
-        assert_eq!(fake.calls().len(), 1);
+        assert_eq!(fake.methods().len(), 1);
         rt.block_on(entry.forget(&w, st, id));
         let again = rt.block_on(inner.ensure(&entry, &w, st)).expect("again");
         assert_ne!(again, id);
-        assert_eq!(fake.calls().len(), 2);
+        assert_eq!(fake.methods().len(), 2);
     }
 
     #[test]
     fn a_workers_refusal_is_not_worded_twice_and_a_reply_without_id_is_lost() {
-        fn refuse(_: &str, _: &Value) -> (Value, Value) {
+        fn refuse(_: &str, _: &Value) -> Option<(Value, Value)> {
             let refusal = RpcError::InstanceRefused("bad config".into()).to_string();
-            (Value::from(refusal), Value::Nil)
+            Some((Value::from(refusal), Value::Nil))
         }
-        fn no_id(_: &str, _: &Value) -> (Value, Value) {
-            (Value::Nil, map(vec![("Name", Value::from("p"))]))
+        fn no_id(_: &str, _: &Value) -> Option<(Value, Value)> {
+            Some((Value::Nil, map(vec![("Name", Value::from("p"))])))
         }
         let rt = runtime();
         let fake = Fake::start(refuse);
@@ -362,7 +269,7 @@ mod tests {
         let refused = rt.block_on(Arc::clone(&inner).start_everywhere(Arc::clone(&entry)));
         assert_eq!(refused, Err("bad config".to_string()));
         let fake = Fake::start(no_id);
-        let inner = super::tests::inner(fake.socket.clone(), &rt);
+        let inner = fake_worker::inner(fake.socket.clone(), &rt);
         let (_, entry) = inner.add_entry("p", &config());
         let w = Arc::clone(&inner.workers.all()[0]);
         assert!(matches!(
@@ -379,13 +286,13 @@ mod tests {
         let (_, entry) = inner.add_entry("p", &config());
         rt.block_on(Arc::clone(&inner).start_everywhere(Arc::clone(&entry)))
             .expect("created on the one worker");
-        assert_eq!(fake.calls().len(), 1);
+        assert_eq!(fake.methods().len(), 1);
         // None up, and stopping: no wait for one.
         inner.workers.all()[0].mark_down();
         inner.stop.set();
         let none = rt.block_on(Arc::clone(&inner).start_everywhere(entry));
         assert_eq!(none, Err("no worker process is running".to_string()));
-        assert_eq!(fake.calls().len(), 1);
+        assert_eq!(fake.methods().len(), 1);
     }
 
     #[test]
