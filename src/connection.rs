@@ -456,3 +456,304 @@ impl Connection {
         Next::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `serve` on a socket pair: Kong's end is a blocking stream with a
+    //! stock rmpv encoder, the service runs with a mock executor whose
+    //! events come back to the test.
+
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::sync::{mpsc, Mutex};
+    use std::time::Duration;
+
+    use rmpv::Value;
+
+    use super::*;
+    use crate::executor::{EventJob, Executor, PluginHandle, RemoteKey, RunsEvents};
+    use crate::phase::Phase;
+    use crate::rpc::map;
+    use crate::service::{PluginMeta, Settings};
+
+    const MAX_FRAME: usize = 4096;
+
+    /// Creates instances; hands each event to the test.
+    struct Mock(Mutex<mpsc::Sender<EventJob>>);
+
+    impl Executor for Mock {
+        fn start_instance(&self, _plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
+            Ok(PluginHandle::Remote(RemoteKey::new(1, |_| {})))
+        }
+
+        fn running(&self) -> usize {
+            0
+        }
+    }
+
+    impl RunsEvents for Mock {
+        fn run_event(&self, job: EventJob) {
+            let _ = self.0.lock().expect("lock").send(job);
+        }
+    }
+
+    /// Kong's end of a served connection.
+    struct Kong {
+        reader: BufReader<StdStream>,
+        writer: StdStream,
+        events: mpsc::Receiver<EventJob>,
+        service: Arc<Service>,
+        stop: watch::Sender<bool>,
+        // Dropped last: the connection's task runs on it.
+        _rt: tokio::runtime::Runtime,
+    }
+
+    impl Kong {
+        fn connect() -> Kong {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (ours, theirs) = StdStream::pair().expect("socketpair");
+            theirs
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let (tx, events) = mpsc::channel();
+            let mock = Arc::new(Mock(Mutex::new(tx)));
+            let service = Arc::new(Service::new(
+                vec![PluginMeta {
+                    name: "p".into(),
+                    phases: vec![Phase::Access],
+                    info: Value::Nil,
+                    config_exclude: Default::default(),
+                    load_time: 0.0,
+                }],
+                Settings {
+                    event_timeout: Duration::from_secs(5),
+                    instance_ttl: Duration::from_secs(60),
+                },
+                Arc::clone(&mock) as crate::executor::SharedExecutor,
+            ));
+            let dispatcher = Arc::new(Dispatcher {
+                service: Arc::clone(&service),
+                runner: mock,
+            });
+            let (stop, stopped) = watch::channel(false);
+            rt.spawn(async move {
+                ours.set_nonblocking(true).expect("nonblocking");
+                let stream = UnixStream::from_std(ours).expect("tokio stream");
+                serve(stream, dispatcher, MAX_FRAME, stopped).await;
+            });
+            Kong {
+                reader: BufReader::new(theirs.try_clone().expect("clone")),
+                writer: theirs,
+                events,
+                service,
+                stop,
+                _rt: rt,
+            }
+        }
+
+        fn send(&mut self, bytes: &[u8]) {
+            self.writer.write_all(bytes).expect("send");
+        }
+
+        fn request(&mut self, msgid: u64, method: &str, arg: Value) {
+            let frame = Value::Array(vec![
+                Value::from(0),
+                Value::from(msgid),
+                Value::from(method),
+                Value::Array(vec![arg]),
+            ]);
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &frame).expect("encode");
+            self.send(&out);
+        }
+
+        /// The next frame from the server.
+        fn read(&mut self) -> Value {
+            rmpv::decode::read_value(&mut self.reader).expect("a frame")
+        }
+
+        /// The next frame is a reply: its msgid, error and result.
+        fn reply(&mut self) -> (Value, Value, Value) {
+            let Value::Array(items) = self.read() else {
+                panic!("not an array");
+            };
+            assert_eq!(items.len(), 4);
+            assert_eq!(items[0].as_u64(), Some(1), "a reply");
+            let mut items = items.into_iter().skip(1);
+            let mut next = || items.next().expect("item");
+            (next(), next(), next())
+        }
+
+        /// Whether the server hung up (end of stream).
+        fn closed(&mut self) -> bool {
+            let mut byte = [0u8; 1];
+            matches!(std::io::Read::read(&mut self.reader, &mut byte), Ok(0))
+        }
+    }
+
+    #[test]
+    fn the_first_reply_comes_after_one_server_pid_notification() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        let hello = kong.read();
+        assert_eq!(hello[0].as_u64(), Some(2));
+        assert_eq!(hello[1].as_str(), Some("serverPid"));
+        assert_eq!(hello[2].as_u64(), Some(u64::from(std::process::id())));
+        let (msgid, error, result) = kong.reply();
+        assert_eq!((msgid.as_u64(), error), (Some(1), Value::Nil));
+        assert!(result.is_map(), "{result}");
+        // Only once per connection.
+        kong.request(2, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(2));
+    }
+
+    #[test]
+    fn a_wrong_call_gets_an_error_with_its_msgid_and_the_connection_goes_on() {
+        let mut kong = Kong::connect();
+        kong.request(5, "plugin.Nope", Value::Nil);
+        kong.read(); // serverPid
+        let (msgid, error, result) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(5));
+        assert!(error.as_str().is_some_and(|e| !e.is_empty()), "{error}");
+        assert_eq!(result, Value::Nil);
+        kong.request(6, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().1, Value::Nil);
+    }
+
+    #[test]
+    fn a_malformed_frame_is_refused_and_what_came_after_it_dropped() {
+        let mut kong = Kong::connect();
+        // 0xc1 is never MessagePack: no boundary to find after it.
+        kong.send(&[0xc1]);
+        kong.read(); // serverPid
+        let (msgid, error, _) = kong.reply();
+        assert_eq!(msgid, Value::Nil);
+        assert!(
+            error.as_str().is_some_and(|e| e.contains("malformed")),
+            "{error}"
+        );
+        // The connection still serves.
+        kong.request(7, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(7));
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_the_connection_closed() {
+        let mut kong = Kong::connect();
+        let mut big = Vec::new();
+        rmpv::encode::write_value(&mut big, &Value::from("x".repeat(2 * MAX_FRAME)))
+            .expect("encode");
+        kong.send(&big[..64]);
+        kong.read(); // serverPid
+        let (_, error, _) = kong.reply();
+        assert!(
+            error.as_str().is_some_and(|e| e.contains("too large")),
+            "{error}"
+        );
+        assert!(kong.closed());
+    }
+
+    #[test]
+    fn an_event_runs_pdk_calls_and_steps_over_the_connection() {
+        let mut kong = Kong::connect();
+        kong.request(
+            1,
+            "plugin.StartInstance",
+            map(vec![
+                ("Name", Value::from("p")),
+                ("Config", Value::from("{}")),
+            ]),
+        );
+        kong.read(); // serverPid
+        let (_, error, started) = kong.reply();
+        assert_eq!(error, Value::Nil);
+        let instance = started["Id"].clone();
+        kong.request(
+            2,
+            "plugin.HandleEvent",
+            map(vec![
+                ("InstanceId", instance),
+                ("EventName", Value::from("access")),
+            ]),
+        );
+        let job = kong
+            .events
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the event runs");
+        let id = job.link.event_id;
+        // The handler's PDK call answers the HandleEvent.
+        let resumed = job
+            .link
+            .call("kong.request.get_path", &[0x90])
+            .expect("sent");
+        let (msgid, _, call) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(2));
+        assert_eq!(
+            call["Data"]["Method"].as_str(),
+            Some("kong.request.get_path")
+        );
+        // Kong's Step on the same connection resumes it.
+        kong.request(
+            3,
+            "plugin.Step",
+            map(vec![
+                ("EventId", Value::from(id)),
+                ("Data", Value::from("/a")),
+            ]),
+        );
+        let resume = resumed.blocking_recv().expect("resumed");
+        assert_eq!(resume.route.msgid, 3);
+        job.link.resume(resume);
+        job.link.done().expect("ret");
+        let (msgid, _, ret) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(3));
+        assert_eq!(ret["Data"].as_str(), Some("ret"));
+        assert_eq!(kong.service.events.len(), 0);
+        // The connection serves on after the event.
+        kong.request(4, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(4));
+    }
+
+    #[test]
+    fn stopping_the_server_hangs_up_and_uncounts_the_connection() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        kong.read();
+        kong.reply();
+        assert_eq!(kong.service.connections.load(Ordering::Acquire), 1);
+        kong.stop.send(true).expect("stop");
+        assert!(kong.closed());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while kong.service.connections.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_peer_that_hangs_up_is_let_go() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        kong.read();
+        kong.reply();
+        let service = Arc::clone(&kong.service);
+        assert_eq!(service.connections.load(Ordering::Acquire), 1);
+        // Kong closes its end; the runtime stays up.
+        let Kong {
+            writer,
+            reader,
+            _rt,
+            ..
+        } = kong;
+        drop((writer, reader));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while service.connections.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -116,3 +116,64 @@ impl Drop for Lend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes nothing, serves nothing.
+    struct Nobody;
+
+    impl ServeLent for Nobody {
+        fn takes(&self, _req: &Request) -> bool {
+            false
+        }
+
+        fn serve_lent(
+            &self,
+            _req: Request,
+            _writer: &Arc<ConnWriter>,
+            lend: Lend,
+            _here: Here<'_>,
+        ) -> Served {
+            Served::GiveBack(lend)
+        }
+    }
+
+    #[test]
+    fn dropping_a_lend_gives_the_bytes_back_intact() {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&[0x94, 0x00, 0x01]);
+        let (lend, mut returned) = Lend::new(decoder, Arc::new(Nobody));
+        assert!(matches!(
+            returned.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        drop(lend);
+        let mut back = returned.try_recv().expect("given back on drop");
+        // The unfinished frame is still there, and completes.
+        back.extend(&[0xa1, b'm', 0x90]);
+        let frame = back.next_frame().expect("frame").expect("whole");
+        assert_eq!(frame[2].as_str(), Some("m"));
+    }
+
+    #[test]
+    fn a_lend_whose_task_is_gone_drops_quietly() {
+        let (lend, returned) = Lend::new(FrameDecoder::new(1 << 20), Arc::new(Nobody));
+        drop(returned);
+        drop(lend);
+    }
+
+    #[test]
+    fn here_hands_a_job_only_to_a_slot_of_its_type() {
+        let mut slot: Option<u32> = None;
+        if let Some(s) = Here::slot(&mut slot).take::<u32>() {
+            *s = Some(7);
+        }
+        assert_eq!(slot, Some(7));
+        // Another job type: no slot, the event runs elsewhere.
+        let mut slot: Option<u32> = None;
+        assert!(Here::slot(&mut slot).take::<String>().is_none());
+        assert!(Here::nowhere().take::<u32>().is_none());
+    }
+}

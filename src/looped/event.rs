@@ -558,3 +558,48 @@ impl LoopedEventHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event's state whose handler got Kong's request `ago`.
+    fn state(ago: Duration) -> State {
+        State {
+            stage: Stage::Running,
+            route: Some(Route { conn: 1, msgid: 2 }),
+            pending: None,
+            failing: None,
+            since: Instant::now()
+                .checked_sub(ago)
+                .expect("an instant in the past"),
+            handler_done: false,
+            instance: None,
+        }
+    }
+
+    #[test]
+    fn a_handler_that_held_kongs_request_past_the_limit_overran() {
+        assert!(state(Duration::from_secs(3)).overran(Duration::from_secs(2)));
+        assert!(!state(Duration::from_secs(1)).overran(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_handler_waiting_for_kong_or_without_a_request_did_not_overrun() {
+        let limit = Duration::from_secs(2);
+        // Its PDK call waits for Kong: the event deadline's business.
+        let mut waiting = state(Duration::from_secs(3));
+        waiting.pending = Some(Pending::FailClosed);
+        assert!(!waiting.overran(limit));
+        // No RPC in flight to answer.
+        let mut no_route = state(Duration::from_secs(3));
+        no_route.route = None;
+        assert!(!no_route.overran(limit));
+        // Already ended.
+        for stage in [Stage::Exited, Stage::Abandoned, Stage::Finished] {
+            let mut ended = state(Duration::from_secs(3));
+            ended.stage = stage;
+            assert!(!ended.overran(limit), "{stage:?}");
+        }
+    }
+}

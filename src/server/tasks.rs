@@ -78,3 +78,42 @@ pub async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn the_first_failure_is_logged_and_the_next_ones_counted() {
+        let mut log = FailureLog::default();
+        log.record(&emfile());
+        let first = log.last.expect("logged");
+        assert_eq!(log.unlogged, 0);
+        for _ in 0..3 {
+            log.record(&emfile());
+        }
+        // Within EVERY of the report: counted, not logged.
+        assert_eq!(log.unlogged, 3);
+        assert_eq!(log.last, Some(first));
+    }
+
+    #[test]
+    fn a_failure_after_the_quiet_time_is_logged_again() {
+        let mut log = FailureLog::default();
+        log.record(&emfile());
+        log.record(&emfile());
+        assert_eq!(log.unlogged, 1);
+        let long_ago = Instant::now()
+            .checked_sub(FailureLog::EVERY + Duration::from_secs(1))
+            .expect("an instant 11 s ago");
+        log.last = Some(long_ago);
+        log.record(&emfile());
+        // Logged (with the one not logged), and the count starts over.
+        assert_eq!(log.unlogged, 0);
+        assert!(log.last.is_some_and(|t| t > long_ago));
+    }
+}

@@ -31,6 +31,8 @@ use rmpv::Value;
 use tokio::runtime::Handle;
 
 mod client;
+#[cfg(test)]
+mod fake_worker;
 mod instances;
 mod relay;
 mod supervise;
