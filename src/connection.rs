@@ -472,9 +472,8 @@ mod tests {
 
     use super::*;
     use crate::executor::{EventJob, Executor, PluginHandle, RemoteKey, RunsEvents};
-    use crate::phase::Phase;
     use crate::rpc::map;
-    use crate::service::{PluginMeta, Settings};
+    use crate::test_support::one_plugin_service;
 
     const MAX_FRAME: usize = 4096;
 
@@ -521,18 +520,8 @@ mod tests {
                 .expect("timeout");
             let (tx, events) = mpsc::channel();
             let mock = Arc::new(Mock(Mutex::new(tx)));
-            let service = Arc::new(Service::new(
-                vec![PluginMeta {
-                    name: "p".into(),
-                    phases: vec![Phase::Access],
-                    info: Value::Nil,
-                    config_exclude: Default::default(),
-                    load_time: 0.0,
-                }],
-                Settings {
-                    event_timeout: Duration::from_secs(5),
-                    instance_ttl: Duration::from_secs(60),
-                },
+            let service = Arc::new(one_plugin_service(
+                Duration::from_secs(5),
                 Arc::clone(&mock) as crate::executor::SharedExecutor,
             ));
             let dispatcher = Arc::new(Dispatcher {
@@ -560,15 +549,7 @@ mod tests {
         }
 
         fn request(&mut self, msgid: u64, method: &str, arg: Value) {
-            let frame = Value::Array(vec![
-                Value::from(0),
-                Value::from(msgid),
-                Value::from(method),
-                Value::Array(vec![arg]),
-            ]);
-            let mut out = Vec::new();
-            rmpv::encode::write_value(&mut out, &frame).expect("encode");
-            self.send(&out);
+            self.send(&crate::test_support::request(msgid, method, arg));
         }
 
         /// The next frame from the server.

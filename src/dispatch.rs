@@ -340,23 +340,9 @@ mod tests {
 
     use super::*;
     use crate::events::Answer;
-    use crate::executor::{Executor, PluginHandle, RemoteKey, SharedExecutor};
     use crate::phase::Phase;
     use crate::rpc::{as_map, as_u64, field, map};
-    use crate::service::{PluginMeta, Settings};
-
-    /// Creates instances; events come back to the test as `Outcome::Run`.
-    struct Mock;
-
-    impl Executor for Mock {
-        fn start_instance(&self, _plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
-            Ok(PluginHandle::Remote(RemoteKey::new(1, |_| {})))
-        }
-
-        fn running(&self) -> usize {
-            0
-        }
-    }
+    use crate::test_support::service_with_instances_only;
 
     /// Kong's end of one connection.
     struct Kong {
@@ -396,21 +382,9 @@ mod tests {
         }
     }
 
+    /// Events come back to the test as `Outcome::Run`.
     fn service() -> Service {
-        Service::new(
-            vec![PluginMeta {
-                name: "p".into(),
-                phases: vec![Phase::Access],
-                info: Value::Nil,
-                config_exclude: Default::default(),
-                load_time: 0.0,
-            }],
-            Settings {
-                event_timeout: Duration::from_secs(1),
-                instance_ttl: Duration::from_secs(60),
-            },
-            Arc::new(Mock) as SharedExecutor,
-        )
+        service_with_instances_only(Duration::from_secs(1))
     }
 
     fn serve(service: &Service, call: Call, route: Route) -> Outcome<Route, EventJob> {

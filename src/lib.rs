@@ -32,6 +32,8 @@ pub mod rpc;
 mod rpc_error;
 mod server;
 mod service;
+#[cfg(test)]
+mod test_support;
 mod wake;
 pub mod wire;
 mod writer;

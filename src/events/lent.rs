@@ -253,21 +253,9 @@ mod tests {
     use crate::events::route::ServeLent;
     use crate::ids::IdAllocator;
     use crate::rpc::map;
+    use crate::test_support::request;
 
     const MAX_FRAME: usize = 1 << 20;
-
-    /// Kong's request `method` with `arg`, encoded.
-    fn request(msgid: u64, method: &str, arg: Value) -> Vec<u8> {
-        let frame = Value::Array(vec![
-            Value::from(0),
-            Value::from(msgid),
-            Value::from(method),
-            Value::Array(vec![arg]),
-        ]);
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, &frame).expect("encode");
-        out
-    }
 
     fn step(msgid: u64, event: u64, data: Value) -> Vec<u8> {
         request(

@@ -246,27 +246,16 @@ mod tests {
     use crate::dispatch::Outcome;
     use crate::events::Route;
     use crate::executor::process::fake_worker::{inner, runtime, Fake};
-    use crate::executor::{Executor, RemoteKey};
     use crate::handover::Hop;
     use crate::rpc::{as_map, as_u64, field, Call};
-    use crate::service::{Encoded, PluginMeta, Service, Settings};
+    use crate::service::{Encoded, Service};
+    use crate::test_support::service_with_instances_only;
     use crate::writer::ConnWriter;
 
     /// The worker's id of the event (its own, unlike the core's).
     const REMOTE: u64 = 77;
 
-    /// Creates instances that all name the Inner's entry 1.
-    struct Mock;
-
-    impl Executor for Mock {
-        fn start_instance(&self, _plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
-            Ok(PluginHandle::Remote(RemoteKey::new(1, |_| {})))
-        }
-
-        fn running(&self) -> usize {
-            0
-        }
-    }
+    // The service's instances all name the Inner's entry 1 (`InstancesOnly`).
 
     /// A worker whose handler calls `kong.request.get_path` and returns.
     fn one_call(method: &str, param: &Value) -> Option<(Value, Value)> {
@@ -330,20 +319,7 @@ mod tests {
             let (ours, peer) = UnixStream::pair().expect("socketpair");
             peer.set_read_timeout(Some(Duration::from_secs(5)))
                 .expect("timeout");
-            let service = Service::new(
-                vec![PluginMeta {
-                    name: "p".into(),
-                    phases: vec![Phase::Access],
-                    info: Value::Nil,
-                    config_exclude: Default::default(),
-                    load_time: 0.0,
-                }],
-                Settings {
-                    event_timeout: Duration::from_secs(5),
-                    instance_ttl: Duration::from_secs(60),
-                },
-                Arc::new(Mock),
-            );
+            let service = service_with_instances_only(Duration::from_secs(5));
             Kong {
                 peer,
                 writer: Arc::new(ConnWriter::new(ours, 1 << 20).expect("writer")),

@@ -94,7 +94,8 @@ mod tests {
     use crate::handover::Hop;
     use crate::phase::Phase;
     use crate::rpc::{as_map, as_u64, field, map, Call};
-    use crate::service::{Encoded, PluginMeta, Service, Settings};
+    use crate::service::Encoded;
+    use crate::test_support::{one_plugin_service, request};
     use crate::wire::FrameDecoder;
 
     struct Mock;
@@ -129,20 +130,7 @@ mod tests {
     }
 
     fn setup() -> Setup {
-        let service = Arc::new(Service::new(
-            vec![PluginMeta {
-                name: "p".into(),
-                phases: vec![Phase::Access],
-                info: Value::Nil,
-                config_exclude: Default::default(),
-                load_time: 0.0,
-            }],
-            Settings {
-                event_timeout: Duration::from_secs(5),
-                instance_ttl: Duration::from_secs(60),
-            },
-            Arc::new(Mock),
-        ));
+        let service = Arc::new(one_plugin_service(Duration::from_secs(5), Arc::new(Mock)));
         let dispatcher = Arc::new(Dispatcher {
             service: Arc::clone(&service),
             runner: Arc::new(Mock),
@@ -176,18 +164,6 @@ mod tests {
             returned,
             instance,
         }
-    }
-
-    fn request(msgid: u64, method: &str, arg: Value) -> Vec<u8> {
-        let frame = Value::Array(vec![
-            Value::from(0),
-            Value::from(msgid),
-            Value::from(method),
-            Value::Array(vec![arg]),
-        ]);
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, &frame).expect("encode");
-        out
     }
 
     fn handle_event(msgid: u64, instance: u64) -> Vec<u8> {
