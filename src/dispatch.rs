@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use rmpv::Value;
 
-use crate::events::{step_answer, EventLink, Here, Lend, Resume, Route, ServeLent, Served};
+use crate::events::{
+    step_answer, EventLink, Here, Lend, Resume, Route, ServeLent, Served, Stepped as ParkedStepped,
+};
 use crate::executor::{EventJob, SharedRunner};
 use crate::handover::Hop;
 use crate::rpc::{self, Call, Request};
@@ -205,10 +207,12 @@ impl EventSide for Service {
             return Stepped::Unknown(data, route);
         };
         let answer = step_answer(data, error);
-        match parked.resume(Resume { answer, route }) {
-            Ok(()) => Stepped::Resumed,
-            // The handler is gone without ending its event: end it here.
-            Err(resume) => Stepped::Reply(resume.route, Ok(Encoded::Ret(id))),
+        match parked.step(Resume { answer, route }) {
+            ParkedStepped::Resumed => Stepped::Resumed,
+            ParkedStepped::End(route, None) => Stepped::Reply(route, Ok(Encoded::Ret(id))),
+            ParkedStepped::End(route, Some(call)) => {
+                Stepped::Reply(route, Ok(Encoded::Call { event: id, call }))
+            }
         }
     }
 
@@ -309,15 +313,9 @@ pub fn reply_bytes(msgid: u64, method: &str, reply: Reply) -> Vec<u8> {
             rpc::write_ok_prefix(&mut out, msgid);
             rpc::write_ret(&mut out, event);
         }
-        Ok(Encoded::Call {
-            event,
-            method,
-            args,
-        }) => {
-            let mut encoded = Vec::with_capacity(16);
-            rpc::write_value(&mut encoded, &Value::Array(args));
+        Ok(Encoded::Call { event, call }) => {
             rpc::write_ok_prefix(&mut out, msgid);
-            rpc::write_call_result(&mut out, event, method, &encoded);
+            rpc::write_call_result(&mut out, event, call.method, &call.args);
         }
         Err(e) => {
             log::log!(e.log_level(), "{method}: {e}");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 
 use crate::convert::json_to_value;
+use crate::events::fail_closed::ClosingCall;
 use crate::events::Events;
 use crate::executor::{PluginHandle, SharedExecutor};
 use crate::handover::Neighbours;
@@ -131,8 +132,7 @@ pub enum Encoded {
     /// A PDK call of event `event` (an event failing closed in the looped model).
     Call {
         event: u64,
-        method: &'static str,
-        args: Vec<Value>,
+        call: ClosingCall,
     },
 }
 

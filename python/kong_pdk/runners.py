@@ -110,7 +110,7 @@ class EventHandle(Protocol):
     def fail(self, exc: BaseException) -> None:
         """Tells the core the handler raised ``exc``: the core logs it and, like a
         Lua plugin that errors, fails the event closed (``kong.log.err``, then a
-        500 where Kong can still respond; src/executor/fail_closed.rs)."""
+        500 where Kong can still respond; src/events/fail_closed.rs)."""
         ...
 
 

@@ -249,7 +249,7 @@ mod tests {
     use rmpv::Value;
 
     use super::*;
-    use crate::events::registry::{Events, Parked};
+    use crate::events::registry::{Events, Parked, Stepped};
     use crate::events::route::ServeLent;
     use crate::ids::IdAllocator;
     use crate::rpc::map;
@@ -410,9 +410,9 @@ mod tests {
                     lend: Some(lend),
                 },
             };
-            match parked.resume(resume) {
-                Ok(()) => Served::Passed,
-                Err(_) => panic!("the other event's handler is gone"),
+            match parked.step(resume) {
+                Stepped::Resumed => Served::Passed,
+                Stepped::End(..) => panic!("the other event's handler is gone"),
             }
         }
     }
@@ -570,7 +570,7 @@ mod tests {
                 lend: None,
             },
         };
-        assert!(parked.resume(resume).is_ok());
+        assert!(matches!(parked.step(resume), Stepped::Resumed));
         let answer = handler.join().expect("handler").expect("resumed");
         assert!(matches!(answer, Answer::Value(Some(Value::Integer(i))) if i.as_u64() == Some(5)));
     }
@@ -606,12 +606,11 @@ mod tests {
             msgid: 9,
             lend: None,
         };
-        assert!(parked
-            .resume(Resume {
-                answer: Answer::Value(None),
-                route,
-            })
-            .is_ok());
+        let resume = Resume {
+            answer: Answer::Value(None),
+            route,
+        };
+        assert!(matches!(parked.step(resume), Stepped::Resumed));
         assert_eq!(handler.join().expect("handler"), Ok(9));
     }
 

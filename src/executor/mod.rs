@@ -15,7 +15,6 @@
 //! waiting.
 
 pub mod bridge;
-pub mod fail_closed;
 pub mod plugins;
 pub mod process;
 pub mod thread;

@@ -14,9 +14,10 @@ use pyo3::types::PyString;
 use rmpv::Value;
 
 use super::conns::Incoming;
-use super::event::{LoopedEvent, LoopedEventHandle, Route, Stepped as EventStepped};
+use super::event::{LoopedEvent, LoopedEventHandle, Route};
 use super::Core;
 use crate::dispatch::{reply_bytes, EventSide, Outcome, Stepped};
+use crate::events::fail_closed::OnStep;
 use crate::events::step_answer;
 use crate::handover::Hop;
 use crate::pdk::PdkProxy;
@@ -101,7 +102,7 @@ impl EventSide for Loop<'_, '_> {
             route,
             accepted.instance,
         ));
-        core.events.insert(Arc::clone(&event));
+        core.events.insert(event.id, Arc::clone(&event));
         let started = Bound::new(py, PdkProxy::root(Arc::clone(&event))).and_then(|kong| {
             let handle = Bound::new(
                 py,
@@ -133,13 +134,9 @@ impl EventSide for Loop<'_, '_> {
         };
         let reply = match event.step(route) {
             Err(e) => Err(e.into()),
-            Ok(EventStepped::Ret) => Ok(Encoded::Ret(id)),
-            Ok(EventStepped::Call { method, args }) => Ok(Encoded::Call {
-                event: id,
-                method,
-                args,
-            }),
-            Ok(EventStepped::Resume(token)) => {
+            Ok(OnStep::End(None)) => Ok(Encoded::Ret(id)),
+            Ok(OnStep::End(Some(call))) => Ok(Encoded::Call { event: id, call }),
+            Ok(OnStep::Resume(token)) => {
                 let py = self.py;
                 let answer = event.answer(py, step_answer(data, error));
                 self.core.resolve(py, token.bind(py), answer);
@@ -159,6 +156,6 @@ impl EventSide for Loop<'_, '_> {
     }
 
     fn has_event(&self, id: u64) -> bool {
-        self.core.events.get(id).is_some()
+        self.core.events.contains(id)
     }
 }

@@ -470,12 +470,12 @@ impl LoopCore {
             self.core.close(py, conn);
         }
         if let Some(limit) = self.core.handler_timeout {
-            for event in self.core.events.overran(limit) {
+            for event in event::overran(&self.core.events, limit) {
                 event.time_out(py);
             }
         }
         let timeout = self.core.service.settings.event_timeout;
-        for event in self.core.events.stale(timeout) {
+        for event in event::stale(&self.core.events, timeout) {
             log::warn!(
                 "event {} ({}) abandoned: no Step from Kong for {timeout:?}; failing its pending PDK call",
                 event.id,
@@ -494,7 +494,7 @@ impl LoopCore {
             return;
         }
         self.core.heartbeat.stop();
-        for event in self.core.events.all() {
+        for event in self.core.events.values() {
             event.abandon(py, "the plugin server is stopping");
         }
         let ids = self.core.conns().ids();
@@ -577,12 +577,12 @@ impl Executor for LoopedExecutor {
     }
 
     fn running(&self) -> usize {
-        let (waiting, total) = self.events.counts();
+        let (waiting, total) = event::counts(&self.events);
         total - waiting
     }
 
     fn waiting(&self) -> usize {
-        self.events.counts().0
+        event::counts(&self.events).0
     }
 }
 

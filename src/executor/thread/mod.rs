@@ -27,7 +27,6 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use rmpv::Value;
 
-use super::fail_closed::{self, fail_closed};
 use super::plugins::PluginClasses;
 use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Lend;
@@ -51,7 +50,7 @@ impl ThreadExecutor {
     ) -> Self {
         let watched = handler_timeout.map(|limit| {
             let watched: Arc<Watched> = Arc::default();
-            runtime.spawn(watchdog(Arc::downgrade(&watched), limit, runtime.clone()));
+            runtime.spawn(watchdog(Arc::downgrade(&watched), limit));
             watched
         });
         ThreadExecutor {
@@ -60,7 +59,6 @@ impl ThreadExecutor {
                 plugins,
                 running: Arc::new(AtomicUsize::new(0)),
                 watched,
-                runtime,
             },
         }
     }
@@ -94,7 +92,6 @@ struct Handlers {
     plugins: Arc<PluginClasses>,
     running: Arc<AtomicUsize>,
     watched: Option<Arc<Watched>>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl Handlers {
@@ -112,10 +109,8 @@ impl Handlers {
                 job.link.label, exhausted.max_threads
             );
             log::error!("event {}: {message}", job.link.event_id);
-            self.runtime.spawn(async move {
-                let _running = running;
-                fail_closed(&job.link, job.phase, &message).await;
-            });
+            job.link.fail_closed(job.phase, &message);
+            drop(running);
         }
     }
 
@@ -125,9 +120,8 @@ impl Handlers {
         let mut next = Some(first);
         while let Some((job, running)) = next.take() {
             let lua_style = self.plugins.lua_style(&job.instance.instance().name);
-            let kept = Python::try_attach(|py| {
-                run_handler(py, job, lua_style, self.watched.as_ref(), &self.runtime)
-            });
+            let kept =
+                Python::try_attach(|py| run_handler(py, job, lua_style, self.watched.as_ref()));
             drop(running);
             let found = match kept {
                 Some(Some((writer, lend))) => linger::linger(&self.pool, writer, lend),
@@ -155,7 +149,6 @@ fn run_handler(
     job: EventJob,
     lua_style: bool,
     watched: Option<&Arc<Watched>>,
-    runtime: &tokio::runtime::Handle,
 ) -> Option<(Arc<ConnWriter>, Lend)> {
     let EventJob {
         phase,
@@ -184,7 +177,7 @@ fn run_handler(
             promise_idle();
             ctx.finish();
         }
-        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e, runtime),
+        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e),
     }
     // The plugin's code is over (also after kong.response.exit, whose
     // `finally:` blocks have run by now): the thread can take the next event.
@@ -196,19 +189,12 @@ fn run_handler(
 /// A handler raised. Like a Lua plugin that errors: the traceback goes to our
 /// stderr, and the event fails closed (`fail_closed.rs`: the text to Kong's
 /// error log through `kong.log.err`, then a 500 where Kong can still
-/// respond), on the async runtime: this thread is free at once.
-fn on_exception(
-    py: Python<'_>,
-    ctx: &EventCtx,
-    phase: Phase,
-    plugin: &str,
-    err: &PyErr,
-    runtime: &tokio::runtime::Handle,
-) {
+/// respond, on that log's Step): this thread is free at once.
+fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
     let message = report(py, ctx, phase, plugin, err);
     promise_idle();
     match message.and_then(|m| ctx.take_over(Duration::ZERO).map(|link| (link, m))) {
-        Some((link, message)) => fail_closed::spawn(runtime, link, phase, message),
+        Some((link, message)) => link.fail_closed(phase, &message),
         None => ctx.finish(),
     }
 }

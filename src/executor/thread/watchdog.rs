@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::events::fail_closed::timed_out_message;
 use crate::events::EventLink;
-use crate::executor::fail_closed::{fail_closed, timed_out_message};
 use crate::pdk::EventCtx;
 use crate::phase::Phase;
 
@@ -33,7 +33,7 @@ impl Watched {
 
 /// Fails closed every event whose handler has held Kong's request for
 /// `limit`; ends with the executor.
-pub async fn watchdog(watched: Weak<Watched>, limit: Duration, runtime: tokio::runtime::Handle) {
+pub async fn watchdog(watched: Weak<Watched>, limit: Duration) {
     let period = (limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;
@@ -51,7 +51,7 @@ pub async fn watchdog(watched: Weak<Watched>, limit: Duration, runtime: tokio::r
         for (link, phase) in stuck {
             let message = timed_out_message(&link.label, limit);
             log::error!("event {}: {message}", link.event_id);
-            runtime.spawn(async move { fail_closed(&link, phase, &message).await });
+            link.fail_closed(phase, &message);
         }
     }
 }
@@ -104,11 +104,7 @@ mod tests {
         let (stuck, mut kong) = event(5, &events);
         let (unwatched, mut other) = event(6, &events);
         watched.watch(&stuck, Phase::Access);
-        rt.spawn(watchdog(
-            Arc::downgrade(&watched),
-            limit,
-            rt.handle().clone(),
-        ));
+        rt.spawn(watchdog(Arc::downgrade(&watched), limit));
         // Kong gets the timed-out handler's kong.log.err.
         let mut buf = vec![0u8; 1024];
         let n = kong.read(&mut buf).expect("a reply for Kong");
@@ -138,9 +134,8 @@ mod tests {
         watched.unwatch(5);
         let (tx, rx) = std::sync::mpsc::channel();
         let w = Arc::downgrade(&watched);
-        let handle = rt.handle().clone();
         rt.spawn(async move {
-            watchdog(w, Duration::from_millis(20), handle).await;
+            watchdog(w, Duration::from_millis(20)).await;
             let _ = tx.send(());
         });
         std::thread::sleep(Duration::from_millis(100));
