@@ -52,7 +52,7 @@ NGINX_DIR = bench.BENCHES / "nginx"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 MESSAGEPACK_LUA = Path("/usr/share/lua/5.1/MessagePack.lua")
 APT_PACKAGES = ["nginx-light", "libnginx-mod-http-lua", "lua-messagepack", "wrk"]
-SERVERS = ["floor", "ours", "ours-async", "ours-g", "official", "floor-pb", "ours-pb", "ours-pb-async", "ours-pb-g"]
+SERVERS = ["floor", "ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "official", "floor-pb", "ours-pb", "ours-pb-async", "ours-pb-g"]
 # A ProtoBuf:1 row and the MessagePack:1 row it is compared with.
 MSGPACK_TWIN = {"floor-pb": "floor", "ours-pb": "ours", "ours-pb-async": "ours-async", "ours-pb-g": "ours-g"}
 PROTO_DIR = bench.BENCHES.parent / "src" / "protobuf"

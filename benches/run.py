@@ -318,8 +318,8 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind in ("ours", "ours-async", "ours-g", "ours-pb", "ours-pb-async", "ours-pb-g") or re.fullmatch(
-        r"ours-m\d+", kind) is not None
+    return kind in ("ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "ours-pb", "ours-pb-async",
+                    "ours-pb-g") or re.fullmatch(r"ours-m\d+", kind) is not None
 
 
 def official_reference(kind):
@@ -350,6 +350,8 @@ def server_argv(kind, scenario, prefix, pythons, cpu_us):
         argv += ["--protocol", "protobuf"]
     if kind in ("ours-g", "official-g", "ours-pb-g"):
         argv.append("-g")
+    elif kind in ("ours-threads", "ours-greenlets"):
+        argv += ["--model", kind[len("ours-"):]]
     elif kind == "official-m":
         argv.append("-m")
     elif kind.startswith("ours-m"):

@@ -19,17 +19,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::events::{Lend, ServeLent};
+use crate::dispatch::{reply_bytes, Dispatcher, Outcome, Pass};
+use crate::events::{Lend, Route, ServeLent};
 use crate::handover::{self, Hop, Upstream};
-use crate::rpc::{self, parse_request, Method, Request};
+use crate::rpc::{self, parse_request, Call};
 use crate::rpc_error::RpcError;
-use crate::service::{Encoded, Service};
+use crate::service::Service;
 use crate::wire::{FrameDecoder, WireError};
 use crate::writer::{ConnWriter, STALLED_PEER};
 
 pub async fn serve(
     stream: UnixStream,
-    service: Arc<Service>,
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     stop: watch::Receiver<bool>,
 ) {
@@ -48,7 +49,8 @@ pub async fn serve(
     let mut conn = Connection {
         writer,
         fd: Some(Arc::new(fd)),
-        service,
+        service: Arc::clone(&dispatcher.service),
+        dispatcher,
         max_frame,
         stop,
         decoder: FrameDecoder::new(max_frame),
@@ -82,6 +84,9 @@ struct Connection {
     /// reads itself.
     fd: Option<Arc<AsyncFd<Arc<ConnWriter>>>>,
     service: Arc<Service>,
+    /// The service with its executor, also lent with the connection's
+    /// reading to a handler's thread.
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     stop: watch::Receiver<bool>,
     decoder: FrameDecoder,
@@ -226,119 +231,163 @@ impl Connection {
     async fn serve_frame(&mut self, frame: rmpv::Value) -> Next {
         self.service.note_request();
         self.greet();
-        let mut out = Vec::new();
-        match parse_request(frame) {
-            Ok(req) => {
-                let hop = Hop::of(&req);
-                if let (Some(successor), Hop::Kong) = (self.service.successor(), hop) {
-                    let events = &self.service.events;
-                    if !handover::served_here(&req, |id| events.contains(id)) {
-                        let successor = successor.to_path_buf();
-                        let out = self.forward(&successor, &req).await;
-                        return self.send(&out);
-                    }
-                }
-                let (msgid, method) = (req.msgid, req.method.clone());
-                // A HandleEvent or Step lends the connection's reading to the
-                // event's handler (events::Lend) until it gives it back.
-                let lends = matches!(
-                    Method::parse(&req.method),
-                    Ok(Method::HandleEvent | Method::Step { .. })
-                );
-                let (lend, returned) = if lends {
-                    self.unwatch();
-                    let (lend, returned) = Lend::new(
-                        std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
-                        Arc::clone(&self.service) as Arc<dyn ServeLent>,
-                    );
-                    (Some(lend), Some(returned))
-                } else {
-                    (None, None)
-                };
-                let reply = self.service.dispatch(&req, &self.writer, lend).await;
-                if let Some(mut returned) = returned {
-                    let mut stop = self.stop.clone();
-                    self.decoder = loop {
-                        tokio::select! {
-                            back = &mut returned => match back {
-                                Ok(d) => break d,
-                                Err(_) => return Next::Close,
-                            },
-                            // The handler's reply did not fit the socket:
-                            // deliver it while the handler waits for Kong.
-                            _ = self.writer.queued.notified() => {
-                                if self.flush().await.is_err() {
-                                    return Next::Close;
-                                }
-                            }
-                            _ = stop.changed() => return Next::Close,
-                        }
-                    };
-                }
-                if matches!(&reply, Err(RpcError::HandedOver)) {
-                    if let Some(successor) = self.service.successor() {
-                        let successor = successor.to_path_buf();
-                        let out = self.forward(&successor, &req).await;
-                        return self.send(&out);
-                    }
-                }
-                // A Step of an event of the server this one replaced, sent
-                // on a new connection: passed back to it.
-                if let (Err(RpcError::UnknownEvent(_)), Some(older)) =
-                    (&reply, self.service.predecessor())
-                {
-                    if hop != Hop::FromOlder {
-                        let older = older.to_path_buf();
-                        if let Some(out) = self.pass_back(&older, &req).await {
-                            return self.send(&out);
-                        }
-                    }
-                }
-                match reply {
-                    Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, msgid, &v),
-                    Ok(Encoded::Deferred) => {}
-                    Err(e) => {
-                        log::log!(e.log_level(), "{method}: {e}");
-                        rpc::write_error(&mut out, msgid, &e.to_string());
-                    }
-                }
+        let req = match parse_request(frame) {
+            Ok(req) => req,
+            Err(bad) => {
+                log::warn!("{}", bad.why);
+                let mut out = Vec::new();
+                rpc::write_error_raw(&mut out, &bad.msgid, &bad.why.to_string());
+                return self.send(&out);
             }
-            Err((msgid, e)) => {
-                log::warn!("{e}");
-                rpc::write_error_raw(&mut out, &msgid, &e);
+        };
+        let msgid = req.msgid;
+        let call = match req.call {
+            Ok(call) => call,
+            Err(e) => {
+                let out = reply_bytes(msgid, "request", Err(e.into()));
+                return self.send(&out);
+            }
+        };
+        let method = call.method();
+        let hop = Hop::of(req.tag.as_deref());
+        // A HandleEvent or Step lends the connection's reading to the
+        // event's handler (events::Lend) until it gives it back.
+        let (lend, returned) = if matches!(call, Call::HandleEvent { .. } | Call::Step { .. }) {
+            self.unwatch();
+            let (lend, returned) = Lend::new(
+                std::mem::replace(&mut self.decoder, FrameDecoder::new(self.max_frame)),
+                Arc::clone(&self.dispatcher) as Arc<dyn ServeLent>,
+            );
+            (Some(lend), Some(returned))
+        } else {
+            (None, None)
+        };
+        let route = Route {
+            writer: Arc::clone(&self.writer),
+            msgid,
+            lend,
+        };
+        let outcome = if call.blocks() {
+            // The plugin's constructor runs: off the async threads.
+            let service = Arc::clone(&self.service);
+            tokio::task::spawn_blocking(move || service.serve(&*service, call, hop, route))
+                .await
+                .unwrap_or_else(|e| {
+                    let route = Route {
+                        writer: Arc::clone(&self.writer),
+                        msgid,
+                        lend: None,
+                    };
+                    Outcome::Reply(route, Err(RpcError::InstanceRefused(e.to_string())))
+                })
+        } else {
+            self.service.serve(&*self.service, call, hop, route)
+        };
+        // What is left to do once the connection's reading is back here (a
+        // route dropped here gives it back).
+        let after = match outcome {
+            Outcome::Run(job) => {
+                self.dispatcher.run(job);
+                None
+            }
+            Outcome::Deferred => None,
+            // The route is dropped here: its lend goes back before the wait below.
+            Outcome::Reply(route, reply) => {
+                drop(route);
+                Some(Ok(reply_bytes(msgid, method, reply)))
+            }
+            Outcome::Pass(Pass {
+                call,
+                route,
+                to,
+                hop,
+                otherwise,
+            }) => {
+                drop(route);
+                Some(Err(Pass {
+                    route: (),
+                    call,
+                    to,
+                    hop,
+                    otherwise,
+                }))
+            }
+        };
+        if let Some(mut returned) = returned {
+            let mut stop = self.stop.clone();
+            self.decoder = loop {
+                tokio::select! {
+                    back = &mut returned => match back {
+                        Ok(d) => break d,
+                        Err(_) => return Next::Close,
+                    },
+                    // The handler's reply did not fit the socket:
+                    // deliver it while the handler waits for Kong.
+                    _ = self.writer.queued.notified() => {
+                        if self.flush().await.is_err() {
+                            return Next::Close;
+                        }
+                    }
+                    _ = stop.changed() => return Next::Close,
+                }
+            };
+        }
+        match after {
+            None => Next::Continue,
+            Some(Ok(out)) => self.send(&out),
+            Some(Err(pass)) => {
+                let out = self.pass(pass, msgid, method).await;
+                self.send(&out)
             }
         }
-        self.send(&out)
+    }
+
+    /// Passes a call on to another server of ours (`handover.rs`): forward
+    /// to the newer one, or back to the older one (whose absence leaves the
+    /// call this server's answer).
+    async fn pass(&mut self, pass: Pass<()>, msgid: u64, method: &str) -> Vec<u8> {
+        if pass.hop == Hop::FromNewer {
+            if let Some(out) = self.pass_back(&pass.to, &pass.call, msgid).await {
+                return out;
+            }
+            return reply_bytes(msgid, method, Err(pass.otherwise));
+        }
+        self.forward(&pass.to, &pass.call, msgid).await
     }
 
     /// Passes a request on to the server that replaced this one (`handover.rs`).
-    async fn forward(&mut self, successor: &Path, req: &Request) -> Vec<u8> {
+    async fn forward(&mut self, successor: &Path, call: &Call, msgid: u64) -> Vec<u8> {
         let service = Arc::clone(&self.service);
         let _counted = service.forwarding();
         if self.upstream.is_none() {
             match Upstream::connect(successor, self.max_frame).await {
                 Ok(up) => self.upstream = Some(up),
-                Err(e) => return handover::failed(req.msgid, &e.to_string()),
+                Err(e) => return handover::failed(msgid, &e.to_string()),
             }
         }
         let Some(up) = self.upstream.as_mut() else {
-            return handover::failed(req.msgid, "no connection");
+            return handover::failed(msgid, "no connection");
         };
         match up
-            .forward(req, Hop::FromOlder, self.service.settings.event_timeout)
+            .forward(
+                call,
+                msgid,
+                Hop::FromOlder,
+                self.service.settings.event_timeout,
+            )
             .await
         {
             Ok(out) => out,
             Err(why) => {
                 self.upstream = None;
-                handover::failed(req.msgid, &why)
+                handover::failed(msgid, &why)
             }
         }
     }
 
     /// Passes a Step back to the server this one replaced; None when that
     /// server cannot be reached (the Step then gets this server's answer).
-    async fn pass_back(&mut self, link: &Path, req: &Request) -> Option<Vec<u8>> {
+    async fn pass_back(&mut self, link: &Path, call: &Call, msgid: u64) -> Option<Vec<u8>> {
         let service = Arc::clone(&self.service);
         let _counted = service.forwarding();
         if self.older.is_none() {
@@ -352,13 +401,18 @@ impl Connection {
         }
         let up = self.older.as_mut()?;
         match up
-            .forward(req, Hop::FromNewer, self.service.settings.event_timeout)
+            .forward(
+                call,
+                msgid,
+                Hop::FromNewer,
+                self.service.settings.event_timeout,
+            )
             .await
         {
             Ok(out) => Some(out),
             Err(why) => {
                 self.older = None;
-                Some(handover::failed(req.msgid, &why))
+                Some(handover::failed(msgid, &why))
             }
         }
     }
@@ -400,5 +454,287 @@ impl Connection {
             return Next::Close;
         }
         Next::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `serve` on a socket pair: Kong's end is a blocking stream with a
+    //! stock rmpv encoder, the service runs with a mock executor whose
+    //! events come back to the test.
+
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::sync::{mpsc, Mutex};
+    use std::time::Duration;
+
+    use rmpv::Value;
+
+    use super::*;
+    use crate::executor::{EventJob, Executor, PluginHandle, RemoteKey, RunsEvents};
+    use crate::rpc::map;
+    use crate::test_support::one_plugin_service;
+
+    const MAX_FRAME: usize = 4096;
+
+    /// Creates instances; hands each event to the test.
+    struct Mock(Mutex<mpsc::Sender<EventJob>>);
+
+    impl Executor for Mock {
+        fn start_instance(&self, _plugin: &str, _config: &Value) -> Result<PluginHandle, String> {
+            Ok(PluginHandle::Remote(RemoteKey::new(1, |_| {})))
+        }
+
+        fn running(&self) -> usize {
+            0
+        }
+    }
+
+    impl RunsEvents for Mock {
+        fn run_event(&self, job: EventJob) {
+            let _ = self.0.lock().expect("lock").send(job);
+        }
+    }
+
+    /// Kong's end of a served connection.
+    struct Kong {
+        reader: BufReader<StdStream>,
+        writer: StdStream,
+        events: mpsc::Receiver<EventJob>,
+        service: Arc<Service>,
+        stop: watch::Sender<bool>,
+        // Dropped last: the connection's task runs on it.
+        _rt: tokio::runtime::Runtime,
+    }
+
+    impl Kong {
+        fn connect() -> Kong {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (ours, theirs) = StdStream::pair().expect("socketpair");
+            theirs
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let (tx, events) = mpsc::channel();
+            let mock = Arc::new(Mock(Mutex::new(tx)));
+            let service = Arc::new(one_plugin_service(
+                Duration::from_secs(5),
+                Arc::clone(&mock) as crate::executor::SharedExecutor,
+            ));
+            let dispatcher = Arc::new(Dispatcher {
+                service: Arc::clone(&service),
+                runner: mock,
+            });
+            let (stop, stopped) = watch::channel(false);
+            rt.spawn(async move {
+                ours.set_nonblocking(true).expect("nonblocking");
+                let stream = UnixStream::from_std(ours).expect("tokio stream");
+                serve(stream, dispatcher, MAX_FRAME, stopped).await;
+            });
+            Kong {
+                reader: BufReader::new(theirs.try_clone().expect("clone")),
+                writer: theirs,
+                events,
+                service,
+                stop,
+                _rt: rt,
+            }
+        }
+
+        fn send(&mut self, bytes: &[u8]) {
+            self.writer.write_all(bytes).expect("send");
+        }
+
+        fn request(&mut self, msgid: u64, method: &str, arg: Value) {
+            self.send(&crate::test_support::request(msgid, method, arg));
+        }
+
+        /// The next frame from the server.
+        fn read(&mut self) -> Value {
+            rmpv::decode::read_value(&mut self.reader).expect("a frame")
+        }
+
+        /// The next frame is a reply: its msgid, error and result.
+        fn reply(&mut self) -> (Value, Value, Value) {
+            let Value::Array(items) = self.read() else {
+                panic!("not an array");
+            };
+            assert_eq!(items.len(), 4);
+            assert_eq!(items[0].as_u64(), Some(1), "a reply");
+            let mut items = items.into_iter().skip(1);
+            let mut next = || items.next().expect("item");
+            (next(), next(), next())
+        }
+
+        /// Whether the server hung up (end of stream).
+        fn closed(&mut self) -> bool {
+            let mut byte = [0u8; 1];
+            matches!(std::io::Read::read(&mut self.reader, &mut byte), Ok(0))
+        }
+    }
+
+    #[test]
+    fn the_first_reply_comes_after_one_server_pid_notification() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        let hello = kong.read();
+        assert_eq!(hello[0].as_u64(), Some(2));
+        assert_eq!(hello[1].as_str(), Some("serverPid"));
+        assert_eq!(hello[2].as_u64(), Some(u64::from(std::process::id())));
+        let (msgid, error, result) = kong.reply();
+        assert_eq!((msgid.as_u64(), error), (Some(1), Value::Nil));
+        assert!(result.is_map(), "{result}");
+        // Only once per connection.
+        kong.request(2, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(2));
+    }
+
+    #[test]
+    fn a_wrong_call_gets_an_error_with_its_msgid_and_the_connection_goes_on() {
+        let mut kong = Kong::connect();
+        kong.request(5, "plugin.Nope", Value::Nil);
+        kong.read(); // serverPid
+        let (msgid, error, result) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(5));
+        assert!(error.as_str().is_some_and(|e| !e.is_empty()), "{error}");
+        assert_eq!(result, Value::Nil);
+        kong.request(6, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().1, Value::Nil);
+    }
+
+    #[test]
+    fn a_malformed_frame_is_refused_and_what_came_after_it_dropped() {
+        let mut kong = Kong::connect();
+        // 0xc1 is never MessagePack: no boundary to find after it.
+        kong.send(&[0xc1]);
+        kong.read(); // serverPid
+        let (msgid, error, _) = kong.reply();
+        assert_eq!(msgid, Value::Nil);
+        assert!(
+            error.as_str().is_some_and(|e| e.contains("malformed")),
+            "{error}"
+        );
+        // The connection still serves.
+        kong.request(7, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(7));
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_the_connection_closed() {
+        let mut kong = Kong::connect();
+        let mut big = Vec::new();
+        rmpv::encode::write_value(&mut big, &Value::from("x".repeat(2 * MAX_FRAME)))
+            .expect("encode");
+        kong.send(&big[..64]);
+        kong.read(); // serverPid
+        let (_, error, _) = kong.reply();
+        assert!(
+            error.as_str().is_some_and(|e| e.contains("too large")),
+            "{error}"
+        );
+        assert!(kong.closed());
+    }
+
+    #[test]
+    fn an_event_runs_pdk_calls_and_steps_over_the_connection() {
+        let mut kong = Kong::connect();
+        kong.request(
+            1,
+            "plugin.StartInstance",
+            map(vec![
+                ("Name", Value::from("p")),
+                ("Config", Value::from("{}")),
+            ]),
+        );
+        kong.read(); // serverPid
+        let (_, error, started) = kong.reply();
+        assert_eq!(error, Value::Nil);
+        let instance = started["Id"].clone();
+        kong.request(
+            2,
+            "plugin.HandleEvent",
+            map(vec![
+                ("InstanceId", instance),
+                ("EventName", Value::from("access")),
+            ]),
+        );
+        let job = kong
+            .events
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the event runs");
+        let id = job.link.event_id;
+        // The handler's PDK call answers the HandleEvent.
+        let resumed = job
+            .link
+            .call("kong.request.get_path", &[0x90])
+            .expect("sent");
+        let (msgid, _, call) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(2));
+        assert_eq!(
+            call["Data"]["Method"].as_str(),
+            Some("kong.request.get_path")
+        );
+        // Kong's Step on the same connection resumes it.
+        kong.request(
+            3,
+            "plugin.Step",
+            map(vec![
+                ("EventId", Value::from(id)),
+                ("Data", Value::from("/a")),
+            ]),
+        );
+        let resume = resumed.blocking_recv().expect("resumed");
+        assert_eq!(resume.route.msgid, 3);
+        job.link.resume(resume);
+        job.link.done().expect("ret");
+        let (msgid, _, ret) = kong.reply();
+        assert_eq!(msgid.as_u64(), Some(3));
+        assert_eq!(ret["Data"].as_str(), Some("ret"));
+        assert_eq!(kong.service.events.len(), 0);
+        // The connection serves on after the event.
+        kong.request(4, "plugin.GetStatus", Value::Nil);
+        assert_eq!(kong.reply().0.as_u64(), Some(4));
+    }
+
+    #[test]
+    fn stopping_the_server_hangs_up_and_uncounts_the_connection() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        kong.read();
+        kong.reply();
+        assert_eq!(kong.service.connections.load(Ordering::Acquire), 1);
+        kong.stop.send(true).expect("stop");
+        assert!(kong.closed());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while kong.service.connections.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_peer_that_hangs_up_is_let_go() {
+        let mut kong = Kong::connect();
+        kong.request(1, "plugin.GetStatus", Value::Nil);
+        kong.read();
+        kong.reply();
+        let service = Arc::clone(&kong.service);
+        assert_eq!(service.connections.load(Ordering::Acquire), 1);
+        // Kong closes its end; the runtime stays up.
+        let Kong {
+            writer,
+            reader,
+            _rt,
+            ..
+        } = kong;
+        drop((writer, reader));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while service.connections.load(Ordering::Acquire) != 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

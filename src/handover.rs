@@ -32,7 +32,8 @@ use rmpv::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::rpc::{self, Method, Request, StepArgs};
+use crate::rpc::{self, Call};
+use crate::rpc_error::RpcError;
 use crate::wire::FrameDecoder;
 
 /// Where a request comes from: Kong, or another server of ours passing it on.
@@ -51,9 +52,9 @@ const FROM_NEWER: &str = "kong_pdk:from-newer";
 
 impl Hop {
     /// The mark is a second parameter, which Kong never sends (every
-    /// method reads only the first).
-    pub fn of(req: &Request) -> Hop {
-        match req.params.get(1).and_then(Value::as_str) {
+    /// method reads only the first): a request's `tag` (`rpc::Request`).
+    pub fn of(tag: Option<&str>) -> Hop {
+        match tag {
             Some(FROM_OLDER) => Hop::FromOlder,
             Some(FROM_NEWER) => Hop::FromNewer,
             _ => Hop::Kong,
@@ -79,16 +80,68 @@ pub fn predecessor_link(path: &Path, inode: u64) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether a request is served here (a Step of one of our own events in
-/// flight) rather than forwarded.
-pub fn served_here(req: &Request, is_ours: impl Fn(u64) -> bool) -> bool {
-    match Method::parse(&req.method) {
-        Ok(Method::Step { .. }) => {
-            StepArgs::parse(req.params.first()).is_ok_and(|step| is_ours(step.event_id))
-        }
+/// Whether a replaced server serves `call` itself (a Step of one of its
+/// own events in flight) rather than passing it on.
+fn served_here(call: &Call, is_ours: impl Fn(u64) -> bool) -> bool {
+    match call {
+        Call::Step { event, .. } => is_ours(*event),
         // Kong ignores CloseInstance answers; ours knows our ids.
-        Ok(Method::CloseInstance | Method::GetStatus | Method::GetPluginInfo) => true,
+        Call::CloseInstance { .. } | Call::GetStatus | Call::GetPluginInfo { .. } => true,
         _ => false,
+    }
+}
+
+/// The servers next to this one on its socket path: the newer one that
+/// replaced it, and the older one it replaced.
+#[derive(Clone, Copy, Default)]
+pub struct Neighbours<'a> {
+    pub successor: Option<&'a Path>,
+    pub predecessor: Option<&'a Path>,
+}
+
+impl<'a> Neighbours<'a> {
+    /// Before serving: the newer server, when this one was replaced and
+    /// `call` (from Kong) is new work for it.
+    pub fn forward_before(
+        &self,
+        call: &Call,
+        hop: Hop,
+        is_ours: impl Fn(u64) -> bool,
+    ) -> Option<&'a Path> {
+        match (self.successor, hop) {
+            (Some(successor), Hop::Kong) if !served_here(call, is_ours) => Some(successor),
+            _ => None,
+        }
+    }
+
+    /// After serving: where a call refused with `error` goes instead, and
+    /// in which direction. New work refused because draining began after
+    /// [`forward_before`](Self::forward_before) goes to the newer server; a
+    /// Step (or AbandonEvent) of an event unknown here goes back to the
+    /// older server, unless it came from there.
+    pub fn pass_after(&self, error: &RpcError, hop: Hop) -> Option<(&'a Path, Hop)> {
+        match error {
+            RpcError::HandedOver => self.successor.map(|s| (s, Hop::FromOlder)),
+            RpcError::UnknownEvent(_) if hop != Hop::FromOlder => {
+                self.predecessor.map(|p| (p, Hop::FromNewer))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a handler's thread that holds a lent connection serves
+    /// `call` (from Kong) itself (`events/lent.rs`): a HandleEvent or a Step
+    /// of this server's, which no other server could want. Everything else
+    /// goes back to the connection's I/O task, which can pass calls on.
+    pub fn served_on_lent(&self, call: &Call, is_ours: impl Fn(u64) -> bool) -> bool {
+        if self.successor.is_some() {
+            return false;
+        }
+        match call {
+            Call::HandleEvent { .. } => true,
+            Call::Step { event, .. } => self.predecessor.is_none() || is_ours(*event),
+            _ => false,
+        }
     }
 }
 
@@ -110,11 +163,12 @@ impl Upstream {
     /// newer server's notifications, then its reply.
     pub async fn forward(
         &mut self,
-        req: &Request,
+        call: &Call,
+        msgid: u64,
         hop: Hop,
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
-        let bytes = encode_request(req, hop)?;
+        let bytes = encode_request(call, msgid, hop);
         let exchange = async {
             self.stream
                 .write_all(&bytes)
@@ -160,12 +214,13 @@ impl BlockingUpstream {
 
     pub fn forward(
         &mut self,
-        req: &Request,
+        call: &Call,
+        msgid: u64,
         hop: Hop,
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
         use std::io::{Read, Write};
-        let bytes = encode_request(req, hop)?;
+        let bytes = encode_request(call, msgid, hop);
         let deadline = std::time::Instant::now() + timeout;
         self.stream.write_all(&bytes).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
@@ -192,23 +247,12 @@ impl BlockingUpstream {
 
 const CLOSED: &str = "the other server closed the connection";
 
-fn encode_request(req: &Request, hop: Hop) -> Result<Vec<u8>, String> {
-    let mut params: Vec<Value> = req.params.iter().take(1).cloned().collect();
-    if let Some(mark) = hop.mark() {
-        if params.is_empty() {
-            params.push(Value::Nil);
-        }
-        params.push(Value::from(mark));
-    }
-    let request = Value::Array(vec![
-        Value::from(0),
-        Value::from(req.msgid),
-        Value::from(req.method.as_str()),
-        Value::Array(params),
-    ]);
+/// The call as a request to another server of ours, marked with the
+/// direction it goes.
+fn encode_request(call: &Call, msgid: u64, hop: Hop) -> Vec<u8> {
     let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &request).map_err(|e| e.to_string())?;
-    Ok(bytes)
+    call.write_request(&mut bytes, msgid, hop.mark());
+    bytes
 }
 
 /// Moves the whole frames decoded so far to `out`; true once the reply
@@ -255,35 +299,129 @@ pub fn unreachable_older(link: &Path, why: &std::io::Error) {
 mod tests {
     use super::*;
 
-    fn step(params: Vec<Value>) -> Request {
-        Request {
-            msgid: 7,
-            method: "plugin.Step".into(),
-            params,
+    fn step(event: u64) -> Call {
+        Call::Step {
+            event,
+            data: Some(Value::from(1)),
+            error: false,
         }
     }
 
-    fn decoded(bytes: &[u8]) -> Request {
+    fn decoded(bytes: &[u8]) -> rpc::Request {
         let value = rmpv::decode::read_value(&mut &bytes[..]).expect("one message");
-        crate::rpc::parse_request(value).expect("a request")
+        rpc::parse_request(value).expect("a request")
     }
 
     #[test]
     fn a_forwarded_request_carries_its_direction_and_kongs_never_does() {
-        let arg = Value::Map(vec![(Value::from("EventId"), Value::from(5))]);
-        let from_kong = step(vec![arg.clone()]);
-        assert_eq!(Hop::of(&from_kong), Hop::Kong);
-        for hop in [Hop::FromOlder, Hop::FromNewer] {
-            let sent = decoded(&encode_request(&from_kong, hop).expect("encoded"));
-            assert_eq!(Hop::of(&sent), hop);
-            assert_eq!(sent.params.first(), Some(&arg));
-            // Passed on again, it carries the new direction only.
-            let again = decoded(&encode_request(&sent, Hop::FromOlder).expect("encoded"));
-            assert_eq!(again.params.len(), 2);
-            assert_eq!(Hop::of(&again), Hop::FromOlder);
-        }
+        assert_eq!(Hop::of(None), Hop::Kong);
         // A peer's second parameter that is not our mark is Kong's.
-        assert_eq!(Hop::of(&step(vec![arg, Value::from("x")])), Hop::Kong);
+        assert_eq!(Hop::of(Some("x")), Hop::Kong);
+        for hop in [Hop::FromOlder, Hop::FromNewer] {
+            let sent = decoded(&encode_request(&step(5), 7, hop));
+            assert_eq!(Hop::of(sent.tag.as_deref()), hop);
+            assert_eq!((sent.msgid, sent.call), (7, Ok(step(5))));
+        }
+        let plain = decoded(&encode_request(&Call::GetStatus, 3, Hop::Kong));
+        assert_eq!((plain.tag, plain.call), (None, Ok(Call::GetStatus)));
+    }
+
+    const NEWER: &str = "/run/new.sock";
+    const OLDER: &str = "/run/old.sock";
+
+    fn replaced() -> Neighbours<'static> {
+        Neighbours {
+            successor: Some(Path::new(NEWER)),
+            predecessor: None,
+        }
+    }
+
+    fn replacing() -> Neighbours<'static> {
+        Neighbours {
+            successor: None,
+            predecessor: Some(Path::new(OLDER)),
+        }
+    }
+
+    fn start() -> Call {
+        Call::StartInstance {
+            name: "p".into(),
+            config: Value::Nil,
+        }
+    }
+
+    fn event() -> Call {
+        Call::HandleEvent {
+            instance: 1,
+            phase: "access".into(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_server_passes_new_work_on_and_keeps_its_own_steps() {
+        let ours = |id| id == 5;
+        let n = replaced();
+        for call in [start(), event(), step(6), Call::InstanceStatus { id: 1 }] {
+            assert_eq!(
+                n.forward_before(&call, Hop::Kong, ours),
+                Some(Path::new(NEWER)),
+                "{call:?}"
+            );
+            // Passed back from a newer server, or on from an older one: served here.
+            assert_eq!(n.forward_before(&call, Hop::FromNewer, ours), None);
+            assert_eq!(n.forward_before(&call, Hop::FromOlder, ours), None);
+        }
+        for call in [step(5), Call::CloseInstance { id: 1 }, Call::GetStatus] {
+            assert_eq!(n.forward_before(&call, Hop::Kong, ours), None, "{call:?}");
+        }
+        // Nobody replaced this server: everything is served here.
+        assert_eq!(
+            Neighbours::default().forward_before(&start(), Hop::Kong, ours),
+            None
+        );
+        assert_eq!(replacing().forward_before(&start(), Hop::Kong, ours), None);
+    }
+
+    #[test]
+    fn refused_calls_go_forward_or_back_never_the_way_they_came() {
+        let handed_over = RpcError::HandedOver;
+        let unknown = RpcError::UnknownEvent(9);
+        assert_eq!(
+            replaced().pass_after(&handed_over, Hop::FromOlder),
+            Some((Path::new(NEWER), Hop::FromOlder))
+        );
+        assert_eq!(
+            replacing().pass_after(&unknown, Hop::Kong),
+            Some((Path::new(OLDER), Hop::FromNewer))
+        );
+        assert_eq!(
+            replacing().pass_after(&unknown, Hop::FromNewer),
+            Some((Path::new(OLDER), Hop::FromNewer))
+        );
+        assert_eq!(replacing().pass_after(&unknown, Hop::FromOlder), None);
+        assert_eq!(replaced().pass_after(&unknown, Hop::Kong), None);
+        assert_eq!(replacing().pass_after(&handed_over, Hop::Kong), None);
+        assert_eq!(
+            replacing().pass_after(&RpcError::NoInstance(1), Hop::Kong),
+            None
+        );
+    }
+
+    #[test]
+    fn a_lent_connection_serves_only_what_no_other_server_wants() {
+        let ours = |id| id == 5;
+        let alone = Neighbours::default();
+        assert!(alone.served_on_lent(&event(), ours));
+        assert!(alone.served_on_lent(&step(6), ours));
+        assert!(!alone.served_on_lent(&start(), ours));
+        assert!(!alone.served_on_lent(&Call::GetStatus, ours));
+        // After a reload, an unknown event's Step may be the older server's.
+        assert!(replacing().served_on_lent(&step(5), ours));
+        assert!(!replacing().served_on_lent(&step(6), ours));
+        assert!(replacing().served_on_lent(&event(), ours));
+        // A replaced server's I/O task passes work on.
+        assert!(!replaced().served_on_lent(&event(), ours));
+        assert!(!replaced().served_on_lent(&step(5), ours));
     }
 
     #[test]

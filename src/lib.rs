@@ -1,9 +1,11 @@
 //! `kong_pdk._core`: the native plugin server behind the `kong_pdk` package.
 //!
 //! Data flow (docs/architecture.md, "The path of one event"): `server` accepts connections, `connection` frames
-//! bytes with `wire` and parses requests with `rpc`, `service` runs the
-//! `plugin.*` methods against the `instances` and `events` registries, and an
-//! `executor` runs the Python handler, whose PDK calls go through `pdk`.
+//! bytes with `wire` and parses requests with `rpc` into typed calls,
+//! `dispatch` serves each (`Service::serve`, the one entry for every caller),
+//! `service` runs the `plugin.*` methods against the `instances` and `events`
+//! registries, and an `executor` runs the Python handler, whose PDK calls go
+//! through `pdk`.
 //! When every handler runs on a Python event loop (all `async def`, or
 //! gevent), `looped` replaces `connection` and the executors: the loop's own
 //! thread serves the socket and runs the handlers. With `--protocol
@@ -16,12 +18,14 @@ mod backlog;
 mod connection;
 mod convert;
 pub mod defaults;
+mod dispatch;
 mod events;
 mod executor;
 mod handover;
 mod ids;
 mod instances;
 mod looped;
+mod model;
 mod pdk;
 mod pdk_table;
 mod phase;
@@ -31,6 +35,8 @@ pub mod rpc;
 mod rpc_error;
 mod server;
 mod service;
+#[cfg(test)]
+mod test_support;
 mod wake;
 pub mod wire;
 mod writer;

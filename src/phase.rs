@@ -44,3 +44,48 @@ impl Phase {
         matches!(self, Phase::Rewrite | Phase::Access)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_phase_parses_back_from_its_name() {
+        for phase in Phase::ALL {
+            assert_eq!(Phase::parse(phase.name()), Some(phase));
+        }
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "certificate",
+                "rewrite",
+                "access",
+                "response",
+                "preread",
+                "log"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_or_differently_spelt_names_are_not_phases() {
+        for name in [
+            "",
+            "Access",
+            "ACCESS",
+            "header_filter",
+            "body_filter",
+            "init_worker",
+            "access ",
+        ] {
+            assert_eq!(Phase::parse(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn only_rewrite_and_access_can_still_respond() {
+        let responding: Vec<Phase> = Phase::ALL.into_iter().filter(|p| p.can_respond()).collect();
+        assert_eq!(responding, [Phase::Rewrite, Phase::Access]);
+    }
+}

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::rpc::CallError;
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RpcError {
     /// The instance id is unknown (closed, expired, or from before a
@@ -22,6 +24,8 @@ pub enum RpcError {
     InstanceRefused(String),
     /// A Step or AbandonEvent for an event that has ended.
     UnknownEvent(u64),
+    /// The request's method or arguments are wrong (`rpc.rs`).
+    Call(CallError),
     /// Anything else the request got wrong: its arguments, its method, the
     /// plugin it names.
     Invalid(String),
@@ -70,8 +74,15 @@ impl fmt::Display for RpcError {
             RpcError::UnknownEvent(id) => {
                 write!(f, "event id {id} not found (it has ended or was abandoned)")
             }
+            RpcError::Call(e) => e.fmt(f),
             RpcError::Invalid(why) => f.write_str(why),
         }
+    }
+}
+
+impl From<CallError> for RpcError {
+    fn from(e: CallError) -> Self {
+        RpcError::Call(e)
     }
 }
 

@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use rmpv::Value;
 
 use crate::convert::json_to_value;
-use crate::events::{step_answer, EventLink, Events, Lend, Resume, Route, ServeLent, Served};
-use crate::executor::{EventJob, PluginHandle, SharedExecutor};
+use crate::events::fail_closed::ClosingCall;
+use crate::events::Events;
+use crate::executor::{PluginHandle, SharedExecutor};
+use crate::handover::Neighbours;
 use crate::ids::IdAllocator;
 use crate::instances::{unix_now, InFlight, Instance, Instances};
 use crate::phase::Phase;
-use crate::rpc::{self, as_map, as_u64, field, map, Method, Request, StepArgs};
+use crate::rpc::map;
 use crate::rpc_error::RpcError;
-use crate::writer::ConnWriter;
 
 /// What the server knows about one plugin it serves (a dedicated server
 /// serves one, `kong-python-pluginserver -d DIR` one per file of the folder).
@@ -122,11 +123,17 @@ pub struct AcceptedEvent {
 /// A reply to encode: a result value or an error (`rpc_error.rs`).
 pub type Reply = Result<Encoded, RpcError>;
 
-/// A result to encode, or none because the handler replies itself.
+/// A result to encode (`dispatch.rs`, `write_reply`).
+#[derive(Debug, PartialEq)]
 pub enum Encoded {
     Value(Value),
-    /// The event's handler writes this reply itself (see `events/link.rs`).
-    Deferred,
+    /// `{"Data": "ret", "EventId": id}`: the event is over.
+    Ret(u64),
+    /// A PDK call of event `event` (an event failing closed in the looped model).
+    Call {
+        event: u64,
+        call: ClosingCall,
+    },
 }
 
 impl Service {
@@ -218,6 +225,14 @@ impl Service {
         self.successor.get().map(PathBuf::as_path)
     }
 
+    /// The servers this one passes calls on to (`handover.rs`).
+    pub fn neighbours(&self) -> Neighbours<'_> {
+        Neighbours {
+            successor: self.successor(),
+            predecessor: self.predecessor(),
+        }
+    }
+
     /// Connections a replaced server keeps serving after its last event:
     /// Kong may still send new work on them, which is passed on to the newer
     /// server. Closing them ourselves could cross a request Kong is writing,
@@ -253,71 +268,19 @@ impl Service {
             + self.forwarding.load(Ordering::Acquire)
     }
 
-    /// Runs one request. `lend` is the connection's reading, for the handler
-    /// of a HandleEvent or Step to keep while it waits (see `events::Lend`).
-    pub async fn dispatch(
-        self: &Arc<Self>,
-        req: &Request,
-        writer: &Arc<ConnWriter>,
-        lend: Option<Lend>,
-    ) -> Reply {
-        let method = Method::parse(&req.method)?;
-        let first = req.params.first().unwrap_or(&Value::Nil);
-        let route = Route {
-            writer: Arc::clone(writer),
-            msgid: req.msgid,
-            lend,
-        };
-        match method {
-            Method::StartInstance => self.start_instance(first).await,
-            Method::CloseInstance => self.close_instance(first),
-            Method::HandleEvent => self.handle_event(first, route).0,
-            Method::Step { error } => self.step(first, error, route).0,
-            Method::GetStatus => Ok(Encoded::Value(self.status())),
-            Method::GetPluginInfo => self.plugin_info(first),
-            Method::InstanceStatus => self.instance_status(first),
-            Method::SetPluginDir => set_plugin_dir(first),
-            Method::AbandonEvent => self.abandon_event(first),
-        }
-    }
-
-    /// Drops a parked event as the reaper does (docs/protocol.md §5.2.5): its
-    /// handler wakes with `EventAbandoned`. Sent by the core of the
-    /// worker-process model when Kong abandoned the event there.
-    fn abandon_event(&self, arg: &Value) -> Reply {
-        let id = as_map(arg)
-            .and_then(|m| field(m, "EventId"))
-            .and_then(as_u64)
-            .ok_or("AbandonEvent expects {EventId}")?;
-        let parked = self.events.take(id).ok_or(RpcError::UnknownEvent(id))?;
-        log::info!("event {id} abandoned by the core process");
-        drop(parked);
-        Ok(Encoded::Value(Value::from("ok")))
-    }
-
-    async fn start_instance(self: &Arc<Self>, arg: &Value) -> Reply {
-        let this = Arc::clone(self);
-        let arg = arg.clone();
-        tokio::task::spawn_blocking(move || this.start_instance_now(&arg))
-            .await
-            .map_err(|e| RpcError::InstanceRefused(e.to_string()))?
-    }
-
     /// `StartInstance` on the calling thread (blocking: it runs the plugin's
     /// constructor through the executor).
-    pub fn start_instance_now(&self, arg: &Value) -> Reply {
+    pub fn start_instance_now(&self, name: &str, config: &Value) -> Reply {
         if self.is_draining() {
             return Err(self.refusal());
         }
-        let entries = as_map(arg).ok_or("StartInstance expects {Name, Config}")?;
-        let name = field(entries, "Name").and_then(Value::as_str).unwrap_or("");
         let plugin = self.plugin(name).ok_or_else(|| {
             format!(
                 "no plugin named '{name}' (this server serves {})",
                 self.plugin_names()
             )
         })?;
-        let config = plugin.config(field(entries, "Config").unwrap_or(&Value::Nil))?;
+        let config = plugin.config(config)?;
         let handle = self.executor.start_instance(name, &config).map_err(|e| {
             log::error!("starting an instance of {name} failed: {e}");
             RpcError::InstanceRefused(e)
@@ -332,8 +295,7 @@ impl Service {
         ])))
     }
 
-    fn close_instance(&self, arg: &Value) -> Reply {
-        let id = instance_id_arg(arg)?;
+    pub fn close_instance(&self, id: u64) -> Reply {
         let instance = self.instances.remove(id).ok_or_else(|| no_instance(id))?;
         log::info!("closed instance #{id} of {}", instance.name);
         Ok(Encoded::Value(map(vec![
@@ -343,29 +305,8 @@ impl Service {
         ])))
     }
 
-    /// Starts an event; the route comes back with an error, for its reply.
-    fn handle_event(&self, arg: &Value, route: Route) -> (Reply, Option<Route>) {
-        let event = match self.accept_event(arg) {
-            Ok(event) => event,
-            Err(e) => return (Err(e), Some(route)),
-        };
-        self.executor.run_event(EventJob {
-            phase: event.phase,
-            instance: event.instance,
-            link: EventLink::new(event.id, event.label, Arc::clone(&self.events), route),
-        });
-        (Ok(Encoded::Deferred), None)
-    }
-
     /// Checks a `HandleEvent` and gives its event an id; the caller runs it.
-    pub fn accept_event(&self, arg: &Value) -> Result<AcceptedEvent, RpcError> {
-        let entries = as_map(arg).ok_or("HandleEvent expects {InstanceId, EventName}")?;
-        let id = field(entries, "InstanceId")
-            .and_then(as_u64)
-            .ok_or("HandleEvent expects an integer InstanceId")?;
-        let phase_name = field(entries, "EventName")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+    pub fn accept_event(&self, id: u64, phase_name: &str) -> Result<AcceptedEvent, RpcError> {
         if self.is_draining() {
             return Err(self.refusal());
         }
@@ -386,45 +327,6 @@ impl Service {
             instance,
             label,
         })
-    }
-
-    /// The methods that need no event and no waiting, answered on the
-    /// calling thread (the looped model); `None` for HandleEvent, Step and
-    /// AbandonEvent, which the caller handles.
-    pub fn answer_now(&self, method: Method, first: &Value) -> Option<Reply> {
-        Some(match method {
-            Method::StartInstance => self.start_instance_now(first),
-            Method::CloseInstance => self.close_instance(first),
-            Method::GetStatus => Ok(Encoded::Value(self.status())),
-            Method::GetPluginInfo => self.plugin_info(first),
-            Method::InstanceStatus => self.instance_status(first),
-            Method::SetPluginDir => set_plugin_dir(first),
-            Method::HandleEvent | Method::Step { .. } | Method::AbandonEvent => return None,
-        })
-    }
-
-    /// Resumes a parked event; the route comes back when the reply is the
-    /// caller's to write.
-    fn step(&self, arg: &Value, is_error: bool, route: Route) -> (Reply, Option<Route>) {
-        let StepArgs { event_id: id, data } = match StepArgs::parse(Some(arg)) {
-            Ok(step) => step,
-            Err(e) => return (Err(e.into()), Some(route)),
-        };
-        let Some(parked) = self.events.take(id) else {
-            return (Err(RpcError::UnknownEvent(id)), Some(route));
-        };
-        let answer = step_answer(data, is_error);
-        match parked.resume(Resume { answer, route }) {
-            Ok(()) => (Ok(Encoded::Deferred), None),
-            // The handler is gone without ending its event: end it here.
-            Err(resume) => (
-                Ok(Encoded::Value(map(vec![
-                    ("Data", Value::from("ret")),
-                    ("EventId", Value::from(id)),
-                ]))),
-                Some(resume.route),
-            ),
-        }
     }
 
     pub fn status(&self) -> Value {
@@ -481,8 +383,8 @@ impl Service {
     }
 
     /// `GetPluginInfo [name]`; without a name, the only plugin's.
-    fn plugin_info(&self, arg: &Value) -> Reply {
-        let plugin = match (arg.as_str(), self.plugins.as_slice()) {
+    pub fn plugin_info(&self, name: Option<&str>) -> Reply {
+        let plugin = match (name, self.plugins.as_slice()) {
             (Some(name), _) => self.plugin(name).ok_or_else(|| {
                 format!(
                     "no plugin named '{name}' (this server serves {})",
@@ -501,8 +403,7 @@ impl Service {
         Ok(Encoded::Value(plugin.info.clone()))
     }
 
-    fn instance_status(&self, arg: &Value) -> Reply {
-        let id = instance_id_arg(arg)?;
+    pub fn instance_status(&self, id: u64) -> Reply {
         let instance = self.instances.get(id).ok_or_else(|| no_instance(id))?;
         Ok(Encoded::Value(instance_status(&instance)))
     }
@@ -527,62 +428,6 @@ impl Service {
     }
 }
 
-/// A handler's thread serves the HandleEvents and Steps that come on the
-/// connection it reads (`events/lent.rs`, `executor/thread/linger.rs`), as
-/// the connection's I/O task would, without waking it.
-impl ServeLent for Service {
-    fn takes(&self, req: &Request) -> bool {
-        // A replaced server passes new work on from the I/O task
-        // (`handover.rs`), and so does a server that replaced one: a Step of
-        // an event unknown here goes back to the older server.
-        match Method::parse(&req.method) {
-            _ if self.successor().is_some() => false,
-            Ok(Method::HandleEvent) => true,
-            Ok(Method::Step { .. }) => {
-                self.predecessor().is_none()
-                    || StepArgs::parse(req.params.first())
-                        .is_ok_and(|step| self.events.contains(step.event_id))
-            }
-            _ => false,
-        }
-    }
-
-    fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served {
-        self.note_request();
-        let first = req.params.first().unwrap_or(&Value::Nil);
-        let step = match Method::parse(&req.method) {
-            Ok(Method::HandleEvent) => None,
-            Ok(Method::Step { error }) => Some(error),
-            _ => return Served::GiveBack(lend),
-        };
-        let route = Route {
-            writer: Arc::clone(writer),
-            msgid: req.msgid,
-            lend: Some(lend),
-        };
-        let (reply, route) = match step {
-            None => self.handle_event(first, route),
-            Some(error) => self.step(first, error, route),
-        };
-        let mut out = Vec::new();
-        match reply {
-            Ok(Encoded::Deferred) => return Served::Passed,
-            Ok(Encoded::Value(v)) => rpc::write_ok(&mut out, req.msgid, &v),
-            Err(e) => {
-                log::log!(e.log_level(), "{}: {e}", req.method);
-                rpc::write_error(&mut out, req.msgid, &e.to_string());
-            }
-        }
-        if writer.write_all(&out).is_err() {
-            log::debug!("connection closed before the reply was written");
-        }
-        match route.and_then(|r| r.lend) {
-            Some(lend) => Served::Kept(lend),
-            None => Served::Passed,
-        }
-    }
-}
-
 fn instance_status(i: &Instance<PluginHandle>) -> Value {
     map(vec![
         ("Name", Value::from(i.name.as_str())),
@@ -592,17 +437,11 @@ fn instance_status(i: &Instance<PluginHandle>) -> Value {
     ])
 }
 
-/// CloseInstance and InstanceStatus take a bare id; accept `{Id}` too.
-fn instance_id_arg(arg: &Value) -> Result<u64, String> {
-    as_u64(arg)
-        .or_else(|| as_map(arg).and_then(|m| field(m, "Id")).and_then(as_u64))
-        .ok_or_else(|| "expected an instance id".to_string())
-}
-
-fn set_plugin_dir(first: &Value) -> Reply {
-    match first.as_str() {
-        Some(dir) if std::path::Path::new(dir).is_dir() => Ok(Encoded::Value(Value::from("ok"))),
-        _ => Err(format!("{first} is not a directory").into()),
+/// `SetPluginDir`: plugins are given at start; the folder only has to exist.
+pub fn set_plugin_dir(dir: &Value) -> Reply {
+    match dir.as_str() {
+        Some(path) if std::path::Path::new(path).is_dir() => Ok(Encoded::Value(Value::from("ok"))),
+        _ => Err(format!("{dir} is not a directory").into()),
     }
 }
 
@@ -616,6 +455,7 @@ mod tests {
 
     use super::*;
     use crate::executor::{Executor, RemoteKey};
+    use crate::rpc::{as_map, as_u64, field};
 
     /// Records which plugin each instance was created for.
     #[derive(Default)]
@@ -630,8 +470,6 @@ mod tests {
                 |_| {},
             )))
         }
-
-        fn run_event(&self, _job: EventJob) {}
 
         fn running(&self) -> usize {
             0
@@ -666,13 +504,13 @@ mod tests {
 
     fn start(service: &Service, name: &str) -> Reply {
         let config = Value::from(r#"{"route_id": "r", "__seq__": 1, "x": 1}"#);
-        service.start_instance_now(&map(vec![("Name", Value::from(name)), ("Config", config)]))
+        service.start_instance_now(name, &config)
     }
 
     fn value(reply: Reply) -> Value {
         match reply {
             Ok(Encoded::Value(v)) => v,
-            Ok(Encoded::Deferred) => panic!("deferred"),
+            Ok(other) => panic!("{other:?}"),
             Err(e) => panic!("{e}"),
         }
     }
@@ -704,12 +542,7 @@ mod tests {
         };
         assert_eq!(keys(&alpha), ["x"]);
         assert_eq!(keys(&beta), ["route_id", "x"]);
-        let event = |id: u64, phase: &str| {
-            service.accept_event(&map(vec![
-                ("InstanceId", Value::from(id)),
-                ("EventName", Value::from(phase)),
-            ]))
-        };
+        let event = |id: u64, phase: &str| service.accept_event(id, phase);
         assert!(event(id_of(&alpha), "access").is_ok());
         assert!(event(id_of(&beta), "rewrite").is_ok());
         let refused = event(id_of(&alpha), "rewrite").err().map(|e| e.to_string());
@@ -729,8 +562,8 @@ mod tests {
                 .as_deref(),
             Some("no plugin named 'gamma' (this server serves 'alpha', 'beta')")
         );
-        assert!(service.plugin_info(&Value::Nil).is_err());
-        let beta = value(service.plugin_info(&Value::from("beta")));
+        assert!(service.plugin_info(None).is_err());
+        let beta = value(service.plugin_info(Some("beta")));
         assert_eq!(
             as_map(&beta).and_then(|m| field(m, "Name")),
             Some(&Value::from("beta"))

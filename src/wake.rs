@@ -61,3 +61,52 @@ impl Wake {
         self.fd.as_raw_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(wake: &Wake) -> bool {
+        !crate::writer::poll(&[(wake.raw_fd(), libc::POLLIN)], 0)
+            .expect("poll")
+            .is_empty()
+    }
+
+    #[test]
+    fn a_ring_shows_on_the_descriptor_until_cleared() {
+        let wake = Wake::new().expect("eventfd");
+        assert!(!readable(&wake), "fresh: not rung");
+        wake.ring();
+        wake.ring();
+        assert!(readable(&wake));
+        // One clear takes every ring before it.
+        wake.clear();
+        assert!(!readable(&wake));
+        // Clearing an unrung wake is harmless.
+        wake.clear();
+        assert!(!readable(&wake));
+        wake.ring();
+        assert!(readable(&wake), "rings again after a clear");
+    }
+
+    #[test]
+    fn a_ring_from_another_thread_wakes_a_poller() {
+        let wake = Wake::new().map(Arc::new).expect("eventfd");
+        let w = Arc::clone(&wake);
+        let ringer = std::thread::spawn(move || w.ring());
+        let ready = crate::writer::poll(&[(wake.raw_fd(), libc::POLLIN)], 5000).expect("poll");
+        assert_eq!(ready, vec![wake.raw_fd()]);
+        ringer.join().expect("ringer");
+    }
+
+    #[test]
+    fn each_thread_has_its_own_wake() {
+        let here = Wake::for_this_thread().expect("eventfd");
+        let again = Wake::for_this_thread().expect("eventfd");
+        assert!(Arc::ptr_eq(&here, &again), "one per thread");
+        let there = std::thread::spawn(|| Wake::for_this_thread().expect("eventfd").raw_fd())
+            .join()
+            .expect("thread");
+        assert_ne!(here.raw_fd(), there);
+    }
+}

@@ -65,6 +65,9 @@ def linked_venv(root: Path, extras: Iterable[str] = (), also: Iterable[str] = ()
     )
     scripts: dict[str, str] = dict(project["scripts"])
     wanted: set[str] = set()
+    # What every install brings (greenlet), then the extras asked for.
+    for spec in project["dependencies"]:
+        _distributions_of(Requirement(spec).name, wanted)
     for extra in extras:
         for spec in project["optional-dependencies"][extra]:
             _distributions_of(Requirement(spec).name, wanted)

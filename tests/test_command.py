@@ -36,7 +36,7 @@ def test_run_help_does_not_crash(flag: str) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: kong-pdk run ")
     assert "request URL (default: http://localhost/)" in out.stdout
-    assert "--model {threads,gevent,processes}" in out.stdout
+    assert "--model {auto,threads,greenlets,gevent,processes}" in out.stdout
 
 
 def test_run_takes_options_after_the_url() -> None:

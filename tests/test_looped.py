@@ -98,7 +98,10 @@ def test_two_pdk_calls_in_flight_in_one_event(serve: Callable[..., Served]) -> N
         assert [c.args for c in result.calls_to("kong.request.get_header")] == [("x-case",), ("x-a",)]
         (logged,) = result.calls_to("kong.log.err")
         assert "already waiting for Kong" in str(logged.args[0])
-        assert "a PDK call is already waiting for Kong's answer" in served.wait_log("already waiting")
+        # The same text as in the thread model, naming the call that was refused.
+        assert "kong.request.get_header: another PDK call of this event is already waiting" in served.wait_log(
+            "already waiting"
+        )
         assert wait_idle(emu)["Events"] == {"Waiting": 0, "Running": 0}
         assert emu.run_phase("behaviours", {}, "access", answers=case("plain")).outcome == "ret"
 

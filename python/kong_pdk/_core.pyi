@@ -50,6 +50,7 @@ class PluginServer:
         plugins: list[PluginEntry],
         socket_path: str | PathLike[str],
         *,
+        model: str = ...,
         # Defaults: DEFAULTS above (the core's src/defaults.rs).
         event_timeout: float = ...,
         instance_ttl: float = ...,
@@ -83,6 +84,9 @@ class PluginServer:
         """Drains events in flight for up to ``timeout`` seconds, stops, removes the socket."""
     def status(self) -> dict[str, Any]:
         """The ``plugin.GetStatus`` result (with ``Workers`` under ``-m``)."""
+    @property
+    def model(self) -> str:
+        """The execution model: threads, mixed, asyncio, gevent, greenlets or processes."""
     @property
     def socket_path(self) -> str: ...
 

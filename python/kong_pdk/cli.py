@@ -203,6 +203,14 @@ def _add_server_flags(p: argparse.ArgumentParser, socket_default: str) -> None:
         "-g", "--gevent", action="store_true", help="run handlers in gevent greenlets (pip install 'kong-pdk-native[gevent]')"
     )
     p.add_argument(
+        "--model",
+        choices=("auto", "threads", "greenlets"),
+        default="auto",
+        help="how plain def handlers run: on threads, or as greenlets on one loop thread (for plugins that never "
+        "block); auto (default): greenlets when the plugin's code is known not to block, else threads "
+        "(docs/execution-models.md)",
+    )
+    p.add_argument(
         "--reload",
         action="store_true",
         help="development: restart the server when the plugin file or a module beside it changes "
@@ -389,6 +397,7 @@ def _serve(
             handler_timeout=args.handler_timeout,
             async_threads=args.io_threads,
             gevent=args.gevent and not worker,
+            model=args.model,
             processes=processes,
             worker_command=worker_command,
             worker_args=["-v"] * args.verbose,

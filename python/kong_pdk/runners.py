@@ -28,15 +28,20 @@ runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
+import heapq
+import os
+import select
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol
 
-__all__ = ["AsyncioRunner", "GeventRunner", "Bridge", "LoopCore", "EventHandle", "blocking_handler"]
+__all__ = ["AsyncioRunner", "GeventRunner", "GreenletRunner", "Bridge", "LoopCore", "EventHandle", "blocking_handler"]
 
 
 class Bridge(Protocol):
@@ -105,7 +110,7 @@ class EventHandle(Protocol):
     def fail(self, exc: BaseException) -> None:
         """Tells the core the handler raised ``exc``: the core logs it and, like a
         Lua plugin that errors, fails the event closed (``kong.log.err``, then a
-        500 where Kong can still respond; src/executor/fail_closed.rs)."""
+        500 where Kong can still respond; src/events/fail_closed.rs)."""
         ...
 
 
@@ -253,6 +258,17 @@ class AsyncioRunner:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def _drive_greenlet(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
+    """Runs a plain ``def`` handler in its greenlet (``GeventRunner``,
+    ``GreenletRunner``) and reports how it ended on ``handle``."""
+    try:
+        handler(kong)
+    except BaseException as exc:  # every ending must reach Kong
+        handle.fail(exc)
+    else:
+        handle.finish()
+
+
 class GeventRunner:
     """Runs every handler in a greenlet on the calling thread's gevent hub.
 
@@ -274,9 +290,13 @@ class GeventRunner:
 
         self._gevent = gevent
         self._new_greenlet = gevent.Greenlet
-        self._getcurrent = gevent.getcurrent
-        #: The hub: the core resumes a waiter directly when it runs on it.
+        #: The current greenlet: the core resumes a waiter directly when it
+        #: runs on the hub, and through ``run_callback`` otherwise.
+        self.getcurrent: Callable[[], Any] = gevent.getcurrent
+        #: The hub.
         self.hub = gevent.get_hub()
+        #: ``run_callback(fn, arg)`` runs ``fn(arg)`` on the hub's next round.
+        self.run_callback: Callable[..., Any] = self.hub.loop.run_callback
         #: A ``gevent.hub.Waiter`` per PDK call; the calling greenlet blocks
         #: in its ``get`` until the core switches back with the reply. Both
         #: are the Waiter's own (compiled) functions: no Python frame per call.
@@ -350,20 +370,12 @@ class GeventRunner:
         handler runs up to its first PDK call before the hub goes on, and no
         loop callback is scheduled for it.
         """
-        worker = self._new_greenlet(self._drive, getattr(plugin, phase), kong, handle)
-        if self._getcurrent() is self.hub:
+        worker = self._new_greenlet(_drive_greenlet, getattr(plugin, phase), kong, handle)
+        if self.getcurrent() is self.hub:
             worker.switch()
         else:
             worker.start()
 
-    @staticmethod
-    def _drive(handler: Callable[[Any], Any], kong: Any, handle: EventHandle) -> None:
-        try:
-            handler(kong)
-        except BaseException as exc:  # every ending must reach Kong
-            handle.fail(exc)
-        else:
-            handle.finish()
 
     def close(self) -> None:
         """Stops serving: abandons the events in flight, closes the connections."""
@@ -375,9 +387,190 @@ class GeventRunner:
             self._core.stop()
 
 
+class GreenletRunner:
+    """Runs plain ``def`` handlers in greenlets on a loop thread of its own.
+
+    For plugins whose handlers do not block (``kong_pdk.blocking``, or
+    ``--model greenlets``): the thread's own greenlet is the hub; it waits in
+    ``poll`` (without the GIL) on the core's epoll set, a wake-up pipe and the
+    descriptors being flushed, and each handler runs in a greenlet that it
+    enters at once when Kong's HandleEvent is read. A PDK call switches
+    from the handler's greenlet back to the hub, and the core switches to it
+    again with Kong's answer. Unlike ``-g``, nothing
+    is monkey-patched: a handler that blocks holds every other event, which is
+    why this runner is chosen only for plugins known not to block, and the
+    core's stall watchdog names any handler that does.
+    """
+
+    #: A PDK call's token is the calling greenlet: the core gets it with
+    #: ``new_token`` (greenlet's ``getcurrent``), waits with ``wait`` (the
+    #: hub's ``switch``) and resumes it with its ``switch`` or ``throw``; all
+    #: greenlet's own compiled functions, no Python frame per call.
+    greenlet_tokens = True
+
+    def __init__(self) -> None:
+        import greenlet
+
+        from kong_pdk._core import cache_stack_chunks
+
+        self._greenlet = greenlet.greenlet
+        self.getcurrent: Callable[[], Any] = greenlet.getcurrent
+        #: The loop thread's own greenlet, set when the thread starts.
+        self.hub: Any = None
+        self.new_token: Callable[[], Any] = greenlet.getcurrent
+        #: The hub's ``switch``, set when the thread starts.
+        self.wait: Callable[[], Any] = lambda: None
+        self._core_or_none: LoopCore | None = None
+        self._poll = select.poll()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poll.register(self._wake_r, select.POLLIN)
+        #: fd -> conn, for the descriptors watched for writability.
+        self._writable: dict[int, int] = {}
+        #: Work for the hub's next round: (fn, arg); from any thread.
+        self._callbacks: collections.deque[tuple[Callable[[Any], object], Any]] = collections.deque()
+        #: (deadline, sequence, fn) timers, soonest first.
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._timer_seq = 0
+        self._stopping = False
+        self._started = threading.Event()
+        cache_stack_chunks()
+        self._thread = threading.Thread(target=self._run, name="kong-pdk-greenlets", daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    @property
+    def _core(self) -> LoopCore:
+        core = self._core_or_none
+        if core is None:
+            raise RuntimeError("the runner is not serving a socket")
+        return core
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # already awake
+
+    def run_callback(self, fn: Callable[[Any], object], arg: object) -> None:
+        """Runs ``fn(arg)`` on the hub's next round (from any thread)."""
+        self._callbacks.append((fn, arg))
+        if self.getcurrent() is not self.hub:
+            self._wake()
+
+    def _call_later(self, seconds: float, fn: Callable[[], object]) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time.monotonic() + seconds, self._timer_seq, fn))
+
+    def serve(self, core: LoopCore) -> None:
+        """Serves Kong's socket from the loop thread (called once, from any thread)."""
+        self._core_or_none = core
+        self.run_callback(self._begin, core)
+
+    def _begin(self, core: LoopCore) -> None:
+        self._poll.register(core.poll_fd, select.POLLIN)
+        self._tick()
+        self._beat()
+
+    def _tick(self) -> None:
+        self._core.tick()
+        self._call_later(self._core.tick_period, self._tick)
+
+    def _beat(self) -> None:
+        self._core.beat()
+        self._call_later(self._core.beat_period, self._beat)
+
+    def watch_writable(self, fd: int, conn: int) -> None:
+        """Flushes connection ``conn`` whenever ``fd`` is writable."""
+        self._writable[fd] = conn
+        self._poll.register(fd, select.POLLOUT)
+
+    def unwatch_writable(self, fd: int) -> None:
+        """``fd``'s buffer is flushed: stop watching it for writability."""
+        if self._writable.pop(fd, None) is not None:
+            self._poll.unregister(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stops watching ``fd`` (about to be closed)."""
+        self.unwatch_writable(fd)
+
+    def pause_accepting(self, seconds: float) -> None:
+        """Accept failed (out of descriptors): the core stopped watching the
+        listener; it resumes after ``seconds``."""
+        self._call_later(seconds, self._core.resume_accepting)
+
+    def start(self, plugin: object, phase: str, kong: Any, handle: EventHandle) -> None:
+        """Runs ``plugin.<phase>(kong)`` in a new greenlet, entered at once
+        when called on the hub; its ending is reported on ``handle``."""
+        worker = self._greenlet(_drive_greenlet, parent=self.hub)
+        if self.getcurrent() is self.hub:
+            worker.switch(getattr(plugin, phase), kong, handle)
+        else:
+            self.run_callback(lambda args: worker.switch(*args), (getattr(plugin, phase), kong, handle))
+
+
+    def _run(self) -> None:
+        self.hub = self.getcurrent()
+        self.wait = self.hub.switch
+        self._started.set()
+        poll = self._poll.poll
+        callbacks = self._callbacks
+        timers = self._timers
+        while not self._stopping:
+            timeout: float | None = None
+            if callbacks:
+                timeout = 0
+            elif timers:
+                timeout = max(0.0, (timers[0][0] - time.monotonic()) * 1000.0)
+            for fd, _ in poll(timeout):
+                core = self._core_or_none
+                if core is not None and fd == core.poll_fd:
+                    core.ready()
+                elif fd == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    conn = self._writable.get(fd)
+                    if conn is not None and core is not None:
+                        core.writable(conn)
+                if self._stopping:
+                    break
+            while callbacks:
+                fn, arg = callbacks.popleft()
+                self._guarded(fn, arg)
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                _, _, due = heapq.heappop(timers)
+                self._guarded(_call, due)
+        core = self._core_or_none
+        if core is not None:
+            core.stop()
+
+    @staticmethod
+    def _guarded(fn: Callable[[Any], object], arg: object) -> None:
+        try:
+            fn(arg)
+        except Exception:  # the loop must go on serving
+            traceback.print_exc()
+
+    def close(self) -> None:
+        """Stops serving: abandons the events in flight, closes the connections."""
+        self._stopping = True
+        self._wake()
+        if self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+
+def _call(fn: Callable[[], object]) -> None:
+    fn()
+
+
 #: The frames that run a handler for a looped core: the event's handle is
 #: their local ``handle``.
-_DRIVERS = frozenset({AsyncioRunner._drive.__code__, GeventRunner._drive.__code__})
+_DRIVERS = frozenset({AsyncioRunner._drive.__code__, _drive_greenlet.__code__})
 
 #: Frames shown of a stall outside any handler.
 _STACK_LIMIT = 20

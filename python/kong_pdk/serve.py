@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kong_pdk import _core
+from kong_pdk.blocking import blocking_reason
 from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
 from kong_pdk.protocol import MSGPACK, PROTOBUF, protocol_of
 
-__all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of"]
+__all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of", "MODELS"]
+
+log = logging.getLogger("kong_pdk")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def build_server(
     schema: Any = (),
     lua_style: bool = True,
     gevent: bool = False,
+    model: str = "auto",
     processes: int | None = None,
     worker_args: Sequence[str] = (),
     protocol: str | None = None,
@@ -98,8 +103,11 @@ def build_server(
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
 
-    Phase handlers run on threads; ``async def`` handlers on an asyncio loop;
-    with ``gevent=True`` every handler runs in a greenlet on this thread's hub.
+    Plain ``def`` handlers run on threads, or as greenlets on one loop thread
+    (``model``: ``"auto"`` chooses greenlets when the plugin's code is known
+    not to block, see ``kong_pdk.blocking``); ``async def`` handlers on an
+    asyncio loop; with ``gevent=True`` every handler runs in a greenlet on
+    this thread's hub.
     With ``processes=N`` (0: one per CPU) they run in N worker processes, each
     one ``python <the plugin's file> --worker-socket ...`` (so that file must
     call ``start_dedicated_server`` when run), and this process only relays
@@ -112,6 +120,7 @@ def build_server(
         socket_path,
         lua_style=lua_style,
         gevent=gevent,
+        model=model,
         processes=processes,
         worker_command=None,
         worker_args=worker_args,
@@ -139,6 +148,7 @@ def build_plugins_server(
     *,
     lua_style: bool = True,
     gevent: bool = False,
+    model: str = "auto",
     processes: int | None = None,
     worker_command: Sequence[str] | None = None,
     worker_args: Sequence[str] = (),
@@ -156,9 +166,11 @@ def build_plugins_server(
     """
     if not plugins:
         raise ValueError("no plugin to serve")
+    if model not in MODELS:
+        raise ValueError(f"unknown execution model {model!r}: one of {', '.join(MODELS)}")
     wire = server_protocol(plugins, protocol)
     if wire == PROTOBUF:
-        return _protobuf_server(plugins, socket_path, lua_style, gevent, processes, options)
+        return _protobuf_server(plugins, socket_path, lua_style, gevent, processes, model, options)
     runner: object = None
     loop_phases: dict[str, list[str]] = {}
     workers: list[tuple[list[str], str]] = []
@@ -171,6 +183,8 @@ def build_plugins_server(
             launcher: type | Sequence[str] = plugins[0].cls
         else:
             launcher = worker_command
+        if model != "auto":
+            worker_args = [*worker_args, "--model", model]
         workers = worker_commands(launcher, os.fspath(socket_path), processes, lua_style, options, worker_args)
     for plugin in plugins:
         coroutines = async_phases(plugin.cls)
@@ -185,17 +199,24 @@ def build_plugins_server(
             loop_phases[plugin.name] = phases_of(plugin.cls)
         elif coroutines:
             loop_phases[plugin.name] = coroutines
-    if loop_phases and gevent:
+    core_model = _core_model(plugins, loop_phases, gevent=gevent, processes=processes, model=model)
+    if core_model == "greenlets":
+        loop_phases = {plugin.name: phases_of(plugin.cls) for plugin in plugins}
+        from kong_pdk.runners import GreenletRunner
+
+        runner = GreenletRunner()
+    elif core_model == "gevent":
         from kong_pdk.runners import GeventRunner
 
         runner = GeventRunner()
-    elif loop_phases:
+    elif core_model in ("asyncio", "mixed"):
         from kong_pdk.runners import AsyncioRunner
 
         runner = AsyncioRunner()
     return _core.PluginServer(
         [_entry(plugin, lua_style, loop_phases.get(plugin.name, [])) for plugin in plugins],
         os.fspath(socket_path),
+        model=core_model,
         runner=runner,
         workers=workers,
         **options,
@@ -208,22 +229,24 @@ def _protobuf_server(
     lua_style: bool,
     gevent: bool,
     processes: int | None,
+    model: str,
     options: dict[str, Any],
 ) -> _core.PluginServer:
     """A ProtoBuf:1 server (src/protobuf/).
 
-    With ``gevent``, or when every phase of every plugin is ``async def``, the
-    runner's loop owns the socket (the looped model); otherwise each event
-    runs on its connection's thread, an ``async def`` phase on that
-    connection's own asyncio loop.
+    The runner's loop owns the socket (a loop model) with ``gevent``, when
+    every phase of every plugin is ``async def``, or when the plain ``def``
+    handlers run as greenlets (``model``, as on MessagePack:1); otherwise each
+    event runs on its connection's thread, an ``async def`` phase on that
+    connection's own asyncio loop (the core's ``threads`` model: on this wire
+    a plugin that mixes both needs no bridge).
     """
     if processes is not None:
         raise ValueError(
-            "--protocol protobuf is served by the thread model, asyncio (every phase async def) or -g; "
+            "--protocol protobuf is served by the thread model, greenlets, asyncio (every phase async def) or -g; "
             "-m (worker processes) speaks msgpack only"
         )
     runner: object = None
-    looped = gevent or all(phases_of(p.cls) == async_phases(p.cls) for p in plugins)
     if gevent:
         for plugin in plugins:
             coroutines = async_phases(plugin.cls)
@@ -234,18 +257,81 @@ def _protobuf_server(
                 )
         from kong_pdk.runners import GeventRunner
 
+        core_model = "gevent"
         runner = GeventRunner()
-    elif looped:
+    elif all(phases_of(p.cls) == async_phases(p.cls) for p in plugins):
         from kong_pdk.runners import AsyncioRunner
 
+        core_model = "asyncio"
         runner = AsyncioRunner()
+    elif not any(async_phases(p.cls) for p in plugins) and _on_greenlets(plugins, model):
+        from kong_pdk.runners import GreenletRunner
+
+        core_model = "greenlets"
+        runner = GreenletRunner()
+    else:
+        core_model = "threads"
+    looped = runner is not None
     return _core.PluginServer(
         [_entry(plugin, lua_style, phases_of(plugin.cls) if looped else []) for plugin in plugins],
         os.fspath(socket_path),
+        model=core_model,
         protocol=PROTOBUF,
         runner=runner,
         **options,
     )
+
+
+def _core_model(
+    plugins: Sequence[PluginDefinition],
+    loop_phases: dict[str, list[str]],
+    *,
+    gevent: bool,
+    processes: int | None,
+    model: str,
+) -> str:
+    """The core's execution model (src/model.rs), chosen once: ``processes``
+    (``-m``), ``gevent`` (``-g``), ``asyncio`` (every phase of every plugin
+    ``async def``), ``mixed`` (some), else ``greenlets`` or ``threads`` for the
+    plain ``def`` handlers (``model``, see ``_on_greenlets``)."""
+    if processes is not None:
+        return "processes"
+    if gevent:
+        return "gevent"
+    if loop_phases:
+        every = all(set(loop_phases.get(p.name, [])) == set(phases_of(p.cls)) for p in plugins)
+        return "asyncio" if every else "mixed"
+    return "greenlets" if _on_greenlets(plugins, model) else "threads"
+
+
+#: How plain ``def`` handlers run (``--model``): ``threads``, ``greenlets``
+#: on one loop thread, or ``auto``: greenlets for plugins known not to block.
+MODELS = ("auto", "threads", "greenlets")
+
+
+def _on_greenlets(plugins: Sequence[PluginDefinition], model: str) -> bool:
+    """Whether the plain ``def`` handlers of ``plugins`` run as greenlets on one
+    loop thread (``runners.GreenletRunner``) rather than on threads: asked for,
+    or ``auto`` and no plugin's code may block (``kong_pdk.blocking``)."""
+    if model == "threads":
+        return False
+    if model == "auto":
+        for plugin in plugins:
+            reason = blocking_reason(plugin.cls)
+            if reason is not None:
+                log.info("plugin %s: handlers run on threads, as its code may block: %s", plugin.name, reason)
+                return False
+    try:
+        import greenlet  # noqa: F401
+    except ImportError as e:
+        if model == "greenlets":
+            raise ValueError(f"--model greenlets needs the greenlet package: {e}") from None
+        log.warning("handlers run on threads: the greenlet package does not import (%s)", e)
+        return False
+    if model == "auto":
+        names = ", ".join(plugin.name for plugin in plugins)
+        log.info("plugin %s: handlers run as greenlets on one loop thread (its code does not block)", names)
+    return True
 
 
 def _entry(plugin: PluginDefinition, lua_style: bool, loop_phases: list[str]) -> _core.PluginEntry:

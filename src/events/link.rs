@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::fail_closed::log_err;
 use super::registry::{Answer, Events, Parked, Resume};
 use super::route::{Lend, Route};
+use crate::phase::Phase;
 use crate::rpc;
 use crate::wake::Wake;
 use crate::writer::ConnWriter;
@@ -131,39 +133,53 @@ impl EventLink {
         // replace the first one's place in the registry.
         let (route, _) = self.route().take().ok_or(LinkError::Busy)?;
         let (resume, resumed) = oneshot::channel();
-        // Parked before the reply is written: Kong's Step may follow at once.
-        self.events.park(
-            self.event_id,
-            Parked::new(resume, Arc::clone(&self.label), wake),
-        );
-        match self.write_to(route, call_result_len(method, args), |out| {
-            write_call_result(out, self.event_id, method, args)
-        }) {
-            Ok((writer, lend)) => Ok((resumed, lend.map(|l| (writer, l)))),
-            Err(e) => {
-                drop(self.events.take(self.event_id));
-                Err(e)
-            }
+        let parked = Parked::new(resume, Arc::clone(&self.label), wake);
+        let (writer, lend) = self.park_and_call(route, parked, method, args)?;
+        Ok((resumed, lend.map(|l| (writer, l))))
+    }
+
+    /// Parks the event as `parked`, then writes the call on `route`: parked
+    /// first, as Kong's Step may follow the reply at once.
+    fn park_and_call(
+        &self,
+        route: Route,
+        parked: Parked,
+        method: &str,
+        args: &[u8],
+    ) -> Result<(Arc<ConnWriter>, Option<Lend>), LinkError> {
+        self.events.park(self.event_id, parked);
+        self.write_to(route, call_result_len(method, args), |out| {
+            rpc::write_call_result(out, self.event_id, method, args)
+        })
+        .inspect_err(|_| drop(self.events.take(self.event_id)))
+    }
+
+    /// Fails the event closed (`fail_closed.rs`): `kong.log.err(message)`
+    /// answers the RPC in flight, and the event waits in the registry for
+    /// its Step, which ends it. Nothing runs meanwhile: whoever serves that
+    /// Step answers it.
+    pub fn fail_closed(&self, phase: Phase, message: &str) {
+        let Some((route, _)) = self.route().take() else {
+            return;
+        };
+        let log = log_err(message);
+        let parked = Parked::fail_closed(phase, Arc::clone(&self.label));
+        if let Err(e) = self.park_and_call(route, parked, log.method, &log.args) {
+            log::debug!("event {}: not failed closed: {e:?}", self.event_id);
         }
     }
 
     /// Sends a terminal call: Kong never answers it (docs/protocol.md §5.2.3).
     pub fn terminal(&self, method: &str, args: &[u8]) -> Result<(), LinkError> {
         self.write_last(call_result_len(method, args), |out| {
-            write_call_result(out, self.event_id, method, args)
+            rpc::write_call_result(out, self.event_id, method, args)
         })
     }
 
     /// The handler returned: `"ret"`.
     pub fn done(&self) -> Result<(), LinkError> {
         let (route, _) = self.route().take().ok_or(LinkError::Unreachable)?;
-        let (writer, lend) = self.write_to(route, 64, |out| {
-            let _ = rmp::encode::write_map_len(out, 2);
-            rpc::write_str(out, "Data");
-            rpc::write_str(out, "ret");
-            rpc::write_str(out, "EventId");
-            let _ = rmp::encode::write_uint(out, self.event_id);
-        })?;
+        let (writer, lend) = self.write_to(route, 64, |out| rpc::write_ret(out, self.event_id))?;
         if let (Some(lend), true) = (lend, self.keep.load(Ordering::Acquire)) {
             *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some((writer, lend));
         }
@@ -183,21 +199,6 @@ impl EventLink {
 /// Sized right, the reply is written without growing its buffer.
 fn call_result_len(method: &str, args: &[u8]) -> usize {
     56 + method.len() + args.len()
-}
-
-/// Appends `{"Data": {"Method": m, "Args": args}, "EventId": id}` around
-/// already encoded args.
-pub fn write_call_result(out: &mut Vec<u8>, event_id: u64, method: &str, args: &[u8]) {
-    // Writing into a Vec cannot fail.
-    let _ = rmp::encode::write_map_len(out, 2);
-    rpc::write_str(out, "Data");
-    let _ = rmp::encode::write_map_len(out, 2);
-    rpc::write_str(out, "Method");
-    rpc::write_str(out, method);
-    rpc::write_str(out, "Args");
-    out.extend_from_slice(args);
-    rpc::write_str(out, "EventId");
-    let _ = rmp::encode::write_uint(out, event_id);
 }
 
 #[cfg(test)]
@@ -239,6 +240,32 @@ mod tests {
             Some(LinkError::Busy)
         );
         assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn failing_closed_answers_the_rpc_in_flight_with_the_log_and_waits_for_its_step() {
+        let events = Arc::new(Events::new(IdAllocator::starting_at(1)));
+        let (a, mut kong) = UnixStream::pair().expect("socketpair");
+        let writer = Arc::new(ConnWriter::new(a, 1 << 20).expect("writer"));
+        let route = Route {
+            writer,
+            msgid: 2,
+            lend: None,
+        };
+        let link = EventLink::new(6, Arc::from("p.access"), Arc::clone(&events), route);
+        link.fail_closed(Phase::Access, "p.access raised: boom");
+        let mut buf = [0u8; 128];
+        let n = std::io::Read::read(&mut kong, &mut buf).expect("read");
+        let reply = rmpv::decode::read_value(&mut &buf[..n]).expect("msgpack");
+        assert_eq!(reply[1].as_u64(), Some(2));
+        assert_eq!(reply[3]["Data"]["Method"].as_str(), Some("kong.log.err"));
+        assert_eq!(
+            reply[3]["Data"]["Args"][0].as_str(),
+            Some("p.access raised: boom")
+        );
+        assert!(events.contains(6), "the log's Step ends the event");
+        // The route is spent: the handler has nothing left to send on.
+        assert_eq!(link.done(), Err(LinkError::Unreachable));
     }
 
     use std::os::unix::net::UnixStream;

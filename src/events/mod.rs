@@ -19,17 +19,23 @@
 //! * `registry.rs`: the events waiting for Kong, by id, and Kong's answers;
 //! * `route.rs`: where a reply goes (a connection and a msgid), and the
 //!   connection's reading lent to a handler;
+//! * `stage.rs`: where one event stands (running, or how it ended): the one
+//!   state machine of every model's event;
 //! * `link.rs`: the handler's side of one event, which writes its outputs;
+//! * `fail_closed.rs`: how an event whose handler failed still answers Kong;
 //! * `lent.rs`: the thread model's fast path: a handler's thread reads the
 //!   connection it was lent, takes its own Steps off it and serves other
 //!   events' HandleEvents and Steps that come there.
 
+pub mod fail_closed;
 mod lent;
 mod link;
 mod registry;
 mod route;
+mod stage;
 
 pub use lent::Filled;
-pub use link::{write_call_result, EventLink, LinkError};
-pub use registry::{step_answer, Answer, Events, Resume};
-pub use route::{Lend, Route, ServeLent, Served};
+pub use link::{EventLink, LinkError};
+pub use registry::{step_answer, Answer, Events, Registry, Resume, Stepped};
+pub use route::{Here, Lend, Route, ServeLent, Served};
+pub use stage::{Stage, StageCell};

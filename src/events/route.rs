@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use std::any::Any;
+
 use crate::rpc::Request;
 use crate::wire::FrameDecoder;
 use crate::writer::ConnWriter;
@@ -43,8 +45,39 @@ pub trait ServeLent: Send + Sync {
     fn takes(&self, req: &Request) -> bool;
 
     /// Serves `req`, which [`takes`](ServeLent::takes) accepted and which is
-    /// already consumed from the lend's bytes.
-    fn serve_lent(&self, req: Request, writer: &Arc<ConnWriter>, lend: Lend) -> Served;
+    /// already consumed from the lend's bytes. The event a HandleEvent
+    /// starts is put in `here` when the calling thread may run it itself.
+    fn serve_lent(
+        &self,
+        req: Request,
+        writer: &Arc<ConnWriter>,
+        lend: Lend,
+        here: Here<'_>,
+    ) -> Served;
+}
+
+/// Where a thread that may run a new event itself wants it: a slot of the
+/// server's job type (`Option<executor::EventJob>`), filled by
+/// [`ServeLent::serve_lent`] and read back by the caller. The slot's type is
+/// erased because this module sits below the job's (the job holds an
+/// `EventLink`, which holds a `Route`); nothing is allocated for it.
+pub struct Here<'a>(Option<&'a mut dyn Any>);
+
+impl<'a> Here<'a> {
+    /// The calling thread is busy: a new event runs elsewhere.
+    pub fn nowhere() -> Here<'static> {
+        Here(None)
+    }
+
+    /// The calling thread runs the new event put in `slot`.
+    pub fn slot<J: 'static>(slot: &'a mut Option<J>) -> Here<'a> {
+        Here(Some(slot))
+    }
+
+    /// The slot, when the caller passed one of type `Option<J>`.
+    pub fn take<J: 'static>(self) -> Option<&'a mut Option<J>> {
+        self.0.and_then(|slot| slot.downcast_mut())
+    }
 }
 
 /// What became of a lent connection after a request was served on it.
@@ -81,5 +114,66 @@ impl Drop for Lend {
         if let (Some(tx), Some(decoder)) = (self.give_back.take(), self.decoder.take()) {
             let _ = tx.send(decoder);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes nothing, serves nothing.
+    struct Nobody;
+
+    impl ServeLent for Nobody {
+        fn takes(&self, _req: &Request) -> bool {
+            false
+        }
+
+        fn serve_lent(
+            &self,
+            _req: Request,
+            _writer: &Arc<ConnWriter>,
+            lend: Lend,
+            _here: Here<'_>,
+        ) -> Served {
+            Served::GiveBack(lend)
+        }
+    }
+
+    #[test]
+    fn dropping_a_lend_gives_the_bytes_back_intact() {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&[0x94, 0x00, 0x01]);
+        let (lend, mut returned) = Lend::new(decoder, Arc::new(Nobody));
+        assert!(matches!(
+            returned.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        drop(lend);
+        let mut back = returned.try_recv().expect("given back on drop");
+        // The unfinished frame is still there, and completes.
+        back.extend(&[0xa1, b'm', 0x90]);
+        let frame = back.next_frame().expect("frame").expect("whole");
+        assert_eq!(frame[2].as_str(), Some("m"));
+    }
+
+    #[test]
+    fn a_lend_whose_task_is_gone_drops_quietly() {
+        let (lend, returned) = Lend::new(FrameDecoder::new(1 << 20), Arc::new(Nobody));
+        drop(returned);
+        drop(lend);
+    }
+
+    #[test]
+    fn here_hands_a_job_only_to_a_slot_of_its_type() {
+        let mut slot: Option<u32> = None;
+        if let Some(s) = Here::slot(&mut slot).take::<u32>() {
+            *s = Some(7);
+        }
+        assert_eq!(slot, Some(7));
+        // Another job type: no slot, the event runs elsewhere.
+        let mut slot: Option<u32> = None;
+        assert!(Here::slot(&mut slot).take::<String>().is_none());
+        assert!(Here::nowhere().take::<u32>().is_none());
     }
 }

@@ -27,7 +27,7 @@ use rmpv::Value;
 use tokio::sync::oneshot;
 
 use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running};
+use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Resume;
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopWait, PdkProxy, Waiter};
@@ -174,7 +174,6 @@ impl LoopBridge {
             py,
             EventHandle {
                 ctx: Arc::clone(&ctx),
-                runtime: self.link.runtime.clone(),
                 phase,
                 plugin_name,
                 alive: Mutex::new(Some((instance, running))),
@@ -206,7 +205,6 @@ impl LoopBridge {
 #[pyclass(frozen, module = "kong_pdk._core")]
 pub struct EventHandle {
     ctx: Arc<EventCtx>,
-    runtime: tokio::runtime::Handle,
     phase: Phase,
     plugin_name: String,
     alive: Mutex<Option<(InFlight<PluginHandle>, Running)>>,
@@ -228,7 +226,7 @@ impl EventHandle {
         let message = report(py, &self.ctx, self.phase, &self.plugin_name, &err);
         match message.and_then(|m| self.ctx.take_over(Duration::ZERO).map(|link| (link, m))) {
             Some((link, message)) => {
-                super::fail_closed::spawn(&self.runtime, link, self.phase, message);
+                link.fail_closed(self.phase, &message);
                 drop(self.alive.lock().unwrap_or_else(|p| p.into_inner()).take());
             }
             None => self.finish(),
@@ -283,14 +281,16 @@ impl LoopExecutor {
     }
 }
 
-impl Executor for LoopExecutor {
-    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
-        self.plugins.attach_and_create(plugin, config)
-    }
-
+impl RunsEvents for LoopExecutor {
     fn run_event(&self, job: EventJob) {
         let running = Running::new(&self.running);
         self.core.push(Delivery::Start(job, running));
+    }
+}
+
+impl Executor for LoopExecutor {
+    fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
+        self.plugins.attach_and_create(plugin, config)
     }
 
     fn running(&self) -> usize {

@@ -15,7 +15,6 @@
 //! waiting.
 
 pub mod bridge;
-pub mod fail_closed;
 pub mod plugins;
 pub mod process;
 pub mod thread;
@@ -89,13 +88,12 @@ pub struct EventJob {
     pub link: EventLink,
 }
 
+/// What runs the plugins' code: creates their objects, and counts and
+/// stops what runs.
 pub trait Executor: Send + Sync {
     /// Creates the object of the plugin `plugin` for one config. Blocking:
     /// the caller runs it off the async threads.
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String>;
-
-    /// Starts one event; its handler answers Kong through `job.link`.
-    fn run_event(&self, job: EventJob);
 
     /// Handlers currently running (for status and draining).
     fn running(&self) -> usize;
@@ -118,6 +116,22 @@ pub trait Executor: Send + Sync {
 
 pub type SharedExecutor = Arc<dyn Executor>;
 
+/// An executor that the service hands each new event to (every model but
+/// the looped one, whose loop starts its events itself).
+pub trait RunsEvents: Executor {
+    /// Starts one event; its handler answers Kong through `job.link`.
+    fn run_event(&self, job: EventJob);
+
+    /// Whether a handler's thread that read this event's HandleEvent on its
+    /// lent connection may run the event itself instead of `run_event`
+    /// (the thread model, `thread/linger.rs`).
+    fn runs_on_caller(&self, _job: &EventJob) -> bool {
+        false
+    }
+}
+
+pub type SharedRunner = Arc<dyn RunsEvents>;
+
 /// Creates the plugin object for one config: `Plugin(config)`.
 pub fn new_instance(
     py: Python<'_>,
@@ -138,27 +152,27 @@ pub fn new_instance(
 /// Sends each phase to the executor that runs it: `async def` phases to an
 /// asyncio loop, the rest to the default (threads or gevent).
 pub struct PhaseRouter {
-    pub default: SharedExecutor,
+    pub default: SharedRunner,
     /// The loop's executor and, by plugin name, the phases it runs.
-    pub looped: Option<(SharedExecutor, HashMap<String, Vec<Phase>>)>,
+    pub looped: Option<(SharedRunner, HashMap<String, Vec<Phase>>)>,
+}
+
+impl RunsEvents for PhaseRouter {
+    fn run_event(&self, job: EventJob) {
+        match &self.looped {
+            Some((exec, _)) if self.is_looped(&job) => exec.run_event(job),
+            _ => self.default.run_event(job),
+        }
+    }
+
+    fn runs_on_caller(&self, job: &EventJob) -> bool {
+        !self.is_looped(job) && self.default.runs_on_caller(job)
+    }
 }
 
 impl Executor for PhaseRouter {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
         self.default.start_instance(plugin, config)
-    }
-
-    fn run_event(&self, job: EventJob) {
-        match &self.looped {
-            Some((exec, phases))
-                if phases
-                    .get(&job.instance.instance().name)
-                    .is_some_and(|p| p.contains(&job.phase)) =>
-            {
-                exec.run_event(job)
-            }
-            _ => self.default.run_event(job),
-        }
     }
 
     fn running(&self) -> usize {
@@ -174,6 +188,17 @@ impl Executor for PhaseRouter {
 
     fn status(&self) -> Vec<(&'static str, Value)> {
         self.default.status()
+    }
+}
+
+impl PhaseRouter {
+    /// Whether the event's phase runs on the event loop.
+    fn is_looped(&self, job: &EventJob) -> bool {
+        self.looped.as_ref().is_some_and(|(_, phases)| {
+            phases
+                .get(&job.instance.instance().name)
+                .is_some_and(|p| p.contains(&job.phase))
+        })
     }
 }
 

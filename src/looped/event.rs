@@ -10,18 +10,17 @@
 //! answer in flight, so a second concurrent call fails at once and Kong's
 //! side never sees it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 use super::Core;
-use crate::events::{write_call_result, Answer};
-use crate::executor::fail_closed::timed_out_message;
+use crate::events::fail_closed::{log_err, timed_out_message, OnStep, Pending};
+use crate::events::{self, Answer, Stage};
 use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
-use crate::pdk::{answer_to_py, ended_error, event_abandoned, Ending, PdkTarget};
+use crate::pdk::{answer_to_py, concurrent_call_error, ended_error, event_abandoned, PdkTarget};
 use crate::phase::Phase;
 use crate::rpc;
 
@@ -32,22 +31,13 @@ pub struct Route {
     pub msgid: u64,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Stage {
-    Running,
-    /// A terminal call was sent.
-    Exited,
-    /// Kong stopped answering (deadline, AbandonEvent, shutdown, connection lost).
-    Abandoned,
-    /// The handler returned and "ret" was sent (or is owed to a pending Step).
-    Finished,
-}
-
 struct State {
     stage: Stage,
     route: Option<Route>,
-    /// The PDK call waiting for Kong's Step.
-    pending: Option<Pending>,
+    /// The PDK call waiting for Kong's Step: the handler's (the loop's
+    /// token: an asyncio future, a gevent waiter), or the log of the event
+    /// failing closed.
+    pending: Option<Pending<Py<PyAny>>>,
     /// The handler raised while a call was pending: what to send to Kong's
     /// error log once that call's Step comes.
     failing: Option<String>,
@@ -71,61 +61,27 @@ pub struct LoopedEvent {
     state: Mutex<State>,
 }
 
-/// The events in flight, by id (never by connection).
-#[derive(Default)]
-pub struct Registry {
-    map: Mutex<HashMap<u64, Arc<LoopedEvent>>>,
+/// The events in flight, by id: every one, not only those waiting for a
+/// Step, for the loop's timeouts and `GetStatus`.
+pub type Registry = events::Registry<Arc<LoopedEvent>>;
+
+/// Events in flight: (waiting for Kong, total).
+pub fn counts(events: &Registry) -> (usize, usize) {
+    (events.count(|e| e.is_waiting()), events.len())
 }
 
-impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<LoopedEvent>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// Events whose handler has held Kong's request for `limit` without a PDK
+/// call or a return (`--handler-timeout`).
+pub fn overran(events: &Registry, limit: Duration) -> Vec<Arc<LoopedEvent>> {
+    events.filter(|e| e.lock().overran(limit))
+}
 
-    pub fn insert(&self, event: Arc<LoopedEvent>) {
-        self.lock().insert(event.id, event);
-    }
-
-    pub fn get(&self, id: u64) -> Option<Arc<LoopedEvent>> {
-        self.lock().get(&id).cloned()
-    }
-
-    fn remove(&self, id: u64) {
-        drop(self.lock().remove(&id));
-    }
-
-    pub fn all(&self) -> Vec<Arc<LoopedEvent>> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// Events in flight: (waiting for Kong, total).
-    pub fn counts(&self) -> (usize, usize) {
-        let map = self.lock();
-        let waiting = map.values().filter(|e| e.is_waiting()).count();
-        (waiting, map.len())
-    }
-
-    /// Events whose handler has held Kong's request for `limit` without a
-    /// PDK call or a return (`--handler-timeout`).
-    pub fn overran(&self, limit: Duration) -> Vec<Arc<LoopedEvent>> {
-        self.lock()
-            .values()
-            .filter(|e| e.lock().overran(limit))
-            .cloned()
-            .collect()
-    }
-
-    /// Events whose PDK call has waited longer than `deadline` for Kong.
-    pub fn stale(&self, deadline: Duration) -> Vec<Arc<LoopedEvent>> {
-        self.lock()
-            .values()
-            .filter(|e| {
-                let s = e.lock();
-                s.pending.is_some() && s.since.elapsed() >= deadline
-            })
-            .cloned()
-            .collect()
-    }
+/// Events whose PDK call has waited longer than `deadline` for Kong.
+pub fn stale(events: &Registry, deadline: Duration) -> Vec<Arc<LoopedEvent>> {
+    events.filter(|e| {
+        let s = e.lock();
+        s.pending.is_some() && s.since.elapsed() >= deadline
+    })
 }
 
 impl State {
@@ -136,28 +92,6 @@ impl State {
             && self.route.is_some()
             && self.since.elapsed() >= limit
     }
-}
-
-/// A PDK call waiting for Kong's Step.
-enum Pending {
-    /// The handler's: the loop's token (an asyncio future, a gevent waiter).
-    Token(Py<PyAny>),
-    /// The `kong.log.err` of an event failing closed: its Step gets the 500.
-    FailClosed,
-}
-
-/// What a Step does to its event.
-pub enum Stepped {
-    /// Resume the handler: resolve this token with Kong's answer.
-    Resume(Py<PyAny>),
-    /// The handler is gone (it returned without awaiting its call): the
-    /// Step is answered with "ret" by the caller.
-    Ret,
-    /// The Step is answered with this call (failing the event closed).
-    Call {
-        method: &'static str,
-        args: Vec<rmpv::Value>,
-    },
 }
 
 impl LoopedEvent {
@@ -214,13 +148,7 @@ impl LoopedEvent {
 
     fn send_ret(&self, py: Python<'_>, route: Route) -> bool {
         let id = self.id;
-        self.send(py, route, |out| {
-            let _ = rmp::encode::write_map_len(out, 2);
-            rpc::write_str(out, "Data");
-            rpc::write_str(out, "ret");
-            rpc::write_str(out, "EventId");
-            let _ = rmp::encode::write_uint(out, id);
-        })
+        self.send(py, route, |out| rpc::write_ret(out, id))
     }
 
     /// The handler ended (however it ended): Kong gets "ret" unless the
@@ -234,12 +162,9 @@ impl LoopedEvent {
             let mut s = self.lock();
             s.handler_done = true;
             let mut route = None;
-            if s.stage == Stage::Running {
-                s.stage = Stage::Finished;
-                // A call still pending (never awaited): its Step gets "ret".
-                if s.pending.is_none() {
-                    route = s.route.take();
-                }
+            // A call still pending (never awaited): its Step gets "ret".
+            if s.stage.leave(Stage::Finished) && s.pending.is_none() {
+                route = s.route.take();
             }
             (route, s.instance.take(), s.pending.is_none())
         };
@@ -254,12 +179,13 @@ impl LoopedEvent {
 
     fn forget(&self) {
         if let Some(core) = self.core() {
-            core.events.remove(self.id);
+            drop(core.events.take(self.id));
         }
     }
 
-    /// Kong's Step for this event arrived on `route`.
-    pub fn step(&self, route: Route) -> Result<Stepped, String> {
+    /// Kong's Step for this event arrived on `route`: the handler's token to
+    /// resolve, or how the Step is answered as the event ends.
+    pub fn step(&self, route: Route) -> Result<OnStep<Py<PyAny>>, String> {
         let mut s = self.lock();
         let Some(pending) = s.pending.take() else {
             return Err(format!(
@@ -267,26 +193,23 @@ impl LoopedEvent {
                 self.id
             ));
         };
-        let stepped = match pending {
-            Pending::Token(token) if !s.handler_done => {
+        let stepped = match pending.on_step() {
+            OnStep::Resume(token) if !s.handler_done => {
                 s.route = Some(route);
                 s.since = Instant::now();
-                return Ok(Stepped::Resume(token));
+                return Ok(OnStep::Resume(token));
             }
             // The handler raised while this call was pending: now the event
             // can fail closed.
-            Pending::Token(_) if s.failing.is_some() => {
+            OnStep::Resume(_) if s.failing.is_some() => {
                 let message = s.failing.take().unwrap_or_default();
-                s.pending = Some(Pending::FailClosed);
+                s.pending = Some(Pending::FailClosed(self.phase));
                 s.since = Instant::now();
-                return Ok(log_err(message));
+                return Ok(OnStep::End(Some(log_err(&message))));
             }
-            Pending::Token(_) => Stepped::Ret,
-            Pending::FailClosed if self.phase.can_respond() => Stepped::Call {
-                method: "kong.response.error",
-                args: vec![rmpv::Value::from(500)],
-            },
-            Pending::FailClosed => Stepped::Ret,
+            // The handler returned without awaiting its call.
+            OnStep::Resume(_) => OnStep::End(None),
+            end @ OnStep::End(_) => end,
         };
         drop(s);
         self.forget();
@@ -295,16 +218,15 @@ impl LoopedEvent {
 
     /// The handler raised: Kong's error log gets `message` through
     /// `kong.log.err`, then, where Kong can still respond, the request ends
-    /// with a 500 (as `executor/fail_closed.rs` does for the other models,
-    /// here on the loop's own thread).
+    /// with a 500: the sequence of `events/fail_closed.rs`, walked on the
+    /// loop's own thread.
     pub fn fail_closed(&self, py: Python<'_>, message: String) {
         let (route, instance) = {
             let mut s = self.lock();
-            if s.stage != Stage::Running {
+            if !s.stage.leave(Stage::Finished) {
                 drop(s);
                 return self.finish(py);
             }
-            s.stage = Stage::Finished;
             s.handler_done = true;
             let instance = s.instance.take();
             if s.pending.is_some() {
@@ -314,7 +236,7 @@ impl LoopedEvent {
             } else {
                 let route = s.route.take();
                 if route.is_some() {
-                    s.pending = Some(Pending::FailClosed);
+                    s.pending = Some(Pending::FailClosed(self.phase));
                     s.since = Instant::now();
                 }
                 (route.map(|r| (r, message)), instance)
@@ -344,8 +266,8 @@ impl LoopedEvent {
                 return false;
             }
             // Abandoned: the handler's next PDK call raises EventAbandoned.
-            s.stage = Stage::Abandoned;
-            s.pending = Some(Pending::FailClosed);
+            s.stage.leave(Stage::Abandoned);
+            s.pending = Some(Pending::FailClosed(self.phase));
             s.since = Instant::now();
             s.route.take()
         };
@@ -360,14 +282,10 @@ impl LoopedEvent {
     /// Sends `kong.log.err(message)` as the reply on `route`; its Step
     /// (`Pending::FailClosed`, already set) ends the event.
     fn send_log_err(&self, py: Python<'_>, route: Route, message: String) {
-        let Stepped::Call { method, args } = log_err(message) else {
-            return;
-        };
+        let call = log_err(&message);
         let id = self.id;
-        let mut encoded = Vec::new();
-        rpc::write_value(&mut encoded, &rmpv::Value::Array(args));
         let sent = self.send(py, route, |out| {
-            write_call_result(out, id, method, &encoded)
+            rpc::write_call_result(out, id, call.method, &call.args)
         });
         if !sent {
             self.lock().pending = None;
@@ -385,12 +303,10 @@ impl LoopedEvent {
     pub fn abandon(&self, py: Python<'_>, why: &str) {
         let (token, remove) = {
             let mut s = self.lock();
-            if s.stage == Stage::Running {
-                s.stage = Stage::Abandoned;
-            }
+            s.stage.leave(Stage::Abandoned);
             s.route = None;
             let token = match s.pending.take() {
-                Some(Pending::Token(token)) => Some(token),
+                Some(Pending::Handler(token)) => Some(token),
                 _ => None,
             };
             (token, s.handler_done)
@@ -402,25 +318,6 @@ impl LoopedEvent {
             let err = event_abandoned(py, format!("event {} was abandoned: {why}", self.id));
             core.resolve(py, token.bind(py), Err(err));
         }
-    }
-
-    fn concurrent_call(&self, _py: Python<'_>) -> PyErr {
-        // The same error as the thread model's (pdk/event.rs): a mistake in the
-        // plugin, not an answer from Kong.
-        pyo3::exceptions::PyRuntimeError::new_err(format!(
-            "event {}: a PDK call is already waiting for Kong's answer; Kong takes one \
-                 call at a time per event, so await each PDK call before making the next \
-                 (asyncio.gather over PDK calls is not supported)",
-            self.id
-        ))
-    }
-}
-
-/// The Step answer that sends `message` to Kong's error log.
-fn log_err(message: String) -> Stepped {
-    Stepped::Call {
-        method: "kong.log.err",
-        args: vec![rmpv::Value::from(message)],
     }
 }
 
@@ -442,12 +339,7 @@ impl PdkTarget for LoopedEvent {
     }
 
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        let ending = match self.lock().stage {
-            Stage::Exited => Ending::Exited,
-            Stage::Abandoned => Ending::Abandoned,
-            _ => Ending::Over,
-        };
-        ended_error(py, ending, self.id)
+        ended_error(py, self.lock().stage, self.id)
     }
 
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
@@ -462,14 +354,14 @@ impl PdkTarget for LoopedEvent {
             }
             if s.pending.is_some() {
                 drop(s);
-                return Err(self.concurrent_call(py));
+                return Err(concurrent_call_error(&method));
             }
-            s.stage = Stage::Exited;
+            s.stage.leave(Stage::Exited);
             s.route.take()
         };
         if let Some(route) = route {
             self.send(py, route, |out| {
-                write_call_result(out, self.id, &method, &args)
+                rpc::write_call_result(out, self.id, &method, &args)
             });
         }
         Ok(())
@@ -499,7 +391,7 @@ impl PdkTarget for LoopedEvent {
                 // A failed awaitable, not a raise at call time: a handler
                 // that gathers two calls gets the error where it awaits, and
                 // still awaits the call that went out.
-                core.resolve(py, &token, Err(self.concurrent_call(py)));
+                core.resolve(py, &token, Err(concurrent_call_error(&method)));
                 return core.wait(py, token);
             }
             let Some(route) = s.route.take() else {
@@ -507,20 +399,18 @@ impl PdkTarget for LoopedEvent {
                 return Err(self.ended_error(py));
             };
             // Pending before the write: the Step may be read right after.
-            s.pending = Some(Pending::Token(token.clone().unbind()));
+            s.pending = Some(Pending::Handler(token.clone().unbind()));
             s.since = Instant::now();
             route
         };
         let sent = self.send(py, route, |out| {
-            write_call_result(out, self.id, &method, &args)
+            rpc::write_call_result(out, self.id, &method, &args)
         });
         if !sent {
             {
                 let mut s = self.lock();
                 s.pending = None;
-                if s.stage == Stage::Running {
-                    s.stage = Stage::Abandoned;
-                }
+                s.stage.leave(Stage::Abandoned);
             }
             return Err(self.ended_error(py));
         }
@@ -561,6 +451,51 @@ impl LoopedEventHandle {
         match message {
             Some(message) => self.event.fail_closed(py, message),
             None => self.event.finish(py),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event's state whose handler got Kong's request `ago`.
+    fn state(ago: Duration) -> State {
+        State {
+            stage: Stage::Running,
+            route: Some(Route { conn: 1, msgid: 2 }),
+            pending: None,
+            failing: None,
+            since: Instant::now()
+                .checked_sub(ago)
+                .expect("an instant in the past"),
+            handler_done: false,
+            instance: None,
+        }
+    }
+
+    #[test]
+    fn a_handler_that_held_kongs_request_past_the_limit_overran() {
+        assert!(state(Duration::from_secs(3)).overran(Duration::from_secs(2)));
+        assert!(!state(Duration::from_secs(1)).overran(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_handler_waiting_for_kong_or_without_a_request_did_not_overrun() {
+        let limit = Duration::from_secs(2);
+        // Its PDK call waits for Kong: the event deadline's business.
+        let mut waiting = state(Duration::from_secs(3));
+        waiting.pending = Some(Pending::FailClosed(Phase::Access));
+        assert!(!waiting.overran(limit));
+        // No RPC in flight to answer.
+        let mut no_route = state(Duration::from_secs(3));
+        no_route.route = None;
+        assert!(!no_route.overran(limit));
+        // Already ended.
+        for stage in [Stage::Exited, Stage::Abandoned, Stage::Finished] {
+            let mut ended = state(Duration::from_secs(3));
+            ended.stage = stage;
+            assert!(!ended.overran(limit), "{stage:?}");
         }
     }
 }

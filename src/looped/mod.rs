@@ -43,9 +43,9 @@ use pyo3::prelude::*;
 use rmpv::Value;
 
 use crate::executor::plugins::PluginClasses;
-use crate::executor::{EventJob, Executor, PluginHandle};
+use crate::executor::{Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream, Hop};
-use crate::rpc::Request;
+use crate::rpc::Call;
 use crate::service::{PluginMeta, Service, Settings};
 pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Next, Queued};
@@ -117,16 +117,16 @@ impl Core {
 
     /// Passes a request on to the server that replaced this one, on this
     /// connection's own link to it (`handover.rs`); blocks.
-    pub fn forward(&self, conn: u64, successor: &Path, req: &Request) -> Vec<u8> {
-        self.exchange(conn, successor, req, Hop::FromOlder)
-            .unwrap_or_else(|e| handover::failed(req.msgid, &e.to_string()))
+    pub fn forward(&self, conn: u64, successor: &Path, call: &Call, msgid: u64) -> Vec<u8> {
+        self.exchange(conn, successor, call, msgid, Hop::FromOlder)
+            .unwrap_or_else(|e| handover::failed(msgid, &e.to_string()))
     }
 
     /// Passes a Step back to the server this one replaced; None when that
     /// server cannot be reached. Blocks the loop for one Step of that
     /// server's event (this happens only in the moments after a reload).
-    pub fn pass_back(&self, conn: u64, link: &Path, req: &Request) -> Option<Vec<u8>> {
-        match self.exchange(conn, link, req, Hop::FromNewer) {
+    pub fn pass_back(&self, conn: u64, link: &Path, call: &Call, msgid: u64) -> Option<Vec<u8>> {
+        match self.exchange(conn, link, call, msgid, Hop::FromNewer) {
             Ok(out) => Some(out),
             Err(e) => {
                 handover::unreachable_older(link, &e);
@@ -137,7 +137,14 @@ impl Core {
 
     /// One request over the connection's link in direction `hop`; a
     /// failure after connecting becomes an error reply.
-    fn exchange(&self, conn: u64, to: &Path, req: &Request, hop: Hop) -> std::io::Result<Vec<u8>> {
+    fn exchange(
+        &self,
+        conn: u64,
+        to: &Path,
+        call: &Call,
+        msgid: u64,
+        hop: Hop,
+    ) -> std::io::Result<Vec<u8>> {
         let _counted = self.service.forwarding();
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.service.settings.event_timeout;
@@ -145,11 +152,11 @@ impl Core {
             Entry::Occupied(up) => up.into_mut(),
             Entry::Vacant(slot) => slot.insert(BlockingUpstream::connect(to, self.max_frame)?),
         };
-        match up.forward(req, hop, timeout) {
+        match up.forward(call, msgid, hop, timeout) {
             Ok(out) => Ok(out),
             Err(why) => {
                 upstreams.remove(&(conn, hop));
-                Ok(handover::failed(req.msgid, &why))
+                Ok(handover::failed(msgid, &why))
             }
         }
     }
@@ -199,6 +206,9 @@ impl Core {
         match self.tokens {
             Tokens::Futures(_) => Ok(token),
             Tokens::Waiters(_) => self.wait.bind(py).call1((token,)),
+            // The token is the calling greenlet: it waits by switching to
+            // the hub, which switches back to it with the answer.
+            Tokens::Greenlets(_) => self.wait.bind(py).call0(),
         }
     }
 
@@ -211,7 +221,7 @@ impl Core {
     ) {
         let resolved = match &self.tokens {
             Tokens::Futures(asyncio) => asyncio.resolve(token, answer),
-            Tokens::Waiters(gevent) => gevent.resolve(token, answer),
+            Tokens::Waiters(hub) | Tokens::Greenlets(hub) => hub.resolve(token, answer),
         };
         if let Err(e) = resolved {
             log::error!(
@@ -240,9 +250,14 @@ enum Tokens {
     /// asyncio futures (`AsyncioRunner.awaitable_tokens`): a PDK call returns
     /// its token as is, and resolving one sets its result here.
     Futures(AsyncioLoop),
-    /// gevent waiters (`GeventRunner.waiter_tokens`): the handler's greenlet
-    /// blocks in the runner's `wait`, and resolving one switches to it here.
-    Waiters(GeventHub),
+    /// Greenlet waiters (`waiter_tokens`: `GeventRunner`, `GreenletRunner`):
+    /// the handler's greenlet blocks in the runner's `wait`, and resolving
+    /// one switches to it here.
+    Waiters(GreenletHub),
+    /// The handler's greenlet itself (`GreenletRunner.greenlet_tokens`): the
+    /// runner's `wait` is the hub's `switch`, and resolving a token switches
+    /// (or throws) into the greenlet. No Python frame per PDK call.
+    Greenlets(GreenletHub),
 }
 
 /// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
@@ -296,14 +311,18 @@ impl AsyncioLoop {
     }
 }
 
-/// The gevent hub of a runner with waiter tokens (`waiter_tokens`).
-struct GeventHub {
+/// The hub greenlet of a runner with waiter tokens (`waiter_tokens`): the
+/// one that serves the socket (gevent's hub, or `GreenletRunner`'s loop).
+struct GreenletHub {
     hub: Py<PyAny>,
-    /// `gevent.getcurrent`.
+    /// The runner's `getcurrent` (greenlet's).
     getcurrent: Py<PyAny>,
+    /// The runner's `run_callback(fn, arg)`: runs `fn(arg)` on the hub's next
+    /// round.
+    run_callback: Py<PyAny>,
 }
 
-impl GeventHub {
+impl GreenletHub {
     /// Resumes the greenlet waiting on a PDK call's waiter with Kong's
     /// answer. From the hub (Kong's Step was just read) the switch is direct,
     /// as gevent's own watchers do it; from any other greenlet (shutdown, on
@@ -325,8 +344,7 @@ impl GeventHub {
         if self.getcurrent.bind(py).call0()?.is(hub) {
             resume.call1((arg,))?;
         } else {
-            hub.getattr(intern!(py, "loop"))?
-                .call_method1(intern!(py, "run_callback"), (resume, arg))?;
+            self.run_callback.bind(py).call1((resume, arg))?;
         }
         Ok(())
     }
@@ -452,12 +470,12 @@ impl LoopCore {
             self.core.close(py, conn);
         }
         if let Some(limit) = self.core.handler_timeout {
-            for event in self.core.events.overran(limit) {
+            for event in event::overran(&self.core.events, limit) {
                 event.time_out(py);
             }
         }
         let timeout = self.core.service.settings.event_timeout;
-        for event in self.core.events.stale(timeout) {
+        for event in event::stale(&self.core.events, timeout) {
             log::warn!(
                 "event {} ({}) abandoned: no Step from Kong for {timeout:?}; failing its pending PDK call",
                 event.id,
@@ -476,7 +494,7 @@ impl LoopCore {
             return;
         }
         self.core.heartbeat.stop();
-        for event in self.core.events.all() {
+        for event in self.core.events.values() {
             event.abandon(py, "the plugin server is stopping");
         }
         let ids = self.core.conns().ids();
@@ -546,7 +564,8 @@ impl LoopCore {
 }
 
 /// The service's executor in the looped model: instances are created on
-/// the loop's thread (the caller); events never come through here.
+/// the loop's thread (the caller); the loop starts its events itself
+/// (`dispatch.rs`), so this executor runs none (it is no `RunsEvents`).
 struct LoopedExecutor {
     plugins: Arc<PluginClasses>,
     events: Arc<Registry>,
@@ -557,21 +576,13 @@ impl Executor for LoopedExecutor {
         self.plugins.attach_and_create(plugin, config)
     }
 
-    fn run_event(&self, job: EventJob) {
-        // Unreachable: the looped dispatch starts its events itself.
-        log::error!(
-            "event {}: not runnable in the looped model",
-            job.link.event_id
-        );
-    }
-
     fn running(&self) -> usize {
-        let (waiting, total) = self.events.counts();
+        let (waiting, total) = event::counts(&self.events);
         total - waiting
     }
 
     fn waiting(&self) -> usize {
-        self.events.counts().0
+        event::counts(&self.events).0
     }
 }
 
@@ -634,14 +645,21 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
             event_loop: runner.getattr("loop")?.unbind(),
             current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
         })
-    } else if flag("waiter_tokens")? {
-        Tokens::Waiters(GeventHub {
+    } else if flag("waiter_tokens")? || flag("greenlet_tokens")? {
+        let hub = GreenletHub {
             hub: runner.getattr("hub")?.unbind(),
-            getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
-        })
+            getcurrent: runner.getattr("getcurrent")?.unbind(),
+            run_callback: runner.getattr("run_callback")?.unbind(),
+        };
+        if flag("greenlet_tokens")? {
+            Tokens::Greenlets(hub)
+        } else {
+            Tokens::Waiters(hub)
+        }
     } else {
         return Err(pyo3::exceptions::PyTypeError::new_err(
-            "a looped runner's tokens are asyncio futures (awaitable_tokens) or gevent waiters (waiter_tokens)",
+            "a looped runner's tokens are asyncio futures (awaitable_tokens), gevent waiters (waiter_tokens) \
+             or greenlets (greenlet_tokens)",
         ));
     };
     let core = Arc::new(Core {

@@ -87,8 +87,7 @@ pub fn watch(heartbeat: &Arc<Heartbeat>, handler_timeout: Option<Duration>) -> s
 }
 
 fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>) {
-    // The beat of the stall last reported: one warning per stall.
-    let mut reported: Option<u64> = None;
+    let mut stalls = Stalls::default();
     loop {
         let Some(hb) = heartbeat.upgrade() else {
             return;
@@ -99,24 +98,59 @@ fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>) {
         let period = hb.period();
         let thread = hb.thread.load(Ordering::Relaxed);
         let last = hb.last.load(Ordering::Acquire);
-        let now = hb.now_ms();
-        let blocked = Duration::from_millis(now.saturating_sub(last));
-        if thread != 0 && blocked >= hb.threshold {
-            if reported != Some(last) {
-                reported = Some(last);
-                report(&hb, thread, last, blocked, handler_timeout);
-            }
-        } else if let Some(stalled_at) = reported.take() {
-            if last != stalled_at {
-                let gap = Duration::from_millis(last.saturating_sub(stalled_at));
-                log::info!(
-                    "the event loop turned again after {:.1} s",
-                    gap.saturating_sub(period).as_secs_f64()
-                );
-            }
+        match stalls.look(thread, last, hb.now_ms(), hb.threshold) {
+            Seen::Stall { last, blocked } => report(&hb, thread, last, blocked, handler_timeout),
+            Seen::Turned { gap } => log::info!(
+                "the event loop turned again after {:.1} s",
+                gap.saturating_sub(period).as_secs_f64()
+            ),
+            Seen::Nothing => {}
         }
         drop(hb);
         thread::sleep(period);
+    }
+}
+
+/// What one look at the heartbeat calls for.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Nothing,
+    /// A stall not reported yet: no beat since `last` for `blocked`.
+    Stall {
+        last: u64,
+        blocked: Duration,
+    },
+    /// The loop of the stall last reported turned again, `gap` after the
+    /// beat it stalled at.
+    Turned {
+        gap: Duration,
+    },
+}
+
+/// The watchdog's memory between looks: the beat of the stall last
+/// reported, so that each stall is reported once.
+#[derive(Default)]
+struct Stalls {
+    reported: Option<u64>,
+}
+
+impl Stalls {
+    /// One look: the loop thread's ident (0 before the first beat), the last
+    /// beat and now (milliseconds from the heartbeat's base).
+    fn look(&mut self, thread: u64, last: u64, now: u64, threshold: Duration) -> Seen {
+        let blocked = Duration::from_millis(now.saturating_sub(last));
+        if thread != 0 && blocked >= threshold {
+            if self.reported != Some(last) {
+                self.reported = Some(last);
+                return Seen::Stall { last, blocked };
+            }
+        } else if let Some(stalled_at) = self.reported.take() {
+            if last != stalled_at {
+                let gap = Duration::from_millis(last.saturating_sub(stalled_at));
+                return Seen::Turned { gap };
+            }
+        }
+        Seen::Nothing
     }
 }
 
@@ -157,7 +191,8 @@ fn report(
     match told {
         Some(Ok(Some((who, at, stack)))) => log::warn!(
             "{who} blocked the event loop for {:.1} s: every other event waits until it yields \
-             (keep blocking code out of async def and -g handlers){when}; it is at {at}\n{stack}",
+             (keep blocking code out of async def, -g and --model greenlets handlers; \
+             --model threads runs plain def handlers on threads){when}; it is at {at}\n{stack}",
             blocked.as_secs_f64()
         ),
         Some(Ok(None)) => log::warn!(
@@ -169,5 +204,98 @@ fn report(
             blocked.as_secs_f64()
         ),
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THRESHOLD: Duration = Duration::from_millis(500);
+    const LOOP: u64 = 42;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_loop_that_beats_in_time_is_no_stall() {
+        let mut stalls = Stalls::default();
+        for now in [100, 400, 599] {
+            assert_eq!(stalls.look(LOOP, 100, now, THRESHOLD), Seen::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_loop_still_starting_up_is_no_stall() {
+        // No beat yet (thread 0): however long it takes.
+        let mut stalls = Stalls::default();
+        assert_eq!(stalls.look(0, 0, 60_000, THRESHOLD), Seen::Nothing);
+    }
+
+    #[test]
+    fn a_stall_is_reported_once_and_its_end_once() {
+        let mut stalls = Stalls::default();
+        assert_eq!(
+            stalls.look(LOOP, 100, 600, THRESHOLD),
+            Seen::Stall {
+                last: 100,
+                blocked: ms(500)
+            }
+        );
+        // Still the same stall: said once.
+        assert_eq!(stalls.look(LOOP, 100, 700, THRESHOLD), Seen::Nothing);
+        assert_eq!(stalls.look(LOOP, 100, 5_000, THRESHOLD), Seen::Nothing);
+        // The loop turned at 5100.
+        assert_eq!(
+            stalls.look(LOOP, 5_100, 5_150, THRESHOLD),
+            Seen::Turned { gap: ms(5_000) }
+        );
+        assert_eq!(stalls.look(LOOP, 5_200, 5_250, THRESHOLD), Seen::Nothing);
+    }
+
+    #[test]
+    fn a_new_stall_after_a_beat_is_reported_again() {
+        let mut stalls = Stalls::default();
+        assert!(matches!(
+            stalls.look(LOOP, 100, 700, THRESHOLD),
+            Seen::Stall { last: 100, .. }
+        ));
+        // One beat, then stuck again before the watchdog looked in between:
+        // a new stall, reported.
+        assert_eq!(
+            stalls.look(LOOP, 800, 1_400, THRESHOLD),
+            Seen::Stall {
+                last: 800,
+                blocked: ms(600)
+            }
+        );
+    }
+
+    #[test]
+    fn the_period_is_a_fifth_of_the_threshold_at_least_10_ms() {
+        assert_eq!(Heartbeat::new(ms(500)).period(), ms(100));
+        assert_eq!(Heartbeat::new(ms(20)).period(), ms(10));
+    }
+
+    #[test]
+    fn the_watchdog_ends_when_the_heartbeat_stops_or_goes() {
+        for stop in [true, false] {
+            let hb = Arc::new(Heartbeat::new(ms(50)));
+            let weak = Arc::downgrade(&hb);
+            let (tx, rx) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                run(&weak, None);
+                let _ = tx.send(());
+            });
+            if stop {
+                hb.stop();
+            } else {
+                drop(hb);
+            }
+            // No beat yet: nothing to report, so no Python is needed.
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("the watchdog ended");
+        }
     }
 }

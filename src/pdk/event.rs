@@ -1,23 +1,16 @@
 //! One event behind its `kong` objects: whether it still runs, how its
 //! handler waits for Kong, and the seams the execution models implement.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
 use super::answer::answer_to_py;
-use super::exceptions::{ended_error, Ending};
-use crate::events::{EventLink, Lend, LinkError, Resume};
+use super::exceptions::{concurrent_call_error, ended_error};
+use crate::events::{EventLink, Lend, LinkError, Resume, Stage, StageCell};
 use crate::phase::Phase;
 use crate::writer::ConnWriter;
-
-const RUNNING: u8 = 0;
-const EXITED: u8 = 1;
-const ABANDONED: u8 = 2;
-const FINISHED: u8 = 3;
 
 /// How a handler waits for Kong's answer to a PDK call.
 pub enum Waiter {
@@ -50,7 +43,7 @@ pub struct EventCtx {
     pub phase: Phase,
     link: EventLink,
     lua_style: bool,
-    state: AtomicU8,
+    stage: StageCell,
     waiter: Waiter,
 }
 
@@ -69,26 +62,22 @@ impl EventCtx {
             phase,
             link,
             lua_style,
-            state: AtomicU8::new(RUNNING),
+            stage: StageCell::default(),
             waiter,
         }
     }
 
     pub fn is_abandoned(&self) -> bool {
-        self.state.load(Ordering::Acquire) == ABANDONED
+        self.stage.get() == Stage::Abandoned
     }
 
     pub fn is_running(&self) -> bool {
-        self.state.load(Ordering::Acquire) == RUNNING
+        self.stage.is_running()
     }
 
     /// The handler returned: Kong gets `"ret"` unless the event already ended.
     pub fn finish(&self) {
-        if self
-            .state
-            .compare_exchange(RUNNING, FINISHED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if self.stage.leave(Stage::Finished) {
             let _ = self.link.done();
         }
     }
@@ -100,21 +89,12 @@ impl EventCtx {
     }
 
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        let ending = match self.state.load(Ordering::Acquire) {
-            EXITED => Ending::Exited,
-            ABANDONED => Ending::Abandoned,
-            _ => Ending::Over,
-        };
-        ended_error(py, ending, self.event_id)
+        ended_error(py, self.stage.get(), self.event_id)
     }
 
     /// Sends a terminal call and ends the event.
     pub fn terminal(&self, method: Arc<str>, args: Vec<u8>) -> bool {
-        if self
-            .state
-            .compare_exchange(RUNNING, EXITED, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if !self.stage.leave(Stage::Exited) {
             return false;
         }
         self.link.terminal(&method, &args).is_ok()
@@ -139,11 +119,7 @@ impl EventCtx {
     /// The Python error for an output that could not be sent.
     fn link_error(&self, py: Python<'_>, method: &str, e: LinkError) -> PyErr {
         match e {
-            LinkError::Busy if self.is_running() => PyRuntimeError::new_err(format!(
-                "{method}: another PDK call of this event is already waiting for Kong; \
-                 Kong answers one call of an event at a time, so calls from \
-                 threads or tasks of one handler must not overlap (await each call)"
-            )),
+            LinkError::Busy if self.is_running() => concurrent_call_error(method),
             _ => self.abandoned(py),
         }
     }
@@ -151,19 +127,17 @@ impl EventCtx {
     /// Takes the RPC in flight away from the handler when it has held it
     /// for at least `held_for` (the watchdog), or at once (`ZERO`: a handler
     /// that raised): a link for whoever answers Kong in its place
-    /// (`executor/fail_closed.rs`). The handler's later calls raise
+    /// (`events/fail_closed.rs`). The handler's later calls raise
     /// `EventAbandoned` and its return sends nothing.
     pub fn take_over(&self, held_for: std::time::Duration) -> Option<EventLink> {
         let link = self.link.take_stuck(held_for)?;
-        self.state.store(ABANDONED, Ordering::Release);
+        self.stage.take_from_handler();
         Some(link)
     }
 
     /// The registry dropped our pending answer: deadline or shutdown.
     fn abandoned(&self, py: Python<'_>) -> PyErr {
-        let _ =
-            self.state
-                .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        self.stage.leave(Stage::Abandoned);
         self.ended_error(py)
     }
 

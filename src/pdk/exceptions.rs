@@ -1,8 +1,11 @@
 //! The exceptions of `kong_pdk.exception` a handler meets, imported once.
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
+
+use crate::events::Stage;
 
 static PLUGIN_EXIT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static EVENT_ABANDONED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -46,28 +49,29 @@ pub fn event_abandoned(py: Python<'_>, msg: String) -> PyErr {
     raise(py, &EVENT_ABANDONED, "EventAbandoned", msg)
 }
 
-/// How an event ended, for the error its `kong` object raises afterwards.
-#[derive(Clone, Copy)]
-pub enum Ending {
-    /// `kong.response.exit` or `error` sent the response.
-    Exited,
-    /// Kong gave up on the event (no Step in time, or shutdown).
-    Abandoned,
-    /// The handler returned or raised.
-    Over,
-}
-
-/// What a PDK call on event `event_id` raises once the event has ended.
-pub fn ended_error(py: Python<'_>, ending: Ending, event_id: u64) -> PyErr {
-    match ending {
-        Ending::Exited => plugin_exit(
+/// What a PDK call on event `event_id` raises once the event has ended, by
+/// how it ended.
+pub fn ended_error(py: Python<'_>, stage: Stage, event_id: u64) -> PyErr {
+    match stage {
+        Stage::Exited => plugin_exit(
             py,
             "the response was already sent with kong.response.exit/error".into(),
         ),
-        Ending::Abandoned => event_abandoned(py, format!("event {event_id} was abandoned by Kong")),
-        Ending::Over => pdk_exception(
+        Stage::Abandoned => event_abandoned(py, format!("event {event_id} was abandoned by Kong")),
+        Stage::Running | Stage::Finished => pdk_exception(
             py,
             format!("event {event_id} has ended; its kong object can no longer be used"),
         ),
     }
+}
+
+/// What a second PDK call of one event raises while its first waits for
+/// Kong: a mistake in the plugin, not an answer from Kong, the same in every
+/// model.
+pub fn concurrent_call_error(method: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "{method}: another PDK call of this event is already waiting for Kong; Kong \
+         answers one call of an event at a time, so await each PDK call before making \
+         the next (calls from threads or tasks of one handler must not overlap)"
+    ))
 }

@@ -28,6 +28,6 @@ mod proxy;
 pub use answer::answer_to_py;
 pub use event::{EventCtx, LoopWait, PdkTarget, Waiter};
 pub use exceptions::{
-    ended_error, event_abandoned, event_abandoned_type, plugin_exit_type, Ending,
+    concurrent_call_error, ended_error, event_abandoned, event_abandoned_type, plugin_exit_type,
 };
 pub use proxy::PdkProxy;

@@ -119,3 +119,60 @@ pub(super) fn warn_wrong_phase(path: &PdkPath, phase: Phase) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(dotted: &str) -> Arc<PdkPath> {
+        let mut names = dotted.split('.');
+        assert_eq!(names.next(), Some("kong"));
+        names.fold(Arc::clone(PdkPath::root()), |p, name| p.child(name))
+    }
+
+    #[test]
+    fn a_path_is_resolved_once_and_shared() {
+        let a = path("kong.request.get_header");
+        let b = path("kong.request.get_header");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a.name, "kong.request.get_header");
+        assert!(Arc::ptr_eq(PdkPath::root(), PdkPath::root()));
+        assert_eq!(&*PdkPath::root().name, "kong");
+    }
+
+    #[test]
+    fn functions_and_namespaces_are_known() {
+        let get_header = path("kong.request.get_header");
+        assert!(get_header.function.is_some() && !get_header.unknown);
+        assert_eq!(get_header.kind, CallKind::Regular);
+        let request = path("kong.request");
+        assert!(
+            request.function.is_none() && !request.unknown,
+            "a namespace"
+        );
+    }
+
+    #[test]
+    fn exit_and_error_are_terminal_and_kong_log_is_log() {
+        assert_eq!(path("kong.response.exit").kind, CallKind::Terminal);
+        assert_eq!(path("kong.response.error").kind, CallKind::Terminal);
+        assert_eq!(path("kong.response.set_header").kind, CallKind::Regular);
+        assert_eq!(path("kong.log").kind, CallKind::Log);
+        assert_eq!(path("kong.log.err").kind, CallKind::Log);
+        // Below kong.log, even a name the PDK does not have.
+        assert_eq!(path("kong.log.error").kind, CallKind::Log);
+        // A prefix is not the namespace.
+        assert_eq!(path("kong.logger").kind, CallKind::Regular);
+    }
+
+    #[test]
+    fn an_unknown_name_is_still_a_path_and_so_is_what_is_below_it() {
+        let typo = path("kong.request.get_heder");
+        assert!(typo.unknown && typo.function.is_none());
+        assert_eq!(typo.kind, CallKind::Regular);
+        let below = typo.child("x");
+        assert!(below.unknown);
+        assert_eq!(&*below.name, "kong.request.get_heder.x");
+        assert!(path("kong.nope").unknown);
+    }
+}

@@ -33,16 +33,27 @@ use tasks::{accept_loop, reaper};
 
 use crate::convert::value_to_py;
 use crate::defaults;
+use crate::dispatch::Dispatcher;
 use crate::executor::bridge::LoopExecutor;
 use crate::executor::plugins::PluginClasses;
 use crate::executor::process::{ProcessExecutor, WorkerSpec};
 use crate::executor::thread::ThreadExecutor;
-use crate::executor::{Executor, PhaseRouter, SharedExecutor};
+use crate::executor::{Executor, PhaseRouter, SharedExecutor, SharedRunner};
 use crate::instances::unix_now;
 use crate::looped;
+use crate::model::Model;
 use crate::plugin_entry::PluginEntry;
 use crate::protobuf::{self, PbExecutor, Protocol};
 use crate::service::{PluginMeta, Service, Settings};
+
+/// What serves the events of a server on tokio's threads.
+enum Serving {
+    /// ProtoBuf:1: each connection's thread runs its events; the executor
+    /// creates the plugin objects.
+    Pb(Arc<PbExecutor>),
+    /// MessagePack:1: connections hand each event to the model's executor.
+    Rpc(SharedRunner),
+}
 
 struct Running {
     /// None in the looped model: the runner's loop serves the socket.
@@ -70,8 +81,10 @@ pub struct PluginServer {
     take_over: bool,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
-    /// A Python event-loop runner (`kong_pdk/runners.py`); each plugin
-    /// entry says which of its phases run there.
+    /// Where the handlers run, as the Python side chose it (`model.rs`).
+    model: Model,
+    /// A Python event-loop runner (`kong_pdk/runners.py`) for the models
+    /// that need one; each plugin entry says which of its phases run there.
     runner: Option<Py<PyAny>>,
     /// Worker processes (`-m`): each one's command line and private socket.
     /// Empty: handlers run in this process.
@@ -92,6 +105,7 @@ impl PluginServer {
     #[new]
     #[pyo3(signature = (
         plugins, socket_path, *,
+        model = "threads",
         event_timeout = defaults::EVENT_TIMEOUT,
         instance_ttl = defaults::INSTANCE_TTL, max_frame = defaults::MAX_FRAME,
         listen_backlog = defaults::LISTEN_BACKLOG, async_threads = defaults::IO_THREADS,
@@ -105,6 +119,7 @@ impl PluginServer {
     fn new(
         plugins: Vec<Py<PluginEntry>>,
         socket_path: PathBuf,
+        model: &str,
         event_timeout: f64,
         instance_ttl: f64,
         max_frame: usize,
@@ -123,13 +138,37 @@ impl PluginServer {
                 "unknown protocol {protocol:?} (msgpack or protobuf)"
             ))
         })?;
-        // ProtoBuf:1 (src/protobuf/) runs on threads or on the runner's
-        // loop; worker processes serve MessagePack:1 only.
-        if protocol == Protocol::ProtoBuf && !workers.is_empty() {
+        let model = Model::parse(model).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if model.needs_runner() != runner.is_some() {
+            return Err(PyValueError::new_err(format!(
+                "the {} model {} runner",
+                model.name(),
+                if model.needs_runner() {
+                    "needs a"
+                } else {
+                    "takes no"
+                }
+            )));
+        }
+        if (model == Model::Processes) == workers.is_empty() {
             return Err(PyValueError::new_err(
-                "--protocol protobuf is served by the thread model, asyncio (every phase \
-                 async def) or -g; -m (worker processes) speaks msgpack only",
+                "worker commands are given with the processes model, and only with it",
             ));
+        }
+        if model.looped() && !plugins.iter().all(|p| p.get().all_on_loop()) {
+            return Err(PyValueError::new_err(format!(
+                "the {} model runs every phase on the loop: each plugin entry must list all its phases in loop_phases",
+                model.name()
+            )));
+        }
+        // ProtoBuf:1 (src/protobuf/) runs on a connection's thread (which
+        // also runs a mixing plugin's `async def` phases) or on the runner's
+        // loop; worker processes serve MessagePack:1 only.
+        if protocol == Protocol::ProtoBuf && matches!(model, Model::Processes | Model::Mixed) {
+            return Err(PyValueError::new_err(format!(
+                "--protocol protobuf is served by the threads, greenlets, asyncio or gevent model, not {}",
+                model.name()
+            )));
         }
         if workers.iter().any(|(argv, _)| argv.is_empty()) {
             return Err(PyValueError::new_err("a worker command is empty"));
@@ -161,6 +200,7 @@ impl PluginServer {
             max_handler_threads: max_handler_threads.max(1),
             handler_timeout: Some(secs("handler_timeout", handler_timeout)?)
                 .filter(|t| !t.is_zero()),
+            model,
             runner,
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
@@ -178,7 +218,7 @@ impl PluginServer {
         }
         // Before any worker process starts: a refusal leaves nothing behind.
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
-        if let Some(looped) = self.looped_setup(py) {
+        if let Some(looped) = self.looped_setup(py)? {
             let bound = self.listen()?;
             let service = match self.protocol {
                 Protocol::ProtoBuf => protobuf::serve_looped(
@@ -214,14 +254,19 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let protobuf = (self.protocol == Protocol::ProtoBuf)
-            .then(|| Arc::new(PbExecutor::new(self.classes(py))));
-        let executor: SharedExecutor = if let Some(pb) = &protobuf {
-            Arc::clone(pb) as SharedExecutor
-        } else if self.workers.is_empty() {
-            self.executor(py, runtime.handle())?
-        } else {
-            self.start_workers(py, runtime.handle())?
+        // What runs the events: on ProtoBuf:1, each connection's thread
+        // (src/protobuf/serve.rs); on MessagePack:1, the model's executor,
+        // to which connections hand them (`Dispatcher`).
+        let serving = match self.protocol {
+            Protocol::ProtoBuf => Serving::Pb(Arc::new(PbExecutor::new(self.classes(py)))),
+            Protocol::MsgPack => Serving::Rpc(match self.model {
+                Model::Processes => self.start_workers(py, runtime.handle())?,
+                _ => self.executor(py, runtime.handle())?,
+            }),
+        };
+        let executor: SharedExecutor = match &serving {
+            Serving::Pb(pb) => Arc::clone(pb) as SharedExecutor,
+            Serving::Rpc(runner) => Arc::clone(runner) as SharedExecutor,
         };
         let service = Arc::new(Service::new(
             self.metas(),
@@ -238,17 +283,20 @@ impl PluginServer {
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
-        match protobuf {
-            Some(pb) => runtime.spawn(protobuf::accept_loop(
+        match serving {
+            Serving::Rpc(runner) => runtime.spawn(accept_loop(
                 listener,
-                Arc::clone(&service),
-                pb,
+                Arc::new(Dispatcher {
+                    service: Arc::clone(&service),
+                    runner,
+                }),
                 self.max_frame,
                 stopped.clone(),
             )),
-            None => runtime.spawn(accept_loop(
+            Serving::Pb(pb) => runtime.spawn(protobuf::accept_loop(
                 listener,
                 Arc::clone(&service),
+                pb,
                 self.max_frame,
                 stopped.clone(),
             )),
@@ -408,6 +456,12 @@ impl PluginServer {
         value_to_py(py, &service.status())
     }
 
+    /// The execution model's name (`model.rs`).
+    #[getter]
+    fn model(&self) -> &'static str {
+        self.model.name()
+    }
+
     #[getter]
     fn socket_path(&self) -> PathBuf {
         self.socket_path.clone()
@@ -476,32 +530,37 @@ impl PluginServer {
 
     fn log_serving(&self) {
         log::info!(
-            "serving plugin{} {} on {} (pid {})",
+            "serving plugin{} {} on {} (pid {}; model: {}{})",
             if self.plugins.len() > 1 { "s" } else { "" },
             self.names(),
             self.socket_path.display(),
-            std::process::id()
+            std::process::id(),
+            self.model.name(),
+            match self.protocol {
+                Protocol::MsgPack => "",
+                Protocol::ProtoBuf => "; protocol: ProtoBuf:1",
+            }
         );
     }
 
-    /// The looped model (`looped/`), when every phase of every plugin runs
-    /// on the runner's loop (all `async def`, or gevent) in this process. A
-    /// plugin that mixes sync and `async def` phases keeps the bridged loop
-    /// (`executor/bridge.rs`): its sync phases need the threads anyway.
-    fn looped_setup(&self, py: Python<'_>) -> Option<looped::LoopedSetup> {
-        let runner = self.runner.as_ref()?;
-        let all = self.plugins.iter().all(|p| p.get().all_on_loop());
-        if !all || !self.workers.is_empty() {
-            return None;
+    /// What the loop models (`looped/`: asyncio, gevent, greenlets) need:
+    /// the runner's loop serves the socket and runs every handler.
+    fn looped_setup(&self, py: Python<'_>) -> PyResult<Option<looped::LoopedSetup>> {
+        if !self.model.looped() {
+            return Ok(None);
         }
-        Some(looped::LoopedSetup {
+        let runner = self
+            .runner
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("a loop model needs a runner"))?;
+        Ok(Some(looped::LoopedSetup {
             runner: runner.clone_ref(py),
             plugins: self.classes(py),
             max_frame: self.max_frame,
             metas: self.metas(),
             settings: self.service_settings(),
             handler_timeout: self.handler_timeout,
-        })
+        }))
     }
 
     /// The worker-process model: spawns the workers and waits until each
@@ -510,7 +569,7 @@ impl PluginServer {
         &self,
         py: Python<'_>,
         runtime: &tokio::runtime::Handle,
-    ) -> PyResult<SharedExecutor> {
+    ) -> PyResult<SharedRunner> {
         let specs = self
             .workers
             .iter()
@@ -530,25 +589,20 @@ impl PluginServer {
         Ok(Arc::new(executor))
     }
 
-    /// Threads by default; with a runner (the looped model was not chosen:
-    /// sync and `async def` phases mixed), the phases in `loop_phases` go to
-    /// its asyncio loop through the bridge.
-    fn executor(
-        &self,
-        py: Python<'_>,
-        runtime: &tokio::runtime::Handle,
-    ) -> PyResult<SharedExecutor> {
+    /// Threads; in the mixed model, the phases in `loop_phases` go to the
+    /// runner's asyncio loop through the bridge.
+    fn executor(&self, py: Python<'_>, runtime: &tokio::runtime::Handle) -> PyResult<SharedRunner> {
         let classes = self.classes(py);
-        let threads: SharedExecutor = Arc::new(ThreadExecutor::new(
+        let threads: SharedRunner = Arc::new(ThreadExecutor::new(
             Arc::clone(&classes),
             self.max_handler_threads,
             self.handler_timeout,
             runtime.clone(),
         ));
-        let Some(runner) = &self.runner else {
+        let (Model::Mixed, Some(runner)) = (self.model, &self.runner) else {
             return Ok(threads);
         };
-        let looped: SharedExecutor = Arc::new(LoopExecutor::attach(
+        let looped: SharedRunner = Arc::new(LoopExecutor::attach(
             py,
             runner.clone_ref(py),
             classes,

@@ -241,3 +241,172 @@ pub fn bind(path: &Path, backlog: i32, take_over: bool) -> Result<BoundSocket, B
         predecessor,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A fresh folder under the system's temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "kong-pdk-sock-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Leaves a socket file nobody listens on (a killed server's).
+    fn stale_socket(path: &Path) {
+        drop(UnixListener::bind(path).expect("bind"));
+        assert!(is_socket(path));
+    }
+
+    fn is_socket(path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+    }
+
+    /// A live server on `path` that says `serverPid` `pid` to each of the
+    /// next `connections` connections.
+    fn live_server(path: &Path, pid: u32, connections: usize) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).expect("bind");
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut hello = Vec::new();
+                crate::rpc::write_server_pid(&mut hello, pid);
+                let _ = stream.write_all(&hello);
+                // Read until the prober hangs up: closing first could
+                // fail its GetStatus write.
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            }
+        })
+    }
+
+    #[test]
+    fn a_missing_path_is_free() {
+        let dir = TempDir::new();
+        let free = check_free(&dir.path("kong.sock"), false).expect("free");
+        assert_eq!(free, Holder::Nobody);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_refused_and_left_alone() {
+        let dir = TempDir::new();
+        let path = dir.path("kong.sock");
+        std::fs::write(&path, b"data").expect("file");
+        assert!(matches!(
+            check_free(&path, true),
+            Err(BindError::NotASocket)
+        ));
+        assert!(matches!(bind(&path, 16, true), Err(BindError::NotASocket)));
+        assert_eq!(std::fs::read(&path).expect("still there"), b"data");
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced() {
+        let dir = TempDir::new();
+        let path = dir.path("kong.sock");
+        stale_socket(&path);
+        assert_eq!(probe(&path), Holder::Nobody);
+        let stale = FileId::of(&path).expect("stale file");
+        let bound = bind(&path, 16, false).expect("bound over a stale socket");
+        assert!(bound.predecessor.is_none(), "nobody to keep reachable");
+        assert_ne!(FileId::of(&path), Some(stale), "a new socket file");
+        // The new socket accepts at once, and no staging file is left.
+        let _client = UnixStream::connect(&path).expect("connect");
+        assert!(bound.listener.accept().is_ok());
+        let names: Vec<_> = std::fs::read_dir(&dir.0)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("kong.sock")]);
+    }
+
+    #[test]
+    fn a_live_server_is_not_unplugged_without_take_over() {
+        let dir = TempDir::new();
+        let path = dir.path("kong.sock");
+        let server = live_server(&path, 4242, 2);
+        assert_eq!(probe(&path), Holder::Live(Some(4242)));
+        let refused = bind(&path, 16, false).err().expect("refused");
+        assert!(matches!(refused, BindError::InUse(Some(4242))));
+        let text = refused.to_string();
+        assert!(
+            text.contains("pid 4242") && text.contains("--take-over"),
+            "{text}"
+        );
+        // Still its socket.
+        assert!(is_socket(&path));
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn taking_over_keeps_the_old_server_reachable_through_a_link() {
+        let dir = TempDir::new();
+        let path = dir.path("kong.sock");
+        // Probed by check_free, then reached through the link below.
+        let old = live_server(&path, 77, 2);
+        let old_id = FileId::of(&path).expect("old socket");
+        let bound = bind(&path, 16, true).expect("taken over");
+        let link = bound.predecessor.expect("a link to the old server");
+        assert_eq!(link, predecessor_link(&path, old_id.1));
+        assert_eq!(FileId::of(&link), Some(old_id));
+        assert_ne!(FileId::of(&path), Some(old_id));
+        assert_eq!(probe(&link), Holder::Live(Some(77)));
+        old.join().expect("old server");
+    }
+
+    #[test]
+    fn dead_links_to_older_servers_are_removed_on_bind() {
+        let dir = TempDir::new();
+        let path = dir.path("kong.sock");
+        let dead = dir.path("kong.sock.123.old");
+        let not_a_link = dir.path("kong.sock.abc.old");
+        let not_a_socket = dir.path("kong.sock.456.old");
+        stale_socket(&dead);
+        stale_socket(&not_a_link);
+        std::fs::write(&not_a_socket, b"").expect("file");
+        // A live older server's link stays.
+        let alive = dir.path("kong.sock.789.old");
+        let server = live_server(&alive, 9, 1);
+        let _bound = bind(&path, 16, false).expect("bound");
+        assert!(!dead.exists(), "nobody answers there: removed");
+        assert!(is_socket(&not_a_link), "not an inode: not ours");
+        assert!(not_a_socket.exists(), "not a socket: not ours");
+        assert!(is_socket(&alive), "still served");
+        server.join().expect("server");
+    }
+
+    #[test]
+    fn bind_errors_say_what_is_in_the_way() {
+        assert_eq!(
+            BindError::InUse(None).to_string(),
+            "another process is listening on it; stop that one first, or pass --take-over to replace it"
+        );
+        assert!(BindError::NotASocket.to_string().contains("not a socket"));
+    }
+}

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
+use crate::dispatch::Dispatcher;
 use crate::service::Service;
 
 pub async fn accept_loop(
     listener: UnixListener,
-    service: Arc<Service>,
+    dispatcher: Arc<Dispatcher>,
     max_frame: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -22,7 +23,7 @@ pub async fn accept_loop(
                 Ok((stream, _)) => {
                     tokio::spawn(crate::connection::serve(
                         stream,
-                        Arc::clone(&service),
+                        Arc::clone(&dispatcher),
                         max_frame,
                         stop.clone(),
                     ));
@@ -75,5 +76,44 @@ pub async fn reaper(service: Arc<Service>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => service.reap(),
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emfile() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EMFILE)
+    }
+
+    #[test]
+    fn the_first_failure_is_logged_and_the_next_ones_counted() {
+        let mut log = FailureLog::default();
+        log.record(&emfile());
+        let first = log.last.expect("logged");
+        assert_eq!(log.unlogged, 0);
+        for _ in 0..3 {
+            log.record(&emfile());
+        }
+        // Within EVERY of the report: counted, not logged.
+        assert_eq!(log.unlogged, 3);
+        assert_eq!(log.last, Some(first));
+    }
+
+    #[test]
+    fn a_failure_after_the_quiet_time_is_logged_again() {
+        let mut log = FailureLog::default();
+        log.record(&emfile());
+        log.record(&emfile());
+        assert_eq!(log.unlogged, 1);
+        let long_ago = Instant::now()
+            .checked_sub(FailureLog::EVERY + Duration::from_secs(1))
+            .expect("an instant 11 s ago");
+        log.last = Some(long_ago);
+        log.record(&emfile());
+        // Logged (with the one not logged), and the count starts over.
+        assert_eq!(log.unlogged, 0);
+        assert!(log.last.is_some_and(|t| t > long_ago));
     }
 }

@@ -1,8 +1,10 @@
 """The kit runs a plugin under each execution model of the command line.
 
-``model="threads"`` (no flag; ``async def`` phases on the asyncio loop),
-``"gevent"`` (``-g``) and ``"processes"`` (``-m N``), each through the same
-``build_server`` selection the command line uses.
+``model="auto"`` (no flag: greenlets for a plugin known not to block,
+threads otherwise; ``async def`` phases on the asyncio loop), ``"threads"``
+and ``"greenlets"`` (``--model``), ``"gevent"`` (``-g``) and ``"processes"``
+(``-m N``), each through the same ``build_server`` selection the command line
+uses.
 """
 
 from __future__ import annotations
@@ -64,7 +66,21 @@ def ran_in(runner: PluginRunner) -> str:
 
 
 def test_threads_run_sync_handlers_on_a_pool_thread() -> None:
-    assert ran_in(PluginRunner(WhereItRan)) not in ("MainThread", "greenlet")
+    # This module imports threading and pytest: auto keeps it on threads.
+    assert ran_in(PluginRunner(WhereItRan)) not in ("MainThread", "greenlet", "kong-pdk-greenlets")
+    assert ran_in(PluginRunner(WhereItRan, model="threads")) not in ("MainThread", "kong-pdk-greenlets")
+
+
+def test_greenlets_run_sync_handlers_on_the_loop_thread() -> None:
+    assert ran_in(PluginRunner(WhereItRan, model="greenlets")) == "kong-pdk-greenlets"
+
+
+def test_auto_runs_a_pure_plugin_file_on_greenlets() -> None:
+    runner = PluginRunner(str(HELLO), {"message": "hi"})
+    res = runner.http("GET", "http://example.com/")
+    assert res.client_response is not None
+    assert res.client_response.headers["x-hello-from-python"] == "Python says hi to example.com"
+    assert runner.server.server.model == "greenlets"
 
 
 def test_async_handlers_run_on_the_asyncio_loop() -> None:
@@ -90,7 +106,7 @@ def test_processes_run_handlers_in_worker_processes() -> None:
 
 
 def test_unknown_model_is_refused() -> None:
-    with pytest.raises(ValueError, match="model must be one of threads, gevent, processes"):
+    with pytest.raises(ValueError, match="model must be one of auto, threads, greenlets, gevent, processes"):
         PluginRunner(WhereItRan, model="fibers").http()  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(30)
 MODELS = {
     "asyncio": ("blocks_loop_async", ()),
     "gevent": ("blocks_loop", ("-g",)),
+    "greenlets": ("blocks_loop", ("--model", "greenlets")),
 }
 
 

@@ -40,9 +40,9 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("-v", "--verbose", action="store_true", help="print PDK calls and logs on stderr")
     run.add_argument(
         "--model",
-        choices=("threads", "gevent", "processes"),
-        default="threads",
-        help="execution model, as with no flag, -g or -m (default: %(default)s; async def phases run on asyncio)",
+        choices=("auto", "threads", "greenlets", "gevent", "processes"),
+        default="auto",
+        help="execution model, as the server's --model, -g or -m (default: %(default)s; async def phases run on asyncio)",
     )
     run.add_argument("--workers", type=int, default=1, help="worker processes for --model processes")
 

@@ -180,3 +180,134 @@ impl Inner {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Instances against a fake worker process (fake_worker.rs).
+
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::executor::process::fake_worker::{self, inner, runtime, Fake};
+
+    /// StartInstance answers `{Id: 40 + n}` for the n-th one, checking the
+    /// plugin name and config it is sent.
+    fn start_ok(method: &str, param: &Value) -> Option<(Value, Value)> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        assert_eq!(method, "plugin.StartInstance");
+        assert_eq!(param["Name"].as_str(), Some("p"));
+        assert_eq!(param["Config"]["k"].as_str(), Some("v"));
+        let id = 40 + N.fetch_add(1, Ordering::Relaxed);
+        Some((Value::Nil, map(vec![("Id", Value::from(id))])))
+    }
+
+    fn config() -> Value {
+        map(vec![("k", Value::from("v"))])
+    }
+
+    #[test]
+    fn an_instance_is_created_once_per_worker_process() {
+        let fake = Fake::start(start_ok);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        let (key, entry) = inner.add_entry("p", &config());
+        assert!(Arc::ptr_eq(&inner.entry(key).expect("registered"), &entry));
+        let w = Arc::clone(&inner.workers.all()[0]);
+        let st = w.state();
+        let id = rt.block_on(inner.ensure(&entry, &w, st)).expect("created");
+        let again = rt.block_on(inner.ensure(&entry, &w, st)).expect("known");
+        assert_eq!(id, again);
+        assert_eq!(fake.methods().len(), 1, "the second ensure sent nothing");
+        // A respawned process has none of the instances: created again.
+        w.mark_spawned(inner.workers.new_generation(), 0);
+        w.mark_up();
+        let fresh = rt
+            .block_on(inner.ensure(&entry, &w, w.state()))
+            .expect("re-created");
+        assert_ne!(fresh, id);
+        assert_eq!(fake.methods().len(), 2);
+    }
+
+    #[test]
+    fn a_forgotten_copy_is_created_again_but_only_the_one_named() {
+        let fake = Fake::start(start_ok);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        let (_, entry) = inner.add_entry("p", &config());
+        let w = Arc::clone(&inner.workers.all()[0]);
+        let st = w.state();
+        let id = rt.block_on(inner.ensure(&entry, &w, st)).expect("created");
+        // Another id (a copy replaced meanwhile): left alone.
+        rt.block_on(entry.forget(&w, st, id + 1000));
+        rt.block_on(inner.ensure(&entry, &w, st)).expect("known");
+        assert_eq!(fake.methods().len(), 1);
+        rt.block_on(entry.forget(&w, st, id));
+        let again = rt.block_on(inner.ensure(&entry, &w, st)).expect("again");
+        assert_ne!(again, id);
+        assert_eq!(fake.methods().len(), 2);
+    }
+
+    #[test]
+    fn a_workers_refusal_is_not_worded_twice_and_a_reply_without_id_is_lost() {
+        fn refuse(_: &str, _: &Value) -> Option<(Value, Value)> {
+            let refusal = RpcError::InstanceRefused("bad config".into()).to_string();
+            Some((Value::from(refusal), Value::Nil))
+        }
+        fn no_id(_: &str, _: &Value) -> Option<(Value, Value)> {
+            Some((Value::Nil, map(vec![("Name", Value::from("p"))])))
+        }
+        let rt = runtime();
+        let fake = Fake::start(refuse);
+        let inner = inner(fake.socket.clone(), &rt);
+        let (_, entry) = inner.add_entry("p", &config());
+        let w = Arc::clone(&inner.workers.all()[0]);
+        match rt.block_on(inner.ensure(&entry, &w, w.state())) {
+            Err(Failure::Remote(why)) => assert_eq!(why, "bad config"),
+            other => panic!("{other:?}"),
+        }
+        // start_everywhere reports the refusal as such.
+        let refused = rt.block_on(Arc::clone(&inner).start_everywhere(Arc::clone(&entry)));
+        assert_eq!(refused, Err("bad config".to_string()));
+        let fake = Fake::start(no_id);
+        let inner = fake_worker::inner(fake.socket.clone(), &rt);
+        let (_, entry) = inner.add_entry("p", &config());
+        let w = Arc::clone(&inner.workers.all()[0]);
+        assert!(matches!(
+            rt.block_on(inner.ensure(&entry, &w, w.state())),
+            Err(Failure::Lost(_))
+        ));
+    }
+
+    #[test]
+    fn starting_everywhere_skips_down_workers_and_needs_one_up() {
+        let fake = Fake::start(start_ok);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        let (_, entry) = inner.add_entry("p", &config());
+        rt.block_on(Arc::clone(&inner).start_everywhere(Arc::clone(&entry)))
+            .expect("created on the one worker");
+        assert_eq!(fake.methods().len(), 1);
+        // None up, and stopping: no wait for one.
+        inner.workers.all()[0].mark_down();
+        inner.stop.set();
+        let none = rt.block_on(Arc::clone(&inner).start_everywhere(entry));
+        assert_eq!(none, Err("no worker process is running".to_string()));
+        assert_eq!(fake.methods().len(), 1);
+    }
+
+    #[test]
+    fn a_released_instance_leaves_the_table() {
+        let rt = runtime();
+        let inner = inner("/nonexistent/w.sock".into(), &rt);
+        let (key, _) = inner.add_entry("p", &config());
+        let (other, _) = inner.add_entry("p", &config());
+        assert_ne!(key, other);
+        // Stopping: nothing is sent to the workers.
+        inner.stop.set();
+        inner.release(key);
+        assert!(inner.entry(key).is_none());
+        assert!(inner.entry(other).is_some());
+        // Twice is harmless.
+        inner.release(key);
+    }
+}

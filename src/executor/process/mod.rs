@@ -31,6 +31,8 @@ use rmpv::Value;
 use tokio::runtime::Handle;
 
 mod client;
+#[cfg(test)]
+mod fake_worker;
 mod instances;
 mod relay;
 mod supervise;
@@ -38,7 +40,7 @@ mod workers;
 
 pub use workers::WorkerSpec;
 
-use super::{EventJob, Executor, PluginHandle, RemoteKey, Running};
+use super::{EventJob, Executor, PluginHandle, RemoteKey, Running, RunsEvents};
 use instances::Entry;
 use supervise::supervise;
 use workers::Workers;
@@ -168,6 +170,17 @@ impl Drop for ProcessExecutor {
     }
 }
 
+impl RunsEvents for ProcessExecutor {
+    fn run_event(&self, job: EventJob) {
+        let running = Running::new(&self.inner.running);
+        let inner = Arc::clone(&self.inner);
+        self.inner.runtime.spawn(async move {
+            let _running = running;
+            inner.drive(job).await;
+        });
+    }
+}
+
 impl Executor for ProcessExecutor {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
         let inner = &self.inner;
@@ -185,15 +198,6 @@ impl Executor for ProcessExecutor {
             .block_on(Arc::clone(inner).start_everywhere(entry));
         // On error `handle` is dropped, which closes what was created.
         created.map(|()| handle)
-    }
-
-    fn run_event(&self, job: EventJob) {
-        let running = Running::new(&self.inner.running);
-        let inner = Arc::clone(&self.inner);
-        self.inner.runtime.spawn(async move {
-            let _running = running;
-            inner.drive(job).await;
-        });
     }
 
     fn running(&self) -> usize {

@@ -17,7 +17,6 @@ use super::instances::Entry;
 use super::workers::{Load, Worker, WorkerState, WAIT_FOR_WORKER};
 use super::Inner;
 use crate::events::{Answer, EventLink};
-use crate::executor::fail_closed::fail_closed;
 use crate::executor::{EventJob, PluginHandle};
 use crate::pdk_table::PdkTable;
 use crate::phase::Phase;
@@ -217,7 +216,7 @@ impl Inner {
         self.lost.fetch_add(1, Ordering::AcqRel);
         let message = format!("{} handler ended: {why}", link.label);
         log::error!("event {}: {message}", link.event_id);
-        fail_closed(link, phase, &message).await;
+        link.fail_closed(phase, &message);
     }
 }
 
@@ -230,5 +229,261 @@ async fn abandon(session: &mut Session, remote_id: u64) {
     if let Err(e) = session.call("plugin.AbandonEvent", &params).await {
         let index = session.worker().index;
         log::debug!("worker {index}: abandoning event {remote_id}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One event relayed between Kong (a socket pair) and a fake worker
+    //! (fake_worker.rs); the core's service runs with a mock executor whose
+    //! instances name the Inner's entry.
+
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::dispatch::Outcome;
+    use crate::events::Route;
+    use crate::executor::process::fake_worker::{inner, runtime, Fake};
+    use crate::handover::Hop;
+    use crate::rpc::{as_map, as_u64, field, Call};
+    use crate::service::{Encoded, Service};
+    use crate::test_support::service_with_instances_only;
+    use crate::writer::ConnWriter;
+
+    /// The worker's id of the event (its own, unlike the core's).
+    const REMOTE: u64 = 77;
+
+    // The service's instances all name the Inner's entry 1 (`InstancesOnly`).
+
+    /// A worker whose handler calls `kong.request.get_path` and returns.
+    fn one_call(method: &str, param: &Value) -> Option<(Value, Value)> {
+        let event = |data: Value| {
+            Some((
+                Value::Nil,
+                map(vec![("EventId", Value::from(REMOTE)), ("Data", data)]),
+            ))
+        };
+        match method {
+            "plugin.StartInstance" => Some((Value::Nil, map(vec![("Id", Value::from(9))]))),
+            "plugin.HandleEvent" => event(map(vec![
+                ("Method", Value::from("kong.request.get_path")),
+                ("Args", Value::Array(Vec::new())),
+            ])),
+            "plugin.Step" => {
+                assert_eq!(param["EventId"].as_u64(), Some(REMOTE));
+                event(Value::from("ret"))
+            }
+            _ => Some((Value::from("unexpected"), Value::Nil)),
+        }
+    }
+
+    /// A worker that dies during the event's PDK call.
+    fn dies_on_step(method: &str, param: &Value) -> Option<(Value, Value)> {
+        match method {
+            "plugin.Step" => None,
+            _ => one_call(method, param),
+        }
+    }
+
+    /// A worker whose handler calls `kong.response.exit` (terminal).
+    fn exits(method: &str, param: &Value) -> Option<(Value, Value)> {
+        match method {
+            "plugin.HandleEvent" => Some((
+                Value::Nil,
+                map(vec![
+                    ("EventId", Value::from(REMOTE)),
+                    (
+                        "Data",
+                        map(vec![
+                            ("Method", Value::from("kong.response.exit")),
+                            ("Args", Value::Array(vec![Value::from(403)])),
+                        ]),
+                    ),
+                ]),
+            )),
+            _ => one_call(method, param),
+        }
+    }
+
+    /// Kong's end and the core's service.
+    struct Kong {
+        peer: UnixStream,
+        writer: Arc<ConnWriter>,
+        service: Service,
+    }
+
+    impl Kong {
+        fn new() -> Kong {
+            let (ours, peer) = UnixStream::pair().expect("socketpair");
+            peer.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let service = service_with_instances_only(Duration::from_secs(5));
+            Kong {
+                peer,
+                writer: Arc::new(ConnWriter::new(ours, 1 << 20).expect("writer")),
+                service,
+            }
+        }
+
+        fn serve(&self, call: Call, msgid: u64) -> Outcome<Route, EventJob> {
+            let route = Route {
+                writer: Arc::clone(&self.writer),
+                msgid,
+                lend: None,
+            };
+            self.service.serve(&self.service, call, Hop::Kong, route)
+        }
+
+        /// Kong starts an instance and an access event on it.
+        fn event(&self) -> EventJob {
+            let start = Call::StartInstance {
+                name: "p".into(),
+                config: Value::from("{}"),
+            };
+            let instance = match self.serve(start, 1) {
+                Outcome::Reply(_, Ok(Encoded::Value(v))) => as_map(&v)
+                    .and_then(|m| field(m, "Id"))
+                    .and_then(as_u64)
+                    .expect("an Id"),
+                _ => panic!("no instance"),
+            };
+            let handle = Call::HandleEvent {
+                instance,
+                phase: "access".into(),
+            };
+            match self.serve(handle, 2) {
+                Outcome::Run(job) => job,
+                _ => panic!("no event"),
+            }
+        }
+
+        /// The next reply Kong reads: msgid and result.
+        fn read(&mut self) -> (u64, Value) {
+            let mut buf = vec![0u8; 4096];
+            let n = self.peer.read(&mut buf).expect("a reply");
+            let reply = rmpv::decode::read_value(&mut &buf[..n]).expect("msgpack");
+            assert_eq!(reply[2], Value::Nil, "an error: {}", reply[2]);
+            (reply[1].as_u64().expect("msgid"), reply[3].clone())
+        }
+    }
+
+    fn step(event: u64, data: &str) -> Call {
+        Call::Step {
+            event,
+            data: Some(Value::from(data)),
+            error: false,
+        }
+    }
+
+    #[test]
+    fn the_workers_pdk_call_goes_to_kong_and_kongs_step_to_the_worker() {
+        let fake = Fake::start(one_call);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        inner.add_entry("p", &Value::from("{}"));
+        let mut kong = Kong::new();
+        let job = kong.event();
+        let id = job.link.event_id;
+        let driven = rt.spawn(Arc::clone(&inner).drive(job));
+        let (msgid, call) = kong.read();
+        assert_eq!(msgid, 2, "answers the HandleEvent");
+        assert_eq!(
+            call["Data"]["Method"].as_str(),
+            Some("kong.request.get_path")
+        );
+        assert_eq!(call["EventId"].as_u64(), Some(id), "the core's event id");
+        assert!(matches!(kong.serve(step(id, "/x"), 3), Outcome::Deferred));
+        let (msgid, ret) = kong.read();
+        assert_eq!(msgid, 3);
+        assert_eq!(ret["Data"].as_str(), Some("ret"));
+        rt.block_on(driven).expect("relay ended");
+        assert_eq!(
+            fake.methods(),
+            ["plugin.StartInstance", "plugin.HandleEvent", "plugin.Step"]
+        );
+        let calls = fake.calls();
+        assert_eq!(
+            calls[1].1["InstanceId"].as_u64(),
+            Some(9),
+            "the worker's id"
+        );
+        assert_eq!(calls[2].1["Data"].as_str(), Some("/x"), "Kong's answer");
+        assert_eq!(inner.lost.load(Ordering::Acquire), 0);
+        // The event's connection went back to the worker's pool.
+        let pooled = inner.workers.all()[0].status()["IdleConnections"].as_u64();
+        assert_eq!(pooled, Some(1));
+    }
+
+    #[test]
+    fn an_event_that_loses_its_worker_fails_closed() {
+        let fake = Fake::start(dies_on_step);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        inner.add_entry("p", &Value::from("{}"));
+        let mut kong = Kong::new();
+        let job = kong.event();
+        let id = job.link.event_id;
+        let driven = rt.spawn(Arc::clone(&inner).drive(job));
+        kong.read();
+        assert!(matches!(kong.serve(step(id, "/x"), 3), Outcome::Deferred));
+        // kong.log.err says why, then (access) the request ends with a 500.
+        let (msgid, call) = kong.read();
+        assert_eq!(msgid, 3);
+        assert_eq!(call["Data"]["Method"].as_str(), Some("kong.log.err"));
+        let message = call["Data"]["Args"][0].as_str().expect("message");
+        assert!(message.contains("lost it"), "{message}");
+        // The log's Step is answered by whoever serves it, with the 500.
+        let Outcome::Reply(route, Ok(Encoded::Call { event, call })) = kong.serve(step(id, ""), 4)
+        else {
+            panic!("the Step of the log gets the 500");
+        };
+        assert_eq!((route.msgid, event), (4, id));
+        assert_eq!(call.method, "kong.response.error");
+        let args = rmpv::decode::read_value(&mut call.args.as_slice()).expect("msgpack");
+        assert_eq!(args, Value::Array(vec![Value::from(500)]));
+        assert_eq!(kong.service.events.len(), 0, "the event has ended");
+        rt.block_on(driven).expect("relay ended");
+        assert_eq!(inner.lost.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn a_terminal_call_ends_the_event_without_a_step() {
+        let fake = Fake::start(exits);
+        let rt = runtime();
+        let inner = inner(fake.socket.clone(), &rt);
+        inner.add_entry("p", &Value::from("{}"));
+        let mut kong = Kong::new();
+        let job = kong.event();
+        rt.block_on(Arc::clone(&inner).drive(job));
+        let (msgid, call) = kong.read();
+        assert_eq!(msgid, 2);
+        assert_eq!(call["Data"]["Method"].as_str(), Some("kong.response.exit"));
+        assert_eq!(call["Data"]["Args"][0].as_u64(), Some(403));
+        assert_eq!(kong.service.events.len(), 0, "nothing waits for a Step");
+        assert_eq!(
+            fake.methods(),
+            ["plugin.StartInstance", "plugin.HandleEvent"]
+        );
+    }
+
+    #[test]
+    fn with_no_worker_running_the_event_fails_closed() {
+        let rt = runtime();
+        let inner = inner("/nonexistent/w.sock".into(), &rt);
+        inner.add_entry("p", &Value::from("{}"));
+        inner.workers.all()[0].mark_down();
+        inner.stop.set();
+        let mut kong = Kong::new();
+        let job = kong.event();
+        let driven = rt.spawn(Arc::clone(&inner).drive(job));
+        let (msgid, call) = kong.read();
+        assert_eq!(msgid, 2);
+        let message = call["Data"]["Args"][0].as_str().expect("message");
+        assert!(
+            message.contains("no worker process is running"),
+            "{message}"
+        );
+        drop(driven);
     }
 }

@@ -77,16 +77,21 @@ pub(super) fn supervise(inner: &Arc<Inner>, w: &Arc<Worker>) {
             st.pid,
             describe_exit(status)
         );
-        // Quick deaths back off up to 2 s; a worker that served a while is
-        // replaced at once.
-        backoff = if born.elapsed() > Duration::from_secs(10) {
-            Duration::from_millis(100)
-        } else {
-            (backoff * 2).min(Duration::from_secs(2))
-        };
+        backoff = next_backoff(backoff, born.elapsed());
         if inner.stop.pause(backoff) {
             return;
         }
+    }
+}
+
+/// The pause before the next spawn, after a process that lived `lived` and
+/// the pause `backoff` before it: quick deaths back off up to 2 s; a worker
+/// that served a while is replaced at once.
+fn next_backoff(backoff: Duration, lived: Duration) -> Duration {
+    if lived > Duration::from_secs(10) {
+        Duration::from_millis(100)
+    } else {
+        (backoff * 2).min(Duration::from_secs(2))
     }
 }
 
@@ -173,5 +178,64 @@ fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         _ => status.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+    use crate::executor::process::workers::{WorkerSpec, Workers};
+
+    #[test]
+    fn quick_deaths_back_off_up_to_2_s() {
+        let mut backoff = Duration::from_millis(100);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            backoff = next_backoff(backoff, Duration::from_millis(50));
+            seen.push(backoff.as_millis());
+        }
+        assert_eq!(seen, [200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[test]
+    fn a_worker_that_served_a_while_is_replaced_at_once() {
+        let backoff = next_backoff(Duration::from_secs(2), Duration::from_secs(11));
+        assert_eq!(backoff, Duration::from_millis(100));
+        // Exactly 10 s is still a quick death.
+        let backoff = next_backoff(Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(backoff, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn exits_are_described_by_code_or_signal() {
+        // Raw wait statuses: the code in the high byte, or the signal.
+        assert_eq!(describe_exit(ExitStatus::from_raw(0)), "exit status 0");
+        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "killed by signal 9");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(15)),
+            "killed by signal 15"
+        );
+    }
+
+    #[test]
+    fn stopping_a_worker_terminates_its_process_and_marks_it_down() {
+        let workers = Workers::new(vec![WorkerSpec {
+            argv: Vec::new(),
+            socket: "/nonexistent".into(),
+        }]);
+        let w = &workers.all()[0];
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        w.mark_spawned(workers.new_generation(), child.id());
+        w.mark_up();
+        let started = Instant::now();
+        stop_child(w, &mut child);
+        // SIGTERM ends sleep at once: no grace period waited out.
+        assert!(started.elapsed() < STOP_GRACE, "{:?}", started.elapsed());
+        let status = child.try_wait().expect("wait").expect("reaped");
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!w.state().up);
     }
 }

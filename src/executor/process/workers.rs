@@ -285,3 +285,194 @@ impl Workers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(socket: PathBuf) -> WorkerSpec {
+        WorkerSpec {
+            argv: Vec::new(),
+            socket,
+        }
+    }
+
+    /// `n` workers, all up (each its own process generation).
+    fn workers(n: usize) -> Workers {
+        let workers = Workers::new(
+            (0..n)
+                .map(|i| spec(format!("/nonexistent/{i}").into()))
+                .collect(),
+        );
+        for (i, w) in workers.all().iter().enumerate() {
+            w.mark_spawned(workers.new_generation(), 100 + i as u32);
+            w.mark_up();
+        }
+        workers
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn pick(workers: &Workers, skip: &[usize]) -> Option<usize> {
+        let stop = StopSignal::new();
+        stop.set(); // nobody to wait for in these tests
+        block_on(workers.pick(skip, &stop)).map(|(w, _)| w.index)
+    }
+
+    #[test]
+    fn the_least_busy_up_worker_is_picked() {
+        let workers = workers(3);
+        let all = workers.all();
+        let _loads = [Load::new(&all[0]), Load::new(&all[0]), Load::new(&all[1])];
+        for _ in 0..3 {
+            assert_eq!(pick(&workers, &[]), Some(2));
+        }
+        // Skipped (it failed this event already): the next least busy.
+        assert_eq!(pick(&workers, &[2]), Some(1));
+        // Down: never picked, however idle.
+        all[2].mark_down();
+        all[1].mark_down();
+        assert_eq!(pick(&workers, &[]), Some(0));
+    }
+
+    #[test]
+    fn a_finished_event_no_longer_counts() {
+        let workers = workers(2);
+        let all = workers.all();
+        let busy = Load::new(&all[0]);
+        assert_eq!(busy.worker().index, 0);
+        assert_eq!(all[0].status()["InFlight"].as_u64(), Some(1));
+        let _other = Load::new(&all[1]);
+        let _more = Load::new(&all[1]);
+        assert_eq!(pick(&workers, &[]), Some(0));
+        drop(busy);
+        assert_eq!(all[0].status()["InFlight"].as_u64(), Some(0));
+    }
+
+    #[test]
+    fn ties_spread_over_the_workers() {
+        let workers = workers(3);
+        let mut picked: Vec<usize> = (0..3).filter_map(|_| pick(&workers, &[])).collect();
+        picked.sort_unstable();
+        assert_eq!(picked, [0, 1, 2]);
+    }
+
+    #[test]
+    fn with_no_worker_up_a_stopping_pick_gives_up_at_once() {
+        let workers = workers(2);
+        for w in workers.all() {
+            w.mark_down();
+        }
+        assert_eq!(pick(&workers, &[]), None);
+        let workers = super::Workers::new(Vec::new());
+        assert_eq!(pick(&workers, &[]), None, "no worker at all");
+    }
+
+    #[test]
+    fn a_pick_waits_for_a_worker_coming_up() {
+        let workers = Arc::new(workers(1));
+        workers.all()[0].mark_spawned(workers.new_generation(), 7);
+        let stop = StopSignal::new();
+        let (up_tx, up_rx) = std::sync::mpsc::channel::<()>();
+        let w = Arc::clone(&workers);
+        let upper = std::thread::spawn(move || {
+            up_rx.recv().expect("go");
+            w.all()[0].mark_up();
+        });
+        let picked = block_on(async {
+            up_tx.send(()).expect("go");
+            workers.pick(&[], &stop).await
+        });
+        let (w, st) = picked.expect("picked once up");
+        assert_eq!((w.index, st.pid, st.up), (0, 7, true));
+        upper.join().expect("thread");
+    }
+
+    #[test]
+    fn generations_are_unique_and_a_spawn_is_not_up_yet() {
+        let workers = workers(2);
+        let (a, b) = (workers.new_generation(), workers.new_generation());
+        assert!(b > a);
+        let w = &workers.all()[0];
+        let before = w.state().generation;
+        let st = w.mark_spawned(a, 555);
+        assert_eq!((st.generation, st.pid, st.up), (a, 555, false));
+        assert_ne!(before, a);
+        assert!(!w.state().up);
+        assert_eq!(w.status()["Pid"].as_u64(), Some(555));
+    }
+
+    #[test]
+    fn exits_count_as_restarts_until_the_worker_serves_again() {
+        let workers = workers(1);
+        let w = &workers.all()[0];
+        assert_eq!(w.last_exit(), None);
+        w.record_spawn_failure("no such file".into());
+        assert_eq!(w.status()["Restarts"].as_u64(), Some(0), "never ran");
+        assert_eq!(w.last_exit().as_deref(), Some("no such file"));
+        w.record_exit("killed by signal 9".into());
+        assert_eq!(w.status()["Restarts"].as_u64(), Some(1));
+        assert_eq!(w.last_exit().as_deref(), Some("killed by signal 9"));
+        w.mark_up();
+        assert_eq!(w.last_exit(), None, "serving again");
+        assert_eq!(w.status()["Restarts"].as_u64(), Some(1));
+    }
+
+    #[test]
+    fn a_call_to_a_replaced_process_is_undelivered_without_connecting() {
+        let workers = workers(1);
+        let w = &workers.all()[0];
+        let old = w.state();
+        w.mark_spawned(workers.new_generation(), 9);
+        // The socket path does not exist: only the generation check can
+        // answer without an error from connect.
+        match block_on(w.call(old, "plugin.GetStatus", &[], 1 << 20)) {
+            Err(Failure::Undelivered(why)) => assert!(why.contains("replaced"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connections_are_pooled_for_the_current_process_only() {
+        let dir = std::env::temp_dir().join(format!("kong-pdk-workers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let socket = dir.join("w.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        let workers = Workers::new(vec![spec(socket)]);
+        let w = Arc::clone(&workers.all()[0]);
+        let st = w.mark_spawned(workers.new_generation(), 1);
+        w.mark_up();
+        let st = WorkerState { up: true, ..st };
+        let idle = |w: &Worker| w.status()["IdleConnections"].as_u64();
+        block_on(async {
+            let conn = w.checkout(st, 1 << 20).await.expect("connected");
+            let _accepted = listener.accept().expect("accepted");
+            assert_eq!(conn.generation, st.generation);
+            w.checkin(conn);
+            assert_eq!(idle(&w), Some(1));
+            // The pooled connection comes out again.
+            let conn = w.checkout(st, 1 << 20).await.expect("pooled");
+            assert_eq!(idle(&w), Some(0));
+            // A connection of a process replaced meanwhile is not pooled.
+            w.mark_spawned(workers.new_generation(), 2);
+            w.mark_up();
+            w.checkin(conn);
+            assert_eq!(idle(&w), Some(0));
+            // Down: the pool is emptied.
+            let st = w.state();
+            let conn = w.checkout(st, 1 << 20).await.expect("connected");
+            w.checkin(conn);
+            assert_eq!(idle(&w), Some(1));
+            w.mark_down();
+            assert_eq!(idle(&w), Some(0));
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

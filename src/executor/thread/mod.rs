@@ -27,23 +27,18 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use rmpv::Value;
 
-use super::fail_closed::{self, fail_closed};
 use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running};
+use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Lend;
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
 use crate::writer::ConnWriter;
+use linger::Found;
 use pool::{promise_idle, Pool};
 use watchdog::{watchdog, Watched};
 
 pub struct ThreadExecutor {
-    pool: Pool,
-    plugins: Arc<PluginClasses>,
-    running: Arc<AtomicUsize>,
-    runtime: tokio::runtime::Handle,
-    /// Present when `--handler-timeout` is set.
-    watched: Option<Arc<Watched>>,
+    handlers: Handlers,
 }
 
 impl ThreadExecutor {
@@ -55,38 +50,56 @@ impl ThreadExecutor {
     ) -> Self {
         let watched = handler_timeout.map(|limit| {
             let watched: Arc<Watched> = Arc::default();
-            runtime.spawn(watchdog(Arc::downgrade(&watched), limit, runtime.clone()));
+            runtime.spawn(watchdog(Arc::downgrade(&watched), limit));
             watched
         });
         ThreadExecutor {
-            pool: Pool::new(max_threads, Duration::from_secs(30)),
-            plugins,
-            running: Arc::new(AtomicUsize::new(0)),
-            runtime,
-            watched,
+            handlers: Handlers {
+                pool: Pool::new(max_threads, Duration::from_secs(30)),
+                plugins,
+                running: Arc::new(AtomicUsize::new(0)),
+                watched,
+            },
         }
+    }
+}
+
+impl RunsEvents for ThreadExecutor {
+    fn run_event(&self, job: EventJob) {
+        self.handlers.submit(job);
+    }
+
+    /// A HandleEvent read by a lingering handler thread runs on it.
+    fn runs_on_caller(&self, _job: &EventJob) -> bool {
+        true
     }
 }
 
 impl Executor for ThreadExecutor {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
-        self.plugins.attach_and_create(plugin, config)
+        self.handlers.plugins.attach_and_create(plugin, config)
     }
 
-    fn run_event(&self, job: EventJob) {
+    fn running(&self) -> usize {
+        self.handlers.running.load(Ordering::Acquire)
+    }
+}
+
+/// What a pool thread needs to run handlers.
+#[derive(Clone)]
+struct Handlers {
+    pool: Pool,
+    plugins: Arc<PluginClasses>,
+    running: Arc<AtomicUsize>,
+    watched: Option<Arc<Watched>>,
+}
+
+impl Handlers {
+    /// Runs an event on a pool thread, or fails it closed at once when no
+    /// thread is free.
+    fn submit(&self, job: EventJob) {
         let running = Running::new(&self.running);
-        // A HandleEvent read by a lingering handler thread runs on it.
-        let Some((job, running)) =
-            linger::offer_here(job, running, |wake| self.pool.claim_lingering(wake))
-        else {
-            return;
-        };
-        let this = Handlers {
-            pool: self.pool.clone(),
-            plugins: Arc::clone(&self.plugins),
-            watched: self.watched.clone(),
-            runtime: self.runtime.clone(),
-        };
+        let this = self.clone();
         let sent = self
             .pool
             .execute((job, running), move |first| this.run_from(first));
@@ -96,41 +109,34 @@ impl Executor for ThreadExecutor {
                 job.link.label, exhausted.max_threads
             );
             log::error!("event {}: {message}", job.link.event_id);
-            self.runtime.spawn(async move {
-                let _running = running;
-                fail_closed(&job.link, job.phase, &message).await;
-            });
+            job.link.fail_closed(job.phase, &message);
+            drop(running);
         }
     }
 
-    fn running(&self) -> usize {
-        self.running.load(Ordering::Acquire)
-    }
-}
-
-/// What a pool thread needs to run handlers.
-struct Handlers {
-    pool: Pool,
-    plugins: Arc<PluginClasses>,
-    watched: Option<Arc<Watched>>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Handlers {
     /// Runs an event's handler, then the events that come on the connection
     /// it answered on, for as long as they come (`linger.rs`).
     fn run_from(self, first: (EventJob, Running)) {
         let mut next = Some(first);
         while let Some((job, running)) = next.take() {
             let lua_style = self.plugins.lua_style(&job.instance.instance().name);
-            let kept = Python::try_attach(|py| {
-                run_handler(py, job, lua_style, self.watched.as_ref(), &self.runtime)
-            });
+            let kept =
+                Python::try_attach(|py| run_handler(py, job, lua_style, self.watched.as_ref()));
             drop(running);
-            match kept {
-                Some(Some((writer, lend))) => next = linger::linger(&self.pool, writer, lend),
-                Some(None) => {}
-                None => log::warn!("event dropped: the Python interpreter is shutting down"),
+            let found = match kept {
+                Some(Some((writer, lend))) => linger::linger(&self.pool, writer, lend),
+                Some(None) => None,
+                None => {
+                    log::warn!("event dropped: the Python interpreter is shutting down");
+                    None
+                }
+            };
+            match found {
+                Some(Found::Here(job)) => next = Some((job, Running::new(&self.running))),
+                // The pool had no room for this thread to leave it: another
+                // thread runs the event.
+                Some(Found::Elsewhere(job)) => self.submit(job),
+                None => {}
             }
         }
     }
@@ -143,7 +149,6 @@ fn run_handler(
     job: EventJob,
     lua_style: bool,
     watched: Option<&Arc<Watched>>,
-    runtime: &tokio::runtime::Handle,
 ) -> Option<(Arc<ConnWriter>, Lend)> {
     let EventJob {
         phase,
@@ -172,7 +177,7 @@ fn run_handler(
             promise_idle();
             ctx.finish();
         }
-        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e, runtime),
+        Err(e) => on_exception(py, &ctx, phase, &instance.instance().name, &e),
     }
     // The plugin's code is over (also after kong.response.exit, whose
     // `finally:` blocks have run by now): the thread can take the next event.
@@ -184,19 +189,12 @@ fn run_handler(
 /// A handler raised. Like a Lua plugin that errors: the traceback goes to our
 /// stderr, and the event fails closed (`fail_closed.rs`: the text to Kong's
 /// error log through `kong.log.err`, then a 500 where Kong can still
-/// respond), on the async runtime: this thread is free at once.
-fn on_exception(
-    py: Python<'_>,
-    ctx: &EventCtx,
-    phase: Phase,
-    plugin: &str,
-    err: &PyErr,
-    runtime: &tokio::runtime::Handle,
-) {
+/// respond, on that log's Step): this thread is free at once.
+fn on_exception(py: Python<'_>, ctx: &EventCtx, phase: Phase, plugin: &str, err: &PyErr) {
     let message = report(py, ctx, phase, plugin, err);
     promise_idle();
     match message.and_then(|m| ctx.take_over(Duration::ZERO).map(|link| (link, m))) {
-        Some((link, message)) => fail_closed::spawn(runtime, link, phase, message),
+        Some((link, message)) => link.fail_closed(phase, &message),
         None => ctx.finish(),
     }
 }

@@ -269,6 +269,74 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
+    /// Waits up to 5 s for the pool's counts to become `want`.
+    fn counts_become(pool: &Pool, want: (usize, usize)) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.counts() != want {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn threads_start_on_demand_and_a_finished_one_takes_the_next_job() {
+        let pool = Pool::new(4, Duration::from_secs(5));
+        assert_eq!(pool.counts(), (0, 0), "no thread before the first job");
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        pool.execute((), move |()| {
+            t.send(std::thread::current().id()).expect("send")
+        })
+        .expect("a thread");
+        let first = rx.recv().expect("ran");
+        // Back in the pool: one thread, waiting.
+        assert!(counts_become(&pool, (1, 1)), "{:?}", pool.counts());
+        pool.execute((), move |()| {
+            tx.send(std::thread::current().id()).expect("send")
+        })
+        .expect("the waiting thread");
+        assert_eq!(rx.recv().expect("ran"), first, "no second thread");
+        assert!(counts_become(&pool, (1, 1)), "{:?}", pool.counts());
+    }
+
+    #[test]
+    fn idle_threads_end_after_the_keep_alive() {
+        let pool = Pool::new(4, Duration::from_millis(20));
+        let (tx, rx) = mpsc::channel();
+        let mut release = Vec::new();
+        for _ in 0..2 {
+            let (t, (go_tx, go_rx)) = (tx.clone(), mpsc::channel::<()>());
+            pool.execute((), move |()| {
+                t.send(()).expect("send");
+                let _ = go_rx.recv();
+            })
+            .expect("a thread");
+            release.push(go_tx);
+        }
+        rx.recv().expect("started");
+        rx.recv().expect("started");
+        assert_eq!(pool.counts(), (2, 0), "two jobs held at once: two threads");
+        drop(release);
+        // Both finish, wait 20 ms for work, and end.
+        assert!(counts_become(&pool, (0, 0)), "{:?}", pool.counts());
+        // The next job starts a thread again.
+        pool.execute((), move |()| tx.send(()).expect("send"))
+            .expect("a new thread");
+        rx.recv_timeout(Duration::from_secs(5)).expect("ran");
+    }
+
+    #[test]
+    fn a_limit_of_zero_still_runs_one_job() {
+        let pool = Pool::new(0, Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel();
+        pool.execute((), move |()| tx.send(()).expect("send"))
+            .expect("one thread at least");
+        rx.recv_timeout(Duration::from_secs(5)).expect("ran");
+    }
+
     #[test]
     fn a_promised_thread_takes_the_next_job_instead_of_a_new_thread() {
         let pool = Pool::new(8, Duration::from_secs(5));

@@ -61,9 +61,12 @@ class PluginRunner:
     ``world`` (or keyword arguments naming ``World`` fields) sets what Kong knows
     beyond the request; ``answers`` overrides PDK functions by name (a value or a
     callable of the Lua arguments). ``model`` is how the handlers run, as the
-    command line would run them: ``"threads"`` (no flag; ``async def`` phases
-    on the asyncio loop), ``"gevent"`` (``-g``) or ``"processes"`` (``-m
-    workers``; the plugin must be a file ending with ``start_dedicated_server``).
+    command line would run them: ``"auto"`` (no flag: greenlets on one loop
+    thread when the plugin's code is known not to block, else threads;
+    ``async def`` phases on the asyncio loop), ``"threads"`` or
+    ``"greenlets"`` (``--model``), ``"gevent"`` (``-g``) or ``"processes"``
+    (``-m workers``; the plugin must be a file ending with
+    ``start_dedicated_server``).
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class PluginRunner:
         world: World | None = None,
         answers: Mapping[str, object] | None = None,
         plugin_id: str | None = None,
-        model: Model = "threads",
+        model: Model = "auto",
         workers: int = 1,
         **world_fields: Any,
     ) -> None:

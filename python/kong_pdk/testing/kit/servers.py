@@ -15,7 +15,9 @@ An ``async def`` phase stays ``async def`` in that subclass, so the server runs
 it on its asyncio loop as in production.
 
 The execution model is chosen as the command line chooses it (``build_server``):
-``"threads"`` (no flag; ``async def`` phases on the asyncio loop), ``"gevent"``
+``"auto"`` (no flag: greenlets on one loop thread for a plugin whose code is
+known not to block, threads otherwise; ``async def`` phases on the asyncio
+loop), ``"threads"`` or ``"greenlets"`` (``--model``), ``"gevent"``
 (``-g``: every handler in a greenlet, on a hub in a thread of its own, see
 ``gevent_host``) or ``"processes"`` (``-m N``: the plugin file is run again as
 N worker processes, which must therefore end with ``start_dedicated_server``).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import importlib.util
 import inspect
 import shutil
 import tempfile
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from kong_pdk import _core
+from kong_pdk.blocking import blocking_reason
 from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
 from kong_pdk.protocol import MSGPACK, dump_name, protocol_of
@@ -48,7 +52,7 @@ from kong_pdk.testing.kong.versions import LATEST, KongVersion
 __all__ = ["PluginError", "Served", "served", "shutdown_all", "Model", "MODELS"]
 
 #: How handlers run: as with no flag, ``-g`` or ``-m`` on the command line.
-Model = Literal["threads", "gevent", "processes"]
+Model = Literal["auto", "threads", "greenlets", "gevent", "processes"]
 MODELS: tuple[str, ...] = get_args(Model)
 
 # Seconds an abandoned event waits before the server reclaims it. Kong never
@@ -164,7 +168,7 @@ _lock = threading.Lock()
 _servers: dict[tuple[int, str, str, int, str, int], Served] = {}
 
 
-def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Served:
+def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
     """The server of ``spec`` under ``model`` (started on first use, then reused)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
@@ -187,6 +191,12 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
         # subclass would not reach them.
         cls = spec.cls if model == "processes" else _recording(spec.cls, errors.append)
         wire = protocol_of(spec.cls)
+        # The recording subclass lives in this module: the choice of `auto`
+        # is made on the plugin's own class, as the command line makes it.
+        plain = model if model in ("threads", "greenlets") else "threads"
+        if model == "auto":
+            pure = blocking_reason(spec.cls) is None and importlib.util.find_spec("greenlet") is not None
+            plain = "greenlets" if pure else "threads"
 
         def build() -> Any:
             return build_server(
@@ -198,6 +208,7 @@ def served(spec: PluginSpec, model: Model = "threads", workers: int = 1) -> Serv
                 schema=spec.schema,
                 event_timeout=EVENT_TIMEOUT,
                 gevent=model == "gevent",
+                model=plain,
                 processes=workers if model == "processes" else None,
                 protocol=wire,
             )

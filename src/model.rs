@@ -1,0 +1,115 @@
+//! The execution model: where the handlers run, chosen once.
+//!
+//! The Python side decides it from the command line (`-g`, `-m`, `--model`)
+//! and the plugins (`async def` phases; whether a plugin's code may block,
+//! `kong_pdk/blocking.py`) and hands it to the core by name; the core
+//! builds that model and nothing else. Each name maps to one way of serving
+//! the socket (tokio I/O threads, or the runner's loop) and one place where
+//! handlers run.
+
+use std::fmt;
+
+/// Where the handlers run (docs/execution-models.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Model {
+    /// Plain `def` handlers on the thread pool; tokio serves the socket.
+    Threads,
+    /// Threads, and the `async def` phases of plugins that mix both on the
+    /// runner's asyncio loop, bridged (`executor/bridge.rs`).
+    Mixed,
+    /// Every handler `async def`, on the runner's asyncio loop, which
+    /// serves the socket (`looped/`).
+    Asyncio,
+    /// `-g`: every handler in a greenlet on gevent's hub, which serves the
+    /// socket (`looped/`).
+    Gevent,
+    /// Plain `def` handlers of plugins that never block, as greenlets on
+    /// the runner's poll loop, which serves the socket (`looped/`).
+    Greenlets,
+    /// `-m`: worker processes run the handlers; this process relays.
+    Processes,
+}
+
+/// A model name the core does not know.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnknownModel(pub String);
+
+impl fmt::Display for UnknownModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown execution model '{}': one of {}",
+            self.0,
+            Model::ALL.map(Model::name).join(", ")
+        )
+    }
+}
+
+impl Model {
+    pub const ALL: [Model; 6] = [
+        Model::Threads,
+        Model::Mixed,
+        Model::Asyncio,
+        Model::Gevent,
+        Model::Greenlets,
+        Model::Processes,
+    ];
+
+    pub fn parse(name: &str) -> Result<Model, UnknownModel> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| UnknownModel(name.to_string()))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Threads => "threads",
+            Model::Mixed => "mixed",
+            Model::Asyncio => "asyncio",
+            Model::Gevent => "gevent",
+            Model::Greenlets => "greenlets",
+            Model::Processes => "processes",
+        }
+    }
+
+    /// Whether the runner's loop serves the socket and runs every handler.
+    pub fn looped(self) -> bool {
+        matches!(self, Model::Asyncio | Model::Gevent | Model::Greenlets)
+    }
+
+    /// Whether the model needs a runner (a Python event loop).
+    pub fn needs_runner(self) -> bool {
+        self.looped() || self == Model::Mixed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_model() {
+        for model in Model::ALL {
+            assert_eq!(Model::parse(model.name()), Ok(model));
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_naming_the_known_ones() {
+        let err = Model::parse("fibers").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "unknown execution model 'fibers': one of threads, mixed, asyncio, gevent, greenlets, processes"
+            )
+        );
+    }
+
+    #[test]
+    fn only_the_loop_models_serve_the_socket_from_the_runner() {
+        let looped: Vec<_> = Model::ALL.into_iter().filter(|m| m.looped()).collect();
+        assert_eq!(looped, [Model::Asyncio, Model::Gevent, Model::Greenlets]);
+        assert!(Model::Mixed.needs_runner() && !Model::Threads.needs_runner());
+    }
+}
