@@ -14,7 +14,7 @@ use super::messages::rpc_return::Return;
 use super::messages::{InstanceStatus, PluginInfo, PluginNames};
 use super::shared::Shared;
 use super::values::to_pb_value;
-use crate::rpc::{as_map, as_u64, field, map, Method};
+use crate::rpc::{as_map, as_u64, field};
 use crate::rpc_error::RpcError;
 use crate::service::{Encoded, Reply};
 
@@ -55,26 +55,17 @@ fn answer_inner(shared: &Shared, call: Call) -> Result<Option<Return>, Failure> 
             names: service.plugins.iter().map(|p| p.name.clone()).collect(),
         }),
         Call::CmdGetPluginInfo(c) => {
-            let arg = if c.name.is_empty() {
-                Value::Nil
-            } else {
-                Value::from(c.name)
-            };
-            let info = value(
-                service.answer_now(Method::GetPluginInfo, &arg),
-                "GetPluginInfo",
-            )?;
+            let name = Some(c.name.as_str()).filter(|n| !n.is_empty());
+            let info = value(service.plugin_info(name), "GetPluginInfo")?;
             Return::PluginInfo(plugin_info(&info, service_load_time(shared)))
         }
         Call::CmdStartInstance(c) => {
-            let arg = map(vec![
-                ("Name", Value::from(c.name.as_str())),
-                (
-                    "Config",
-                    Value::from(String::from_utf8_lossy(&c.config).into_owned()),
-                ),
-            ]);
-            let started = value(Some(service.start_instance_now(&arg)), "StartInstance")?;
+            // Kong's Config is JSON text, as on MessagePack:1.
+            let config = Value::from(String::from_utf8_lossy(&c.config).into_owned());
+            let started = value(
+                service.start_instance_now(&c.name, &config),
+                "StartInstance",
+            )?;
             let long = as_map(&started)
                 .and_then(|m| field(m, "Id"))
                 .and_then(as_u64)
@@ -84,19 +75,13 @@ fn answer_inner(shared: &Shared, call: Call) -> Result<Option<Return>, Failure> 
         }
         Call::CmdGetInstanceStatus(c) => {
             let long = long_id(shared, c.instance_id)?;
-            let status = value(
-                service.answer_now(Method::InstanceStatus, &Value::from(long)),
-                "GetInstanceStatus",
-            )?;
+            let status = value(service.instance_status(long), "GetInstanceStatus")?;
             Return::InstanceStatus(instance_status(&status, c.instance_id))
         }
         Call::CmdCloseInstance(c) => {
             let long = long_id(shared, c.instance_id)?;
             shared.ids.forget(c.instance_id);
-            let closed = value(
-                service.answer_now(Method::CloseInstance, &Value::from(long)),
-                "CloseInstance",
-            )?;
+            let closed = value(service.close_instance(long), "CloseInstance")?;
             Return::InstanceStatus(instance_status(&closed, c.instance_id))
         }
         // Handled by the connection (`handler.rs`).
@@ -113,12 +98,13 @@ fn service_load_time(shared: &Shared) -> i64 {
 }
 
 /// The result of a service call; a failure is logged.
-fn value(reply: Option<Reply>, what: &str) -> Result<Value, Failure> {
+fn value(reply: Reply, what: &str) -> Result<Value, Failure> {
     match reply {
-        Some(Ok(Encoded::Value(v))) => Ok(v),
-        Some(Ok(Encoded::Deferred)) | None => Err(Failure::Failed),
-        Some(Err(RpcError::HandedOver)) => Err(Failure::HandedOver),
-        Some(Err(e)) => {
+        Ok(Encoded::Value(v)) => Ok(v),
+        // Only events end with "ret" or a PDK call; none is served here.
+        Ok(Encoded::Ret(_) | Encoded::Call { .. }) => Err(Failure::Failed),
+        Err(RpcError::HandedOver) => Err(Failure::HandedOver),
+        Err(e) => {
             log::log!(e.log_level(), "{what}: {e}");
             Err(Failure::Failed)
         }
@@ -207,6 +193,7 @@ fn json_text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::map;
 
     #[test]
     fn plugin_info_carries_the_schema_as_json() {

@@ -5,11 +5,10 @@
 //! A function ProtoBuf:1 lacks raises where it is called and sends nothing:
 //! Kong would fail the request on a method it does not know.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
 use pyo3::prelude::*;
 
 use super::args::encode_args;
@@ -17,8 +16,8 @@ use super::conn::Conn;
 use super::methods::{find, PbMethod};
 use super::ready::Ready;
 use super::reply::decode_reply;
-use crate::events::Answer;
-use crate::pdk::{answer_to_py, ended_error, Ending, PdkTarget};
+use crate::events::{Answer, Stage, StageCell};
+use crate::pdk::{answer_to_py, concurrent_call_error, ended_error, PdkTarget};
 use crate::phase::Phase;
 
 /// The ProtoBuf:1 method of `name`, or the error the plugin sees.
@@ -32,22 +31,6 @@ pub fn pb_method(name: &str) -> PyResult<&'static PbMethod> {
     })
 }
 
-/// What a second PDK call raises while one of the same event waits.
-pub fn busy_error(name: &str) -> PyErr {
-    PyRuntimeError::new_err(format!(
-        "{name}: another PDK call of this event is already waiting for Kong; Kong answers \
-         one call of an event at a time, so calls from threads or tasks of one handler \
-         must not overlap"
-    ))
-}
-
-const RUNNING: u8 = 0;
-const EXITED: u8 = 1;
-/// The connection failed or Kong stopped answering: nothing more can be
-/// said on it, and it is closed after the handler.
-const BROKEN: u8 = 2;
-const OVER: u8 = 3;
-
 pub struct PbEvent {
     pub event_id: u64,
     pub phase: Phase,
@@ -55,7 +38,10 @@ pub struct PbEvent {
     /// The handler is `async def`: calls return awaitables.
     awaitable: bool,
     conn: Arc<Conn>,
-    state: AtomicU8,
+    /// `Abandoned` also when the connection failed or Kong stopped
+    /// answering: nothing more can be said on it, and it is closed after
+    /// the handler.
+    stage: StageCell,
     /// One call at a time: Kong answers an event's calls in order.
     in_call: Mutex<()>,
     reply_timeout: Duration,
@@ -76,7 +62,7 @@ impl PbEvent {
             lua_style,
             awaitable,
             conn,
-            state: AtomicU8::new(RUNNING),
+            stage: StageCell::default(),
             in_call: Mutex::new(()),
             reply_timeout,
         }
@@ -84,21 +70,19 @@ impl PbEvent {
 
     /// Whether the connection can still carry the event's end.
     pub fn is_broken(&self) -> bool {
-        self.state.load(Ordering::Acquire) == BROKEN
+        self.stage.get() == Stage::Abandoned
     }
 
     /// The handler is over: later calls (from a thread it left behind) raise.
     pub fn finish(&self) {
-        let _ = self
-            .state
-            .compare_exchange(RUNNING, OVER, Ordering::AcqRel, Ordering::Acquire);
+        self.stage.leave(Stage::Finished);
     }
 
     /// Sends one call and waits for Kong's reply, detached from Python.
     fn ask(&self, py: Python<'_>, method: &PbMethod, args: &[u8]) -> PyResult<Answer> {
         let payload = encode_args(method, args).map_err(|e| PyTypeError::new_err(e.0))?;
         let Ok(_one) = self.in_call.try_lock() else {
-            return Err(busy_error(method.name));
+            return Err(concurrent_call_error(method.name));
         };
         if !PdkTarget::is_running(self) {
             return Err(PdkTarget::ended_error(self, py));
@@ -124,7 +108,7 @@ impl PbEvent {
                     self.event_id,
                     method.name
                 );
-                self.state.store(BROKEN, Ordering::Release);
+                self.stage.take_from_handler();
                 Err(PdkTarget::ended_error(self, py))
             }
         }
@@ -149,7 +133,7 @@ impl PbEvent {
                     "event {}: {name} got no reply from Kong: {e}",
                     self.event_id
                 );
-                self.state.store(BROKEN, Ordering::Release);
+                self.stage.take_from_handler();
                 false
             }
         }
@@ -164,25 +148,18 @@ impl PdkTarget for PbEvent {
         self.phase
     }
     fn is_running(&self) -> bool {
-        self.state.load(Ordering::Acquire) == RUNNING
+        self.stage.is_running()
     }
     fn is_abandoned(&self) -> bool {
         self.is_broken()
     }
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        let ending = match self.state.load(Ordering::Acquire) {
-            EXITED => Ending::Exited,
-            BROKEN => Ending::Abandoned,
-            _ => Ending::Over,
-        };
-        ended_error(py, ending, self.event_id)
+        ended_error(py, self.stage.get(), self.event_id)
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         let m = pb_method(&method)?;
         self.ask(py, m, &args)?;
-        let _ = self
-            .state
-            .compare_exchange(RUNNING, EXITED, Ordering::AcqRel, Ordering::Acquire);
+        self.stage.leave(Stage::Exited);
         Ok(())
     }
     fn call<'py>(

@@ -1,6 +1,7 @@
 //! The executor a ProtoBuf:1 server gives its `Service`: it creates plugin
 //! objects and counts the handlers running, while the events themselves run
-//! on their connections' threads (`handler.rs`), not through `run_event`.
+//! on their connections' threads (`handler.rs`) or on the runner's loop
+//! (`looped/`): it is no `RunsEvents`, as nothing hands it events.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use rmpv::Value;
 
 use crate::executor::plugins::PluginClasses;
-use crate::executor::{EventJob, Executor, PluginHandle, Running};
+use crate::executor::{Executor, PluginHandle, Running};
 
 pub struct PbExecutor {
     pub classes: Arc<PluginClasses>,
@@ -32,15 +33,6 @@ impl PbExecutor {
 impl Executor for PbExecutor {
     fn start_instance(&self, plugin: &str, config: &Value) -> Result<PluginHandle, String> {
         self.classes.attach_and_create(plugin, config)
-    }
-
-    /// Never called: MessagePack's HandleEvent path does not exist on this
-    /// server. Dropping the job ends the event (its link answers Kong).
-    fn run_event(&self, job: EventJob) {
-        log::error!(
-            "event {}: a MessagePack event reached the ProtoBuf:1 executor",
-            job.link.event_id
-        );
     }
 
     fn running(&self) -> usize {

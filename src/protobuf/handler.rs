@@ -51,11 +51,7 @@ pub fn handle_event(
     let Some(long) = shared.ids.long(cmd.instance_id) else {
         return unknown_instance(cmd.instance_id);
     };
-    let arg = map(vec![
-        ("InstanceId", Value::from(long)),
-        ("EventName", Value::from(cmd.event_name.as_str())),
-    ]);
-    let event = match shared.service.accept_event(&arg) {
+    let event = match shared.service.accept_event(long, &cmd.event_name) {
         Ok(event) => event,
         Err(RpcError::NoInstance(_)) => {
             shared.ids.forget(cmd.instance_id);

@@ -15,15 +15,15 @@ use pyo3::prelude::*;
 use rmpv::Value;
 
 use super::super::args::encode_args;
-use super::super::event::{busy_error, pb_method};
+use super::super::event::pb_method;
 use super::super::frame::push_frame;
 use super::super::messages::RpcReturn;
 use super::link::{LoopConn, SendError, Waiting};
 use super::runner::Runner;
-use super::state::{EventState, BROKEN, EXITED, OVER, RUNNING};
+use crate::events::{Stage, StageCell};
 use crate::executor::{report_for, PluginHandle, Running};
 use crate::instances::InFlight;
-use crate::pdk::{ended_error, event_abandoned, Ending, PdkTarget};
+use crate::pdk::{concurrent_call_error, ended_error, event_abandoned, PdkTarget};
 use crate::phase::Phase;
 use crate::rpc::map;
 
@@ -38,7 +38,8 @@ pub struct LoopEvent {
     sequence: i64,
     conn: Arc<LoopConn>,
     runner: Arc<Runner>,
-    state: Arc<EventState>,
+    /// `Abandoned` also when the connection failed or Kong stopped answering.
+    stage: Arc<StageCell>,
     /// The instance (marked busy) and the server's running count, until
     /// the event ends.
     held: Mutex<Option<(InFlight<PluginHandle>, Running)>>,
@@ -64,7 +65,7 @@ impl LoopEvent {
             sequence,
             conn,
             runner,
-            state: Arc::new(EventState::default()),
+            stage: Arc::new(StageCell::default()),
             held: Mutex::new(Some((instance, running))),
         }
     }
@@ -76,9 +77,9 @@ impl LoopEvent {
                 Ok(())
             }
             Ok(false) => Ok(()),
-            Err(SendError::Busy) => Err(busy_error("a PDK call")),
+            Err(SendError::Busy) => Err(concurrent_call_error("a PDK call")),
             Err(SendError::Closed) => {
-                self.state.set(BROKEN);
+                self.stage.take_from_handler();
                 Err(PdkTarget::ended_error(self, py))
             }
         }
@@ -90,8 +91,8 @@ impl LoopEvent {
         let Some(held) = self.held.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return;
         };
-        let broken = self.state.get() == BROKEN;
-        let _ = self.state.leave_running(OVER);
+        let broken = self.stage.get() == Stage::Abandoned;
+        self.stage.leave(Stage::Finished);
         if broken {
             drop(held);
             return;
@@ -130,7 +131,7 @@ impl LoopEvent {
             self.runner.watch_writable(py, self.conn.fd(), self.conn.id);
         }
         if let Some(left) = left {
-            let err = ended_error(py, Ending::Over, self.event_id);
+            let err = ended_error(py, Stage::Finished, self.event_id);
             let _ = self.runner.tokens.resolve(left.token.bind(py), Err(err));
         }
         drop(held);
@@ -162,18 +163,13 @@ impl PdkTarget for LoopEvent {
         self.phase
     }
     fn is_running(&self) -> bool {
-        self.state.get() == RUNNING
+        self.stage.is_running()
     }
     fn is_abandoned(&self) -> bool {
-        self.state.get() == BROKEN
+        self.stage.get() == Stage::Abandoned
     }
     fn ended_error(&self, py: Python<'_>) -> PyErr {
-        let ending = match self.state.get() {
-            EXITED => Ending::Exited,
-            BROKEN => Ending::Abandoned,
-            _ => Ending::Over,
-        };
-        ended_error(py, ending, self.event_id)
+        ended_error(py, self.stage.get(), self.event_id)
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         let m = pb_method(&method)?;
@@ -186,7 +182,7 @@ impl PdkTarget for LoopEvent {
         let _ = push_frame(&mut frames, &payload);
         let sent = self.conn.send_unwaited(&frames, 1);
         self.after_send(py, sent)?;
-        self.state.leave_running(EXITED);
+        self.stage.leave(Stage::Exited);
         Ok(())
     }
     fn call<'py>(
@@ -210,11 +206,11 @@ impl PdkTarget for LoopEvent {
             name: m.name,
             lua_style: self.lua_style,
             event_id: self.event_id,
-            state: Arc::clone(&self.state),
+            stage: Arc::clone(&self.stage),
             since: Instant::now(),
         };
         match self.conn.send_call(&frames, waiting) {
-            Err(SendError::Busy) => return Err(busy_error(m.name)),
+            Err(SendError::Busy) => return Err(concurrent_call_error(m.name)),
             sent => self.after_send(py, sent)?,
         }
         self.runner.tokens.wait(token)

@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 
 use super::super::frame::{FrameError, FrameReader};
 use super::super::methods::Ret;
-use super::state::EventState;
+use crate::events::StageCell;
 
 /// A PDK call waiting for Kong's reply.
 pub struct Waiting {
@@ -25,7 +25,7 @@ pub struct Waiting {
     pub name: &'static str,
     pub lua_style: bool,
     pub event_id: u64,
-    pub state: Arc<EventState>,
+    pub stage: Arc<StageCell>,
     pub since: Instant,
 }
 

@@ -10,15 +10,14 @@
 //! read by the loop from the event's own connection, resolves it. No thread
 //! switch is on the path of an event.
 //!
-//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `state.rs` an
-//! event's state, `tokens.rs` and `runner.rs` the runner's side, `event.rs`
-//! an event behind its `kong` object and handle.
+//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `tokens.rs`
+//! and `runner.rs` the runner's side, `event.rs` an event behind its `kong`
+//! object and handle (its stage is `events::StageCell`, as in every model).
 
 mod event;
 mod link;
 mod poll;
 mod runner;
-mod state;
 mod tokens;
 
 use std::collections::HashMap;
@@ -46,7 +45,6 @@ use crate::events::Answer;
 use crate::executor::plugins::PluginClasses;
 use crate::pdk::{answer_to_py, PdkProxy};
 use crate::phase::Phase;
-use crate::rpc::map;
 use crate::rpc_error::RpcError;
 use crate::service::{PluginMeta, Service, Settings};
 use event::{abandoned, LoopEvent, PbHandle};
@@ -289,11 +287,7 @@ impl Core {
             );
             return false;
         };
-        let arg = map(vec![
-            ("InstanceId", Value::from(long)),
-            ("EventName", Value::from(cmd.event_name.as_str())),
-        ]);
-        let accepted = match shared.service.accept_event(&arg) {
+        let accepted = match shared.service.accept_event(long, &cmd.event_name) {
             Ok(event) => event,
             Err(RpcError::NoInstance(_)) => {
                 shared.ids.forget(cmd.instance_id);
@@ -414,7 +408,7 @@ impl Core {
             .connections
             .fetch_sub(1, Ordering::AcqRel);
         if let Some(w) = waiting {
-            w.state.set(state::BROKEN);
+            w.stage.take_from_handler();
             let err = abandoned(py, w.event_id);
             if let Err(e) = self.runner.tokens.resolve(w.token.bind(py), Err(err)) {
                 log::error!("waking a handler failed: {e}");

@@ -1,6 +1,8 @@
 //! How a PDK call's handler waits on the runner's loop, and how Kong's
-//! reply resumes it: an asyncio future the handler awaits, or a gevent
-//! waiter its greenlet blocks on (`kong_pdk/runners.py`).
+//! reply resumes it: an asyncio future the handler awaits, a gevent waiter
+//! its greenlet blocks on, or (`GreenletRunner`) the handler's greenlet
+//! itself, switched back to (`kong_pdk/runners.py`; the same three kinds as
+//! MessagePack:1's looped model, src/looped/mod.rs).
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -13,14 +15,67 @@ pub enum Tokens {
         event_loop: Py<PyAny>,
         current_task: Py<PyAny>,
     },
-    /// `GeventRunner`: the call blocks in `Waiter.get`; a switch from the
-    /// hub resumes it.
+    /// `GeventRunner` (`waiter_tokens`): the call blocks in `Waiter.get`;
+    /// a switch from the hub resumes it.
     Waiters {
         new_token: Py<PyAny>,
         wait: Py<PyAny>,
-        hub: Py<PyAny>,
-        getcurrent: Py<PyAny>,
+        hub: Hub,
     },
+    /// `GreenletRunner` (`greenlet_tokens`): the token is the calling
+    /// greenlet (`getcurrent`), which waits by switching to the hub (the
+    /// runner's `wait`, called without arguments); resolving switches (or
+    /// throws) into it.
+    Greenlets {
+        new_token: Py<PyAny>,
+        wait: Py<PyAny>,
+        hub: Hub,
+    },
+}
+
+/// The greenlet that serves the socket (gevent's hub, or
+/// `GreenletRunner`'s loop), as the runner gives it.
+pub struct Hub {
+    hub: Py<PyAny>,
+    /// The runner's `getcurrent` (greenlet's).
+    getcurrent: Py<PyAny>,
+    /// The runner's `run_callback(fn, arg)`: `fn(arg)` on the hub's next round.
+    run_callback: Py<PyAny>,
+}
+
+impl Hub {
+    fn of_runner(runner: &Bound<'_, PyAny>) -> PyResult<Hub> {
+        Ok(Hub {
+            hub: runner.getattr("hub")?.unbind(),
+            getcurrent: runner.getattr("getcurrent")?.unbind(),
+            run_callback: runner.getattr("run_callback")?.unbind(),
+        })
+    }
+
+    /// Resumes the greenlet waiting on `token` (a waiter, or the greenlet
+    /// itself): directly from the hub (Kong's reply was just read), on the
+    /// hub's next round from any other greenlet (shutdown).
+    fn resolve(
+        &self,
+        token: &Bound<'_, PyAny>,
+        answer: PyResult<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = token.py();
+        let (resume, arg) = match answer {
+            Ok(v) => (token.getattr(intern!(py, "switch"))?, v),
+            Err(e) => (
+                token.getattr(intern!(py, "throw"))?,
+                e.into_value(py).into_bound(py).into_any(),
+            ),
+        };
+        let hub = self.hub.bind(py);
+        if self.getcurrent.bind(py).call0()?.is(hub) {
+            resume.call1((arg,))?;
+        } else {
+            self.run_callback.bind(py).call1((resume, arg))?;
+        }
+        Ok(())
+    }
 }
 
 type Callbacks<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
@@ -46,12 +101,23 @@ fn take_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
 impl Tokens {
     pub fn of_runner(py: Python<'_>, runner: &Bound<'_, PyAny>) -> PyResult<Tokens> {
         let new_token = runner.getattr("new_token")?.unbind();
-        if runner.hasattr("waiter_tokens")? {
+        let flag = |name: &str| -> PyResult<bool> {
+            match runner.getattr_opt(name)? {
+                Some(flag) => flag.is_truthy(),
+                None => Ok(false),
+            }
+        };
+        if flag("greenlet_tokens")? {
+            Ok(Tokens::Greenlets {
+                new_token,
+                wait: runner.getattr("wait")?.unbind(),
+                hub: Hub::of_runner(runner)?,
+            })
+        } else if flag("waiter_tokens")? {
             Ok(Tokens::Waiters {
                 new_token,
                 wait: runner.getattr("wait")?.unbind(),
-                hub: runner.getattr("hub")?.unbind(),
-                getcurrent: py.import("gevent")?.getattr("getcurrent")?.unbind(),
+                hub: Hub::of_runner(runner)?,
             })
         } else {
             Ok(Tokens::Futures {
@@ -64,18 +130,19 @@ impl Tokens {
 
     pub fn new_token<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            Tokens::Futures { new_token, .. } | Tokens::Waiters { new_token, .. } => {
-                new_token.bind(py).call0()
-            }
+            Tokens::Futures { new_token, .. }
+            | Tokens::Waiters { new_token, .. }
+            | Tokens::Greenlets { new_token, .. } => new_token.bind(py).call0(),
         }
     }
 
-    /// What the PDK call returns: the future, or (gevent) the reply itself
-    /// once the greenlet is resumed.
+    /// What the PDK call returns: the future, or (greenlets) the reply
+    /// itself once the greenlet is resumed.
     pub fn wait<'py>(&self, token: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         match self {
             Tokens::Futures { .. } => Ok(token),
             Tokens::Waiters { wait, .. } => wait.bind(token.py()).call1((token,)),
+            Tokens::Greenlets { wait, .. } => wait.bind(token.py()).call0(),
         }
     }
 
@@ -121,24 +188,8 @@ impl Tokens {
                 }
                 Ok(())
             }
-            Tokens::Waiters {
-                hub, getcurrent, ..
-            } => {
-                let (resume, arg) = match answer {
-                    Ok(v) => (token.getattr(intern!(py, "switch"))?, v),
-                    Err(e) => (
-                        token.getattr(intern!(py, "throw"))?,
-                        e.into_value(py).into_bound(py).into_any(),
-                    ),
-                };
-                let hub = hub.bind(py);
-                if getcurrent.bind(py).call0()?.is(hub) {
-                    resume.call1((arg,))?;
-                } else {
-                    hub.getattr(intern!(py, "loop"))?
-                        .call_method1(intern!(py, "run_callback"), (resume, arg))?;
-                }
-                Ok(())
+            Tokens::Waiters { hub, .. } | Tokens::Greenlets { hub, .. } => {
+                hub.resolve(token, answer)
             }
         }
     }
