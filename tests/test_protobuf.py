@@ -3,9 +3,11 @@ the stock protobuf library on Kong's side (tests/pb_kong.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,10 +23,12 @@ PLUGIN = "protobuf_plugin.py"
 #: The execution models a ProtoBuf:1 plugin runs in: the same plugin with a
 #: sync access and an async log (threads, the async phase on the connection's
 #: own loop), every phase async def (the runner's asyncio loop owns the
-#: socket), every phase plain def under -g (the gevent hub owns it).
+#: socket), every phase plain def as greenlets (--model greenlets: the
+#: GreenletRunner's loop owns it) and under -g (the gevent hub owns it).
 MODELS = {
     "threads": ("protobuf_plugin.py",),
     "asyncio": ("protobuf_async.py",),
+    "greenlets": ("protobuf_sync.py", "--model", "greenlets"),
     "gevent": ("protobuf_sync.py", "-g"),
 }
 
@@ -237,6 +241,73 @@ def test_worker_processes_and_async_def_under_gevent_are_refused(tmp_path: Path)
         )
         assert out.returncode == 1
         assert why in out.stderr, out.stderr
+
+
+def plugin_class(folder: Path, name: str, source: str) -> type:
+    """The ``Plugin`` class of a module of its own (``--model auto`` reads its source)."""
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    cls: type = module.Plugin
+    return cls
+
+
+PB_PLAIN = """
+    class Plugin:
+        protocol = "protobuf"
+        def access(self, kong):
+            kong.response.set_header("x", "y")
+"""
+PB_MIXED = PB_PLAIN + """
+        async def log(self, kong):
+            await kong.log.notice("done")
+"""
+PB_ASYNC = """
+    class Plugin:
+        protocol = "protobuf"
+        async def access(self, kong):
+            await kong.response.set_header("x", "y")
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "expected"),
+    [
+        # A plugin known not to block runs as greenlets, as on MessagePack:1.
+        (PB_PLAIN, {}, "greenlets"),
+        (PB_PLAIN, {"model": "threads"}, "threads"),
+        (PB_PLAIN, {"gevent": True}, "gevent"),
+        (PB_ASYNC, {}, "asyncio"),
+        # A connection's thread runs the async phase on its own loop: no bridge.
+        (PB_MIXED, {}, "threads"),
+        (PB_MIXED, {"model": "greenlets"}, "threads"),
+    ],
+)
+def test_the_core_is_told_each_protobuf_model_by_name(
+    tmp_path: Path, source: str, options: dict[str, object], expected: str
+) -> None:
+    from kong_pdk.serve import build_server
+
+    if options.get("gevent"):
+        pytest.importorskip("gevent", reason="the -g model needs gevent (make dev installs it)")
+    cls = plugin_class(tmp_path, f"pb_choice_{expected}_{len(options)}", source)
+    server = build_server("pb-choice", cls, str(tmp_path / "c.socket"), **options)  # type: ignore[arg-type]
+    assert server.model == expected
+
+
+def test_the_core_refuses_protobuf_with_processes_or_the_bridge(tmp_path: Path) -> None:
+    from kong_pdk import _core
+
+    with pytest.raises(ValueError, match="--protocol protobuf is served by .* not mixed"):
+        _core.PluginServer([], str(tmp_path / "x.socket"), model="mixed", runner=object(), protocol="protobuf")
+    with pytest.raises(ValueError, match="--protocol protobuf is served by .* not processes"):
+        _core.PluginServer(
+            [], str(tmp_path / "x.socket"), model="processes", workers=[(["x"], "/tmp/w")], protocol="protobuf"
+        )
 
 
 def test_a_replaced_server_closes_its_idle_connections_for_the_newer_one(

@@ -33,17 +33,18 @@ def pb(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     return pb2(str(tmp_path_factory.mktemp("pb2")))
 
 
-@pytest.fixture(scope="module", params=["threads", "gevent"])
+@pytest.fixture(scope="module", params=["threads", "greenlets", "gevent"])
 def kong(
     pb: ModuleType, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[tuple[KongPb, int]]:
     """One server per execution model for the whole table (the thread model,
-    and -g where the gevent hub owns the socket)."""
+    greenlets on the GreenletRunner's loop, and -g where the gevent hub owns
+    the socket)."""
     if request.param == "gevent":
         pytest.importorskip("gevent", reason="the -g model needs gevent (make dev installs it)")
     prefix = tmp_path_factory.mktemp("pb-roundtrip")
     log_path = prefix / "server.log"
-    model = ["-g"] if request.param == "gevent" else []
+    model = ["-g"] if request.param == "gevent" else ["--model", request.param]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, str(PLUGINS / "every_call.py"), "-p", str(prefix), "--socket-name", "e.socket",

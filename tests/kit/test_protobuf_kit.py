@@ -80,7 +80,7 @@ def test_exit_ends_the_request_with_its_bytes_body() -> None:
     assert res.client_response.headers["x-why"] == "pb"
 
 
-@pytest.mark.parametrize("model", ["threads", "gevent"])
+@pytest.mark.parametrize("model", ["threads", "greenlets", "gevent"])
 def test_every_model_that_serves_protobuf(model: str) -> None:
     if model == "gevent":
         suite_module("gevent", "pip install 'kong-pdk-native[gevent]'")
