@@ -19,7 +19,8 @@ and the server's context switches (all threads). Each row is the best of
 
 ProtoBuf:1 rows (docs/protobuf.md): `floor-pb` (the Rust floor speaking
 ProtoBuf:1), `ours-pb`, `ours-pb-async` and `ours-pb-g` (ours with --protocol
-protobuf: threads, every phase async def, -g)
+protobuf: plain def handlers on the model --model auto picks, as for `ours`;
+every phase async def; -g)
 are driven by benches/nginx/pb_bridge.lua, which does what Kong's pb_rpc.lua
 does (one pooled connection per event, lua-protobuf). Each of their rows is
 also divided by its MessagePack:1 twin of the same run (floor, ours,
