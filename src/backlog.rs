@@ -4,7 +4,7 @@
 //! Kong reads each reply before it sends its next request on a connection
 //! (docs/protocol.md §2), so a connection that serves Kong never holds more
 //! than one reply; both models also stop reading a peer's requests while it
-//! has a reply waiting (`connection.rs`, `looped/conns.rs`). What is left to
+//! has a reply waiting (`connection.rs`, `models/looped/conns.rs`). What is left to
 //! bound is a peer that does not play by that rule: events it started reply
 //! later, whether it reads or not. So the reply at the head of a
 //! connection's backlog may wait whatever its size; behind it a connection
@@ -13,7 +13,7 @@
 //! either bound is cut off, which costs that peer only.
 //!
 //! The thread model's `ConnWriter` (`writer.rs`) and the looped model's
-//! connections (`looped/conns.rs`) keep their bytes each in their own buffer
+//! connections (`models/looped/conns.rs`) keep their bytes each in their own buffer
 //! and count them here, so the bounds hold in every model.
 
 use std::fmt;

@@ -28,7 +28,7 @@ pub const MAX_HANDLER_THREADS: usize = 512;
 pub const HANDLER_TIMEOUT: f64 = 0.0;
 /// How long the event loop of the looped models (all-`async def`, `-g`) may
 /// go without turning before the stall watchdog logs the handler that holds
-/// it (`looped/stall.rs`); no flag: a loop held this long is a plugin bug
+/// it (`models/looped/watchdog.rs`); no flag: a loop held this long is a plugin bug
 /// to fix, not a setting to tune. Shorter with a shorter `--handler-timeout`.
 pub const LOOP_STALL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Seconds worker processes (`-m`) get to start serving.

@@ -1,7 +1,7 @@
 //! Serving one typed call (`rpc::Call`), the same way wherever it was read:
 //! by a connection's I/O task (`connection.rs`), by a handler's thread on a
-//! lent connection (`events/lent.rs`, `executor/thread/linger.rs`), or by the
-//! looped model's loop (`looped/dispatch.rs`).
+//! lent connection (`events/lent.rs`, `models/threads/linger.rs`), or by the
+//! looped model's loop (`models/looped/dispatch.rs`).
 //!
 //! [`Service::serve`] decides everything about a call: whether it goes to
 //! another server of ours (`handover.rs`), what the method does, and what the
@@ -247,7 +247,7 @@ impl Dispatcher {
 }
 
 /// A handler's thread serves the HandleEvents and Steps that come on the
-/// connection it reads (`events/lent.rs`, `executor/thread/linger.rs`), as
+/// connection it reads (`events/lent.rs`, `models/threads/linger.rs`), as
 /// the connection's I/O task would, without waking it.
 impl ServeLent for Dispatcher {
     fn takes(&self, req: &Request) -> bool {

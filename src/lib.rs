@@ -24,8 +24,7 @@ mod executor;
 mod handover;
 mod ids;
 mod instances;
-mod looped;
-mod model;
+mod models;
 mod pdk;
 mod pdk_table;
 mod phase;
@@ -46,7 +45,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use crate::looped::cache_stack_chunks;
+    use crate::models::looped::cache_stack_chunks;
     #[pymodule_export]
     use crate::pdk::PdkProxy;
     #[pymodule_export]

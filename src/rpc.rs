@@ -142,7 +142,7 @@ pub enum Call {
         dir: Value,
     },
     /// Ours, never sent by Kong: the core of the worker-process model ends a
-    /// worker's event that Kong abandoned (executor/process/mod.rs).
+    /// worker's event that Kong abandoned (models/processes/mod.rs).
     AbandonEvent {
         event: u64,
     },

@@ -1,5 +1,5 @@
 """The looped model: for ``async def`` plugins and ``-g``, the event loop's own
-thread owns Kong's socket (src/looped/). What it must guarantee beyond the
+thread owns Kong's socket (src/models/looped/). What it must guarantee beyond the
 shared behaviours of test_models.py: no thread hand-off per PDK call, writes
 that never block the loop, one PDK call in flight per event."""
 

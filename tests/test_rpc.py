@@ -17,7 +17,7 @@ from serving import Served
 
 @pytest.fixture(params=["thread", "gevent"])
 def server(request: pytest.FixtureRequest, serve: Callable[..., Served]) -> Served:
-    # Under -g the gevent hub owns the socket (src/looped/): the same RPC
+    # Under -g the gevent hub owns the socket (src/models/looped/): the same RPC
     # surface, served by the loop's thread instead of the core's I/O threads.
     extra: tuple[str, ...] = ()
     if request.param == "gevent":

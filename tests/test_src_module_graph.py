@@ -1,7 +1,7 @@
 """The Rust modules of src/ depend on each other without cycles.
 
 A cycle (a uses b, b uses a) means neither can be read, tested or changed alone.
-Each file of src/ is one module (``src/executor/bridge.rs`` is
+Each file of src/ is one module (``src/models/mixed.rs`` is
 ``executor::bridge``, ``src/executor/mod.rs`` is ``executor``); a file depends on
 the modules its ``use crate::…`` items and ``crate::…::`` paths name, resolved to
 the longest module path that exists. ``super::`` paths count too. A parent's
@@ -77,7 +77,7 @@ def module_graph(root: Path) -> dict[tuple[str, ...], set[tuple[str, ...]]]:
             if anchor == "crate":
                 full = parts
             else:
-                # `super` of executor/bridge.rs is executor; of executor/mod.rs, the crate.
+                # `super` of models/mixed.rs is executor; of executor/mod.rs, the crate.
                 base = list(module) if is_mod_rs else list(module[:-1])
                 while parts and parts[0] == "super":
                     base, parts = base[:-1], parts[1:]

@@ -1,5 +1,5 @@
 """The thread model: the thread that runs a handler reads Kong's connection
-itself (src/events/lent.rs, src/executor/thread/linger.rs). It takes its own
+itself (src/events/lent.rs, src/models/threads/linger.rs). It takes its own
 Steps off the connection, and after ``"ret"`` it reads the next HandleEvent
 there and runs it, so an event on a busy connection wakes no other thread:
 neither the runtime's I/O thread nor another handler thread."""

@@ -1,9 +1,9 @@
 """Python event loops that run handlers for the native core.
 
 When every phase of a plugin runs on the loop (all ``async def``, or ``-g``),
-the loop owns Kong's socket (src/looped/): the core calls ``serve(core)`` once,
+the loop owns Kong's socket (src/models/looped/): the core calls ``serve(core)`` once,
 and the runner watches one descriptor, ``core.poll_fd`` (an epoll set of the
-listening socket and every connection, src/looped/poller.rs), calling
+listening socket and every connection, src/models/looped/poller.rs), calling
 ``core.ready()`` when it is readable, ``core.writable(conn)`` when a connection
 with buffered replies is writable, ``core.tick()`` periodically and
 ``core.beat()`` every ``core.beat_period`` (what the core's stall watchdog
@@ -17,7 +17,7 @@ the loop's own thread: an event costs no thread switch.
 A plugin that mixes sync and ``async def`` phases keeps its socket on the
 core's I/O threads; the core then hands the asyncio runner a bridge
 (``attach``) whose ``fileno()`` becomes readable when there is work, and the
-runner calls ``bridge.drain()`` from its loop (src/executor/bridge.rs).
+runner calls ``bridge.drain()`` from its loop (src/models/mixed.rs).
 
 * ``AsyncioRunner``: ``async def`` phase handlers on one asyncio loop in its own
   thread (uvloop when installed); PDK calls return awaitables.
@@ -57,7 +57,7 @@ class Bridge(Protocol):
 
 
 class LoopCore(Protocol):
-    """The core's side of a loop that owns the socket (src/looped/mod.rs)."""
+    """The core's side of a loop that owns the socket (src/models/looped/mod.rs)."""
 
     @property
     def poll_fd(self) -> int:
@@ -199,8 +199,8 @@ class AsyncioRunner:
 
     def resolve(self, token: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
         """Completes a PDK call's future with its value or its error, for a
-        plugin that mixes sync and ``async def`` phases (src/executor/bridge.rs;
-        the looped core resolves its futures itself, src/looped/mod.rs)."""
+        plugin that mixes sync and ``async def`` phases (src/models/mixed.rs;
+        the looped core resolves its futures itself, src/models/looped/mod.rs)."""
         if token.done():  # the awaiting task was cancelled
             return
         if error is not None:
@@ -278,7 +278,7 @@ class GeventRunner:
     """
 
     #: A PDK call's token is a ``gevent.hub.Waiter``: the looped core resumes
-    #: it itself (a switch from the hub, src/looped/mod.rs: no Python frame
+    #: it itself (a switch from the hub, src/models/looped/mod.rs: no Python frame
     #: per call).
     waiter_tokens = True
 
@@ -309,7 +309,7 @@ class GeventRunner:
         self._watchers: dict[int, list[Any]] = {}
         # Each event's greenlet gets a fresh interpreter stack chunk and frees
         # it when it ends: cached, not mmap'ed and munmap'ed per event
-        # (src/looped/chunk_cache.rs).
+        # (src/models/looped/chunk_cache.rs).
         cache_stack_chunks()
 
     @property
@@ -582,7 +582,7 @@ def blocking_handler(thread_id: int) -> tuple[EventHandle | None, str, str]:
     is (``file:line in function``), and the stack from the handler's driver
     inward (most recent call last).
 
-    Called by the core's stall watchdog (src/looped/stall.rs) from its own
+    Called by the core's stall watchdog (src/models/looped/watchdog.rs) from its own
     thread, with the GIL: the loop's thread is blocked meanwhile, in
     ``time.sleep`` (which released the GIL) or in code that hands it over
     at the switch interval.

@@ -290,7 +290,7 @@ def _core_model(
     processes: int | None,
     model: str,
 ) -> str:
-    """The core's execution model (src/model.rs), chosen once: ``processes``
+    """The core's execution model (src/models/mod.rs), chosen once: ``processes``
     (``-m``), ``gevent`` (``-g``), ``asyncio`` (every phase of every plugin
     ``async def``), ``mixed`` (some), else ``greenlets`` or ``threads`` for the
     plain ``def`` handlers (``model``, see ``_on_greenlets``)."""

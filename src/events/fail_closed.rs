@@ -13,7 +13,7 @@
 //! running in between: the thread model, the bridge, the watchdog, the pool
 //! and the worker-process relay through the event's link
 //! (`EventLink::fail_closed`, the Step served by `dispatch.rs`), the looped
-//! model through its event on the loop (`looped/event.rs`).
+//! model through its event on the loop (`models/looped/event.rs`).
 
 use std::time::Duration;
 

@@ -24,7 +24,7 @@ pub struct EventLink {
     /// a PDK call waits for Kong, and once the event has ended.
     route: Mutex<Option<(Route, Instant)>>,
     /// Set by an executor whose thread goes on reading the connection after
-    /// the handler returned (`executor/thread/linger.rs`): the lend of the
+    /// the handler returned (`models/threads/linger.rs`): the lend of the
     /// last RPC is kept for it after `"ret"` instead of given back.
     keep: AtomicBool,
     kept: Mutex<Option<(Arc<ConnWriter>, Lend)>>,

@@ -99,7 +99,7 @@ impl Drop for Parked {
 /// Events by server-wide id (never by connection: Kong's Step may come on
 /// any pooled connection). The one map every model keeps its events in: the
 /// thread model the events parked until their Step ([`Events`]), the looped
-/// model every event in flight (`looped/event.rs`). The lock is held for a
+/// model every event in flight (`models/looped/event.rs`). The lock is held for a
 /// lookup only, never while Python or I/O runs.
 pub struct Registry<T> {
     map: Mutex<HashMap<u64, T>>,

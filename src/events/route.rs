@@ -25,7 +25,7 @@ pub struct Route {
 /// In the thread model the thread that runs a handler reads the connection
 /// that carried the event's last RPC itself: while it waits for Kong's next
 /// Step (with Kong's keep-alive pool it usually comes on that connection),
-/// and after the handler returned, for the next event (`executor/thread/linger.rs`).
+/// and after the handler returned, for the next event (`models/threads/linger.rs`).
 /// The HandleEvents and Steps that come meanwhile are served on that thread
 /// ([`ServeLent`]); anything else makes it give the connection back, bytes
 /// intact, to its I/O task, which waits meanwhile. Dropping a `Lend` gives it

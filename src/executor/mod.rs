@@ -3,8 +3,9 @@
 //! The RPC side (`service.rs`) knows nothing of Python: it asks an
 //! [`Executor`] to create a plugin object for a config and to run one event,
 //! handing it the event's [`EventLink`], through which the handler's side
-//! answers Kong. Each execution model is one implementation of this seam; the
-//! PDK proxy (`pdk/`) and the event protocol (`events/`) are shared by all.
+//! answers Kong. Each execution model (`models/`) is one implementation of
+//! this seam; the PDK proxy (`pdk/`) and the event protocol (`events/`) are
+//! shared by all.
 //!
 //! The GIL rule: an executor holds the GIL only while Python code runs. A PDK
 //! call waits for Kong detached (see `pdk/event.rs`).
@@ -14,10 +15,7 @@
 //! answers "ret" (`pdk::EventCtx`), so even a crashed handler cannot leave Kong
 //! waiting.
 
-pub mod bridge;
 pub mod plugins;
-pub mod process;
-pub mod thread;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,7 +122,7 @@ pub trait RunsEvents: Executor {
 
     /// Whether a handler's thread that read this event's HandleEvent on its
     /// lent connection may run the event itself instead of `run_event`
-    /// (the thread model, `thread/linger.rs`).
+    /// (the thread model, `models/threads/linger.rs`).
     fn runs_on_caller(&self, _job: &EventJob) -> bool {
         false
     }

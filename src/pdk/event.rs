@@ -22,7 +22,7 @@ pub enum Waiter {
 }
 
 /// How a loop-run event waits for Kong's answers; implemented by the
-/// executor that runs it (executor/bridge.rs), so that this proxy knows no
+/// executor that runs it (models/mixed.rs), so that this proxy knows no
 /// waiting strategy of its own.
 pub trait LoopWait: Send + Sync {
     /// The awaitable of a call whose answer arrives on `answered`.

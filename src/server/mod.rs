@@ -34,14 +34,14 @@ use tasks::{accept_loop, reaper};
 use crate::convert::value_to_py;
 use crate::defaults;
 use crate::dispatch::Dispatcher;
-use crate::executor::bridge::LoopExecutor;
 use crate::executor::plugins::PluginClasses;
-use crate::executor::process::{ProcessExecutor, WorkerSpec};
-use crate::executor::thread::ThreadExecutor;
 use crate::executor::{Executor, PhaseRouter, SharedExecutor, SharedRunner};
 use crate::instances::unix_now;
-use crate::looped;
-use crate::model::Model;
+use crate::models::looped;
+use crate::models::mixed::LoopExecutor;
+use crate::models::processes::{ProcessExecutor, WorkerSpec};
+use crate::models::threads::ThreadExecutor;
+use crate::models::Model;
 use crate::plugin_entry::PluginEntry;
 use crate::protobuf::{self, PbExecutor, Protocol};
 use crate::service::{PluginMeta, Service, Settings};
@@ -81,7 +81,7 @@ pub struct PluginServer {
     take_over: bool,
     /// `--handler-timeout`: `None` is off.
     handler_timeout: Option<Duration>,
-    /// Where the handlers run, as the Python side chose it (`model.rs`).
+    /// Where the handlers run, as the Python side chose it (`models/mod.rs`).
     model: Model,
     /// A Python event-loop runner (`kong_pdk/runners.py`) for the models
     /// that need one; each plugin entry says which of its phases run there.
@@ -456,7 +456,7 @@ impl PluginServer {
         value_to_py(py, &service.status())
     }
 
-    /// The execution model's name (`model.rs`).
+    /// The execution model's name (`models/mod.rs`).
     #[getter]
     fn model(&self) -> &'static str {
         self.model.name()
@@ -543,7 +543,7 @@ impl PluginServer {
         );
     }
 
-    /// What the loop models (`looped/`: asyncio, gevent, greenlets) need:
+    /// What the loop models (`models/looped/`: asyncio, gevent, greenlets) need:
     /// the runner's loop serves the socket and runs every handler.
     fn looped_setup(&self, py: Python<'_>) -> PyResult<Option<looped::LoopedSetup>> {
         if !self.model.looped() {

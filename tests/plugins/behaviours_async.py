@@ -1,6 +1,6 @@
 """The async twin of behaviours.py: ``async def`` handlers awaiting the PDK.
 
-Every phase is ``async def``, so the asyncio loop owns the socket (src/looped/);
+Every phase is ``async def``, so the asyncio loop owns the socket (src/models/looped/);
 behaviours_mixed.py runs the same handlers next to a plain ``def`` phase."""
 
 import asyncio

@@ -26,7 +26,7 @@ mod conns;
 mod dispatch;
 mod event;
 mod poller;
-mod stall;
+mod watchdog;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -51,7 +51,7 @@ pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Next, Queued};
 use event::Registry;
 use poller::Poller;
-use stall::Heartbeat;
+use watchdog::Heartbeat;
 
 /// The listener's token in the poller (connection ids start at 1).
 const LISTENER: u64 = 0;
@@ -79,7 +79,7 @@ pub struct Core {
     max_frame: usize,
     /// `--handler-timeout` (`event.rs`, `time_out`).
     pub handler_timeout: Option<Duration>,
-    /// Beaten by the loop's timer, read by the stall watchdog (`stall.rs`).
+    /// Beaten by the loop's timer, read by the stall watchdog (`watchdog.rs`).
     heartbeat: Arc<Heartbeat>,
 }
 
@@ -429,7 +429,7 @@ impl LoopCore {
     }
 
     /// The loop turned (from a timer of its own): what the stall watchdog
-    /// (`stall.rs`) reads.
+    /// (`watchdog.rs`) reads.
     fn beat(&self) {
         self.core.heartbeat.beat();
     }
@@ -620,7 +620,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
             t.min(crate::defaults::LOOP_STALL)
         });
     let heartbeat = Arc::new(Heartbeat::new(threshold));
-    stall::watch(&heartbeat, setup.handler_timeout)?;
+    watchdog::watch(&heartbeat, setup.handler_timeout)?;
     let service = Arc::new(Service::new(
         setup.metas,
         setup.settings,

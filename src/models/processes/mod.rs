@@ -40,7 +40,7 @@ mod workers;
 
 pub use workers::WorkerSpec;
 
-use super::{EventJob, Executor, PluginHandle, RemoteKey, Running, RunsEvents};
+use crate::executor::{EventJob, Executor, PluginHandle, RemoteKey, Running, RunsEvents};
 use instances::Entry;
 use supervise::supervise;
 use workers::Workers;

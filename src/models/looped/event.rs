@@ -251,7 +251,7 @@ impl LoopedEvent {
     /// `--handler-timeout`: when the handler has held Kong's request past the
     /// limit, the event is taken from it and fails closed (`kong.log.err`
     /// now, the 500 on its Step), as the thread model's watchdog does
-    /// (`executor/thread/watchdog.rs`); the handler's later PDK calls raise
+    /// (`models/threads/watchdog.rs`); the handler's later PDK calls raise
     /// `EventAbandoned`. Run on the loop's thread, whenever the handler
     /// yields (a PDK call, its return) and on each tick (a handler awaiting
     /// something else); a handler that blocks the loop is caught when it

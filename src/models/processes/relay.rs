@@ -244,8 +244,8 @@ mod tests {
     use super::*;
     use crate::dispatch::Outcome;
     use crate::events::Route;
-    use crate::executor::process::fake_worker::{inner, runtime, Fake};
     use crate::handover::Hop;
+    use crate::models::processes::fake_worker::{inner, runtime, Fake};
     use crate::rpc::{as_map, as_u64, field, Call};
     use crate::service::{Encoded, Service};
     use crate::test_support::service_with_instances_only;

@@ -2,7 +2,7 @@
 //! phases on an asyncio loop, while the socket stays with the tokio I/O
 //! threads (the sync phases run on the thread pool). A plugin whose phases
 //! all run on a loop (all `async def`, or `-g`) does not come here: its loop
-//! owns the socket (`looped/`), with no hand-off per PDK call.
+//! owns the socket (`models/looped/`), with no hand-off per PDK call.
 //!
 //! Tokio threads never take the GIL for these events. Everything the loop must
 //! do (start an event, resolve a PDK call's token) is a [`Delivery`] pushed on
@@ -26,9 +26,9 @@ use pyo3::types::PyString;
 use rmpv::Value;
 use tokio::sync::oneshot;
 
-use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Resume;
+use crate::executor::plugins::PluginClasses;
+use crate::executor::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::instances::InFlight;
 use crate::pdk::{EventCtx, LoopWait, PdkProxy, Waiter};
 use crate::phase::Phase;
@@ -130,7 +130,7 @@ impl LoopBridge {
         let items = std::mem::take(&mut *self.core.queue.lock().unwrap_or_else(|p| p.into_inner()));
         for item in items {
             if let Err(e) = self.deliver(py, item) {
-                log::error!("event loop bridge: {}", super::describe(py, &e));
+                log::error!("event loop bridge: {}", crate::executor::describe(py, &e));
             }
         }
     }
@@ -193,7 +193,7 @@ impl LoopBridge {
             // The runner itself failed: end the event so Kong gets an answer.
             log::error!(
                 "event {event_id}: could not start the handler: {}",
-                super::describe(py, &e)
+                crate::executor::describe(py, &e)
             );
             handle.get().finish();
         }

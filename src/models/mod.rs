@@ -6,6 +6,22 @@
 //! builds that model and nothing else. Each name maps to one way of serving
 //! the socket (tokio I/O threads, or the runner's loop) and one place where
 //! handlers run.
+//!
+//! Each model has its folder here, with the same rooms where it has them:
+//! `mod.rs` its executor (or, for the looped models, the core the runner's
+//! loop drives) and `watchdog.rs` what catches a handler that does not come
+//! back. `threads/` plain `def` handlers on a thread pool (the model of
+//! plugins that may block), `looped/` every handler on one loop that also
+//! serves the socket (`async def`, `-g`, and greenlets for plain `def`
+//! handlers that never block), `processes/` worker processes (`-m`), and
+//! `mixed.rs` threads with the `async def` phases of a plugin that mixes
+//! both bridged to an asyncio loop. What every model shares, one event's
+//! state and its failing closed, is in `events/`.
+
+pub mod looped;
+pub mod mixed;
+pub mod processes;
+pub mod threads;
 
 use std::fmt;
 
@@ -15,16 +31,16 @@ pub enum Model {
     /// Plain `def` handlers on the thread pool; tokio serves the socket.
     Threads,
     /// Threads, and the `async def` phases of plugins that mix both on the
-    /// runner's asyncio loop, bridged (`executor/bridge.rs`).
+    /// runner's asyncio loop, bridged (`models/mixed.rs`).
     Mixed,
     /// Every handler `async def`, on the runner's asyncio loop, which
-    /// serves the socket (`looped/`).
+    /// serves the socket (`models/looped/`).
     Asyncio,
     /// `-g`: every handler in a greenlet on gevent's hub, which serves the
-    /// socket (`looped/`).
+    /// socket (`models/looped/`).
     Gevent,
     /// Plain `def` handlers of plugins that never block, as greenlets on
-    /// the runner's poll loop, which serves the socket (`looped/`).
+    /// the runner's poll loop, which serves the socket (`models/looped/`).
     Greenlets,
     /// `-m`: worker processes run the handlers; this process relays.
     Processes,

@@ -188,7 +188,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::executor::process::fake_worker::{self, inner, runtime, Fake};
+    use crate::models::processes::fake_worker::{self, inner, runtime, Fake};
 
     /// StartInstance answers `{Id: 40 + n}` for the n-th one, checking the
     /// plugin name and config it is sent.

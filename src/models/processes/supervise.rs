@@ -186,7 +186,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     use super::*;
-    use crate::executor::process::workers::{WorkerSpec, Workers};
+    use crate::models::processes::workers::{WorkerSpec, Workers};
 
     #[test]
     fn quick_deaths_back_off_up_to_2_s() {

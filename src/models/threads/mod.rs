@@ -27,9 +27,9 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use rmpv::Value;
 
-use super::plugins::PluginClasses;
-use super::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::events::Lend;
+use crate::executor::plugins::PluginClasses;
+use crate::executor::{report, EventJob, Executor, PluginHandle, Running, RunsEvents};
 use crate::pdk::{EventCtx, PdkProxy, Waiter};
 use crate::phase::Phase;
 use crate::writer::ConnWriter;
