@@ -15,8 +15,8 @@
 //!   handler's call, `handler.rs` one HandleEvent;
 //! * `executor.rs` the service's executor, `shared.rs` what the threads
 //!   share, `session.rs` a connection's thread, `serve.rs` the accept loop;
-//! * `looped/` the same on a Python event loop (every phase `async def`, or
-//!   `-g`): the runner's loop owns the socket;
+//! * `looped/` the same on a Python event loop (every phase `async def`,
+//!   `-g`, or greenlets): the runner's loop owns the socket;
 //! * `protocol.rs` which wire a server speaks.
 
 mod args;

@@ -1,5 +1,5 @@
-//! ProtoBuf:1 on a Python event loop (every phase `async def`, or `-g`):
-//! the runner's loop thread (`kong_pdk/runners.py`) owns Kong's socket, as
+//! ProtoBuf:1 on a Python event loop (every phase `async def`, `-g`, or
+//! greenlets for plain `def` handlers that never block): the runner's loop thread (`kong_pdk/runners.py`) owns Kong's socket, as
 //! in the MessagePack looped model, through the same runner protocol: it
 //! watches `poll_fd` and calls `ready()`, `writable(conn)`, `tick()`,
 //! `beat()` and `stop()`; this core calls back `start`, `new_token`, `wait`,

@@ -2,7 +2,7 @@
 //! reply resumes it: an asyncio future the handler awaits, a gevent waiter
 //! its greenlet blocks on, or (`GreenletRunner`) the handler's greenlet
 //! itself, switched back to (`kong_pdk/runners.py`; the same three kinds as
-//! MessagePack:1's looped model, src/looped/mod.rs).
+//! MessagePack:1's looped model, src/models/looped/mod.rs).
 
 use pyo3::intern;
 use pyo3::prelude::*;
