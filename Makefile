@@ -13,7 +13,7 @@ help:  ## list the targets
 $(VENV)/.deps: pyproject.toml requirements-docs.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright ruff gevent 'watchfiles>=0.21'
+	$(PY) -m pip install -q 'maturin>=1.9.4,<2' msgpack pytest pytest-timeout mypy basedpyright ruff gevent 'watchfiles>=0.21' protobuf grpcio-tools
 	$(PY) -m pip install -q -r requirements-docs.txt
 	touch $@
 

@@ -17,6 +17,17 @@ package behind the same nginx, and per request: the server's CPU, nginx's CPU
 and the server's context switches (all threads). Each row is the best of
 --rounds rounds, rounds interleaved so that drift hits every server alike.
 
+ProtoBuf:1 rows (docs/protobuf.md): `floor-pb` (the Rust floor speaking
+ProtoBuf:1), `ours-pb`, `ours-pb-async` and `ours-pb-g` (ours with --protocol
+protobuf: plain def handlers on the model --model auto picks, as for `ours`;
+every phase async def; -g)
+are driven by benches/nginx/pb_bridge.lua, which does what Kong's pb_rpc.lua
+does (one pooled connection per event, lua-protobuf). Each of their rows is
+also divided by its MessagePack:1 twin of the same run (floor, ours,
+ours-async): "÷ MsgPack:1" for req/s and for nginx's CPU per request. They
+need lua-protobuf (`luarocks install lua-protobuf`, or KONG_PDK_LUA_PROTOBUF
+set to a folder holding its pb.so and protoc.lua).
+
 Needs nginx with the Lua module, lua-MessagePack and wrk: on Debian/Ubuntu
 this script installs them with apt-get when run as root (`nginx-light
 libnginx-mod-http-lua lua-messagepack wrk`); otherwise it prints that command.
@@ -42,7 +53,10 @@ NGINX_DIR = bench.BENCHES / "nginx"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
 MESSAGEPACK_LUA = Path("/usr/share/lua/5.1/MessagePack.lua")
 APT_PACKAGES = ["nginx-light", "libnginx-mod-http-lua", "lua-messagepack", "wrk"]
-SERVERS = ["floor", "ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "official"]
+SERVERS = ["floor", "ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "official", "floor-pb", "ours-pb", "ours-pb-async", "ours-pb-g"]
+# A ProtoBuf:1 row and the MessagePack:1 row it is compared with.
+MSGPACK_TWIN = {"floor-pb": "floor", "ours-pb": "ours", "ours-pb-async": "ours-async", "ours-pb-g": "ours-g"}
+PROTO_DIR = bench.BENCHES.parent / "src" / "protobuf"
 SCENARIOS = ["hello", "heavy", "exit"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -73,6 +87,21 @@ def ensure_tools():
         raise SystemExit("still missing after apt-get: %s" % ", ".join(missing_tools()))
 
 
+def lua_protobuf():
+    """(lua_package_path part, lua_package_cpath) for lua-protobuf, or None."""
+    folder = os.environ.get("KONG_PDK_LUA_PROTOBUF")
+    if folder:
+        d = Path(folder)
+        if (d / "pb.so").exists() and (d / "protoc.lua").exists():
+            return "%s/?.lua;" % d, "%s/?.so" % d
+        return None
+    for so in (Path("/usr/local/lib/lua/5.1/pb.so"), Path("/usr/lib/x86_64-linux-gnu/lua/5.1/pb.so")):
+        for lua in (Path("/usr/local/share/lua/5.1/protoc.lua"), Path("/usr/share/lua/5.1/protoc.lua")):
+            if so.exists() and lua.exists():
+                return "%s/?.lua;" % lua.parent, "%s/?.so" % so.parent
+    return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,11 +111,22 @@ def free_port():
 class Nginx:
     """An nginx master and its workers, configured for one plugin socket."""
 
-    def __init__(self, plugin, socket_path, workers, pin, workdir):
+    def __init__(self, plugin, socket_path, workers, pin, workdir, pb_paths=None):
         self.dir = Path(tempfile.mkdtemp(prefix="nginx-", dir=str(workdir)))
         self.port = free_port()
         conf = (NGINX_DIR / "nginx.conf.in").read_text()
+        config = '{"message":"hello"}'
+        if pb_paths is None:
+            access = 'require("plugin_bridge").run("%s", "access", "%s", %r)' % (plugin, socket_path, config)
+            lua_path, lua_cpath = "", ""
+        else:
+            lua_path, lua_cpath = pb_paths
+            access = 'require("pb_bridge").run("%s", "access", "%s", %r, "%s")' % (
+                plugin, socket_path, config, PROTO_DIR)
         fields = {
+            "ACCESS": access,
+            "LUA_PATH": lua_path,
+            "LUA_CPATH": lua_cpath,
             "USER": "user root root;" if os.geteuid() == 0 else "",
             "WORKERS": str(workers),
             "DIR": str(self.dir),
@@ -209,7 +249,8 @@ def measure(kind, scenario, conns, args, pythons, cores, workdir):
     if srv is None:
         bench.log("  %s %s: %s" % (kind, scenario, err))
         return None
-    nginx = Nginx(bench.PLUGIN_NAME[scenario], srv.socket_path, args.nginx_workers, load_core, workdir)
+    nginx = Nginx(bench.PLUGIN_NAME[scenario], srv.socket_path, args.nginx_workers, load_core, workdir,
+                  args.pb_paths if kind in MSGPACK_TWIN else None)
     try:
         err = nginx.wait_ready()
         if err:
@@ -251,17 +292,28 @@ def table(results, servers, scenarios):
             best[key] = r
     header = ["scenario", "C", "server", "req/s", "÷ floor", "÷ official",
               "server CPU µs/req", "nginx CPU µs/req", "server switches/req", "errors"]
+    with_pb = any(k[2] in MSGPACK_TWIN for k in best)
+    if with_pb:
+        header[-1:-1] = ["req/s ÷ MsgPack:1", "nginx CPU ÷ MsgPack:1"]
     rows = []
     for (scenario, conns, kind), r in sorted(best.items(), key=lambda kv: (
             scenarios.index(kv[0][0]), kv[0][1], servers.index(kv[0][2]))):
-        floor = best.get((scenario, conns, "floor"))
+        # A ProtoBuf:1 row is divided by the floor of its own wire.
+        floor = best.get((scenario, conns, "floor-pb" if kind in MSGPACK_TWIN else "floor"))
         official = best.get((scenario, conns, "official"))
-        rows.append([
+        row = [
             scenario, str(conns), kind, "%.0f" % r["rps"],
             "%.2f" % (r["rps"] / floor["rps"]) if floor else "–",
             "%.1f" % (r["rps"] / official["rps"]) if official else "–",
             "%.0f" % r["server_us"], "%.0f" % r["nginx_us"], "%.1f" % r["switches"], str(r["errors"]),
-        ])
+        ]
+        if with_pb:
+            twin = best.get((scenario, conns, MSGPACK_TWIN.get(kind, "")))
+            row[-1:-1] = [
+                "%.2f" % (r["rps"] / twin["rps"]) if twin else "–",
+                "%.2f" % (r["nginx_us"] / twin["nginx_us"]) if twin and twin["nginx_us"] else "–",
+            ]
+        rows.append(row)
     return header, rows
 
 
@@ -274,7 +326,12 @@ live request); wrk sends C keep-alive HTTP connections. The plugin server is
 pinned to one core, nginx's workers and wrk to the other; with `--no-pin` all
 share every core, as Kong and its plugin server do in production, so that the
 server's CPU per request costs nginx throughput. "÷ floor" divides by
-the Python-free Rust server of `benches/loadgen` (same calls, same nginx);
+the Python-free Rust server of `benches/loadgen` (same calls, same nginx;
+for a ProtoBuf:1 row, its ProtoBuf:1 twin `floor-pb`, driven by
+`benches/nginx/pb_bridge.lua` as Kong's pb_rpc.lua drives a server: one pooled
+connection per event, lua-protobuf); "÷ MsgPack:1" divides a ProtoBuf:1 row's
+req/s and nginx CPU per request by its MessagePack:1 twin's (floor, ours,
+ours-async, ours-g);
 "÷ official" by the official kong-pdk's default server. CPU and switches are per
 HTTP request, read from /proc over the measured window; each row is the best of
 the rounds."""
@@ -307,7 +364,14 @@ def main():
     signal.signal(signal.SIGINT, bench._on_signal)
 
     ensure_tools()
-    if "floor" in args.servers:
+    args.pb_paths = None
+    if any(s in MSGPACK_TWIN for s in args.servers):
+        args.pb_paths = lua_protobuf()
+        if args.pb_paths is None:
+            bench.log("skipping the ProtoBuf:1 rows: needs lua-protobuf (luarocks install lua-protobuf, "
+                      "or KONG_PDK_LUA_PROTOBUF=DIR holding its pb.so and protoc.lua)")
+            args.servers = [s for s in args.servers if s not in MSGPACK_TWIN]
+    if "floor" in args.servers or "floor-pb" in args.servers:
         bench.build_loadgen()
     pythons = {"ours": args.ours_python, "official": None}
     servers = list(args.servers)

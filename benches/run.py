@@ -173,7 +173,7 @@ def build_loadgen():
         ["cargo", "build", "--release", "--quiet", "--manifest-path", str(LOADGEN_DIR / "Cargo.toml")],
         check=True,
     )
-    for b in ("loadgen", "floor"):
+    for b in ("loadgen", "floor", "floor-pb"):
         if not (BIN_DIR / b).exists():
             raise SystemExit("build did not produce %s" % (BIN_DIR / b))
 
@@ -318,7 +318,8 @@ def pick_cores(no_pin):
 
 
 def is_ours(kind):
-    return kind in ("ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g") or re.fullmatch(r"ours-m\d+", kind) is not None
+    return kind in ("ours", "ours-threads", "ours-greenlets", "ours-async", "ours-g", "ours-pb", "ours-pb-async",
+                    "ours-pb-g") or re.fullmatch(r"ours-m\d+", kind) is not None
 
 
 def official_reference(kind):
@@ -338,13 +339,16 @@ def multiprocess(kind):
 
 def server_argv(kind, scenario, prefix, pythons, cpu_us):
     sock_name = PLUGIN_NAME[scenario] + ".socket"
-    if kind == "floor":
-        return [str(BIN_DIR / "floor"), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
+    if kind in ("floor", "floor-pb"):
+        return [str(BIN_DIR / kind), "--socket", str(prefix / sock_name), "--cpu-us", str(cpu_us)]
     py = pythons["ours"] if is_ours(kind) else pythons["official"]
     # ours-async: the same scenario with `async def` handlers (same plugin name).
-    plugin_file = PLUGINS / ((scenario + "_async.py") if kind == "ours-async" else (scenario + ".py"))
+    plugin_file = PLUGINS / ((scenario + "_async.py") if kind.endswith("-async") else (scenario + ".py"))
     argv = [str(py), str(plugin_file), "--kong-prefix", str(prefix), "--socket-name", sock_name]
-    if kind in ("ours-g", "official-g"):
+    if kind.startswith("ours-pb"):
+        # ProtoBuf:1 (docs/protobuf.md): the nginx bench drives it with pb_bridge.lua.
+        argv += ["--protocol", "protobuf"]
+    if kind in ("ours-g", "official-g", "ours-pb-g"):
         argv.append("-g")
     elif kind in ("ours-threads", "ours-greenlets"):
         argv += ["--model", kind[len("ours-"):]]

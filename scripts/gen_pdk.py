@@ -434,6 +434,11 @@ def notes(fn: Func) -> list[str]:
         out.append("Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.")
     if raw["edition"] != "oss":
         out.append("Kong Enterprise only.")
+    if raw.get("rpc_callable", True):
+        if raw.get("protobuf"):
+            out.append(f"ProtoBuf:1: yes (Kong's {raw['protobuf']}; docs/protobuf.md).")
+        else:
+            out.append("ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.")
     if not raw["documented"]:
         out.append("Not documented in Kong's Lua PDK.")
     versions = raw.get("in_lua_pdk") or {}

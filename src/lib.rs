@@ -8,9 +8,11 @@
 //! through `pdk`.
 //! When every handler runs on a Python event loop (all `async def`, or
 //! gevent), `looped` replaces `connection` and the executors: the loop's own
-//! thread serves the socket and runs the handlers.
-//! Only `convert`, `pdk`, `executor`, `looped`, `plugin_entry` and `server`
-//! touch Python.
+//! thread serves the socket and runs the handlers. With `--protocol
+//! protobuf`, `protobuf` replaces `connection` and the executors: Kong's other
+//! wire, each event run on its connection's thread.
+//! Only `convert`, `pdk`, `executor`, `looped`, `protobuf`, `plugin_entry`
+//! and `server` touch Python.
 
 mod backlog;
 mod connection;
@@ -27,6 +29,7 @@ mod pdk;
 mod pdk_table;
 mod phase;
 mod plugin_entry;
+mod protobuf;
 pub mod rpc;
 mod rpc_error;
 mod server;
@@ -53,6 +56,10 @@ mod _core {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add(
+            "PROTOBUF_SCHEMA",
+            pyo3::types::PyBytes::new(m.py(), crate::protobuf::SCHEMA),
+        )?;
         m.add("DEFAULTS", crate::defaults::as_dict(m.py())?)
     }
 

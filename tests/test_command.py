@@ -205,3 +205,22 @@ def test_run_into_a_closed_pipe_ends_quietly() -> None:
         os.close(write_end)
     assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr, out.stderr
     assert out.returncode == 1
+
+
+def test_check_lists_the_calls_protobuf_lacks(tmp_path: Path) -> None:
+    plugin = tmp_path / "needs_body.py"
+    plugin.write_text(
+        "version = '1.0'\n"
+        "class Plugin:\n"
+        "    def access(self, k):\n"
+        "        k.request.get_header('host')\n"
+        "        k.request.get_body()\n"
+        "        kong.response.error(500)\n"
+    )
+    as_msgpack = kong_pdk("check", str(plugin))
+    assert as_msgpack.returncode == 0 and as_msgpack.stderr == "", as_msgpack.stderr
+    as_protobuf = kong_pdk("check", str(plugin), "--protocol", "protobuf")
+    lines = [line for line in as_protobuf.stderr.splitlines() if "ProtoBuf:1" in line]
+    assert [line.split(": ")[2] for line in lines] == ["needs_body.py:5", "needs_body.py:6"]
+    assert "kong.request.get_body is not available on ProtoBuf:1" in lines[0]
+    assert json.loads(as_protobuf.stdout)["Protocol"] == "ProtoBuf:1"

@@ -7,6 +7,7 @@ from typing_extensions import Self
 
 __all__ = [
     "DEFAULTS",
+    "PROTOBUF_SCHEMA",
     "PdkProxy",
     "PluginEntry",
     "PluginServer",
@@ -18,6 +19,9 @@ __all__ = [
 __version__: Final[str]
 # The default of every server setting, keyed by PluginServer parameter (src/defaults.rs).
 DEFAULTS: Final[dict[str, float]]
+# ProtoBuf:1's schema compiled by the core's build: a serialized FileDescriptorSet of
+# src/protobuf/pluginsocket.proto and its imports (the test kit's Kong reads it).
+PROTOBUF_SCHEMA: Final[bytes]
 
 @final
 class PluginEntry:
@@ -59,6 +63,7 @@ class PluginServer:
         workers: list[tuple[list[str], str]] = ...,
         worker_startup_timeout: float = ...,
         take_over: bool = False,
+        protocol: str = "msgpack",
     ) -> Self: ...
     def start(self) -> None:
         """Binds the socket (replacing a stale one; a live server's only with ``take_over``)

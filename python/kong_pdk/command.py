@@ -62,6 +62,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="plugin name (default: the name of the file's start_dedicated_server call, which --dump prints; "
         "else the file name without .py, as kong-python-pluginserver names it)",
     )
+    check.add_argument(
+        "--protocol",
+        choices=("msgpack", "protobuf"),
+        default=None,
+        help="the wire to check for (default: the plugin's `protocol` attribute, else msgpack); with "
+        "protobuf, the plugin's PDK calls that ProtoBuf:1 lacks are listed (a static scan of the file)",
+    )
     return top, run
 
 
@@ -127,6 +134,8 @@ def _check(args: argparse.Namespace) -> int:
     from kong_pdk.plugin_file import import_plugin_file
     from kong_pdk.plugin_info import PHASES, plugin_info
     from kong_pdk.plugin_name import declared_name
+    from kong_pdk.protobuf_scan import lacking_on_protobuf
+    from kong_pdk.protocol import PROTOBUF, protocol_of, query_output
 
     path: Path = args.plugin
     if not path.is_file():
@@ -145,14 +154,23 @@ def _check(args: argparse.Namespace) -> int:
     schema = getattr(module, "Schema", ())
     try:
         name = args.name or declared_name(path, module) or path.stem
+        wire = protocol_of(plugin, args.protocol)
         info = plugin_info(name, plugin, None if version is MISSING else version,
                            getattr(module, "priority", 0), schema)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         print(f"kong-pdk check: {exc}", file=sys.stderr)
         return 1
     for mistake in plugin_mistakes(plugin, version, schema):
         print(f"kong-pdk check: warning: {mistake}", file=sys.stderr)
-    sys.stdout.write(json.dumps([info]) + "\n")
+    try:
+        lacking = lacking_on_protobuf(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):  # it imported, so this is unlikely
+        lacking = []
+    if wire == PROTOBUF:
+        for call in lacking:
+            print(f"kong-pdk check: warning: {path.name}:{call.line}: {call.name} is not available on "
+                  "ProtoBuf:1 (it raises NotImplementedError there; docs/protobuf.md)", file=sys.stderr)
+    sys.stdout.write(json.dumps(query_output([info], wire)) + "\n")
     if not info["Phases"]:
         print(f"kong-pdk check: Plugin defines none of the phases {', '.join(PHASES)}; "
               "the server refuses to start", file=sys.stderr)

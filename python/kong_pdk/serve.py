@@ -22,6 +22,7 @@ from typing import Any
 from kong_pdk import _core
 from kong_pdk.blocking import blocking_reason
 from kong_pdk.plugin_info import BOOKKEEPING_KEYS, PHASES, phases_of, plugin_info, schema_field_names
+from kong_pdk.protocol import MSGPACK, PROTOBUF, protocol_of
 
 __all__ = ["build_server", "build_plugins_server", "PluginDefinition", "lua_style_of", "MODELS"]
 
@@ -97,6 +98,7 @@ def build_server(
     model: str = "auto",
     processes: int | None = None,
     worker_args: Sequence[str] = (),
+    protocol: str | None = None,
     **options: Any,
 ) -> _core.PluginServer:
     """A server for ``plugin`` on ``socket_path``; call ``start()`` to serve.
@@ -122,8 +124,22 @@ def build_server(
         processes=processes,
         worker_command=None,
         worker_args=worker_args,
+        protocol=protocol,
         **options,
     )
+
+
+def server_protocol(plugins: Sequence[PluginDefinition], flag: str | None = None) -> str:
+    """The one wire of a server's plugins (``--protocol``, else each plugin's ``protocol``).
+
+    Kong speaks each plugin's wire on the server's socket, and a server
+    speaks one: plugins that disagree cannot share it.
+    """
+    chosen = {protocol_of(p.cls, flag) for p in plugins}
+    if len(chosen) > 1:
+        by = ", ".join(f"{p.name}: {protocol_of(p.cls, flag)}" for p in plugins)
+        raise ValueError(f"plugins on one socket must share a protocol ({by}); serve them separately or pass --protocol")
+    return chosen.pop() if chosen else MSGPACK
 
 
 def build_plugins_server(
@@ -136,6 +152,7 @@ def build_plugins_server(
     processes: int | None = None,
     worker_command: Sequence[str] | None = None,
     worker_args: Sequence[str] = (),
+    protocol: str | None = None,
     **options: Any,
 ) -> _core.PluginServer:
     """A server for every plugin of ``plugins`` on one socket, as :func:`build_server`.
@@ -149,6 +166,11 @@ def build_plugins_server(
     """
     if not plugins:
         raise ValueError("no plugin to serve")
+    if model not in MODELS:
+        raise ValueError(f"unknown execution model {model!r}: one of {', '.join(MODELS)}")
+    wire = server_protocol(plugins, protocol)
+    if wire == PROTOBUF:
+        return _protobuf_server(plugins, socket_path, lua_style, gevent, processes, model, options)
     runner: object = None
     loop_phases: dict[str, list[str]] = {}
     workers: list[tuple[list[str], str]] = []
@@ -177,8 +199,6 @@ def build_plugins_server(
             loop_phases[plugin.name] = phases_of(plugin.cls)
         elif coroutines:
             loop_phases[plugin.name] = coroutines
-    if model not in MODELS:
-        raise ValueError(f"unknown execution model {model!r}: one of {', '.join(MODELS)}")
     core_model = _core_model(plugins, loop_phases, gevent=gevent, processes=processes, model=model)
     if core_model == "greenlets":
         loop_phases = {plugin.name: phases_of(plugin.cls) for plugin in plugins}
@@ -199,6 +219,65 @@ def build_plugins_server(
         model=core_model,
         runner=runner,
         workers=workers,
+        **options,
+    )
+
+
+def _protobuf_server(
+    plugins: Sequence[PluginDefinition],
+    socket_path: str | os.PathLike[str],
+    lua_style: bool,
+    gevent: bool,
+    processes: int | None,
+    model: str,
+    options: dict[str, Any],
+) -> _core.PluginServer:
+    """A ProtoBuf:1 server (src/protobuf/).
+
+    The runner's loop owns the socket (a loop model) with ``gevent``, when
+    every phase of every plugin is ``async def``, or when the plain ``def``
+    handlers run as greenlets (``model``, as on MessagePack:1); otherwise each
+    event runs on its connection's thread, an ``async def`` phase on that
+    connection's own asyncio loop (the core's ``threads`` model: on this wire
+    a plugin that mixes both needs no bridge).
+    """
+    if processes is not None:
+        raise ValueError(
+            "--protocol protobuf is served by the thread model, greenlets, asyncio (every phase async def) or -g; "
+            "-m (worker processes) speaks msgpack only"
+        )
+    runner: object = None
+    if gevent:
+        for plugin in plugins:
+            coroutines = async_phases(plugin.cls)
+            if coroutines:
+                raise ValueError(
+                    f"async def handlers ({', '.join(coroutines)}) of plugin {plugin.name} cannot run under "
+                    "gevent (-g); use plain def handlers or drop -g"
+                )
+        from kong_pdk.runners import GeventRunner
+
+        core_model = "gevent"
+        runner = GeventRunner()
+    elif all(phases_of(p.cls) == async_phases(p.cls) for p in plugins):
+        from kong_pdk.runners import AsyncioRunner
+
+        core_model = "asyncio"
+        runner = AsyncioRunner()
+    elif not any(async_phases(p.cls) for p in plugins) and _on_greenlets(plugins, model):
+        from kong_pdk.runners import GreenletRunner
+
+        core_model = "greenlets"
+        runner = GreenletRunner()
+    else:
+        core_model = "threads"
+    looped = runner is not None
+    return _core.PluginServer(
+        [_entry(plugin, lua_style, phases_of(plugin.cls) if looped else []) for plugin in plugins],
+        os.fspath(socket_path),
+        model=core_model,
+        protocol=PROTOBUF,
+        runner=runner,
         **options,
     )
 

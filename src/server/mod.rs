@@ -43,7 +43,17 @@ use crate::models::processes::{ProcessExecutor, WorkerSpec};
 use crate::models::threads::ThreadExecutor;
 use crate::models::Model;
 use crate::plugin_entry::PluginEntry;
+use crate::protobuf::{self, PbExecutor, Protocol};
 use crate::service::{PluginMeta, Service, Settings};
+
+/// What serves the events of a server on tokio's threads.
+enum Serving {
+    /// ProtoBuf:1: each connection's thread runs its events; the executor
+    /// creates the plugin objects.
+    Pb(Arc<PbExecutor>),
+    /// MessagePack:1: connections hand each event to the model's executor.
+    Rpc(SharedRunner),
+}
 
 struct Running {
     /// None in the looped model: the runner's loop serves the socket.
@@ -80,6 +90,8 @@ pub struct PluginServer {
     /// Empty: handlers run in this process.
     workers: Vec<(Vec<String>, PathBuf)>,
     worker_startup_timeout: Duration,
+    /// The wire Kong speaks to this server (the dump's `Protocol`).
+    protocol: Protocol,
     running: Mutex<Option<Running>>,
 }
 
@@ -101,7 +113,7 @@ impl PluginServer {
         handler_timeout = defaults::HANDLER_TIMEOUT,
         runner = None, workers = Vec::new(),
         worker_startup_timeout = defaults::WORKER_STARTUP_TIMEOUT,
-        take_over = false
+        take_over = false, protocol = "msgpack"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -119,7 +131,13 @@ impl PluginServer {
         workers: Vec<(Vec<String>, PathBuf)>,
         worker_startup_timeout: f64,
         take_over: bool,
+        protocol: &str,
     ) -> PyResult<Self> {
+        let protocol = Protocol::parse(protocol).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown protocol {protocol:?} (msgpack or protobuf)"
+            ))
+        })?;
         let model = Model::parse(model).map_err(|e| PyValueError::new_err(e.to_string()))?;
         if model.needs_runner() != runner.is_some() {
             return Err(PyValueError::new_err(format!(
@@ -140,6 +158,15 @@ impl PluginServer {
         if model.looped() && !plugins.iter().all(|p| p.get().all_on_loop()) {
             return Err(PyValueError::new_err(format!(
                 "the {} model runs every phase on the loop: each plugin entry must list all its phases in loop_phases",
+                model.name()
+            )));
+        }
+        // ProtoBuf:1 (src/protobuf/) runs on a connection's thread (which
+        // also runs a mixing plugin's `async def` phases) or on the runner's
+        // loop; worker processes serve MessagePack:1 only.
+        if protocol == Protocol::ProtoBuf && matches!(model, Model::Processes | Model::Mixed) {
+            return Err(PyValueError::new_err(format!(
+                "--protocol protobuf is served by the threads, greenlets, asyncio or gevent model, not {}",
                 model.name()
             )));
         }
@@ -178,6 +205,7 @@ impl PluginServer {
             workers,
             worker_startup_timeout: secs("worker_startup_timeout", worker_startup_timeout)?,
             take_over,
+            protocol,
             running: Mutex::new(None),
         })
     }
@@ -192,7 +220,18 @@ impl PluginServer {
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
         if let Some(looped) = self.looped_setup(py)? {
             let bound = self.listen()?;
-            let service = looped::serve(py, looped, bound.listener)?;
+            let service = match self.protocol {
+                Protocol::ProtoBuf => protobuf::serve_looped(
+                    py,
+                    looped.runner,
+                    looped.plugins,
+                    looped.metas,
+                    looped.settings,
+                    looped.max_frame,
+                    bound.listener,
+                )?,
+                Protocol::MsgPack => looped::serve(py, looped, bound.listener)?,
+            };
             if let Some(link) = bound.predecessor {
                 service.set_predecessor(link);
             }
@@ -215,14 +254,24 @@ impl PluginServer {
                     .build()
             })
             .map_err(|e| PyOSError::new_err(format!("cannot start the runtime: {e}")))?;
-        let runner = match self.model {
-            Model::Processes => self.start_workers(py, runtime.handle())?,
-            _ => self.executor(py, runtime.handle())?,
+        // What runs the events: on ProtoBuf:1, each connection's thread
+        // (src/protobuf/serve.rs); on MessagePack:1, the model's executor,
+        // to which connections hand them (`Dispatcher`).
+        let serving = match self.protocol {
+            Protocol::ProtoBuf => Serving::Pb(Arc::new(PbExecutor::new(self.classes(py)))),
+            Protocol::MsgPack => Serving::Rpc(match self.model {
+                Model::Processes => self.start_workers(py, runtime.handle())?,
+                _ => self.executor(py, runtime.handle())?,
+            }),
+        };
+        let executor: SharedExecutor = match &serving {
+            Serving::Pb(pb) => Arc::clone(pb) as SharedExecutor,
+            Serving::Rpc(runner) => Arc::clone(runner) as SharedExecutor,
         };
         let service = Arc::new(Service::new(
             self.metas(),
             self.service_settings(),
-            Arc::clone(&runner) as SharedExecutor,
+            executor,
         ));
         let bound = self.listen()?;
         if let Some(link) = bound.predecessor {
@@ -234,16 +283,24 @@ impl PluginServer {
         };
         let socket_id = FileId::of(&self.socket_path);
         let (stop, stopped) = watch::channel(false);
-        let dispatcher = Arc::new(Dispatcher {
-            service: Arc::clone(&service),
-            runner,
-        });
-        runtime.spawn(accept_loop(
-            listener,
-            dispatcher,
-            self.max_frame,
-            stopped.clone(),
-        ));
+        match serving {
+            Serving::Rpc(runner) => runtime.spawn(accept_loop(
+                listener,
+                Arc::new(Dispatcher {
+                    service: Arc::clone(&service),
+                    runner,
+                }),
+                self.max_frame,
+                stopped.clone(),
+            )),
+            Serving::Pb(pb) => runtime.spawn(protobuf::accept_loop(
+                listener,
+                Arc::clone(&service),
+                pb,
+                self.max_frame,
+                stopped.clone(),
+            )),
+        };
         runtime.spawn(reaper(Arc::clone(&service), stopped));
         self.log_serving();
         *running = Some(Running {
@@ -473,12 +530,16 @@ impl PluginServer {
 
     fn log_serving(&self) {
         log::info!(
-            "serving plugin{} {} on {} (pid {}; model: {})",
+            "serving plugin{} {} on {} (pid {}; model: {}{})",
             if self.plugins.len() > 1 { "s" } else { "" },
             self.names(),
             self.socket_path.display(),
             std::process::id(),
-            self.model.name()
+            self.model.name(),
+            match self.protocol {
+                Protocol::MsgPack => "",
+                Protocol::ProtoBuf => "; protocol: ProtoBuf:1",
+            }
         );
     }
 

@@ -47,9 +47,12 @@ def test_a_query_output_kong_refuses(kong_version: str) -> None:
         assert read_query_output("[]", version).plugins == []
 
 
-def test_another_protocol_is_refused_by_the_emulator() -> None:
-    with KongEmulator("/nonexistent.socket") as emu, pytest.raises(ValueError, match="MsgPack:1 only"):
+def test_protobuf_is_taken_and_another_protocol_is_refused_by_the_emulator() -> None:
+    with KongEmulator("/nonexistent.socket") as emu:
         emu.register_plugins(json.dumps({"Protocol": "ProtoBuf:1", "Plugins": [info("go")]}))
+        assert emu.protocol == "ProtoBuf:1"
+        with pytest.raises(ValueError, match="speaks MsgPack:1 and ProtoBuf:1"):
+            emu.register_plugins(json.dumps({"Protocol": "Json:1", "Plugins": [info("go")]}))
 
 
 def test_versions_are_given_as_text_or_a_pair() -> None:

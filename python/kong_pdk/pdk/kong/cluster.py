@@ -41,6 +41,7 @@ class LuaStyleCluster(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -60,6 +61,7 @@ class PythonStyleCluster(Protocol):
         raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -80,6 +82,7 @@ class AsyncLuaStyleCluster(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -100,6 +103,7 @@ class AsyncPythonStyleCluster(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

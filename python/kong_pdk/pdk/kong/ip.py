@@ -35,6 +35,8 @@ class LuaStyleIp(Protocol):
         not run in.)
         Returns: (bool, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Ip_IsTrusted; docs/protobuf.md).
         """
         ...
 
@@ -53,6 +55,8 @@ class PythonStyleIp(Protocol):
         not run in.)
         Returns: bool. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Ip_IsTrusted; docs/protobuf.md).
         """
         ...
 
@@ -72,6 +76,8 @@ class AsyncLuaStyleIp(Protocol):
         not run in.)
         Returns: an awaitable; await it for (bool, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Ip_IsTrusted; docs/protobuf.md).
         """
         ...
 
@@ -91,6 +97,8 @@ class AsyncPythonStyleIp(Protocol):
         not run in.)
         Returns: an awaitable; await it for bool. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Ip_IsTrusted; docs/protobuf.md).
         """
         ...
 

@@ -42,6 +42,7 @@ class LuaStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetCtx; docs/protobuf.md).
         """
         ...
 
@@ -51,6 +52,8 @@ class LuaStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (dict[str, int], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -60,6 +63,8 @@ class LuaStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Nginx_GetSubsystem; docs/protobuf.md).
         """
         ...
 
@@ -71,6 +76,7 @@ class LuaStyleNginx(Protocol):
         which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetTls1VersionStr; docs/protobuf.md).
         """
         ...
 
@@ -82,6 +88,7 @@ class LuaStyleNginx(Protocol):
         which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetVar; docs/protobuf.md).
         """
         ...
 
@@ -93,6 +100,7 @@ class LuaStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_ReqStartTime; docs/protobuf.md).
         """
         ...
 
@@ -104,6 +112,7 @@ class LuaStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_SetCtx; docs/protobuf.md).
         """
         ...
 
@@ -122,6 +131,7 @@ class PythonStyleNginx(Protocol):
         the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetCtx; docs/protobuf.md).
         """
         ...
 
@@ -131,6 +141,8 @@ class PythonStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, int]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -140,6 +152,8 @@ class PythonStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Nginx_GetSubsystem; docs/protobuf.md).
         """
         ...
 
@@ -151,6 +165,7 @@ class PythonStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetTls1VersionStr; docs/protobuf.md).
         """
         ...
 
@@ -162,6 +177,7 @@ class PythonStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetVar; docs/protobuf.md).
         """
         ...
 
@@ -173,6 +189,7 @@ class PythonStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_ReqStartTime; docs/protobuf.md).
         """
         ...
 
@@ -184,6 +201,7 @@ class PythonStyleNginx(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_SetCtx; docs/protobuf.md).
         """
         ...
 
@@ -203,6 +221,7 @@ class AsyncLuaStyleNginx(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetCtx; docs/protobuf.md).
         """
         ...
 
@@ -212,6 +231,8 @@ class AsyncLuaStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (dict[str, int], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -221,6 +242,8 @@ class AsyncLuaStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Nginx_GetSubsystem; docs/protobuf.md).
         """
         ...
 
@@ -232,6 +255,7 @@ class AsyncLuaStyleNginx(Protocol):
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetTls1VersionStr; docs/protobuf.md).
         """
         ...
 
@@ -243,6 +267,7 @@ class AsyncLuaStyleNginx(Protocol):
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetVar; docs/protobuf.md).
         """
         ...
 
@@ -254,6 +279,7 @@ class AsyncLuaStyleNginx(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_ReqStartTime; docs/protobuf.md).
         """
         ...
 
@@ -265,6 +291,7 @@ class AsyncLuaStyleNginx(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_SetCtx; docs/protobuf.md).
         """
         ...
 
@@ -284,6 +311,7 @@ class AsyncPythonStyleNginx(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetCtx; docs/protobuf.md).
         """
         ...
 
@@ -293,6 +321,8 @@ class AsyncPythonStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for dict[str, int]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -302,6 +332,8 @@ class AsyncPythonStyleNginx(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Nginx_GetSubsystem; docs/protobuf.md).
         """
         ...
 
@@ -313,6 +345,7 @@ class AsyncPythonStyleNginx(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetTls1VersionStr; docs/protobuf.md).
         """
         ...
 
@@ -324,6 +357,7 @@ class AsyncPythonStyleNginx(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_GetVar; docs/protobuf.md).
         """
         ...
 
@@ -335,6 +369,7 @@ class AsyncPythonStyleNginx(Protocol):
         is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_ReqStartTime; docs/protobuf.md).
         """
         ...
 
@@ -346,6 +381,7 @@ class AsyncPythonStyleNginx(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Nginx_SetCtx; docs/protobuf.md).
         """
         ...
 

@@ -33,6 +33,8 @@ class LuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -42,6 +44,8 @@ class LuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetId; docs/protobuf.md).
         """
         ...
 
@@ -55,6 +59,8 @@ class LuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetMemoryStats; docs/protobuf.md).
         """
         ...
 
@@ -71,6 +77,8 @@ class PythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -80,6 +88,8 @@ class PythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetId; docs/protobuf.md).
         """
         ...
 
@@ -93,6 +103,8 @@ class PythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetMemoryStats; docs/protobuf.md).
         """
         ...
 
@@ -110,6 +122,8 @@ class AsyncLuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -119,6 +133,8 @@ class AsyncLuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetId; docs/protobuf.md).
         """
         ...
 
@@ -132,6 +148,8 @@ class AsyncLuaStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetMemoryStats; docs/protobuf.md).
         """
         ...
 
@@ -149,6 +167,8 @@ class AsyncPythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -158,6 +178,8 @@ class AsyncPythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetId; docs/protobuf.md).
         """
         ...
 
@@ -171,6 +193,8 @@ class AsyncPythonStyleNode(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Node_GetMemoryStats; docs/protobuf.md).
         """
         ...
 

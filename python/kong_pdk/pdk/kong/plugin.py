@@ -40,6 +40,8 @@ class LuaStylePlugin(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -57,6 +59,8 @@ class PythonStylePlugin(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -75,6 +79,8 @@ class AsyncLuaStylePlugin(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -93,6 +99,8 @@ class AsyncPythonStylePlugin(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

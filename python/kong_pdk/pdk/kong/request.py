@@ -49,6 +49,7 @@ class LuaStyleRequest(Protocol):
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -60,6 +61,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedHost; docs/protobuf.md).
         """
         ...
 
@@ -71,6 +74,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -82,6 +87,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -93,6 +100,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -104,6 +113,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedScheme; docs/protobuf.md).
         """
         ...
 
@@ -117,6 +128,7 @@ class LuaStyleRequest(Protocol):
         which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -135,6 +147,7 @@ class LuaStyleRequest(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -146,6 +159,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHost; docs/protobuf.md).
         """
         ...
 
@@ -157,6 +172,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (float | None, err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHttpVersion; docs/protobuf.md).
         """
         ...
 
@@ -168,6 +185,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetMethod; docs/protobuf.md).
         """
         ...
 
@@ -179,6 +198,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPath; docs/protobuf.md).
         """
         ...
 
@@ -190,6 +211,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPathWithQuery; docs/protobuf.md).
         """
         ...
 
@@ -201,6 +224,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -215,6 +240,7 @@ class LuaStyleRequest(Protocol):
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Request_GetQuery; docs/protobuf.md).
         """
         ...
 
@@ -226,6 +252,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str | bool | None, err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetQueryArg; docs/protobuf.md).
         """
         ...
 
@@ -239,6 +267,7 @@ class LuaStyleRequest(Protocol):
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Request_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -250,6 +279,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -261,6 +292,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -272,6 +305,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetScheme; docs/protobuf.md).
         """
         ...
 
@@ -283,6 +318,8 @@ class LuaStyleRequest(Protocol):
         not run in.)
         Returns: (float, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -296,6 +333,7 @@ class LuaStyleRequest(Protocol):
         error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetUriCaptures; docs/protobuf.md).
         """
         ...
 
@@ -322,6 +360,7 @@ class PythonStyleRequest(Protocol):
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -333,6 +372,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedHost; docs/protobuf.md).
         """
         ...
 
@@ -344,6 +385,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -355,6 +398,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -366,6 +411,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -377,6 +424,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedScheme; docs/protobuf.md).
         """
         ...
 
@@ -390,6 +439,7 @@ class PythonStyleRequest(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -405,6 +455,7 @@ class PythonStyleRequest(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -416,6 +467,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHost; docs/protobuf.md).
         """
         ...
 
@@ -427,6 +480,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: float | None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHttpVersion; docs/protobuf.md).
         """
         ...
 
@@ -438,6 +493,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetMethod; docs/protobuf.md).
         """
         ...
 
@@ -449,6 +506,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPath; docs/protobuf.md).
         """
         ...
 
@@ -460,6 +519,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPathWithQuery; docs/protobuf.md).
         """
         ...
 
@@ -471,6 +532,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -485,6 +548,7 @@ class PythonStyleRequest(Protocol):
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Request_GetQuery; docs/protobuf.md).
         """
         ...
 
@@ -496,6 +560,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str | bool | None. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetQueryArg; docs/protobuf.md).
         """
         ...
 
@@ -509,6 +575,7 @@ class PythonStyleRequest(Protocol):
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Request_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -520,6 +587,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -531,6 +600,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -542,6 +613,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetScheme; docs/protobuf.md).
         """
         ...
 
@@ -553,6 +626,8 @@ class PythonStyleRequest(Protocol):
         not run in.)
         Returns: float. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -566,6 +641,7 @@ class PythonStyleRequest(Protocol):
         which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetUriCaptures; docs/protobuf.md).
         """
         ...
 
@@ -593,6 +669,7 @@ class AsyncLuaStyleRequest(Protocol):
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -604,6 +681,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedHost; docs/protobuf.md).
         """
         ...
 
@@ -615,6 +694,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -626,6 +707,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -637,6 +720,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -648,6 +733,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedScheme; docs/protobuf.md).
         """
         ...
 
@@ -661,6 +748,7 @@ class AsyncLuaStyleRequest(Protocol):
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -680,6 +768,7 @@ class AsyncLuaStyleRequest(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -691,6 +780,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHost; docs/protobuf.md).
         """
         ...
 
@@ -702,6 +793,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (float | None, err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHttpVersion; docs/protobuf.md).
         """
         ...
 
@@ -713,6 +806,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetMethod; docs/protobuf.md).
         """
         ...
 
@@ -724,6 +819,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPath; docs/protobuf.md).
         """
         ...
 
@@ -735,6 +832,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPathWithQuery; docs/protobuf.md).
         """
         ...
 
@@ -746,6 +845,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -764,6 +865,7 @@ class AsyncLuaStyleRequest(Protocol):
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Request_GetQuery; docs/protobuf.md).
         """
         ...
 
@@ -776,6 +878,8 @@ class AsyncLuaStyleRequest(Protocol):
         Returns: an awaitable; await it for (str | bool | None, err). Kong reports no error
         for it: a failure is a Lua error, which abandons the event (a 500 in
         rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetQueryArg; docs/protobuf.md).
         """
         ...
 
@@ -792,6 +896,7 @@ class AsyncLuaStyleRequest(Protocol):
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Request_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -803,6 +908,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -814,6 +921,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -825,6 +934,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetScheme; docs/protobuf.md).
         """
         ...
 
@@ -836,6 +947,8 @@ class AsyncLuaStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for (float, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -849,6 +962,7 @@ class AsyncLuaStyleRequest(Protocol):
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetUriCaptures; docs/protobuf.md).
         """
         ...
 
@@ -877,6 +991,7 @@ class AsyncPythonStyleRequest(Protocol):
 
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -888,6 +1003,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedHost; docs/protobuf.md).
         """
         ...
 
@@ -899,6 +1016,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -910,6 +1029,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -921,6 +1042,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str | None. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -932,6 +1055,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetForwardedScheme; docs/protobuf.md).
         """
         ...
 
@@ -945,6 +1070,7 @@ class AsyncPythonStyleRequest(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -960,6 +1086,7 @@ class AsyncPythonStyleRequest(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -971,6 +1098,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHost; docs/protobuf.md).
         """
         ...
 
@@ -982,6 +1111,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for float | None. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetHttpVersion; docs/protobuf.md).
         """
         ...
 
@@ -993,6 +1124,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetMethod; docs/protobuf.md).
         """
         ...
 
@@ -1004,6 +1137,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPath; docs/protobuf.md).
         """
         ...
 
@@ -1015,6 +1150,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPathWithQuery; docs/protobuf.md).
         """
         ...
 
@@ -1026,6 +1163,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -1040,6 +1179,7 @@ class AsyncPythonStyleRequest(Protocol):
 
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Request_GetQuery; docs/protobuf.md).
         """
         ...
 
@@ -1051,6 +1191,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str | bool | None. Kong reports no error for it:
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetQueryArg; docs/protobuf.md).
         """
         ...
 
@@ -1064,6 +1206,7 @@ class AsyncPythonStyleRequest(Protocol):
 
         Lua returns (bytes | None, str | None); only the first value crosses Kong's bridge.
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Request_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -1075,6 +1218,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -1086,6 +1231,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -1097,6 +1244,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Request_GetScheme; docs/protobuf.md).
         """
         ...
 
@@ -1108,6 +1257,8 @@ class AsyncPythonStyleRequest(Protocol):
         not run in.)
         Returns: an awaitable; await it for float. Kong reports no error for it: a failure
         is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -1121,6 +1272,7 @@ class AsyncPythonStyleRequest(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Request_GetUriCaptures; docs/protobuf.md).
         """
         ...
 

@@ -44,6 +44,8 @@ class LuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -54,6 +56,8 @@ class LuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -69,6 +73,7 @@ class LuaStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -86,6 +91,7 @@ class LuaStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
+        ProtoBuf:1: yes (Kong's Response_Exit; docs/protobuf.md).
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -101,6 +107,7 @@ class LuaStyleResponse(Protocol):
         which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -121,6 +128,7 @@ class LuaStyleResponse(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -133,6 +141,7 @@ class LuaStyleResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -146,6 +155,7 @@ class LuaStyleResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetSource; docs/protobuf.md).
         """
         ...
 
@@ -159,6 +169,7 @@ class LuaStyleResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -173,6 +184,8 @@ class LuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -186,6 +199,8 @@ class LuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -196,6 +211,8 @@ class LuaStyleResponse(Protocol):
         (Kong allows: body_filter).
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -206,6 +223,8 @@ class LuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetStatus; docs/protobuf.md).
         """
         ...
 
@@ -223,6 +242,8 @@ class PythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -233,6 +254,8 @@ class PythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -248,6 +271,7 @@ class PythonStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -265,6 +289,7 @@ class PythonStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never.
 
+        ProtoBuf:1: yes (Kong's Response_Exit; docs/protobuf.md).
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -280,6 +305,7 @@ class PythonStyleResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -297,6 +323,7 @@ class PythonStyleResponse(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -309,6 +336,7 @@ class PythonStyleResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -322,6 +350,7 @@ class PythonStyleResponse(Protocol):
         the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetSource; docs/protobuf.md).
         """
         ...
 
@@ -335,6 +364,7 @@ class PythonStyleResponse(Protocol):
         the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -345,6 +375,8 @@ class PythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -355,6 +387,8 @@ class PythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -365,6 +399,8 @@ class PythonStyleResponse(Protocol):
         (Kong allows: body_filter).
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -375,6 +411,8 @@ class PythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetStatus; docs/protobuf.md).
         """
         ...
 
@@ -399,6 +437,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -409,6 +449,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -424,6 +466,7 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -441,6 +484,7 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
+        ProtoBuf:1: yes (Kong's Response_Exit; docs/protobuf.md).
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -456,6 +500,7 @@ class AsyncLuaStyleResponse(Protocol):
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -477,6 +522,7 @@ class AsyncLuaStyleResponse(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -489,6 +535,7 @@ class AsyncLuaStyleResponse(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -502,6 +549,7 @@ class AsyncLuaStyleResponse(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetSource; docs/protobuf.md).
         """
         ...
 
@@ -515,6 +563,7 @@ class AsyncLuaStyleResponse(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -529,6 +578,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -542,6 +593,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -552,6 +605,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong allows: body_filter).
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -562,6 +617,8 @@ class AsyncLuaStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetStatus; docs/protobuf.md).
         """
         ...
 
@@ -586,6 +643,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -596,6 +655,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -611,6 +672,7 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -628,6 +690,7 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows admin_api, header_filter, which external plugins do not run in.)
         Returns: never, and is not awaited: the call itself ends the handler.
 
+        ProtoBuf:1: yes (Kong's Response_Exit; docs/protobuf.md).
         Kong ends the request with this response and never resumes the event, so the plugin
         server stops the handler right here (PluginExit; finally blocks still run).
         """
@@ -643,6 +706,7 @@ class AsyncPythonStyleResponse(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -660,6 +724,7 @@ class AsyncPythonStyleResponse(Protocol):
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -672,6 +737,7 @@ class AsyncPythonStyleResponse(Protocol):
         is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -685,6 +751,7 @@ class AsyncPythonStyleResponse(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetSource; docs/protobuf.md).
         """
         ...
 
@@ -698,6 +765,7 @@ class AsyncPythonStyleResponse(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -712,6 +780,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -725,6 +795,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -735,6 +807,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong allows: body_filter).
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -745,6 +819,8 @@ class AsyncPythonStyleResponse(Protocol):
         (Kong also allows header_filter, admin_api, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Response_SetStatus; docs/protobuf.md).
         """
         ...
 

@@ -40,6 +40,8 @@ class LuaStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
         Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetRoute; docs/protobuf.md).
         """
         ...
 
@@ -50,6 +52,8 @@ class LuaStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
         Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetService; docs/protobuf.md).
         """
         ...
 
@@ -67,6 +71,8 @@ class PythonStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetRoute; docs/protobuf.md).
         """
         ...
 
@@ -77,6 +83,8 @@ class PythonStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetService; docs/protobuf.md).
         """
         ...
 
@@ -96,6 +104,8 @@ class AsyncLuaStyleRouter(Protocol):
         Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
         error for it: a failure is a Lua error, which abandons the event (a 500 in
         rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetRoute; docs/protobuf.md).
         """
         ...
 
@@ -107,6 +117,8 @@ class AsyncLuaStyleRouter(Protocol):
         Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
         error for it: a failure is a Lua error, which abandons the event (a 500 in
         rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetService; docs/protobuf.md).
         """
         ...
 
@@ -125,6 +137,8 @@ class AsyncPythonStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetRoute; docs/protobuf.md).
         """
         ...
 
@@ -135,6 +149,8 @@ class AsyncPythonStyleRouter(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Router_GetService; docs/protobuf.md).
         """
         ...
 

@@ -39,6 +39,8 @@ class LuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -52,6 +54,8 @@ class LuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -65,6 +69,8 @@ class LuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -81,6 +87,8 @@ class PythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -94,6 +102,8 @@ class PythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -103,6 +113,8 @@ class PythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -120,6 +132,8 @@ class AsyncLuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -133,6 +147,8 @@ class AsyncLuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -146,6 +162,8 @@ class AsyncLuaStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -163,6 +181,8 @@ class AsyncPythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -176,6 +196,8 @@ class AsyncPythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -185,6 +207,8 @@ class AsyncPythonStyleTable(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

@@ -39,6 +39,8 @@ class LuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -50,6 +52,7 @@ class LuaStyleVault(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -59,6 +62,8 @@ class LuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -68,6 +73,8 @@ class LuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (bool, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -81,6 +88,7 @@ class LuaStyleVault(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -90,6 +98,8 @@ class LuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -99,6 +109,8 @@ class LuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -115,6 +127,8 @@ class PythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -127,6 +141,7 @@ class PythonStyleVault(Protocol):
         raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -136,6 +151,8 @@ class PythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -145,6 +162,8 @@ class PythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: bool. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -158,6 +177,7 @@ class PythonStyleVault(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -167,6 +187,8 @@ class PythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -176,6 +198,8 @@ class PythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -193,6 +217,8 @@ class AsyncLuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -205,6 +231,7 @@ class AsyncLuaStyleVault(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -214,6 +241,8 @@ class AsyncLuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -223,6 +252,8 @@ class AsyncLuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (bool, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -239,6 +270,7 @@ class AsyncLuaStyleVault(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -248,6 +280,8 @@ class AsyncLuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -257,6 +291,8 @@ class AsyncLuaStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -274,6 +310,8 @@ class AsyncPythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -286,6 +324,7 @@ class AsyncPythonStyleVault(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -295,6 +334,8 @@ class AsyncPythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -304,6 +345,8 @@ class AsyncPythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for bool. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -317,6 +360,7 @@ class AsyncPythonStyleVault(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -326,6 +370,8 @@ class AsyncPythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -335,6 +381,8 @@ class AsyncPythonStyleVault(Protocol):
         Phases: any (Kong documents no phase limit and does not check one).
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

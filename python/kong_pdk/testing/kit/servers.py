@@ -39,9 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from kong_pdk import _core
 from kong_pdk.blocking import blocking_reason
 from kong_pdk.exception import EventAbandoned, PluginExit
 from kong_pdk.plugin_info import phases_of
+from kong_pdk.protocol import MSGPACK, dump_name, protocol_of
 from kong_pdk.serve import build_server, lua_style_of
 from kong_pdk.testing.kit.loader import PluginSpec
 from kong_pdk.testing.kong.emulator import KongEmulator
@@ -81,6 +83,9 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: Callable[[float], object] | None = None
     emulators: dict[tuple[str, KongVersion], KongEmulator] = field(default_factory=dict)
+    #: The wire the server speaks and its emulators with it: the plugin's
+    #: ``protocol`` (docs/protobuf.md), MsgPack:1 by default.
+    protocol: str = MSGPACK
 
     def emulator(self, subsystem: str = "http", kong_version: KongVersion = LATEST) -> KongEmulator:
         """The Kong worker (one per subsystem and version) that plays this plugin's requests."""
@@ -88,7 +93,12 @@ class Served:
             key = (subsystem, kong_version)
             emu = self.emulators.get(key)
             if emu is None:
-                emu = self.emulators[key] = KongEmulator(self.socket_path, kong_version=kong_version)
+                emu = self.emulators[key] = KongEmulator(
+                    self.socket_path,
+                    kong_version=kong_version,
+                    protocol=dump_name(self.protocol),
+                    protobuf_schema=_core.PROTOBUF_SCHEMA,
+                )
             return emu
 
     @property
@@ -180,6 +190,7 @@ def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
         # Worker processes import the plugin file themselves: the recording
         # subclass would not reach them.
         cls = spec.cls if model == "processes" else _recording(spec.cls, errors.append)
+        wire = protocol_of(spec.cls)
         # The recording subclass lives in this module: the choice of `auto`
         # is made on the plugin's own class, as the command line makes it.
         plain = model if model in ("threads", "greenlets") else "threads"
@@ -199,6 +210,7 @@ def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
                 gevent=model == "gevent",
                 model=plain,
                 processes=workers if model == "processes" else None,
+                protocol=wire,
             )
 
         stop: Callable[[float], object] | None = None
@@ -217,6 +229,7 @@ def served(spec: PluginSpec, model: Model = "auto", workers: int = 1) -> Served:
             socket_path=socket_path,
             errors=errors,
             stop=stop,
+            protocol=wire,
         )
         _servers[key] = entry
         return entry

@@ -9,7 +9,9 @@ is never bent to fit a server. The pieces live in their own modules:
 * ``event_loop``, ``steps``, ``answers``: HandleEvent and the Step loop (§5, §6);
 * ``instances``: Kong's instance cache and its recovery from "no plugin instance" (§7);
 * ``query``: the plugins Kong registers from a query command's output (§1.4);
-* ``versions``: what Kong's side does differently per version (§9).
+* ``versions``: what Kong's side does differently per version (§9);
+* ``pb_schema``, ``pb_lua``, ``pb_event_loop``: ProtoBuf:1 (docs/protobuf.md), when the
+  plugin's dump asks for it (``protocol="ProtoBuf:1"``), with the protobuf package.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kong_pdk.testing.kong.answers import AnswerTable
 from kong_pdk.testing.kong.connection import KongConnection
@@ -40,7 +43,13 @@ from kong_pdk.testing.kong.versions import (
 )
 from kong_pdk.testing.kong.wire import Notification, Reply
 
-__all__ = ["KongEmulator"]
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from kong_pdk.testing.kong.pb_event_loop import PbClient
+
+__all__ = ["KongEmulator", "PROTOBUF"]
+
+#: The dump's name of Kong's other wire (docs/protobuf.md).
+PROTOBUF = "ProtoBuf:1"
 
 
 class KongEmulator:
@@ -64,6 +73,8 @@ class KongEmulator:
         timeout: float = 60.0,
         idle_timeout: float = 60.0,
         max_phase_tries: int = 3,
+        protocol: str = DEFAULT_PROTOCOL,
+        protobuf_schema: bytes | None = None,
     ) -> None:
         self.rpc: RpcClient = RpcClient(socket_path, pool_size=pool_size, timeout=timeout, idle_timeout=idle_timeout)
         self.answers: dict[str, object] = dict(answers or {})
@@ -74,8 +85,15 @@ class KongEmulator:
         self._log: list[str] = []
         # __seq__: a shared counter from 1 on 3.6+, a per-worker counter from 0 before (§6.5).
         self._seq = 0 if self.kong_version >= (3, 6) else -1
-        # What the query command's output registered (register_plugins).
-        self.protocol: str = DEFAULT_PROTOCOL
+        # The wire: MsgPack:1, or what the query command's output registered
+        # (register_plugins) or the caller chose ("ProtoBuf:1").
+        if protocol not in (DEFAULT_PROTOCOL, PROTOBUF):
+            raise ValueError(f"the emulator speaks {DEFAULT_PROTOCOL} and {PROTOBUF}, not {protocol!r}")
+        self.protocol: str = protocol
+        self._timeout = timeout
+        self._pb: PbClient | None = None
+        # ProtoBuf:1's compiled schema (kong_pdk._core.PROTOBUF_SCHEMA; the kit passes it).
+        self._pb_schema = protobuf_schema
         self.plugins: dict[str, Mapping[str, object]] = {}
         self.rpc.pid_listeners.append(self._on_pid_change)
 
@@ -126,6 +144,20 @@ class KongEmulator:
         with self.rpc.connection() as conn:
             yield conn
 
+    @property
+    def pb(self) -> PbClient:
+        """The ProtoBuf:1 side (made on first use: it needs the protobuf package)."""
+        if self._pb is None:
+            from kong_pdk.testing.kong.pb_event_loop import PbClient
+
+            if self._pb_schema is None:
+                raise ValueError(
+                    f"speaking {PROTOBUF} needs its schema: KongEmulator(..., "
+                    "protobuf_schema=kong_pdk._core.PROTOBUF_SCHEMA)"
+                )
+            self._pb = PbClient(self.socket_path, self._pb_schema, self._timeout)
+        return self._pb
+
     def close(self) -> None:
         self.rpc.close()
 
@@ -145,11 +177,13 @@ class KongEmulator:
     def register_plugins(self, query_output: str | bytes) -> QueryResult:
         """Register the plugins of a query command's output (``--dump``) as this Kong does (§1.4).
 
-        The emulator speaks ``MsgPack:1`` only, so another ``Protocol`` is refused.
+        The emulator speaks ``MsgPack:1`` and ``ProtoBuf:1``; another ``Protocol`` is refused.
         """
         result = read_query_output(query_output, self.kong_version)
-        if result.protocol != DEFAULT_PROTOCOL:
-            raise ValueError(f"the emulator speaks {DEFAULT_PROTOCOL} only; the query output asks for {result.protocol}")
+        if result.protocol not in (DEFAULT_PROTOCOL, PROTOBUF):
+            raise ValueError(
+                f"the emulator speaks {DEFAULT_PROTOCOL} and {PROTOBUF}; the query output asks for {result.protocol}"
+            )
         for line in result.log:
             self.kong_log(line)
         self.protocol = result.protocol
@@ -190,6 +224,8 @@ class KongEmulator:
             extra=extra,
         )
         text = build_config(name, config, book, self.kong_version)
+        if self.protocol == PROTOBUF:
+            return self.pb.start_instance(name, text)
         result = self.rpc.call("plugin.StartInstance", [{"Name": name, "Config": text}])
         if not isinstance(result, Mapping):
             raise KongProtocolError(f"StartInstance result must be a map with Id, got {result!r}")
@@ -202,6 +238,12 @@ class KongEmulator:
 
     def close_instance(self, instance_id: int) -> object:
         """``plugin.CloseInstance [id]``; Kong ignores the result and any error (§4.1)."""
+        if self.protocol == PROTOBUF:
+            try:
+                return self.pb.close_instance(instance_id)
+            except (RpcError, KongProtocolError) as exc:
+                self.kong_log(f"closing instance #{instance_id}: {exc}")
+                return None
         try:
             return self.rpc.call("plugin.CloseInstance", [instance_id])
         except RpcError as exc:
@@ -227,6 +269,8 @@ class KongEmulator:
     ) -> EventResult:
         """HandleEvent plus the Step loop for one phase (§5.1)."""
         tables = [self.answers] if answers is None else [self.answers, answers]
+        if self.protocol == PROTOBUF:
+            return self.pb.run_event(instance_id, phase, tables, self.kong_log)
         return run_event(self.rpc, instance_id, phase, tables, self.kong_version, self.kong_log)
 
     def run_phase(
@@ -253,7 +297,14 @@ class KongEmulator:
             instance_id = self._instance_for(plugin_name, config, key)
             try:
                 return self.handle_event(instance_id, phase, answers)
-            except TransportError:
+            except TransportError as exc:
+                # On ProtoBuf:1 a closed connection is how the server says it
+                # does not know the instance: Kong starts it again and retries.
+                if self.protocol == PROTOBUF and "closed" in exc.message.lower():
+                    last = exc
+                    self.kong_log(f"{exc.message}; resetting instances of {plugin_name!r} and retrying")
+                    self._reset_after_error(plugin_name, key)
+                    continue
                 raise
             except RpcError as exc:
                 last = exc

@@ -53,6 +53,8 @@ class LuaStyleClient(Protocol):
         Phases: access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_Authenticate; docs/protobuf.md).
         """
         ...
 
@@ -67,6 +69,7 @@ class LuaStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -77,6 +80,8 @@ class LuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (dict[str, Any] | None, err). Kong reports no error for it: a failure is a
         Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetConsumer; docs/protobuf.md).
         """
         ...
 
@@ -90,6 +95,7 @@ class LuaStyleClient(Protocol):
         Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -103,6 +109,7 @@ class LuaStyleClient(Protocol):
         is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -115,6 +122,7 @@ class LuaStyleClient(Protocol):
         Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: yes (Kong's Client_GetCredential; docs/protobuf.md).
         """
         ...
 
@@ -125,6 +133,8 @@ class LuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedIp; docs/protobuf.md).
         """
         ...
 
@@ -135,6 +145,8 @@ class LuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -145,6 +157,8 @@ class LuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (str, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetIp; docs/protobuf.md).
         """
         ...
 
@@ -155,6 +169,8 @@ class LuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (int, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -167,6 +183,7 @@ class LuaStyleClient(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Client_GetProtocol; docs/protobuf.md).
         """
         ...
 
@@ -185,6 +202,7 @@ class LuaStyleClient(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: yes (Kong's Client_LoadConsumer; docs/protobuf.md).
         """
         ...
 
@@ -198,6 +216,7 @@ class LuaStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -214,6 +233,7 @@ class LuaStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -241,6 +261,8 @@ class PythonStyleClient(Protocol):
         Phases: access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_Authenticate; docs/protobuf.md).
         """
         ...
 
@@ -252,6 +274,7 @@ class PythonStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -262,6 +285,8 @@ class PythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: dict[str, Any] | None. Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetConsumer; docs/protobuf.md).
         """
         ...
 
@@ -275,6 +300,7 @@ class PythonStyleClient(Protocol):
         error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -288,6 +314,7 @@ class PythonStyleClient(Protocol):
         Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -300,6 +327,7 @@ class PythonStyleClient(Protocol):
         error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: yes (Kong's Client_GetCredential; docs/protobuf.md).
         """
         ...
 
@@ -310,6 +338,8 @@ class PythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedIp; docs/protobuf.md).
         """
         ...
 
@@ -320,6 +350,8 @@ class PythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -330,6 +362,8 @@ class PythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: str. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetIp; docs/protobuf.md).
         """
         ...
 
@@ -340,6 +374,8 @@ class PythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: int. Kong reports no error for it: a failure is a Lua error, which abandons
         the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -353,6 +389,7 @@ class PythonStyleClient(Protocol):
         raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Client_GetProtocol; docs/protobuf.md).
         """
         ...
 
@@ -371,6 +408,7 @@ class PythonStyleClient(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: yes (Kong's Client_LoadConsumer; docs/protobuf.md).
         """
         ...
 
@@ -384,6 +422,7 @@ class PythonStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -397,6 +436,7 @@ class PythonStyleClient(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -425,6 +465,8 @@ class AsyncLuaStyleClient(Protocol):
         Phases: access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_Authenticate; docs/protobuf.md).
         """
         ...
 
@@ -439,6 +481,7 @@ class AsyncLuaStyleClient(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -450,6 +493,8 @@ class AsyncLuaStyleClient(Protocol):
         Returns: an awaitable; await it for (dict[str, Any] | None, err). Kong reports no
         error for it: a failure is a Lua error, which abandons the event (a 500 in
         rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetConsumer; docs/protobuf.md).
         """
         ...
 
@@ -464,6 +509,7 @@ class AsyncLuaStyleClient(Protocol):
         rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -478,6 +524,7 @@ class AsyncLuaStyleClient(Protocol):
         rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -491,6 +538,7 @@ class AsyncLuaStyleClient(Protocol):
         rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: yes (Kong's Client_GetCredential; docs/protobuf.md).
         """
         ...
 
@@ -501,6 +549,8 @@ class AsyncLuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedIp; docs/protobuf.md).
         """
         ...
 
@@ -511,6 +561,8 @@ class AsyncLuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -521,6 +573,8 @@ class AsyncLuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (str, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetIp; docs/protobuf.md).
         """
         ...
 
@@ -531,6 +585,8 @@ class AsyncLuaStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (int, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -547,6 +603,7 @@ class AsyncLuaStyleClient(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Client_GetProtocol; docs/protobuf.md).
         """
         ...
 
@@ -565,6 +622,7 @@ class AsyncLuaStyleClient(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: yes (Kong's Client_LoadConsumer; docs/protobuf.md).
         """
         ...
 
@@ -581,6 +639,7 @@ class AsyncLuaStyleClient(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -597,6 +656,7 @@ class AsyncLuaStyleClient(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -625,6 +685,8 @@ class AsyncPythonStyleClient(Protocol):
         Phases: access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_Authenticate; docs/protobuf.md).
         """
         ...
 
@@ -636,6 +698,7 @@ class AsyncPythonStyleClient(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -646,6 +709,8 @@ class AsyncPythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for dict[str, Any] | None. Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetConsumer; docs/protobuf.md).
         """
         ...
 
@@ -659,6 +724,7 @@ class AsyncPythonStyleClient(Protocol):
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -673,6 +739,7 @@ class AsyncPythonStyleClient(Protocol):
         rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -685,6 +752,7 @@ class AsyncPythonStyleClient(Protocol):
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: yes (Kong's Client_GetCredential; docs/protobuf.md).
         """
         ...
 
@@ -695,6 +763,8 @@ class AsyncPythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedIp; docs/protobuf.md).
         """
         ...
 
@@ -705,6 +775,8 @@ class AsyncPythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetForwardedPort; docs/protobuf.md).
         """
         ...
 
@@ -715,6 +787,8 @@ class AsyncPythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for str. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetIp; docs/protobuf.md).
         """
         ...
 
@@ -725,6 +799,8 @@ class AsyncPythonStyleClient(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for int. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Client_GetPort; docs/protobuf.md).
         """
         ...
 
@@ -738,6 +814,7 @@ class AsyncPythonStyleClient(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Client_GetProtocol; docs/protobuf.md).
         """
         ...
 
@@ -756,6 +833,7 @@ class AsyncPythonStyleClient(Protocol):
 
         Lua returns (dict[str, Any] | None, str | None); only the first value crosses Kong's
         bridge.
+        ProtoBuf:1: yes (Kong's Client_LoadConsumer; docs/protobuf.md).
         """
         ...
 
@@ -769,6 +847,7 @@ class AsyncPythonStyleClient(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -782,6 +861,7 @@ class AsyncPythonStyleClient(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

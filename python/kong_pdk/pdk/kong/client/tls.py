@@ -43,6 +43,7 @@ class LuaStyleClientTls(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
         Removed in: master (after 3.9.x).
         """
@@ -56,6 +57,7 @@ class LuaStyleClientTls(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -69,6 +71,7 @@ class LuaStyleClientTls(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -82,6 +85,7 @@ class LuaStyleClientTls(Protocol):
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
         RPC.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -92,6 +96,8 @@ class LuaStyleClientTls(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -112,6 +118,7 @@ class PythonStyleClientTls(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
         Removed in: master (after 3.9.x).
         """
@@ -126,6 +133,7 @@ class PythonStyleClientTls(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -140,6 +148,7 @@ class PythonStyleClientTls(Protocol):
         raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -154,6 +163,7 @@ class PythonStyleClientTls(Protocol):
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
         RPC.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -164,6 +174,8 @@ class PythonStyleClientTls(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -185,6 +197,7 @@ class AsyncLuaStyleClientTls(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
         Removed in: master (after 3.9.x).
         """
@@ -199,6 +212,7 @@ class AsyncLuaStyleClientTls(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -213,6 +227,7 @@ class AsyncLuaStyleClientTls(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -230,6 +245,7 @@ class AsyncLuaStyleClientTls(Protocol):
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
         RPC.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -240,6 +256,8 @@ class AsyncLuaStyleClientTls(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -261,6 +279,7 @@ class AsyncPythonStyleClientTls(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3 (of 3.8.1, 3.9.3, master).
         Removed in: master (after 3.9.x).
         """
@@ -275,6 +294,7 @@ class AsyncPythonStyleClientTls(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -289,6 +309,7 @@ class AsyncPythonStyleClientTls(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -303,6 +324,7 @@ class AsyncPythonStyleClientTls(Protocol):
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
         Over RPC: ca_certs is an FFI cdata object; only the no-argument form is usable over
         RPC.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -313,6 +335,8 @@ class AsyncPythonStyleClientTls(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

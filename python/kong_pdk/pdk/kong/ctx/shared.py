@@ -42,6 +42,7 @@ class LuaStyleCtxShared(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_GetShared; docs/protobuf.md).
         """
         ...
 
@@ -54,6 +55,7 @@ class LuaStyleCtxShared(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_SetShared; docs/protobuf.md).
         """
         ...
 
@@ -73,6 +75,7 @@ class PythonStyleCtxShared(Protocol):
         the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_GetShared; docs/protobuf.md).
         """
         ...
 
@@ -85,6 +88,7 @@ class PythonStyleCtxShared(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_SetShared; docs/protobuf.md).
         """
         ...
 
@@ -105,6 +109,7 @@ class AsyncLuaStyleCtxShared(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_GetShared; docs/protobuf.md).
         """
         ...
 
@@ -117,6 +122,7 @@ class AsyncLuaStyleCtxShared(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_SetShared; docs/protobuf.md).
         """
         ...
 
@@ -137,6 +143,7 @@ class AsyncPythonStyleCtxShared(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_GetShared; docs/protobuf.md).
         """
         ...
 
@@ -149,6 +156,7 @@ class AsyncPythonStyleCtxShared(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Ctx_SetShared; docs/protobuf.md).
         """
         ...
 

@@ -42,6 +42,7 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -54,6 +55,7 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -73,6 +75,7 @@ class LuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -93,6 +96,7 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -106,6 +110,7 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -126,6 +131,7 @@ class PythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -148,6 +154,7 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -161,6 +168,7 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -181,6 +189,7 @@ class AsyncLuaStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -203,6 +212,7 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -216,6 +226,7 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -236,6 +247,7 @@ class AsyncPythonStyleEnterpriseEditionJwe(Protocol):
 
         Lua returns (str | None, str | None); only the first value crosses Kong's bridge.
         Kong Enterprise only.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

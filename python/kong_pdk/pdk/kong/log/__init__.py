@@ -53,6 +53,7 @@ class LuaStyleLog(Protocol):
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -67,6 +68,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Alert; docs/protobuf.md).
         """
         ...
 
@@ -81,6 +83,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Crit; docs/protobuf.md).
         """
         ...
 
@@ -95,6 +98,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Debug; docs/protobuf.md).
         """
         ...
 
@@ -108,6 +112,7 @@ class LuaStyleLog(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -122,6 +127,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -136,6 +142,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Err; docs/protobuf.md).
         """
         ...
 
@@ -150,6 +157,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Info; docs/protobuf.md).
         """
         ...
 
@@ -164,6 +172,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Notice; docs/protobuf.md).
         """
         ...
 
@@ -176,6 +185,7 @@ class LuaStyleLog(Protocol):
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Log_Serialize; docs/protobuf.md).
         """
         ...
 
@@ -186,6 +196,7 @@ class LuaStyleLog(Protocol):
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -202,6 +213,8 @@ class LuaStyleLog(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (dict[str, Any], err). Kong reports no error for it: a failure is a Lua
         error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Log_SetSerializeValue; docs/protobuf.md).
         """
         ...
 
@@ -213,6 +226,7 @@ class LuaStyleLog(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -228,6 +242,7 @@ class LuaStyleLog(Protocol):
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Warn; docs/protobuf.md).
         """
         ...
 
@@ -256,6 +271,7 @@ class PythonStyleLog(Protocol):
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -270,6 +286,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Alert; docs/protobuf.md).
         """
         ...
 
@@ -284,6 +301,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Crit; docs/protobuf.md).
         """
         ...
 
@@ -298,6 +316,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Debug; docs/protobuf.md).
         """
         ...
 
@@ -311,6 +330,7 @@ class PythonStyleLog(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -325,6 +345,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -339,6 +360,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Err; docs/protobuf.md).
         """
         ...
 
@@ -353,6 +375,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Info; docs/protobuf.md).
         """
         ...
 
@@ -367,6 +390,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Notice; docs/protobuf.md).
         """
         ...
 
@@ -379,6 +403,7 @@ class PythonStyleLog(Protocol):
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Log_Serialize; docs/protobuf.md).
         """
         ...
 
@@ -389,6 +414,7 @@ class PythonStyleLog(Protocol):
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -405,6 +431,8 @@ class PythonStyleLog(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: dict[str, Any]. Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Log_SetSerializeValue; docs/protobuf.md).
         """
         ...
 
@@ -416,6 +444,7 @@ class PythonStyleLog(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -431,6 +460,7 @@ class PythonStyleLog(Protocol):
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Warn; docs/protobuf.md).
         """
         ...
 
@@ -460,6 +490,7 @@ class AsyncLuaStyleLog(Protocol):
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -474,6 +505,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Alert; docs/protobuf.md).
         """
         ...
 
@@ -488,6 +520,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Crit; docs/protobuf.md).
         """
         ...
 
@@ -502,6 +535,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Debug; docs/protobuf.md).
         """
         ...
 
@@ -515,6 +549,7 @@ class AsyncLuaStyleLog(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -529,6 +564,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -543,6 +579,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Err; docs/protobuf.md).
         """
         ...
 
@@ -557,6 +594,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Info; docs/protobuf.md).
         """
         ...
 
@@ -571,6 +609,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Notice; docs/protobuf.md).
         """
         ...
 
@@ -583,6 +622,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Log_Serialize; docs/protobuf.md).
         """
         ...
 
@@ -593,6 +633,7 @@ class AsyncLuaStyleLog(Protocol):
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -609,6 +650,8 @@ class AsyncLuaStyleLog(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (dict[str, Any], err). Kong reports no error for
         it: a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Log_SetSerializeValue; docs/protobuf.md).
         """
         ...
 
@@ -620,6 +663,7 @@ class AsyncLuaStyleLog(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -635,6 +679,7 @@ class AsyncLuaStyleLog(Protocol):
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Warn; docs/protobuf.md).
         """
         ...
 
@@ -664,6 +709,7 @@ class AsyncPythonStyleLog(Protocol):
 
         The namespace itself is callable: kong.log(...) logs like kong.log.notice(...).
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -678,6 +724,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level alert.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Alert; docs/protobuf.md).
         """
         ...
 
@@ -692,6 +739,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level crit.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Crit; docs/protobuf.md).
         """
         ...
 
@@ -706,6 +754,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level debug.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Debug; docs/protobuf.md).
         """
         ...
 
@@ -719,6 +768,7 @@ class AsyncPythonStyleLog(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -733,6 +783,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level emerg.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -747,6 +798,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level err.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Err; docs/protobuf.md).
         """
         ...
 
@@ -761,6 +813,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level info.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Info; docs/protobuf.md).
         """
         ...
 
@@ -775,6 +828,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level notice.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Notice; docs/protobuf.md).
         """
         ...
 
@@ -787,6 +841,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Kong encodes the table as JSON text before sending it; use json.loads to get a dict.
         Answered by Kong's plugin-server shim (plugin.lua), not by kong/pdk.
+        ProtoBuf:1: yes (Kong's Log_Serialize; docs/protobuf.md).
         """
         ...
 
@@ -797,6 +852,7 @@ class AsyncPythonStyleLog(Protocol):
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -813,6 +869,8 @@ class AsyncPythonStyleLog(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for dict[str, Any]. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Log_SetSerializeValue; docs/protobuf.md).
         """
         ...
 
@@ -824,6 +882,7 @@ class AsyncPythonStyleLog(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -839,6 +898,7 @@ class AsyncPythonStyleLog(Protocol):
 
         Writes to Kong's error log at level warn.
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: yes (Kong's Log_Warn; docs/protobuf.md).
         """
         ...
 

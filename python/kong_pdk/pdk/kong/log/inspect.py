@@ -44,6 +44,7 @@ class LuaStyleLogInspect(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -55,6 +56,8 @@ class LuaStyleLogInspect(Protocol):
         not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -66,6 +69,8 @@ class LuaStyleLogInspect(Protocol):
         not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -86,6 +91,7 @@ class PythonStyleLogInspect(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -97,6 +103,8 @@ class PythonStyleLogInspect(Protocol):
         not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -108,6 +116,8 @@ class PythonStyleLogInspect(Protocol):
         not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -129,6 +139,7 @@ class AsyncLuaStyleLogInspect(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -140,6 +151,8 @@ class AsyncLuaStyleLogInspect(Protocol):
         not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -151,6 +164,8 @@ class AsyncLuaStyleLogInspect(Protocol):
         not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -172,6 +187,7 @@ class AsyncPythonStyleLogInspect(Protocol):
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
         Takes any number of values of any type; Kong writes them one after the other.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -183,6 +199,8 @@ class AsyncPythonStyleLogInspect(Protocol):
         not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -194,6 +212,8 @@ class AsyncPythonStyleLogInspect(Protocol):
         not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 

@@ -54,6 +54,8 @@ class LuaStyleService(Protocol):
         Phases: access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -63,6 +65,8 @@ class LuaStyleService(Protocol):
         Phases: access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_SetTarget; docs/protobuf.md).
         """
         ...
 
@@ -77,6 +81,8 @@ class LuaStyleService(Protocol):
         Phases: access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -89,6 +95,7 @@ class LuaStyleService(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -101,6 +108,7 @@ class LuaStyleService(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -112,6 +120,7 @@ class LuaStyleService(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Service_SetUpstream; docs/protobuf.md).
         """
         ...
 
@@ -140,6 +149,8 @@ class PythonStyleService(Protocol):
         Phases: access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -149,6 +160,8 @@ class PythonStyleService(Protocol):
         Phases: access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_SetTarget; docs/protobuf.md).
         """
         ...
 
@@ -158,6 +171,8 @@ class PythonStyleService(Protocol):
         Phases: access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -171,6 +186,7 @@ class PythonStyleService(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -184,6 +200,7 @@ class PythonStyleService(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -196,6 +213,7 @@ class PythonStyleService(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Service_SetUpstream; docs/protobuf.md).
         """
         ...
 
@@ -225,6 +243,8 @@ class AsyncLuaStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -234,6 +254,8 @@ class AsyncLuaStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_SetTarget; docs/protobuf.md).
         """
         ...
 
@@ -248,6 +270,8 @@ class AsyncLuaStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -261,6 +285,7 @@ class AsyncLuaStyleService(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -274,6 +299,7 @@ class AsyncLuaStyleService(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -286,6 +312,7 @@ class AsyncLuaStyleService(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Service_SetUpstream; docs/protobuf.md).
         """
         ...
 
@@ -315,6 +342,8 @@ class AsyncPythonStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -324,6 +353,8 @@ class AsyncPythonStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_SetTarget; docs/protobuf.md).
         """
         ...
 
@@ -338,6 +369,8 @@ class AsyncPythonStyleService(Protocol):
         Phases: access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -351,6 +384,7 @@ class AsyncPythonStyleService(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -364,6 +398,7 @@ class AsyncPythonStyleService(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -376,6 +411,7 @@ class AsyncPythonStyleService(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: yes (Kong's Service_SetUpstream; docs/protobuf.md).
         """
         ...
 

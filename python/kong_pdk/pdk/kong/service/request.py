@@ -43,6 +43,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -52,6 +54,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -62,6 +66,7 @@ class LuaStyleServiceRequest(Protocol):
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
         ...
@@ -75,6 +80,7 @@ class LuaStyleServiceRequest(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -85,6 +91,8 @@ class LuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -97,6 +105,7 @@ class LuaStyleServiceRequest(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -114,6 +123,7 @@ class LuaStyleServiceRequest(Protocol):
         Kong 3.x, which drops the error text, and as (None, err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -128,6 +138,8 @@ class LuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -140,6 +152,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -149,6 +163,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetMethod; docs/protobuf.md).
         """
         ...
 
@@ -159,6 +175,8 @@ class LuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetPath; docs/protobuf.md).
         """
         ...
 
@@ -171,6 +189,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetQuery; docs/protobuf.md).
         """
         ...
 
@@ -181,6 +201,8 @@ class LuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -190,6 +212,8 @@ class LuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -200,6 +224,8 @@ class LuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: (None, err). Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetScheme; docs/protobuf.md).
         """
         ...
 
@@ -216,6 +242,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -225,6 +253,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -235,6 +265,7 @@ class PythonStyleServiceRequest(Protocol):
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
         ...
@@ -249,6 +280,7 @@ class PythonStyleServiceRequest(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -259,6 +291,8 @@ class PythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -272,6 +306,7 @@ class PythonStyleServiceRequest(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -286,6 +321,7 @@ class PythonStyleServiceRequest(Protocol):
         which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -296,6 +332,8 @@ class PythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -305,6 +343,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -314,6 +354,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetMethod; docs/protobuf.md).
         """
         ...
 
@@ -324,6 +366,8 @@ class PythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetPath; docs/protobuf.md).
         """
         ...
 
@@ -333,6 +377,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetQuery; docs/protobuf.md).
         """
         ...
 
@@ -343,6 +389,8 @@ class PythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -352,6 +400,8 @@ class PythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -362,6 +412,8 @@ class PythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetScheme; docs/protobuf.md).
         """
         ...
 
@@ -383,6 +435,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -392,6 +446,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -402,6 +458,7 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
         ...
@@ -416,6 +473,7 @@ class AsyncLuaStyleServiceRequest(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -426,6 +484,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -439,6 +499,7 @@ class AsyncLuaStyleServiceRequest(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -457,6 +518,7 @@ class AsyncLuaStyleServiceRequest(Protocol):
         err) from Kong 2.3 - 2.8.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -471,6 +533,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -483,6 +547,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -492,6 +558,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetMethod; docs/protobuf.md).
         """
         ...
 
@@ -502,6 +570,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetPath; docs/protobuf.md).
         """
         ...
 
@@ -514,6 +584,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetQuery; docs/protobuf.md).
         """
         ...
 
@@ -524,6 +596,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -533,6 +607,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -543,6 +619,8 @@ class AsyncLuaStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for (None, err). Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetScheme; docs/protobuf.md).
         """
         ...
 
@@ -564,6 +642,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_AddHeader; docs/protobuf.md).
         """
         ...
 
@@ -573,6 +653,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_ClearHeader; docs/protobuf.md).
         """
         ...
 
@@ -583,6 +665,7 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
 
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         In Kong's Lua PDK only at: 3.9.3, master (of 3.8.1, 3.9.3, master).
         """
         ...
@@ -597,6 +680,7 @@ class AsyncPythonStyleServiceRequest(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -607,6 +691,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -620,6 +706,7 @@ class AsyncPythonStyleServiceRequest(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         Not documented in Kong's Lua PDK.
         """
         ...
@@ -638,6 +725,7 @@ class AsyncPythonStyleServiceRequest(Protocol):
         2.8 sent the error, which raises kong_pdk.exception.PDKException.
 
         Lua returns (bool | None, str | None); only the first value crosses Kong's bridge.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -652,6 +740,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeader; docs/protobuf.md).
         """
         ...
 
@@ -664,6 +754,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -673,6 +765,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetMethod; docs/protobuf.md).
         """
         ...
 
@@ -683,6 +777,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetPath; docs/protobuf.md).
         """
         ...
 
@@ -692,6 +788,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetQuery; docs/protobuf.md).
         """
         ...
 
@@ -702,6 +800,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -711,6 +811,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         Phases: rewrite, access.
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetRawQuery; docs/protobuf.md).
         """
         ...
 
@@ -721,6 +823,8 @@ class AsyncPythonStyleServiceRequest(Protocol):
         (Kong also allows balancer, which external plugins do not run in.)
         Returns: an awaitable; await it for None. Kong reports no error for it: a failure is
         a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Request_SetScheme; docs/protobuf.md).
         """
         ...
 

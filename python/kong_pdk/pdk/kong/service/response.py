@@ -49,6 +49,7 @@ class LuaStyleServiceResponse(Protocol):
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -59,6 +60,8 @@ class LuaStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (str | None, err). Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -77,6 +80,7 @@ class LuaStyleServiceResponse(Protocol):
         Kong's bridge.
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -89,6 +93,7 @@ class LuaStyleServiceResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Service_Response_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -99,6 +104,8 @@ class LuaStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: (int | None, err). Kong reports no error for it: a failure is a Lua error,
         which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -125,6 +132,7 @@ class PythonStyleServiceResponse(Protocol):
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -135,6 +143,8 @@ class PythonStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: str | None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -150,6 +160,7 @@ class PythonStyleServiceResponse(Protocol):
         Kong's bridge.
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -162,6 +173,7 @@ class PythonStyleServiceResponse(Protocol):
         abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Service_Response_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -172,6 +184,8 @@ class PythonStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: int | None. Kong reports no error for it: a failure is a Lua error, which
         abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -199,6 +213,7 @@ class AsyncLuaStyleServiceResponse(Protocol):
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -209,6 +224,8 @@ class AsyncLuaStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (str | None, err). Kong reports no error for it:
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -228,6 +245,7 @@ class AsyncLuaStyleServiceResponse(Protocol):
         Kong's bridge.
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -240,6 +258,7 @@ class AsyncLuaStyleServiceResponse(Protocol):
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Service_Response_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -250,6 +269,8 @@ class AsyncLuaStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for (int | None, err). Kong reports no error for it:
         a failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetStatus; docs/protobuf.md).
         """
         ...
 
@@ -278,6 +299,7 @@ class AsyncPythonStyleServiceResponse(Protocol):
         Lua returns (dict[str, Any] | list[Any] | None, str | None, str | None); only the
         first value crosses Kong's bridge.
         Kong's documentation gives another return type; the type here follows the code.
+        ProtoBuf:1: no; under --protocol protobuf a call raises NotImplementedError.
         """
         ...
 
@@ -288,6 +310,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for str | None. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeader; docs/protobuf.md).
         """
         ...
 
@@ -303,6 +327,7 @@ class AsyncPythonStyleServiceResponse(Protocol):
         Kong's bridge.
         Kong sends every value as a list of strings: a single value becomes a one-item list
         and a bare query flag (?debug) becomes an empty list.
+        ProtoBuf:1: yes (Kong's Service_Response_GetHeaders; docs/protobuf.md).
         """
         ...
 
@@ -315,6 +340,7 @@ class AsyncPythonStyleServiceResponse(Protocol):
         is a Lua error, which abandons the event (a 500 in rewrite/access).
 
         The body arrives as raw bytes (MessagePack bin).
+        ProtoBuf:1: yes (Kong's Service_Response_GetRawBody; docs/protobuf.md).
         """
         ...
 
@@ -325,6 +351,8 @@ class AsyncPythonStyleServiceResponse(Protocol):
         (Kong also allows header_filter, body_filter, which external plugins do not run in.)
         Returns: an awaitable; await it for int | None. Kong reports no error for it: a
         failure is a Lua error, which abandons the event (a 500 in rewrite/access).
+
+        ProtoBuf:1: yes (Kong's Service_Response_GetStatus; docs/protobuf.md).
         """
         ...
 
