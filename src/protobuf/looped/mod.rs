@@ -10,15 +10,15 @@
 //! read by the loop from the event's own connection, resolves it. No thread
 //! switch is on the path of an event.
 //!
-//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `tokens.rs`
-//! and `runner.rs` the runner's side, `event.rs` an event behind its `kong`
+//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `runner.rs`
+//! the runner's side (its tokens are MessagePack:1's,
+//! `models/looped/tokens.rs`), `event.rs` an event behind its `kong`
 //! object and handle (its stage is `events::StageCell`, as in every model).
 
 mod event;
 mod link;
 mod poll;
 mod runner;
-mod tokens;
 
 use std::collections::HashMap;
 use std::io;
@@ -43,6 +43,7 @@ use super::reply::decode_reply;
 use super::shared::Shared;
 use crate::events::Answer;
 use crate::executor::plugins::PluginClasses;
+use crate::models::looped::tokens::Tokens;
 use crate::pdk::{answer_to_py, PdkProxy};
 use crate::phase::Phase;
 use crate::rpc_error::RpcError;
@@ -51,7 +52,6 @@ use event::{abandoned, LoopEvent, PbHandle};
 use link::{Incoming, LoopConn, SendError};
 use poll::Poll;
 use runner::Runner;
-use tokens::Tokens;
 
 /// The listener's token in the epoll set (connections count from 1).
 const LISTENER: u64 = 0;
