@@ -426,6 +426,12 @@ pub struct LoopedEventHandle {
     pub plugin_name: String,
 }
 
+/// The stall watchdog's name for a `LoopedEventHandle` (`watchdog.rs`).
+pub fn name_handle(handle: &Bound<'_, PyAny>) -> Option<String> {
+    let event = &handle.cast::<LoopedEventHandle>().ok()?.get().event;
+    Some(format!("event {}: {} handler", event.id, event.label))
+}
+
 #[pymethods]
 impl LoopedEventHandle {
     /// The handler is done: Kong gets "ret" unless the event already ended.

@@ -27,7 +27,7 @@ mod dispatch;
 mod event;
 mod poller;
 pub mod tokens;
-mod watchdog;
+pub mod watchdog;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -443,30 +443,26 @@ pub struct LoopedSetup {
     pub handler_timeout: Option<Duration>,
 }
 
+/// Seconds between two `tick()` calls: often enough for the event deadline
+/// and `--handler-timeout` (a quarter of either, as the thread model's
+/// watchdog), within 50 ms and 1 s.
+pub fn tick_period(event_timeout: Duration, handler_timeout: Option<Duration>) -> f64 {
+    let limit = handler_timeout.map_or(event_timeout, |t| t.min(event_timeout));
+    (limit / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1))
+        .as_secs_f64()
+}
+
 /// Hands `listener` to the runner's loop; returns the service (for status,
 /// draining and shutdown).
 pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
     listener.set_nonblocking(true)?;
     let events = Arc::new(Registry::default());
-    // Often enough for the event deadline and --handler-timeout (a quarter
-    // of either, as the thread model's watchdog).
-    let limit = setup
-        .handler_timeout
-        .map_or(setup.settings.event_timeout, |t| {
-            t.min(setup.settings.event_timeout)
-        });
-    let tick_period = (limit / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1))
-        .as_secs_f64();
-    // The stall warning comes at the stall threshold, or sooner when
-    // --handler-timeout is shorter (the event fails closed past it).
-    let threshold = setup
-        .handler_timeout
-        .map_or(crate::defaults::LOOP_STALL, |t| {
-            t.min(crate::defaults::LOOP_STALL)
-        });
-    let heartbeat = Arc::new(Heartbeat::new(threshold));
-    watchdog::watch(&heartbeat, setup.handler_timeout)?;
+    let tick_period = tick_period(setup.settings.event_timeout, setup.handler_timeout);
+    let heartbeat = Arc::new(Heartbeat::new(watchdog::stall_threshold(
+        setup.handler_timeout,
+    )));
+    watchdog::watch(&heartbeat, setup.handler_timeout, event::name_handle)?;
     let service = Arc::new(Service::new(
         setup.metas,
         setup.settings,
