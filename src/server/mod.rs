@@ -221,15 +221,7 @@ impl PluginServer {
         if let Some(looped) = self.looped_setup(py)? {
             let bound = self.listen()?;
             let service = match self.protocol {
-                Protocol::ProtoBuf => protobuf::serve_looped(
-                    py,
-                    looped.runner,
-                    looped.plugins,
-                    looped.metas,
-                    looped.settings,
-                    looped.max_frame,
-                    bound.listener,
-                )?,
+                Protocol::ProtoBuf => protobuf::serve_looped(py, looped, bound.listener)?,
                 Protocol::MsgPack => looped::serve(py, looped, bound.listener)?,
             };
             if let Some(link) = bound.predecessor {

@@ -379,7 +379,7 @@ impl PdkTarget for LoopedEvent {
         if self.time_out(py) {
             return Err(self.ended_error(py));
         }
-        let token = core.new_token.bind(py).call0()?;
+        let token = core.tokens.new_token(py)?;
         let route = {
             let mut s = self.lock();
             if s.stage != Stage::Running {
@@ -392,7 +392,7 @@ impl PdkTarget for LoopedEvent {
                 // that gathers two calls gets the error where it awaits, and
                 // still awaits the call that went out.
                 core.resolve(py, &token, Err(concurrent_call_error(&method)));
-                return core.wait(py, token);
+                return core.tokens.wait(token);
             }
             let Some(route) = s.route.take() else {
                 drop(s);
@@ -414,7 +414,7 @@ impl PdkTarget for LoopedEvent {
             }
             return Err(self.ended_error(py));
         }
-        core.wait(py, token)
+        core.tokens.wait(token)
     }
 }
 
@@ -424,6 +424,12 @@ impl PdkTarget for LoopedEvent {
 pub struct LoopedEventHandle {
     pub event: Arc<LoopedEvent>,
     pub plugin_name: String,
+}
+
+/// The stall watchdog's name for a `LoopedEventHandle` (`watchdog.rs`).
+pub fn name_handle(handle: &Bound<'_, PyAny>) -> Option<String> {
+    let event = &handle.cast::<LoopedEventHandle>().ok()?.get().event;
+    Some(format!("event {}: {} handler", event.id, event.label))
 }
 
 #[pymethods]

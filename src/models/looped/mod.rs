@@ -12,7 +12,7 @@
 //! the core calls `serve(core)` once, then `watch_writable(fd, conn)`,
 //! `unwatch_writable(fd)`, `forget(fd)`, `pause_accepting(seconds)`,
 //! `start(plugin, phase, kong, handle)`, `new_token()` and `wait(token)`,
-//! and resumes a handler itself ([`Tokens`]); the runner watches one descriptor, an
+//! and resumes a handler itself (`tokens.rs`); the runner watches one descriptor, an
 //! epoll set of the listener and every connection (`poller.rs`), and calls
 //! back [`LoopCore`]'s `ready()` when it is readable, `writable(conn)`,
 //! `resume_accepting()`, `tick()` and, on shutdown, `stop()`.
@@ -26,7 +26,8 @@ mod conns;
 mod dispatch;
 mod event;
 mod poller;
-mod watchdog;
+pub mod tokens;
+pub mod watchdog;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -38,7 +39,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use rmpv::Value;
 
@@ -51,6 +51,7 @@ pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Next, Queued};
 use event::Registry;
 use poller::Poller;
+use tokens::Tokens;
 use watchdog::Heartbeat;
 
 /// The listener's token in the poller (connection ids start at 1).
@@ -59,12 +60,9 @@ const LISTENER: u64 = 0;
 pub struct Core {
     pub service: Arc<Service>,
     pub runner: Py<PyAny>,
-    /// The runner's `new_token` and `wait`, looked up once (they run for
-    /// every PDK call).
-    pub new_token: Py<PyAny>,
-    wait: Py<PyAny>,
-    /// What a PDK call's token is, and how this core resumes its handler.
-    tokens: Tokens,
+    /// What a PDK call's token is, and how this core resumes its handler
+    /// (`tokens.rs`).
+    pub tokens: Tokens,
     /// Every plugin's class and error style.
     pub plugins: Arc<PluginClasses>,
     listener: Mutex<Option<UnixListener>>,
@@ -196,22 +194,6 @@ impl Core {
         }
     }
 
-    /// What a PDK call returns to the handler for its token: the token
-    /// itself (an awaitable) or what the runner's `wait` gives.
-    pub fn wait<'py>(
-        &self,
-        py: Python<'py>,
-        token: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        match self.tokens {
-            Tokens::Futures(_) => Ok(token),
-            Tokens::Waiters(_) => self.wait.bind(py).call1((token,)),
-            // The token is the calling greenlet: it waits by switching to
-            // the hub, which switches back to it with the answer.
-            Tokens::Greenlets(_) => self.wait.bind(py).call0(),
-        }
-    }
-
     /// Resolves a PDK call's token: resumes the handler with Kong's answer.
     pub fn resolve(
         &self,
@@ -219,11 +201,7 @@ impl Core {
         token: &Bound<'_, PyAny>,
         answer: PyResult<Bound<'_, PyAny>>,
     ) {
-        let resolved = match &self.tokens {
-            Tokens::Futures(asyncio) => asyncio.resolve(token, answer),
-            Tokens::Waiters(hub) | Tokens::Greenlets(hub) => hub.resolve(token, answer),
-        };
-        if let Err(e) = resolved {
+        if let Err(e) = self.tokens.resolve(token, answer) {
             log::error!(
                 "resuming a handler failed: {}",
                 crate::executor::describe(py, &e)
@@ -243,138 +221,6 @@ impl Core {
             .map(drop)
             .map_err(|e| crate::executor::describe(py, &e))
     }
-}
-
-/// A PDK call's token, by runner.
-enum Tokens {
-    /// asyncio futures (`AsyncioRunner.awaitable_tokens`): a PDK call returns
-    /// its token as is, and resolving one sets its result here.
-    Futures(AsyncioLoop),
-    /// Greenlet waiters (`waiter_tokens`: `GeventRunner`, `GreenletRunner`):
-    /// the handler's greenlet blocks in the runner's `wait`, and resolving
-    /// one switches to it here.
-    Waiters(GreenletHub),
-    /// The handler's greenlet itself (`GreenletRunner.greenlet_tokens`): the
-    /// runner's `wait` is the hub's `switch`, and resolving a token switches
-    /// (or throws) into the greenlet. No Python frame per PDK call.
-    Greenlets(GreenletHub),
-}
-
-/// The asyncio loop a runner with future tokens runs (`awaitable_tokens`).
-struct AsyncioLoop {
-    event_loop: Py<PyAny>,
-    /// `asyncio.current_task`.
-    current_task: Py<PyAny>,
-}
-
-impl AsyncioLoop {
-    /// Completes a PDK call's future, unless its task was cancelled meanwhile.
-    ///
-    /// Resolved from a loop callback (no task running: Kong's Step was just
-    /// read), the future's done callbacks -- the waiting task's wake-up --
-    /// run here and now, in their own contexts, rather than being scheduled
-    /// with `call_soon` for the loop's next round: the handler resumes
-    /// without a Handle, a loop iteration and an `epoll_wait` of its own.
-    /// From inside a task (a second concurrent call fails at once) asyncio's
-    /// own scheduling is kept, as a task cannot be entered from another.
-    fn resolve(
-        &self,
-        future: &Bound<'_, PyAny>,
-        answer: PyResult<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = future.py();
-        if future.call_method0(intern!(py, "done"))?.is_truthy()? {
-            return Ok(());
-        }
-        let event_loop = self.event_loop.bind(py);
-        let inline = self.current_task.bind(py).call1((event_loop,))?.is_none();
-        let callbacks = if inline {
-            take_callbacks(future)?
-        } else {
-            Vec::new()
-        };
-        match answer {
-            Ok(v) => future.call_method1(intern!(py, "set_result"), (v,)),
-            Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
-        }?;
-        for (callback, context) in callbacks {
-            let ran = context.call_method1(intern!(py, "run"), (callback, future));
-            if let Err(e) = ran {
-                // As the loop does for a callback that raised.
-                log::error!(
-                    "resuming a handler: its callback raised: {}",
-                    crate::executor::describe(py, &e)
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The hub greenlet of a runner with waiter tokens (`waiter_tokens`): the
-/// one that serves the socket (gevent's hub, or `GreenletRunner`'s loop).
-struct GreenletHub {
-    hub: Py<PyAny>,
-    /// The runner's `getcurrent` (greenlet's).
-    getcurrent: Py<PyAny>,
-    /// The runner's `run_callback(fn, arg)`: runs `fn(arg)` on the hub's next
-    /// round.
-    run_callback: Py<PyAny>,
-}
-
-impl GreenletHub {
-    /// Resumes the greenlet waiting on a PDK call's waiter with Kong's
-    /// answer. From the hub (Kong's Step was just read) the switch is direct,
-    /// as gevent's own watchers do it; from any other greenlet (shutdown, on
-    /// the main one) it waits for the hub's next round.
-    fn resolve(
-        &self,
-        waiter: &Bound<'_, PyAny>,
-        answer: PyResult<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = waiter.py();
-        let (resume, arg) = match answer {
-            Ok(v) => (waiter.getattr(intern!(py, "switch"))?, v),
-            Err(e) => (
-                waiter.getattr(intern!(py, "throw"))?,
-                e.into_value(py).into_bound(py).into_any(),
-            ),
-        };
-        let hub = self.hub.bind(py);
-        if self.getcurrent.bind(py).call0()?.is(hub) {
-            resume.call1((arg,))?;
-        } else {
-            self.run_callback.bind(py).call1((resume, arg))?;
-        }
-        Ok(())
-    }
-}
-
-/// Removes a pending future's done callbacks and returns them with their
-/// contexts (`Future._callbacks`, a pair per callback, as both asyncio's C
-/// and Python futures give it), to be run once the result is set. A future
-/// that lists them otherwise keeps them (scheduled by the loop as usual).
-fn take_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
-    let callbacks = list_callbacks(future).unwrap_or_default();
-    let py = future.py();
-    for (callback, _) in &callbacks {
-        future.call_method1(intern!(py, "remove_done_callback"), (callback,))?;
-    }
-    Ok(callbacks)
-}
-
-type Callbacks<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
-
-fn list_callbacks<'py>(future: &Bound<'py, PyAny>) -> PyResult<Callbacks<'py>> {
-    let listed = future.getattr(intern!(future.py(), "_callbacks"))?;
-    if listed.is_none() {
-        return Ok(Vec::new());
-    }
-    let mut callbacks = Vec::new();
-    for pair in listed.try_iter()? {
-        callbacks.push(pair?.extract()?);
-    }
-    Ok(callbacks)
 }
 
 /// The core's side of a looped server, handed to the runner's `serve`.
@@ -597,30 +443,26 @@ pub struct LoopedSetup {
     pub handler_timeout: Option<Duration>,
 }
 
+/// Seconds between two `tick()` calls: often enough for the event deadline
+/// and `--handler-timeout` (a quarter of either, as the thread model's
+/// watchdog), within 50 ms and 1 s.
+pub fn tick_period(event_timeout: Duration, handler_timeout: Option<Duration>) -> f64 {
+    let limit = handler_timeout.map_or(event_timeout, |t| t.min(event_timeout));
+    (limit / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1))
+        .as_secs_f64()
+}
+
 /// Hands `listener` to the runner's loop; returns the service (for status,
 /// draining and shutdown).
 pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
     listener.set_nonblocking(true)?;
     let events = Arc::new(Registry::default());
-    // Often enough for the event deadline and --handler-timeout (a quarter
-    // of either, as the thread model's watchdog).
-    let limit = setup
-        .handler_timeout
-        .map_or(setup.settings.event_timeout, |t| {
-            t.min(setup.settings.event_timeout)
-        });
-    let tick_period = (limit / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1))
-        .as_secs_f64();
-    // The stall warning comes at the stall threshold, or sooner when
-    // --handler-timeout is shorter (the event fails closed past it).
-    let threshold = setup
-        .handler_timeout
-        .map_or(crate::defaults::LOOP_STALL, |t| {
-            t.min(crate::defaults::LOOP_STALL)
-        });
-    let heartbeat = Arc::new(Heartbeat::new(threshold));
-    watchdog::watch(&heartbeat, setup.handler_timeout)?;
+    let tick_period = tick_period(setup.settings.event_timeout, setup.handler_timeout);
+    let heartbeat = Arc::new(Heartbeat::new(watchdog::stall_threshold(
+        setup.handler_timeout,
+    )));
+    watchdog::watch(&heartbeat, setup.handler_timeout, event::name_handle)?;
     let service = Arc::new(Service::new(
         setup.metas,
         setup.settings,
@@ -633,40 +475,10 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
     let poller = Poller::new()?;
     poller.add(listen_fd, LISTENER)?;
     let poll_fd = poller.fd();
-    let runner = setup.runner.bind(py);
-    let flag = |name: &str| -> PyResult<bool> {
-        match runner.getattr_opt(name)? {
-            Some(flag) => flag.is_truthy(),
-            None => Ok(false),
-        }
-    };
-    let tokens = if flag("awaitable_tokens")? {
-        Tokens::Futures(AsyncioLoop {
-            event_loop: runner.getattr("loop")?.unbind(),
-            current_task: py.import("asyncio")?.getattr("current_task")?.unbind(),
-        })
-    } else if flag("waiter_tokens")? || flag("greenlet_tokens")? {
-        let hub = GreenletHub {
-            hub: runner.getattr("hub")?.unbind(),
-            getcurrent: runner.getattr("getcurrent")?.unbind(),
-            run_callback: runner.getattr("run_callback")?.unbind(),
-        };
-        if flag("greenlet_tokens")? {
-            Tokens::Greenlets(hub)
-        } else {
-            Tokens::Waiters(hub)
-        }
-    } else {
-        return Err(pyo3::exceptions::PyTypeError::new_err(
-            "a looped runner's tokens are asyncio futures (awaitable_tokens), gevent waiters (waiter_tokens) \
-             or greenlets (greenlet_tokens)",
-        ));
-    };
+    let tokens = Tokens::of_runner(py, setup.runner.bind(py))?;
     let core = Arc::new(Core {
         service: Arc::clone(&service),
         runner: setup.runner.clone_ref(py),
-        new_token: runner.getattr("new_token")?.unbind(),
-        wait: runner.getattr("wait")?.unbind(),
         tokens,
         plugins: setup.plugins,
         listener: Mutex::new(Some(listener)),

@@ -15,6 +15,10 @@
 //! Nothing is sent to Kong from here: a handler past `--handler-timeout` is
 //! failed closed on the loop's own thread once it yields (`event.rs`,
 //! `time_out`), as the loop cannot be entered while it is blocked.
+//!
+//! Both wires' looped servers start one (MessagePack:1's here, ProtoBuf:1's
+//! in `protobuf/looped/`); each says how its event handles are named
+//! ([`NameHandle`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -23,7 +27,18 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::event::LoopedEventHandle;
+/// Names the event behind a handle the runner's driver holds
+/// (`event 12: my-plugin access handler`); `None` for another object.
+pub type NameHandle = fn(&Bound<'_, PyAny>) -> Option<String>;
+
+/// How long the loop may go without turning before the warning: the stall
+/// threshold, or `--handler-timeout` when shorter (the event fails closed
+/// past it).
+pub fn stall_threshold(handler_timeout: Option<Duration>) -> Duration {
+    handler_timeout.map_or(crate::defaults::LOOP_STALL, |t| {
+        t.min(crate::defaults::LOOP_STALL)
+    })
+}
 
 /// The loop's last beat, as the watchdog reads it.
 pub struct Heartbeat {
@@ -78,15 +93,19 @@ impl Heartbeat {
 }
 
 /// Starts the watchdog thread; it ends when the heartbeat is stopped or gone.
-pub fn watch(heartbeat: &Arc<Heartbeat>, handler_timeout: Option<Duration>) -> std::io::Result<()> {
+pub fn watch(
+    heartbeat: &Arc<Heartbeat>,
+    handler_timeout: Option<Duration>,
+    name: NameHandle,
+) -> std::io::Result<()> {
     let heartbeat = Arc::downgrade(heartbeat);
     thread::Builder::new()
         .name("kong-pdk-stall".into())
-        .spawn(move || run(&heartbeat, handler_timeout))
+        .spawn(move || run(&heartbeat, handler_timeout, name))
         .map(drop)
 }
 
-fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>) {
+fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>, name: NameHandle) {
     let mut stalls = Stalls::default();
     loop {
         let Some(hb) = heartbeat.upgrade() else {
@@ -99,7 +118,9 @@ fn run(heartbeat: &Weak<Heartbeat>, handler_timeout: Option<Duration>) {
         let thread = hb.thread.load(Ordering::Relaxed);
         let last = hb.last.load(Ordering::Acquire);
         match stalls.look(thread, last, hb.now_ms(), hb.threshold) {
-            Seen::Stall { last, blocked } => report(&hb, thread, last, blocked, handler_timeout),
+            Seen::Stall { last, blocked } => {
+                report(&hb, thread, last, blocked, handler_timeout, name)
+            }
             Seen::Turned { gap } => log::info!(
                 "the event loop turned again after {:.1} s",
                 gap.saturating_sub(period).as_secs_f64()
@@ -161,6 +182,7 @@ fn report(
     last: u64,
     blocked: Duration,
     handler_timeout: Option<Duration>,
+    name: NameHandle,
 ) {
     let told = Python::try_attach(|py| {
         // The GIL may have come only once the loop moved on.
@@ -172,13 +194,10 @@ fn report(
             .getattr("blocking_handler")?
             .call1((thread,))?;
         let (handle, at, stack): (Option<Bound<'_, PyAny>>, String, String) = found.extract()?;
-        let who = match handle.as_ref().map(|h| h.cast::<LoopedEventHandle>()) {
-            Some(Ok(handle)) => {
-                let event = &handle.get().event;
-                format!("event {}: {} handler", event.id, event.label)
-            }
-            _ => "code outside any handler".to_string(),
-        };
+        let who = handle
+            .as_ref()
+            .and_then(name)
+            .unwrap_or_else(|| "code outside any handler".to_string());
         PyResult::Ok(Some((who, at, stack)))
     });
     let when = match handler_timeout {
@@ -273,6 +292,16 @@ mod tests {
     }
 
     #[test]
+    fn a_shorter_handler_timeout_brings_the_warning_forward() {
+        assert_eq!(stall_threshold(None), crate::defaults::LOOP_STALL);
+        assert_eq!(stall_threshold(Some(ms(200))), ms(200));
+        assert_eq!(
+            stall_threshold(Some(Duration::from_secs(60))),
+            crate::defaults::LOOP_STALL
+        );
+    }
+
+    #[test]
     fn the_period_is_a_fifth_of_the_threshold_at_least_10_ms() {
         assert_eq!(Heartbeat::new(ms(500)).period(), ms(100));
         assert_eq!(Heartbeat::new(ms(20)).period(), ms(10));
@@ -285,7 +314,7 @@ mod tests {
             let weak = Arc::downgrade(&hb);
             let (tx, rx) = std::sync::mpsc::channel();
             thread::spawn(move || {
-                run(&weak, None);
+                run(&weak, None, |_| None);
                 let _ = tx.send(());
             });
             if stop {

@@ -35,6 +35,10 @@ struct ConnState {
     watching_write: bool,
     /// The sequence of the HandleEvent in progress.
     event: Option<i64>,
+    /// When that event's handler last got Kong's request (the event began,
+    /// or Kong's reply to its call came): what `--handler-timeout` measures
+    /// while no call waits for Kong.
+    turn: Option<Instant>,
     waiting: Option<Waiting>,
     /// Replies of calls nobody waits for (a terminal call, failing an event
     /// closed), to drop as they come.
@@ -112,6 +116,7 @@ impl LoopConn {
             return Incoming::Nothing;
         }
         if let Some(waiting) = st.waiting.take() {
+            st.turn = Some(Instant::now());
             return Incoming::Reply(waiting, frame);
         }
         if st.event.is_some() {
@@ -128,7 +133,20 @@ impl LoopConn {
     }
 
     pub fn begin_event(&self, sequence: i64) {
-        self.state().event = Some(sequence);
+        let mut st = self.state();
+        st.event = Some(sequence);
+        st.turn = Some(Instant::now());
+    }
+
+    /// Since when the handler of event `sequence` has held Kong's request:
+    /// `None` while its call waits for Kong, or once the event ended or the
+    /// connection closed.
+    pub fn held_since(&self, sequence: i64) -> Option<Instant> {
+        let st = self.state();
+        if st.closed || st.event != Some(sequence) || st.waiting.is_some() {
+            return None;
+        }
+        st.turn
     }
 
     /// Writes `frames` and waits for the reply in `waiting`. `Ok(true)`: the
@@ -163,6 +181,7 @@ impl LoopConn {
     pub fn end_event(&self, frames: &[u8]) -> (Result<bool, SendError>, Option<Waiting>) {
         let mut st = self.state();
         st.event = None;
+        st.turn = None;
         let left = st.waiting.take();
         if left.is_some() {
             st.skip += 1;
@@ -245,4 +264,35 @@ fn write_some(mut stream: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> (LoopConn, UnixStream) {
+        let (ours, kong) = UnixStream::pair().expect("a socket pair");
+        (LoopConn::new(1, ours, 1 << 20), kong)
+    }
+
+    #[test]
+    fn the_handler_holds_kongs_request_from_the_event_begins_to_its_end() {
+        let (conn, _kong) = conn();
+        assert!(conn.held_since(7).is_none(), "no event yet");
+        conn.begin_event(7);
+        let since = conn.held_since(7).expect("held since the event began");
+        assert!(since.elapsed() < std::time::Duration::from_secs(5));
+        assert!(conn.held_since(8).is_none(), "another event's sequence");
+        let (sent, left) = conn.end_event(b"");
+        assert!(sent.is_ok() && left.is_none());
+        assert!(conn.held_since(7).is_none(), "the event ended");
+    }
+
+    #[test]
+    fn a_closed_connection_holds_nothing() {
+        let (conn, _kong) = conn();
+        conn.begin_event(3);
+        let _ = conn.close();
+        assert!(conn.held_since(3).is_none());
+    }
 }

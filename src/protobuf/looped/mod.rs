@@ -10,15 +10,21 @@
 //! read by the loop from the event's own connection, resolves it. No thread
 //! switch is on the path of an event.
 //!
-//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `tokens.rs`
-//! and `runner.rs` the runner's side, `event.rs` an event behind its `kong`
+//! The safety nets are MessagePack:1's looped model's: the stall watchdog
+//! (`models/looped/watchdog.rs`; the runner's timer beats its heartbeat)
+//! names a handler that holds the loop, and `--handler-timeout` fails
+//! closed the event of a handler that holds Kong's request past it
+//! (`event.rs`, `time_out`, on each `tick()` and whenever a handler yields).
+//!
+//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `runner.rs`
+//! the runner's side (its tokens are MessagePack:1's,
+//! `models/looped/tokens.rs`), `event.rs` an event behind its `kong`
 //! object and handle (its stage is `events::StageCell`, as in every model).
 
 mod event;
 mod link;
 mod poll;
 mod runner;
-mod tokens;
 
 use std::collections::HashMap;
 use std::io;
@@ -26,7 +32,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use prost::Message;
 use pyo3::prelude::*;
@@ -41,17 +46,18 @@ use super::messages::rpc_call::Call;
 use super::messages::{CmdHandleEvent, RpcCall, RpcReturn};
 use super::reply::decode_reply;
 use super::shared::Shared;
-use crate::events::Answer;
-use crate::executor::plugins::PluginClasses;
+use crate::events::{Answer, Registry};
+use crate::models::looped::tokens::Tokens;
+use crate::models::looped::watchdog::{self, Heartbeat};
+use crate::models::looped::{tick_period, LoopedSetup};
 use crate::pdk::{answer_to_py, PdkProxy};
 use crate::phase::Phase;
 use crate::rpc_error::RpcError;
-use crate::service::{PluginMeta, Service, Settings};
-use event::{abandoned, LoopEvent, PbHandle};
+use crate::service::Service;
+use event::{abandoned, HandlerTimeout, LoopEvent, PbHandle};
 use link::{Incoming, LoopConn, SendError};
 use poll::Poll;
 use runner::Runner;
-use tokens::Tokens;
 
 /// The listener's token in the epoll set (connections count from 1).
 const LISTENER: u64 = 0;
@@ -64,22 +70,32 @@ struct Core {
     conns: Mutex<HashMap<u64, Arc<LoopConn>>>,
     next_conn: AtomicU64,
     stopped: AtomicBool,
+    /// `--handler-timeout` and the events it watches; `None` when off.
+    timeout: Option<Arc<HandlerTimeout>>,
+    /// Beaten by the loop's timer, read by the stall watchdog.
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// Serves `listener` from the runner's loop; returns the service.
-pub fn serve(
-    py: Python<'_>,
-    runner: Py<PyAny>,
-    classes: Arc<PluginClasses>,
-    metas: Vec<PluginMeta>,
-    settings: Settings,
-    max_frame: usize,
-    listener: UnixListener,
-) -> PyResult<Arc<Service>> {
+pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyResult<Arc<Service>> {
+    let LoopedSetup {
+        runner,
+        plugins: classes,
+        max_frame,
+        metas,
+        settings,
+        handler_timeout,
+    } = setup;
     listener.set_nonblocking(true)?;
-    let tick_period = (settings.event_timeout / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1))
-        .as_secs_f64();
+    let tick_period = tick_period(settings.event_timeout, handler_timeout);
+    let heartbeat = Arc::new(Heartbeat::new(watchdog::stall_threshold(handler_timeout)));
+    watchdog::watch(&heartbeat, handler_timeout, event::name_handle)?;
+    let timeout = handler_timeout.map(|limit| {
+        Arc::new(HandlerTimeout {
+            limit,
+            watched: Arc::new(Registry::default()),
+        })
+    });
     let exec = Arc::new(PbExecutor::new(classes));
     let service = Arc::new(Service::new(metas, settings, Arc::clone(&exec) as _));
     let poll = Poll::new()?;
@@ -102,6 +118,8 @@ pub fn serve(
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         stopped: AtomicBool::new(false),
+        timeout,
+        heartbeat,
     });
     let handle = Bound::new(
         py,
@@ -318,13 +336,19 @@ impl Core {
         let event = Arc::new(LoopEvent::new(
             accepted.id,
             accepted.phase,
+            accepted.label,
             lua_style,
             sequence,
             Arc::clone(conn),
             Arc::clone(&self.runner),
             accepted.instance,
             shared.exec.running_guard(),
+            self.timeout.clone(),
         ));
+        // Watched before it starts: an eager start may end it right away.
+        if let Some(t) = &self.timeout {
+            t.watched.insert(event.event_id, Arc::clone(&event));
+        }
         let started = object.and_then(|object| {
             let kong = Bound::new(py, PdkProxy::root(Arc::clone(&event)))?;
             let handle = Bound::new(
@@ -437,13 +461,17 @@ impl ProtobufLoopCore {
         self.tick_period
     }
 
-    /// No stall watchdog on this server: a long period, and `beat` does nothing.
+    /// Seconds between two `beat()` calls.
     #[getter]
     fn beat_period(&self) -> f64 {
-        3600.0
+        self.core.heartbeat.period().as_secs_f64()
     }
 
-    fn beat(&self) {}
+    /// The loop turned (from a timer of its own): what the stall watchdog
+    /// reads.
+    fn beat(&self) {
+        self.core.heartbeat.beat();
+    }
 
     /// Serves the listener and every connection that is readable.
     fn ready(&self, py: Python<'_>) {
@@ -477,9 +505,15 @@ impl ProtobufLoopCore {
         }
     }
 
-    /// Periodic: instances and Kong's deadlines; a replaced server closes
-    /// its idle connections (Kong's next one reaches the newer server).
+    /// Periodic: `--handler-timeout`, instances and Kong's deadlines; a
+    /// replaced server closes its idle connections (Kong's next one reaches
+    /// the newer server).
     fn tick(&self, py: Python<'_>) {
+        if let Some(t) = &self.core.timeout {
+            for event in t.watched.values() {
+                event.time_out(py);
+            }
+        }
         let service = &self.core.shared.service;
         service.reap();
         let limit = service.settings.event_timeout;
@@ -502,6 +536,7 @@ impl ProtobufLoopCore {
         if self.core.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.core.heartbeat.stop();
         if let Some(l) = self
             .core
             .listener

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
 
-use super::tokens::Tokens;
+use crate::models::looped::tokens::Tokens;
 
 pub struct Runner {
     pub runner: Py<PyAny>,
