@@ -67,14 +67,6 @@ impl EventCtx {
         }
     }
 
-    pub fn is_abandoned(&self) -> bool {
-        self.stage.get() == Stage::Abandoned
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.stage.is_running()
-    }
-
     /// The handler returned: Kong gets `"ret"` unless the event already ended.
     pub fn finish(&self) {
         if self.stage.leave(Stage::Finished) {
@@ -86,10 +78,6 @@ impl EventCtx {
     /// (`EventLink::keep_connection`).
     pub fn take_connection(&self) -> Option<(Arc<ConnWriter>, Lend)> {
         self.link.take_connection()
-    }
-
-    fn ended_error(&self, py: Python<'_>) -> PyErr {
-        ended_error(py, self.stage.get(), self.event_id)
     }
 
     /// Sends a terminal call and ends the event.
@@ -189,10 +177,18 @@ impl EventCtx {
 pub trait PdkTarget: Send + Sync {
     fn event_id(&self) -> u64;
     fn phase(&self) -> Phase;
-    fn is_running(&self) -> bool;
-    fn is_abandoned(&self) -> bool;
+    /// Where the event stands (`events/stage.rs`), which the rest follows.
+    fn stage(&self) -> Stage;
+    fn is_running(&self) -> bool {
+        self.stage() == Stage::Running
+    }
+    fn is_abandoned(&self) -> bool {
+        self.stage() == Stage::Abandoned
+    }
     /// The error a call on an event that has ended raises.
-    fn ended_error(&self, py: Python<'_>) -> PyErr;
+    fn ended_error(&self, py: Python<'_>) -> PyErr {
+        ended_error(py, self.stage(), self.event_id())
+    }
     /// Sends a terminal call and ends the event; `Err` when it cannot.
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()>;
     /// One PDK call: Kong's answer, or an awaitable of it.
@@ -211,20 +207,14 @@ impl PdkTarget for EventCtx {
     fn phase(&self) -> Phase {
         self.phase
     }
-    fn is_running(&self) -> bool {
-        EventCtx::is_running(self)
-    }
-    fn is_abandoned(&self) -> bool {
-        EventCtx::is_abandoned(self)
-    }
-    fn ended_error(&self, py: Python<'_>) -> PyErr {
-        EventCtx::ended_error(self, py)
+    fn stage(&self) -> Stage {
+        self.stage.get()
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         if EventCtx::terminal(self, method, args) {
             Ok(())
         } else {
-            Err(EventCtx::ended_error(self, py))
+            Err(self.ended_error(py))
         }
     }
     fn call<'py>(

@@ -17,7 +17,7 @@ use super::methods::{find, PbMethod};
 use super::ready::Ready;
 use super::reply::decode_reply;
 use crate::events::{Answer, Stage, StageCell};
-use crate::pdk::{answer_to_py, concurrent_call_error, ended_error, PdkTarget};
+use crate::pdk::{answer_to_py, concurrent_call_error, PdkTarget};
 use crate::phase::Phase;
 
 /// The ProtoBuf:1 method of `name`, or the error the plugin sees.
@@ -147,14 +147,8 @@ impl PdkTarget for PbEvent {
     fn phase(&self) -> Phase {
         self.phase
     }
-    fn is_running(&self) -> bool {
-        self.stage.is_running()
-    }
-    fn is_abandoned(&self) -> bool {
-        self.is_broken()
-    }
-    fn ended_error(&self, py: Python<'_>) -> PyErr {
-        ended_error(py, self.stage.get(), self.event_id)
+    fn stage(&self) -> Stage {
+        self.stage.get()
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         let m = pb_method(&method)?;

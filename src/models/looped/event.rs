@@ -20,7 +20,7 @@ use crate::events::fail_closed::{log_err, timed_out_message, OnStep, Pending};
 use crate::events::{self, Answer, Stage};
 use crate::executor::{report_for, PluginHandle};
 use crate::instances::InFlight;
-use crate::pdk::{answer_to_py, concurrent_call_error, ended_error, event_abandoned, PdkTarget};
+use crate::pdk::{answer_to_py, concurrent_call_error, event_abandoned, PdkTarget};
 use crate::phase::Phase;
 use crate::rpc;
 
@@ -330,16 +330,8 @@ impl PdkTarget for LoopedEvent {
         self.phase
     }
 
-    fn is_running(&self) -> bool {
-        self.lock().stage == Stage::Running
-    }
-
-    fn is_abandoned(&self) -> bool {
-        self.lock().stage == Stage::Abandoned
-    }
-
-    fn ended_error(&self, py: Python<'_>) -> PyErr {
-        ended_error(py, self.lock().stage, self.id)
+    fn stage(&self) -> Stage {
+        self.lock().stage
     }
 
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {

@@ -25,7 +25,7 @@ mod chunk_cache;
 mod conns;
 mod dispatch;
 mod event;
-mod poller;
+pub mod poller;
 pub mod tokens;
 pub mod watchdog;
 

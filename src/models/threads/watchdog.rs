@@ -64,7 +64,7 @@ mod tests {
     use super::*;
     use crate::events::{Events, Route};
     use crate::ids::IdAllocator;
-    use crate::pdk::Waiter;
+    use crate::pdk::{PdkTarget, Waiter};
     use crate::writer::ConnWriter;
 
     /// A running event `id` whose RPC in flight came on `kong`'s connection.

@@ -217,14 +217,8 @@ impl PdkTarget for LoopEvent {
     fn phase(&self) -> Phase {
         self.phase
     }
-    fn is_running(&self) -> bool {
-        self.stage.is_running()
-    }
-    fn is_abandoned(&self) -> bool {
-        self.stage.get() == Stage::Abandoned
-    }
-    fn ended_error(&self, py: Python<'_>) -> PyErr {
-        ended_error(py, self.stage.get(), self.event_id)
+    fn stage(&self) -> Stage {
+        self.stage.get()
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         let m = pb_method(&method)?;

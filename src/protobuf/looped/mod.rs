@@ -16,14 +16,14 @@
 //! closed the event of a handler that holds Kong's request past it
 //! (`event.rs`, `time_out`, on each `tick()` and whenever a handler yields).
 //!
-//! The rooms: `poll.rs` the epoll set, `link.rs` a connection, `runner.rs`
+//! The rooms: `link.rs` a connection (the epoll set is MessagePack:1's,
+//! `models/looped/poller.rs`), `runner.rs`
 //! the runner's side (its tokens are MessagePack:1's,
 //! `models/looped/tokens.rs`), `event.rs` an event behind its `kong`
 //! object and handle (its stage is `events::StageCell`, as in every model).
 
 mod event;
 mod link;
-mod poll;
 mod runner;
 
 use std::collections::HashMap;
@@ -47,6 +47,7 @@ use super::messages::{CmdHandleEvent, RpcCall, RpcReturn};
 use super::reply::decode_reply;
 use super::shared::Shared;
 use crate::events::{Answer, Registry};
+use crate::models::looped::poller::Poller;
 use crate::models::looped::tokens::Tokens;
 use crate::models::looped::watchdog::{self, Heartbeat};
 use crate::models::looped::{tick_period, LoopedSetup};
@@ -56,7 +57,6 @@ use crate::rpc_error::RpcError;
 use crate::service::Service;
 use event::{abandoned, HandlerTimeout, LoopEvent, PbHandle};
 use link::{Incoming, LoopConn, SendError};
-use poll::Poll;
 use runner::Runner;
 
 /// The listener's token in the epoll set (connections count from 1).
@@ -65,7 +65,7 @@ const LISTENER: u64 = 0;
 struct Core {
     shared: Arc<Shared>,
     runner: Arc<Runner>,
-    poll: Poll,
+    poll: Poller,
     listener: Mutex<Option<UnixListener>>,
     conns: Mutex<HashMap<u64, Arc<LoopConn>>>,
     next_conn: AtomicU64,
@@ -98,7 +98,7 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
     });
     let exec = Arc::new(PbExecutor::new(classes));
     let service = Arc::new(Service::new(metas, settings, Arc::clone(&exec) as _));
-    let poll = Poll::new()?;
+    let poll = Poller::new()?;
     poll.add(listener.as_raw_fd(), LISTENER)?;
     let tokens = Tokens::of_runner(py, runner.bind(py))?;
     let core = Arc::new(Core {
