@@ -4,9 +4,16 @@
 //!
 //! A function ProtoBuf:1 lacks raises where it is called and sends nothing:
 //! Kong would fail the request on a method it does not know.
+//!
+//! `--handler-timeout`: the event keeps since when its handler has held
+//! Kong's request (the event began, or Kong's last reply came; never while
+//! a call waits for Kong). The watchdog (`timeout.rs`) takes the event from
+//! a handler past the limit (`take`), under the same lock under which the
+//! handler starts each call: so either the call goes out, or the event is
+//! the watchdog's and the call raises `EventAbandoned`; never both write.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
 use pyo3::prelude::*;
@@ -31,9 +38,18 @@ pub fn pb_method(name: &str) -> PyResult<&'static PbMethod> {
     })
 }
 
+/// Which HandleEvent an event answers, and how the logs name it.
+pub struct Command {
+    /// The `RpcCall`'s sequence, echoed by the event's `RpcReturn`.
+    pub sequence: i64,
+    /// `plugin phase`.
+    pub label: Arc<str>,
+}
+
 pub struct PbEvent {
     pub event_id: u64,
     pub phase: Phase,
+    pub command: Command,
     lua_style: bool,
     /// The handler is `async def`: calls return awaitables.
     awaitable: bool,
@@ -45,12 +61,17 @@ pub struct PbEvent {
     /// One call at a time: Kong answers an event's calls in order.
     in_call: Mutex<()>,
     reply_timeout: Duration,
+    /// Since when the handler has held Kong's request; `None` while a call
+    /// waits for Kong and once the handler is over. Its lock orders the
+    /// handler's calls against the watchdog's `take`.
+    held: Mutex<Option<Instant>>,
 }
 
 impl PbEvent {
     pub fn new(
         event_id: u64,
         phase: Phase,
+        command: Command,
         lua_style: bool,
         awaitable: bool,
         conn: Arc<Conn>,
@@ -59,13 +80,59 @@ impl PbEvent {
         PbEvent {
             event_id,
             phase,
+            command,
             lua_style,
             awaitable,
             conn,
             stage: StageCell::default(),
             in_call: Mutex::new(()),
             reply_timeout,
+            held: Mutex::new(Some(Instant::now())),
         }
+    }
+
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The handler is about to send a call: false when the event is no
+    /// longer its own (the watchdog took it, Kong stopped answering).
+    fn claim_for_call(&self) -> bool {
+        let mut held = self.held();
+        let running = self.stage.is_running();
+        if running {
+            *held = None;
+        }
+        running
+    }
+
+    /// Kong answered: the handler holds the request again.
+    fn hold_again(&self) {
+        *self.held() = Some(Instant::now());
+    }
+
+    /// The handler's code is over (returned or raised): the watchdog can no
+    /// longer take the event, and its ending is the handler's thread's to
+    /// send unless the watchdog took it before (then `is_broken`).
+    pub fn release(&self) {
+        *self.held() = None;
+    }
+
+    /// `--handler-timeout`: takes the event from a handler that has held
+    /// Kong's request for `limit`. True when taken now: its later calls
+    /// raise `EventAbandoned`, and its return sends nothing.
+    pub fn take(&self, limit: Duration) -> bool {
+        let mut held = self.held();
+        let overran = held.is_some_and(|since| since.elapsed() >= limit);
+        if !overran || !self.stage.leave(Stage::Abandoned) {
+            return false;
+        }
+        *held = None;
+        true
     }
 
     /// Whether the connection can still carry the event's end.
@@ -78,16 +145,27 @@ impl PbEvent {
         self.stage.leave(Stage::Finished);
     }
 
-    /// Sends one call and waits for Kong's reply, detached from Python.
-    fn ask(&self, py: Python<'_>, method: &PbMethod, args: &[u8]) -> PyResult<Answer> {
+    /// Sends one call and waits for Kong's reply, detached from Python;
+    /// `terminal`: the call ends the event, so the handler does not hold
+    /// Kong's request after it.
+    fn ask(
+        &self,
+        py: Python<'_>,
+        method: &PbMethod,
+        args: &[u8],
+        terminal: bool,
+    ) -> PyResult<Answer> {
         let payload = encode_args(method, args).map_err(|e| PyTypeError::new_err(e.0))?;
         let Ok(_one) = self.in_call.try_lock() else {
             return Err(concurrent_call_error(method.name));
         };
-        if !PdkTarget::is_running(self) {
+        if !self.claim_for_call() {
             return Err(PdkTarget::ended_error(self, py));
         }
         let reply = py.detach(|| self.conn.ask(method.name, &payload, self.reply_timeout));
+        if reply.is_ok() && !terminal {
+            self.hold_again();
+        }
         match reply {
             Ok(bytes) => Ok(decode_reply(method.ret, &bytes).unwrap_or_else(|e| {
                 log::warn!(
@@ -152,7 +230,7 @@ impl PdkTarget for PbEvent {
     }
     fn terminal(&self, py: Python<'_>, method: Arc<str>, args: Vec<u8>) -> PyResult<()> {
         let m = pb_method(&method)?;
-        self.ask(py, m, &args)?;
+        self.ask(py, m, &args, true)?;
         self.stage.leave(Stage::Exited);
         Ok(())
     }
@@ -163,12 +241,81 @@ impl PdkTarget for PbEvent {
         args: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let m = pb_method(&method)?;
-        let answer = self.ask(py, m, &args)?;
+        let answer = self.ask(py, m, &args, false)?;
         let value = answer_to_py(py, answer, self.lua_style)?;
         if self.awaitable {
             Ok(Bound::new(py, Ready::new(value))?.into_any())
         } else {
             Ok(value)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    fn event() -> (PbEvent, UnixStream) {
+        let (ours, kong) = UnixStream::pair().expect("socketpair");
+        let conn = Conn::new(ours, 1 << 20, Arc::new(AtomicBool::new(false))).expect("conn");
+        let command = Command {
+            sequence: 2,
+            label: Arc::from("p access"),
+        };
+        let event = PbEvent::new(
+            7,
+            Phase::Access,
+            command,
+            true,
+            false,
+            Arc::new(conn),
+            Duration::from_secs(5),
+        );
+        (event, kong)
+    }
+
+    const LIMIT: Duration = Duration::from_millis(30);
+
+    #[test]
+    fn a_handler_past_the_limit_is_taken_once() {
+        let (event, _kong) = event();
+        assert!(!event.take(LIMIT), "not before the limit");
+        std::thread::sleep(LIMIT);
+        assert!(event.take(LIMIT));
+        assert!(event.is_broken(), "its calls and its end send nothing");
+        assert!(!event.claim_for_call());
+        assert!(!event.take(LIMIT), "taken once");
+    }
+
+    #[test]
+    fn a_handler_waiting_for_kong_or_over_is_not_taken() {
+        let (event, _kong) = event();
+        assert!(event.claim_for_call());
+        std::thread::sleep(LIMIT);
+        assert!(!event.take(LIMIT), "a call waits for Kong");
+        event.hold_again();
+        assert!(!event.take(LIMIT), "the clock restarts at Kong's answer");
+        std::thread::sleep(LIMIT);
+        event.release();
+        assert!(
+            !event.take(LIMIT),
+            "the handler returned: its ending is its own"
+        );
+        event.finish();
+        assert!(!event.is_broken());
+    }
+
+    #[test]
+    fn an_ended_event_is_not_taken() {
+        let (event, _kong) = event();
+        event.stage.leave(Stage::Exited);
+        std::thread::sleep(LIMIT);
+        assert!(
+            !event.take(LIMIT),
+            "the response went out: Kong has its answer"
+        );
     }
 }

@@ -7,6 +7,11 @@
 //! can still respond), and the connection is served on: Kong retries a
 //! closed connection without end. Only an unknown instance closes it: that
 //! is how Kong learns to start the instance again (it looks for "closed").
+//!
+//! With `--handler-timeout` each handler is watched while it runs; one that
+//! holds Kong's request past the limit has its event taken from it
+//! (`timeout.rs`), and its thread, once the handler returns, leaves the
+//! connection to the thread that took it.
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use pyo3::prelude::*;
 use rmpv::Value;
 
 use super::conn::Conn;
-use super::event::PbEvent;
+use super::event::{Command, PbEvent};
 use super::messages::{CmdHandleEvent, RpcReturn};
 use super::shared::Shared;
 use crate::executor::report_for;
@@ -43,11 +48,6 @@ pub fn handle_event(
     sequence: i64,
     cmd: &CmdHandleEvent,
 ) -> After {
-    let end = RpcReturn {
-        sequence,
-        r#return: None,
-    }
-    .encode_to_vec();
     let Some(long) = shared.ids.long(cmd.instance_id) else {
         return unknown_instance(cmd.instance_id);
     };
@@ -69,30 +69,65 @@ pub fn handle_event(
             // the event fails closed rather than letting the request by.
             log::log!(e.log_level(), "HandleEvent: {e}");
             let phase = Phase::parse(&cmd.event_name).unwrap_or(Phase::Log);
-            let ctx = PbEvent::new(
+            let command = Command {
+                sequence,
+                label: Arc::from(cmd.event_name.as_str()),
+            };
+            return end_failed(
+                shared,
+                conn,
                 0,
                 phase,
-                true,
-                false,
-                Arc::clone(conn),
-                reply_timeout(shared),
+                command,
+                &format!("event not run: {e}"),
             );
-            fail_closed(&ctx, &format!("event not run: {e}"));
-            return finish(conn, &ctx, &end);
         }
     };
     let _running = shared.exec.running_guard();
     let plugin = event.instance.instance().name.clone();
     let lua_style = shared.exec.classes.lua_style(&plugin);
-    let ran = Python::try_attach(|py| run(py, shared, conn, looper, event, lua_style));
+    let ran = Python::try_attach(|py| run(py, shared, conn, looper, sequence, event, lua_style));
     match ran {
-        Some(ctx) => finish(conn, &ctx, &end),
+        Some(ctx) => finish(conn, &ctx),
         None => {
             log::warn!("event dropped: the Python interpreter is shutting down");
-            let _ = conn.end_event(&end);
+            let _ = conn.end_event(&end_of(sequence));
             After::Close
         }
     }
+}
+
+/// The `RpcReturn` that ends the HandleEvent of `sequence`.
+fn end_of(sequence: i64) -> Vec<u8> {
+    RpcReturn {
+        sequence,
+        r#return: None,
+    }
+    .encode_to_vec()
+}
+
+/// Ends on `conn`, failed closed with `message`, an event no handler
+/// answers for: one refused, or taken from a handler past
+/// `--handler-timeout` (`timeout.rs`).
+pub fn end_failed(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    event_id: u64,
+    phase: Phase,
+    command: Command,
+    message: &str,
+) -> After {
+    let ctx = PbEvent::new(
+        event_id,
+        phase,
+        command,
+        true,
+        false,
+        Arc::clone(conn),
+        reply_timeout(shared),
+    );
+    fail_closed(&ctx, message);
+    finish(conn, &ctx)
 }
 
 fn reply_timeout(shared: &Shared) -> std::time::Duration {
@@ -106,13 +141,15 @@ fn unknown_instance(short: i32) -> After {
     After::Close
 }
 
-/// Writes the event's end unless the connection broke meanwhile.
-fn finish(conn: &Conn, ctx: &PbEvent, end: &[u8]) -> After {
+/// Writes the event's end unless the connection broke meanwhile, or the
+/// event was taken from its handler (whoever took it ended it and serves
+/// the connection on: this thread leaves it).
+fn finish(conn: &Conn, ctx: &PbEvent) -> After {
     ctx.finish();
     if ctx.is_broken() {
         return After::Close;
     }
-    match conn.end_event(end) {
+    match conn.end_event(&end_of(ctx.command.sequence)) {
         Ok(()) => After::ServeOn,
         Err(e) => {
             log::debug!("event {}: ending it failed: {e}", ctx.event_id);
@@ -127,6 +164,7 @@ fn run(
     shared: &Shared,
     conn: &Arc<Conn>,
     looper: &mut Option<Py<PyAny>>,
+    sequence: i64,
     event: AcceptedEvent,
     lua_style: bool,
 ) -> Arc<PbEvent> {
@@ -134,8 +172,13 @@ fn run(
         id,
         phase,
         instance,
+        label,
         ..
     } = event;
+    let command = || Command {
+        sequence,
+        label: Arc::clone(&label),
+    };
     let plugin = instance.instance().name.clone();
     let outcome = instance.instance().handle.object(py).and_then(|obj| {
         let method = obj.getattr(phase.name())?;
@@ -146,12 +189,16 @@ fn run(
         let ctx = Arc::new(PbEvent::new(
             id,
             phase,
+            command(),
             lua_style,
             is_async,
             Arc::clone(conn),
             reply_timeout(shared),
         ));
         let kong = Bound::new(py, PdkProxy::root(Arc::clone(&ctx)))?;
+        if let Some(w) = &shared.watched {
+            w.watch(&ctx, phase);
+        }
         let result = method.call1((kong,)).and_then(|r| {
             if is_async {
                 run_coroutine(py, looper, r)
@@ -159,6 +206,12 @@ fn run(
                 Ok(r)
             }
         });
+        // From here the event's ending is this thread's, unless the
+        // watchdog took the event before.
+        ctx.release();
+        if let Some(w) = &shared.watched {
+            w.unwatch(ctx.event_id);
+        }
         Ok((ctx, result))
     });
     let (ctx, result) = match outcome {
@@ -168,6 +221,7 @@ fn run(
             let ctx = PbEvent::new(
                 id,
                 phase,
+                command(),
                 lua_style,
                 false,
                 Arc::clone(conn),

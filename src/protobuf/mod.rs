@@ -14,7 +14,8 @@
 //!   proxy's `PdkTarget`), `ready.rs` the awaitable of an `async def`
 //!   handler's call, `handler.rs` one HandleEvent;
 //! * `executor.rs` the service's executor, `shared.rs` what the threads
-//!   share, `session.rs` a connection's thread, `serve.rs` the accept loop;
+//!   share, `session.rs` a connection's thread, `serve.rs` the accept loop,
+//!   `timeout.rs` `--handler-timeout` (the thread model's watchdog);
 //! * `looped/` the same on a Python event loop (every phase `async def`,
 //!   `-g`, or greenlets): the runner's loop owns the socket;
 //! * `protocol.rs` which wire a server speaks.
@@ -36,6 +37,7 @@ mod reply;
 mod serve;
 mod session;
 mod shared;
+mod timeout;
 mod values;
 
 pub use executor::PbExecutor;

@@ -4,9 +4,13 @@
 //! on each, so the connections in use are about the requests in flight;
 //! a thread that blocks on its own connection (as go-pdk's goroutines do)
 //! needs no hand-off between threads for a PDK call.
+//!
+//! With `--handler-timeout`, the watchdog runs beside the accept loop
+//! (`timeout.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -15,6 +19,8 @@ use super::executor::PbExecutor;
 use super::ids::ShortIds;
 use super::session::serve_connection;
 use super::shared::Shared;
+use super::timeout::answer_taken;
+use crate::models::threads::watchdog::{watchdog, Watched};
 use crate::service::Service;
 
 pub async fn accept_loop(
@@ -22,15 +28,25 @@ pub async fn accept_loop(
     service: Arc<Service>,
     exec: Arc<PbExecutor>,
     max_frame: usize,
+    handler_timeout: Option<Duration>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let watched = handler_timeout.map(|_| Arc::new(Watched::default()));
     let shared = Arc::new(Shared {
         service,
         exec,
         ids: ShortIds::from_clock(),
         max_frame,
         stop: Arc::new(AtomicBool::new(false)),
+        watched: watched.clone(),
     });
+    if let (Some(limit), Some(watched)) = (handler_timeout, &watched) {
+        tokio::spawn(watchdog(
+            Arc::downgrade(watched),
+            limit,
+            answer_taken(Arc::downgrade(&shared)),
+        ));
+    }
     let mut last_error: Option<std::time::Instant> = None;
     loop {
         let accepted = tokio::select! {

@@ -19,11 +19,18 @@ use super::shared::Shared;
 
 /// Serves one connection until Kong closes it or the server stops.
 pub fn serve_connection(shared: Arc<Shared>, stream: UnixStream) {
-    shared.service.connections.fetch_add(1, Ordering::AcqRel);
     match Conn::new(stream, shared.max_frame, Arc::clone(&shared.stop)) {
-        Ok(conn) => serve(&shared, &Arc::new(conn)),
+        Ok(conn) => serve_on(shared, Arc::new(conn)),
         Err(e) => log::warn!("ProtoBuf:1 connection not served: {e}"),
     }
+}
+
+/// Serves a connection from here on: a new one, or one taken from a
+/// handler past `--handler-timeout` (`timeout.rs`; the stuck handler's
+/// thread leaves it, and counts it until then).
+pub fn serve_on(shared: Arc<Shared>, conn: Arc<Conn>) {
+    shared.service.connections.fetch_add(1, Ordering::AcqRel);
+    serve(&shared, &conn);
     shared.service.connections.fetch_sub(1, Ordering::AcqRel);
 }
 

@@ -290,6 +290,7 @@ impl PluginServer {
                 Arc::clone(&service),
                 pb,
                 self.max_frame,
+                self.handler_timeout,
                 stopped.clone(),
             )),
         };

@@ -7,8 +7,11 @@ plugin may do by mistake: sleep, block forever, keep running after
 """
 
 import os
+import sys
 import threading
 import time
+
+from kong_pdk.exception import EventAbandoned
 
 Schema = (
     {"mode": {"type": "string"}},
@@ -37,6 +40,15 @@ class Plugin:
             # The first PDK call shows Kong that the handler started.
             kong.log.notice("started")
             time.sleep(float(self.config.get("seconds") or 3))
+        elif mode == "sleep-then-call":
+            # Past --handler-timeout the event is no longer the handler's.
+            kong.log.notice("started")
+            time.sleep(float(self.config.get("seconds") or 2))
+            try:
+                kong.response.set_header("x-after", "yes")
+            except EventAbandoned:
+                print("stalls: EventAbandoned after the sleep", file=sys.stderr, flush=True)
+                raise
         elif mode == "stuck":
             threading.Event().wait(FOREVER)
         elif mode == "exit-then-finally":
@@ -72,6 +84,9 @@ class Plugin:
     def log(self, kong):
         if self.config.get("mode") == "stuck":
             threading.Event().wait(FOREVER)
+        if self.config.get("mode") == "sleep-then-call":
+            self.access(kong)
+            return
         kong.log.notice("log phase")
 
 

@@ -18,7 +18,7 @@
 
 mod linger;
 mod pool;
-mod watchdog;
+pub mod watchdog;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use crate::phase::Phase;
 use crate::writer::ConnWriter;
 use linger::Found;
 use pool::{promise_idle, Pool};
-use watchdog::{watchdog, Watched};
+use watchdog::{fail_link_closed, watchdog, Watched};
 
 pub struct ThreadExecutor {
     handlers: Handlers,
@@ -50,7 +50,7 @@ impl ThreadExecutor {
     ) -> Self {
         let watched = handler_timeout.map(|limit| {
             let watched: Arc<Watched> = Arc::default();
-            runtime.spawn(watchdog(Arc::downgrade(&watched), limit));
+            runtime.spawn(watchdog(Arc::downgrade(&watched), limit, fail_link_closed));
             watched
         });
         ThreadExecutor {

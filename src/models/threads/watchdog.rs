@@ -2,6 +2,10 @@
 //! Kong's request too long without answering. The Python thread cannot be
 //! stopped; the event is taken from it (its later PDK calls raise
 //! `EventAbandoned`) and Kong gets its answer from here.
+//!
+//! The same watchdog serves ProtoBuf:1's thread model
+//! (`protobuf/timeout.rs`): what it watches is any [`Watchable`] event, and
+//! who answers Kong for a taken event is the caller's to say.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -12,18 +16,59 @@ use crate::events::EventLink;
 use crate::pdk::EventCtx;
 use crate::phase::Phase;
 
-/// The events whose handlers run now.
-#[derive(Default)]
-pub struct Watched(Mutex<HashMap<u64, (Weak<EventCtx>, Phase)>>);
+/// An event whose handler may hold Kong's request too long.
+pub trait Watchable: Send + Sync + 'static {
+    /// What answers Kong in the handler's place.
+    type Taken: Overran;
+    fn watched_id(&self) -> u64;
+    /// Takes the event from its handler when it has held Kong's request for
+    /// `limit` (the handler's later calls raise `EventAbandoned` and its
+    /// return sends nothing); `None` when it has not, or the event ended.
+    fn take_over(&self, limit: Duration) -> Option<Self::Taken>;
+}
 
-impl Watched {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Weak<EventCtx>, Phase)>> {
+/// An event taken from its handler, as the log names it.
+pub trait Overran: Send + 'static {
+    fn event_id(&self) -> u64;
+    fn label(&self) -> &str;
+}
+
+impl Watchable for EventCtx {
+    type Taken = EventLink;
+    fn watched_id(&self) -> u64 {
+        self.event_id
+    }
+    fn take_over(&self, limit: Duration) -> Option<EventLink> {
+        EventCtx::take_over(self, limit)
+    }
+}
+
+impl Overran for EventLink {
+    fn event_id(&self) -> u64 {
+        self.event_id
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// The events whose handlers run now.
+pub struct Watched<E = EventCtx>(Mutex<HashMap<u64, (Weak<E>, Phase)>>);
+
+impl<E> Default for Watched<E> {
+    fn default() -> Self {
+        Watched(Mutex::default())
+    }
+}
+
+impl<E: Watchable> Watched<E> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, (Weak<E>, Phase)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn watch(&self, ctx: &Arc<EventCtx>, phase: Phase) {
+    pub fn watch(&self, ctx: &Arc<E>, phase: Phase) {
         self.lock()
-            .insert(ctx.event_id, (Arc::downgrade(ctx), phase));
+            .insert(ctx.watched_id(), (Arc::downgrade(ctx), phase));
     }
 
     pub fn unwatch(&self, event_id: u64) {
@@ -31,27 +76,39 @@ impl Watched {
     }
 }
 
+/// MessagePack:1's answer for a taken event (`events/fail_closed.rs`).
+pub fn fail_link_closed(link: EventLink, phase: Phase, message: &str) {
+    link.fail_closed(phase, message);
+}
+
 /// Fails closed every event whose handler has held Kong's request for
-/// `limit`; ends with the executor.
-pub async fn watchdog(watched: Weak<Watched>, limit: Duration) {
+/// `limit`: logs it, and has `answer` tell Kong (`kong.log.err(message)`,
+/// then a 500 where the phase can respond); ends with the executor.
+/// `answer` must not block: it runs on the runtime.
+pub async fn watchdog<E, F>(watched: Weak<Watched<E>>, limit: Duration, answer: F)
+where
+    E: Watchable,
+    F: Fn(E::Taken, Phase, &str) + Send + 'static,
+{
     let period = (limit / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;
         let Some(watched) = watched.upgrade() else {
             return;
         };
-        let stuck: Vec<(EventLink, Phase)> = watched
+        let stuck: Vec<(E::Taken, Phase)> = watched
             .lock()
             .values()
             .filter_map(|(ctx, phase)| {
                 let ctx = ctx.upgrade()?;
-                ctx.take_over(limit).map(|link| (link, *phase))
+                ctx.take_over(limit).map(|taken| (taken, *phase))
             })
             .collect();
-        for (link, phase) in stuck {
-            let message = timed_out_message(&link.label, limit);
-            log::error!("event {}: {message}", link.event_id);
-            link.fail_closed(phase, &message);
+        drop(watched);
+        for (taken, phase) in stuck {
+            let message = timed_out_message(taken.label(), limit);
+            log::error!("event {}: {message}", taken.event_id());
+            answer(taken, phase, &message);
         }
     }
 }
@@ -104,7 +161,7 @@ mod tests {
         let (stuck, mut kong) = event(5, &events);
         let (unwatched, mut other) = event(6, &events);
         watched.watch(&stuck, Phase::Access);
-        rt.spawn(watchdog(Arc::downgrade(&watched), limit));
+        rt.spawn(watchdog(Arc::downgrade(&watched), limit, fail_link_closed));
         // Kong gets the timed-out handler's kong.log.err.
         let mut buf = vec![0u8; 1024];
         let n = kong.read(&mut buf).expect("a reply for Kong");
@@ -135,7 +192,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let w = Arc::downgrade(&watched);
         rt.spawn(async move {
-            watchdog(w, Duration::from_millis(20)).await;
+            watchdog(w, Duration::from_millis(20), fail_link_closed).await;
             let _ = tx.send(());
         });
         std::thread::sleep(Duration::from_millis(100));

@@ -108,6 +108,8 @@ pub fn serve(py: Python<'_>, setup: LoopedSetup, listener: UnixListener) -> PyRe
             ids: ShortIds::from_clock(),
             max_frame,
             stop: Arc::new(AtomicBool::new(false)),
+            // The loop watches its events itself (`HandlerTimeout`).
+            watched: None,
         }),
         runner: Arc::new(Runner {
             runner: runner.clone_ref(py),
