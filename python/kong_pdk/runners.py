@@ -123,7 +123,21 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class AsyncioRunner:
+class _Serving:
+    """What every runner that serves Kong's socket keeps: the looped core it
+    was handed by ``serve``."""
+
+    _core_or_none: LoopCore | None = None
+
+    @property
+    def _core(self) -> LoopCore:
+        core = self._core_or_none
+        if core is None:
+            raise RuntimeError("the runner is not serving a socket")
+        return core
+
+
+class AsyncioRunner(_Serving):
     """Runs ``async def`` handlers concurrently on one event loop thread."""
 
     #: A PDK call's token is the future the handler awaits: the looped core
@@ -135,7 +149,6 @@ class AsyncioRunner:
         #: A future for one PDK call's reply: made by the Future class itself
         #: (C), not by a Python method, as there is one per PDK call.
         self.new_token: Callable[[], asyncio.Future[Any]] = functools.partial(asyncio.Future, loop=self.loop)
-        self._core_or_none: LoopCore | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._beater: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -150,13 +163,6 @@ class AsyncioRunner:
         """Serves Kong's socket from the loop (called once, from any thread)."""
         self._core_or_none = core
         self.loop.call_soon_threadsafe(self._begin)
-
-    @property
-    def _core(self) -> LoopCore:
-        core = self._core_or_none
-        if core is None:
-            raise RuntimeError("the runner is not serving a socket")
-        return core
 
     def _begin(self) -> None:
         self.loop.add_reader(self._core.poll_fd, self._core.ready)
@@ -269,7 +275,7 @@ def _drive_greenlet(handler: Callable[[Any], Any], kong: Any, handle: EventHandl
         handle.finish()
 
 
-class GeventRunner:
+class GeventRunner(_Serving):
     """Runs every handler in a greenlet on the calling thread's gevent hub.
 
     The hub serves Kong's socket too (``serve``): an I/O watcher on the
@@ -302,7 +308,6 @@ class GeventRunner:
         #: are the Waiter's own (compiled) functions: no Python frame per call.
         self.new_token: Callable[[], Any] = gevent.hub.Waiter
         self.wait: Callable[[Any], Any] = gevent.hub.Waiter.get
-        self._core_or_none: LoopCore | None = None
         self._ticker: Any = None
         self._beater: Any = None
         # fd -> its read watcher and write watcher (None: not watched).
@@ -311,13 +316,6 @@ class GeventRunner:
         # it when it ends: cached, not mmap'ed and munmap'ed per event
         # (src/models/looped/chunk_cache.rs).
         cache_stack_chunks()
-
-    @property
-    def _core(self) -> LoopCore:
-        core = self._core_or_none
-        if core is None:
-            raise RuntimeError("the runner is not serving a socket")
-        return core
 
     def serve(self, core: LoopCore) -> None:
         """Serves Kong's socket from the hub (called on the hub's thread)."""
@@ -387,7 +385,7 @@ class GeventRunner:
             self._core.stop()
 
 
-class GreenletRunner:
+class GreenletRunner(_Serving):
     """Runs plain ``def`` handlers in greenlets on a loop thread of its own.
 
     For plugins whose handlers do not block (``kong_pdk.blocking``, or
@@ -420,7 +418,6 @@ class GreenletRunner:
         self.new_token: Callable[[], Any] = greenlet.getcurrent
         #: The hub's ``switch``, set when the thread starts.
         self.wait: Callable[[], Any] = lambda: None
-        self._core_or_none: LoopCore | None = None
         self._poll = select.poll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -439,13 +436,6 @@ class GreenletRunner:
         self._thread = threading.Thread(target=self._run, name="kong-pdk-greenlets", daemon=True)
         self._thread.start()
         self._started.wait()
-
-    @property
-    def _core(self) -> LoopCore:
-        core = self._core_or_none
-        if core is None:
-            raise RuntimeError("the runner is not serving a socket")
-        return core
 
     def _wake(self) -> None:
         try:
