@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,3 +71,23 @@ def switches_over_events(pid: int, emu: KongEmulator, n: int) -> tuple[dict[tupl
         rpcs += 1 + len(result.calls)
     after = voluntary_switches(pid)
     return {key: after[key] - before.get(key, 0) for key in after}, rpcs
+
+
+def plugin_class_of(path: Path, module: str) -> type:
+    """The ``Plugin`` class of the plugin file ``path``, imported as ``module``
+    (registered in ``sys.modules``, where ``inspect`` finds its file)."""
+    spec = importlib.util.spec_from_file_location(module, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module] = mod
+    spec.loader.exec_module(mod)
+    cls: type = mod.Plugin
+    return cls
+
+
+def plugin_class(folder: Path, name: str, source: str) -> type:
+    """The ``Plugin`` class of a module of its own made from ``source`` in
+    ``folder`` (``--model auto`` reads its file)."""
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return plugin_class_of(path, name)

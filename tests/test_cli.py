@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import plugin_class_of
 from serving import EXAMPLES, PLUGINS
 
 
@@ -123,20 +123,10 @@ def test_dump_with_m_starts_no_worker(tmp_path: Path, flag: list[str]) -> None:
     assert time.monotonic() - t0 < 10
 
 
-def _plugin_class(path: Path, module: str) -> type:
-    spec = importlib.util.spec_from_file_location(module, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[module] = mod  # inspect.getfile finds the file through it
-    spec.loader.exec_module(mod)
-    plugin: type = mod.Plugin
-    return plugin
-
-
 def test_m_defaults_to_one_worker_per_cpu(tmp_path: Path) -> None:
     from kong_pdk.serve import worker_commands
 
-    Plugin = _plugin_class(PLUGINS / "behaviours.py", "behaviours_for_test_cli")
+    Plugin = plugin_class_of(PLUGINS / "behaviours.py", "behaviours_for_test_cli")
     cmds = worker_commands(Plugin, str(tmp_path / "b.socket"), 0, True, {"event_timeout": 2.0}, ["-v"])
     assert len(cmds) == (os.cpu_count() or 1)
     argv, sock = cmds[0]

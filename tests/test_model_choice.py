@@ -9,8 +9,6 @@ from the server's log, and the plugin is served either way.
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from kong_pdk.blocking import _scan
 from kong_pdk.serve import PluginDefinition, _on_greenlets, build_server
 from kong_pdk.testing import KongEmulator
 
+from helpers import plugin_class
 from serving import Served
 
 PURE = """
@@ -96,19 +95,6 @@ def test_model_threads_overrides_auto(serve: Callable[..., Served]) -> None:
     assert "greenlets" not in log
     with KongEmulator(served.socket) as emu:
         assert emu.run_phase("py-hello", {}, "access").outcome == "ret"
-
-
-def plugin_class(folder: Path, name: str, source: str) -> type:
-    """The ``Plugin`` class of a module made from ``source``."""
-    path = folder / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    cls: type = module.Plugin
-    return cls
 
 
 def test_a_plugin_folder_runs_on_greenlets_only_if_every_plugin_is_pure(tmp_path: Path) -> None:

@@ -3,11 +3,9 @@ the stock protobuf library on Kong's side (tests/pb_kong.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 from pb_kong import Call, KongPb, message_class, methods, pb2
 
+from helpers import plugin_class
 from serving import PLUGINS, Served
 
 PLUGIN = "protobuf_plugin.py"
@@ -241,19 +240,6 @@ def test_worker_processes_and_async_def_under_gevent_are_refused(tmp_path: Path)
         )
         assert out.returncode == 1
         assert why in out.stderr, out.stderr
-
-
-def plugin_class(folder: Path, name: str, source: str) -> type:
-    """The ``Plugin`` class of a module of its own (``--model auto`` reads its source)."""
-    path = folder / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    cls: type = module.Plugin
-    return cls
 
 
 PB_PLAIN = """
