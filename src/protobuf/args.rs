@@ -6,6 +6,8 @@
 //! non-string key), the call is refused here with the reason rather than
 //! sent changed.
 
+use std::fmt::{self, Display};
+
 use prost::Message;
 use rmpv::Value;
 
@@ -30,17 +32,17 @@ pub fn encode_args(method: &PbMethod, args: &[u8]) -> Result<Vec<u8>, ConvError>
     Ok(match method.arg {
         Arg::Empty => Vec::new(),
         Arg::String => pb::String {
-            v: opt_text(at(0), &format!("{name}: argument 1"))?,
+            v: opt_text(at(0), Of(name, "argument 1"))?,
         }
         .encode_to_vec(),
         Arg::Int => pb::Int {
-            v: int32(at(0), &format!("{name}: argument 1"))?,
+            v: int32(at(0), Of(name, "argument 1"))?,
         }
         .encode_to_vec(),
         Arg::MaxCount => {
             let v = match at(0) {
                 Value::Nil => DEFAULT_MAX_COUNT,
-                n => int32(n, &format!("{name}: max count"))?,
+                n => int32(n, Of(name, "max count"))?,
             };
             if v < 1 {
                 return Err(ConvError(format!(
@@ -50,15 +52,15 @@ pub fn encode_args(method: &PbMethod, args: &[u8]) -> Result<Vec<u8>, ConvError>
             pb::Int { v }.encode_to_vec()
         }
         Arg::Bool => pb::Bool {
-            v: boolean(at(0), &format!("{name}: argument 1"))?,
+            v: boolean(at(0), Of(name, "argument 1"))?,
         }
         .encode_to_vec(),
         Arg::ByteString => pb::ByteString {
-            v: bytes(at(0), &format!("{name}: argument 1"))?,
+            v: bytes(at(0), Of(name, "argument 1"))?,
         }
         .encode_to_vec(),
         Arg::Kv => pb::Kv {
-            k: opt_text(at(0), &format!("{name}: argument 1"))?,
+            k: opt_text(at(0), Of(name, "argument 1"))?,
             // An absent value is Lua's nil; a None inside a table is sent
             // as protobuf's null (docs/protobuf.md, "Types").
             v: match at(1) {
@@ -74,7 +76,7 @@ pub fn encode_args(method: &PbMethod, args: &[u8]) -> Result<Vec<u8>, ConvError>
             .map_err(|e| within(name, e))?
             .encode_to_vec(),
         Arg::ExitArgs => pb::ExitArgs {
-            status: int32(at(0), &format!("{name}: status"))?,
+            status: int32(at(0), Of(name, "status"))?,
             body: match at(1) {
                 Value::Nil => Vec::new(),
                 v @ (Value::String(_) | Value::Binary(_)) => bytes(v, "body")?,
@@ -93,13 +95,13 @@ pub fn encode_args(method: &PbMethod, args: &[u8]) -> Result<Vec<u8>, ConvError>
         }
         .encode_to_vec(),
         Arg::Target => pb::Target {
-            host: opt_text(at(0), &format!("{name}: host"))?,
-            port: int32(at(1), &format!("{name}: port"))?,
+            host: opt_text(at(0), Of(name, "host"))?,
+            port: int32(at(1), Of(name, "port"))?,
         }
         .encode_to_vec(),
         Arg::ConsumerSpec => pb::ConsumerSpec {
-            id: opt_text(at(0), &format!("{name}: id"))?,
-            by_username: boolean(at(1), &format!("{name}: by_username"))?,
+            id: opt_text(at(0), Of(name, "id"))?,
+            by_username: boolean(at(1), Of(name, "by_username"))?,
         }
         .encode_to_vec(),
         Arg::AuthenticateArgs => pb::AuthenticateArgs {
@@ -119,12 +121,22 @@ pub fn encode_args(method: &PbMethod, args: &[u8]) -> Result<Vec<u8>, ConvError>
     })
 }
 
+/// Names an argument of a call, as "{function}: {argument}", for an error
+/// message: written only when the call is refused, never per call.
+struct Of<'a>(&'a str, &'a str);
+
+impl Display for Of<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
 fn within(name: &str, e: ConvError) -> ConvError {
     ConvError(format!("{name}: {e}"))
 }
 
 /// A string argument; an absent one is Lua's nil, which arrives as "".
-fn opt_text(v: &Value, what: &str) -> Result<String, ConvError> {
+fn opt_text(v: &Value, what: impl Display) -> Result<String, ConvError> {
     match v {
         Value::Nil => Ok(String::new()),
         v => text(v, what),
@@ -132,7 +144,7 @@ fn opt_text(v: &Value, what: &str) -> Result<String, ConvError> {
 }
 
 /// A 32-bit integer: every `Int` of this wire is one.
-fn int32(v: &Value, what: &str) -> Result<i32, ConvError> {
+fn int32(v: &Value, what: impl Display) -> Result<i32, ConvError> {
     let n = match v {
         Value::Integer(i) => i.as_i64(),
         Value::F64(f) if f.fract() == 0.0 => Some(*f as i64),
@@ -151,7 +163,7 @@ fn int32(v: &Value, what: &str) -> Result<i32, ConvError> {
     })
 }
 
-fn boolean(v: &Value, what: &str) -> Result<bool, ConvError> {
+fn boolean(v: &Value, what: impl Display) -> Result<bool, ConvError> {
     match v {
         Value::Nil => Ok(false),
         Value::Boolean(b) => Ok(*b),
@@ -162,7 +174,7 @@ fn boolean(v: &Value, what: &str) -> Result<bool, ConvError> {
     }
 }
 
-fn bytes(v: &Value, what: &str) -> Result<Vec<u8>, ConvError> {
+fn bytes(v: &Value, what: impl Display) -> Result<Vec<u8>, ConvError> {
     match v {
         Value::Nil => Ok(Vec::new()),
         Value::String(s) => Ok(s.as_bytes().to_vec()),
@@ -185,7 +197,7 @@ fn field<'a>(table: &'a Value, key: &str) -> Option<&'a Value> {
 fn field_text(table: &Value, key: &str, name: &str) -> Result<String, ConvError> {
     match field(table, key) {
         None | Some(Value::Nil) => Ok(String::new()),
-        Some(v) => text(v, &format!("{name}: {key}")),
+        Some(v) => text(v, Of(name, key)),
     }
 }
 

@@ -18,7 +18,7 @@ impl std::fmt::Display for ConvError {
 }
 
 /// Text that must be UTF-8 on this wire (protobuf `string`).
-pub fn text(v: &Value, what: &str) -> Result<String, ConvError> {
+pub fn text(v: &Value, what: impl std::fmt::Display) -> Result<String, ConvError> {
     match v {
         Value::String(s) => s
             .as_str()

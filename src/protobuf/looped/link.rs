@@ -48,6 +48,9 @@ struct ConnState {
 
 pub struct LoopConn {
     pub id: u64,
+    /// Whether `--handler-timeout` is on: only then is the handler's turn
+    /// timed (a clock read per PDK call saved otherwise).
+    times_turns: bool,
     stream: UnixStream,
     reader: Mutex<FrameReader>,
     state: Mutex<ConnState>,
@@ -71,9 +74,10 @@ pub enum SendError {
 }
 
 impl LoopConn {
-    pub fn new(id: u64, stream: UnixStream, max_frame: usize) -> Self {
+    pub fn new(id: u64, stream: UnixStream, max_frame: usize, times_turns: bool) -> Self {
         LoopConn {
             id,
+            times_turns,
             stream,
             reader: Mutex::new(FrameReader::new(max_frame)),
             state: Mutex::new(ConnState::default()),
@@ -116,7 +120,9 @@ impl LoopConn {
             return Incoming::Nothing;
         }
         if let Some(waiting) = st.waiting.take() {
-            st.turn = Some(Instant::now());
+            if self.times_turns {
+                st.turn = Some(Instant::now());
+            }
             return Incoming::Reply(waiting, frame);
         }
         if st.event.is_some() {
@@ -135,7 +141,9 @@ impl LoopConn {
     pub fn begin_event(&self, sequence: i64) {
         let mut st = self.state();
         st.event = Some(sequence);
-        st.turn = Some(Instant::now());
+        if self.times_turns {
+            st.turn = Some(Instant::now());
+        }
     }
 
     /// Since when the handler of event `sequence` has held Kong's request:
@@ -272,7 +280,7 @@ mod tests {
 
     fn conn() -> (LoopConn, UnixStream) {
         let (ours, kong) = UnixStream::pair().expect("a socket pair");
-        (LoopConn::new(1, ours, 1 << 20), kong)
+        (LoopConn::new(1, ours, 1 << 20, true), kong)
     }
 
     #[test]

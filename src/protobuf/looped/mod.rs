@@ -151,7 +151,12 @@ impl Core {
                         continue;
                     }
                     let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-                    let conn = Arc::new(LoopConn::new(id, stream, self.shared.max_frame));
+                    let conn = Arc::new(LoopConn::new(
+                        id,
+                        stream,
+                        self.shared.max_frame,
+                        self.timeout.is_some(),
+                    ));
                     if let Err(e) = self.poll.add(conn.fd(), id) {
                         log::warn!("ProtoBuf:1 connection not watched: {e}");
                         continue;
