@@ -147,8 +147,8 @@ impl LoopConn {
     }
 
     /// Since when the handler of event `sequence` has held Kong's request:
-    /// `None` while its call waits for Kong, or once the event ended or the
-    /// connection closed.
+    /// `None` while its call waits for Kong, once the event ended or the
+    /// connection closed, and always without `--handler-timeout`.
     pub fn held_since(&self, sequence: i64) -> Option<Instant> {
         let st = self.state();
         if st.closed || st.event != Some(sequence) || st.waiting.is_some() {
