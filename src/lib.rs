@@ -45,7 +45,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use crate::models::looped::cache_stack_chunks;
+    use crate::models::chunk_cache::stack_chunks_cached;
     #[pymodule_export]
     use crate::pdk::PdkProxy;
     #[pymodule_export]

@@ -12,8 +12,8 @@ __all__ = [
     "PluginEntry",
     "PluginServer",
     "__version__",
-    "cache_stack_chunks",
     "init_logging",
+    "stack_chunks_cached",
 ]
 
 __version__: Final[str]
@@ -103,6 +103,7 @@ def init_logging(level: str, prefix: str | None = None) -> None:
     """Routes the core's logs to stderr at ``level`` (error, warn, info, debug),
     each line tagged with ``prefix`` if given (a worker process)."""
 
-def cache_stack_chunks() -> None:
-    """Keeps a few freed interpreter stack chunks for reuse (for ``-g``, where
-    each event's greenlet would otherwise mmap and munmap one); once per process."""
+def stack_chunks_cached() -> bool:
+    """Whether freed interpreter stack chunks are kept for reuse (from a
+    server's ``start()`` on, in every model: otherwise each event's greenlet
+    or pool thread would mmap and munmap one)."""

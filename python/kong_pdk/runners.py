@@ -292,8 +292,6 @@ class GeventRunner(_Serving):
         import gevent
         import gevent.hub
 
-        from kong_pdk._core import cache_stack_chunks
-
         self._gevent = gevent
         self._new_greenlet = gevent.Greenlet
         #: The current greenlet: the core resumes a waiter directly when it
@@ -312,10 +310,6 @@ class GeventRunner(_Serving):
         self._beater: Any = None
         # fd -> its read watcher and write watcher (None: not watched).
         self._watchers: dict[int, list[Any]] = {}
-        # Each event's greenlet gets a fresh interpreter stack chunk and frees
-        # it when it ends: cached, not mmap'ed and munmap'ed per event
-        # (src/models/looped/chunk_cache.rs).
-        cache_stack_chunks()
 
     def serve(self, core: LoopCore) -> None:
         """Serves Kong's socket from the hub (called on the hub's thread)."""
@@ -409,8 +403,6 @@ class GreenletRunner(_Serving):
     def __init__(self) -> None:
         import greenlet
 
-        from kong_pdk._core import cache_stack_chunks
-
         self._greenlet = greenlet.greenlet
         self.getcurrent: Callable[[], Any] = greenlet.getcurrent
         #: The loop thread's own greenlet, set when the thread starts.
@@ -432,7 +424,6 @@ class GreenletRunner(_Serving):
         self._timer_seq = 0
         self._stopping = False
         self._started = threading.Event()
-        cache_stack_chunks()
         self._thread = threading.Thread(target=self._run, name="kong-pdk-greenlets", daemon=True)
         self._thread.start()
         self._started.wait()

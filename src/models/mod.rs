@@ -16,8 +16,11 @@
 //! handlers that never block), `processes/` worker processes (`-m`), and
 //! `mixed.rs` threads with the `async def` phases of a plugin that mixes
 //! both bridged to an asyncio loop. What every model shares, one event's
-//! state and its failing closed, is in `events/`.
+//! state and its failing closed, is in `events/`; `chunk_cache.rs` keeps
+//! the interpreter's stack chunks of handlers that start on an empty stack
+//! (a pool thread, a greenlet) for reuse, in every model.
 
+pub mod chunk_cache;
 pub mod looped;
 pub mod mixed;
 pub mod processes;

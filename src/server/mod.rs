@@ -218,6 +218,7 @@ impl PluginServer {
         }
         // Before any worker process starts: a refusal leaves nothing behind.
         check_free(&self.socket_path, self.take_over).map_err(|e| self.bind_error(e))?;
+        crate::models::chunk_cache::install(py);
         if let Some(looped) = self.looped_setup(py)? {
             let bound = self.listen()?;
             let service = match self.protocol {

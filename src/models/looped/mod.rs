@@ -21,7 +21,6 @@
 //! connection up to a bound (`conns.rs`). Python is never called while a lock
 //! is held: a gevent switch or an asyncio callback may come back in.
 
-mod chunk_cache;
 mod conns;
 mod dispatch;
 mod event;
@@ -47,7 +46,6 @@ use crate::executor::{Executor, PluginHandle};
 use crate::handover::{self, BlockingUpstream, Hop};
 use crate::rpc::Call;
 use crate::service::{PluginMeta, Service, Settings};
-pub use chunk_cache::cache_stack_chunks;
 use conns::{Conns, Next, Queued};
 use event::Registry;
 use poller::Poller;

@@ -1,15 +1,19 @@
-//! Keeps a few freed interpreter stack chunks for reuse, for `-g`.
+//! Keeps a few freed interpreter stack chunks for reuse, in every model.
 //!
 //! CPython (3.11+) runs a thread's or a greenlet's frames on "data stack"
 //! chunks of 16 KiB and more, which it takes from and gives back to its arena
-//! allocator, `mmap` and `munmap` by default. A greenlet starts with no
-//! chunk and frees its own when it ends, so under `-g`, where every event
-//! runs in a new greenlet, each event cost an `mmap`, an `munmap` (a TLB
-//! flush) and the page faults of touching fresh memory: more than any other
-//! single step of an event. Wrapping the arena allocator with a small cache
-//! of freed blocks up to [`MAX_CACHED_SIZE`] turns that into a list push and
-//! pop; obmalloc's own arenas (1 MiB) still go straight to the original
-//! allocator, and at most [`MAX_CACHED`] blocks are kept.
+//! allocator, `mmap` and `munmap` by default. A handler that starts on an
+//! empty stack takes a chunk and frees it when it returns: under `-g` and
+//! greenlets every event runs in a new greenlet, and in the thread model on
+//! a pool thread with no Python frame of its own, so each event cost an
+//! `mmap`, an `munmap` (a TLB flush on every core running one of the
+//! process's threads) and the page faults of touching fresh memory: more
+//! than any other single step of an event (the thread model spent 4.6 % of
+//! its CPU in `munmap` alone). Wrapping the arena allocator with a small
+//! cache of freed blocks up to [`MAX_CACHED_SIZE`] turns that into a list
+//! push and pop; obmalloc's own arenas (1 MiB) still go straight to the
+//! original allocator, and at most [`MAX_CACHED`] blocks are kept. The server
+//! installs it when it starts (`server/mod.rs`, `start`), whatever the model.
 //!
 //! Every block, cached or not, comes from the original allocator, so a block
 //! allocated before the wrapper was installed may be freed through it and
@@ -20,8 +24,9 @@ use std::sync::{Mutex, Once, OnceLock};
 
 use pyo3::prelude::*;
 
-/// Blocks kept at most (16 KiB each, typically: 256 KiB in all).
-const MAX_CACHED: usize = 16;
+/// Blocks kept at most (16 KiB each, typically: 1 MiB in all): one per
+/// event in flight at 64 connections.
+const MAX_CACHED: usize = 64;
 /// Larger blocks are not cached.
 const MAX_CACHED_SIZE: usize = 64 * 1024;
 
@@ -102,10 +107,16 @@ unsafe extern "C" fn cached_free(_ctx: *mut c_void, ptr: *mut c_void, size: usiz
 
 static INSTALL: Once = Once::new();
 
+/// Whether the caching wrapper is installed (for tests: it is from the
+/// server's start on).
+#[pyfunction]
+pub fn stack_chunks_cached() -> bool {
+    ORIGINAL.get().is_some()
+}
+
 /// Installs the caching wrapper around CPython's arena allocator (once per
 /// process; later calls do nothing).
-#[pyfunction]
-pub fn cache_stack_chunks(_py: Python<'_>) {
+pub fn install(_py: Python<'_>) {
     INSTALL.call_once(|| {
         let mut original = ArenaAllocator {
             ctx: std::ptr::null_mut(),
