@@ -51,6 +51,17 @@ def stall_warnings(served: Served) -> list[str]:
     return [line for line in served.log().splitlines() if "blocked the event loop" in line]
 
 
+def assert_one_stall_named(served: Served, plugin: str) -> None:
+    """The watchdog logged one stall, naming the plugin's access handler and
+    its blocking line, and no event was abandoned (no --handler-timeout)."""
+    log = served.wait_log("blocked the event loop", timeout=2)
+    warnings = stall_warnings(served)
+    assert len(warnings) == 1, warnings
+    assert f"{plugin} access handler" in warnings[0], warnings[0]
+    assert blocking_line(plugin) in log, log
+    assert "EventAbandoned" not in log
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_a_stall_is_logged_once_with_plugin_phase_and_line(serve: Callable[..., Served], model: str) -> None:
     plugin, args = MODELS[model]
@@ -60,12 +71,7 @@ def test_a_stall_is_logged_once_with_plugin_phase_and_line(serve: Callable[..., 
         result = emu.handle_event(iid, "access")
     # Without --handler-timeout the handler just runs late.
     assert result.methods == ["kong.response.set_header"], result.methods
-    log = served.wait_log("blocked the event loop", timeout=2)
-    warnings = stall_warnings(served)
-    assert len(warnings) == 1, warnings
-    assert f"{plugin} access handler" in warnings[0], warnings[0]
-    assert blocking_line(plugin) in log, log
-    assert "EventAbandoned" not in log
+    assert_one_stall_named(served, plugin)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -139,12 +145,7 @@ def test_a_stall_on_protobuf_is_logged_once_with_plugin_phase_and_line(
         conn.close()
     # Without --handler-timeout the handler just runs late.
     assert names(conn) == ["kong.response.set_header"]
-    log = served.wait_log("blocked the event loop", timeout=2)
-    warnings = stall_warnings(served)
-    assert len(warnings) == 1, warnings
-    assert f"{plugin} access handler" in warnings[0], warnings[0]
-    assert blocking_line(plugin) in log, log
-    assert "EventAbandoned" not in log
+    assert_one_stall_named(served, plugin)
 
 
 def assert_failed_closed(conn: KongPb) -> None:
